@@ -1,0 +1,38 @@
+# Compiler flags live on an interface target that every fleetid target links, never in global
+# CMAKE_CXX_FLAGS, so third-party code is untouched and each target states what it gets.
+add_library(fleetid_build_flags INTERFACE)
+add_library(fleetid::build_flags ALIAS fleetid_build_flags)
+
+target_compile_options(fleetid_build_flags INTERFACE
+  -Wall -Wextra -Werror -Wpedantic -Wshadow -Wnon-virtual-dtor -Wold-style-cast -Wcast-align
+  -Wnull-dereference -Wimplicit-fallthrough -Wformat=2
+  -fno-omit-frame-pointer)
+
+if(FLEETID_SANITIZE)
+  target_compile_options(fleetid_build_flags INTERFACE
+    -fsanitize=address,undefined -fno-sanitize-recover=all)
+  target_link_options(fleetid_build_flags INTERFACE -fsanitize=address,undefined)
+endif()
+
+# fleetid_library(NAME sources... [DEPS ...]) makes fleetid_NAME with the alias fleetid::NAME.
+function(fleetid_library name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;PUBLIC_DEPS;PRIVATE_DEPS" ${ARGN})
+  add_library(fleetid_${name} STATIC ${ARG_SOURCES})
+  add_library(fleetid::${name} ALIAS fleetid_${name})
+  target_include_directories(fleetid_${name} PUBLIC ${PROJECT_SOURCE_DIR}/src)
+  target_link_libraries(fleetid_${name}
+    PUBLIC ${ARG_PUBLIC_DEPS}
+    PRIVATE fleetid::build_flags ${ARG_PRIVATE_DEPS})
+endfunction()
+
+# fleetid_test(NAME sources... DEPS ...) builds a GoogleTest binary and registers each test with CTest.
+function(fleetid_test name)
+  if(NOT FLEETID_BUILD_TESTS)
+    return()
+  endif()
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE fleetid::build_flags ${ARG_DEPS} GTest::gtest GTest::gmock
+                        GTest::gtest_main)
+  gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 120)
+endfunction()

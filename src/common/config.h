@@ -1,0 +1,51 @@
+// Configuration of fleetid-server: defaults, then an optional JSON file, then command-line flags
+// (applied by the binary), in that order of precedence. `fleetid-server --data DIR` needs no file.
+#ifndef FLEETID_COMMON_CONFIG_H_
+#define FLEETID_COMMON_CONFIG_H_
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "common/error.h"
+
+namespace fleetid {
+
+// CustodyConfig says which PKCS#11 token holds the authority's keys and where its PIN comes from.
+// With an empty module_path the authority runs its embedded SoftHSM2 token store under
+// <data_dir>/custody and generates its own PINs there (see docs/custody.md).
+struct CustodyConfig {
+  std::string module_path;                     // e.g. /usr/lib/vendor/libvendorpkcs11.so
+  std::string token_label = "fleetid-authority";
+  std::string pin_file;  // a file holding the user PIN (mounted from a secret store), mode 0600/0400
+  std::string pin_env;   // or the name of an environment variable holding the user PIN
+};
+
+struct HostPort {
+  std::string host;
+  std::uint16_t port = 0;
+  std::string ToString() const;
+};
+
+struct ServerConfig {
+  std::filesystem::path data_dir = "./var";
+  HostPort http_listen{"127.0.0.1", 8080};
+  int threads = 2;
+  std::string log_level = "info";
+  CustodyConfig custody;
+};
+
+// ParseHostPort parses "host:port", "[v6]:port" or ":port" (host 127.0.0.1).
+[[nodiscard]] Result<HostPort> ParseHostPort(std::string_view text);
+
+// ApplyConfigJson merges the JSON document |text| into |config|. Unknown keys and wrong types are
+// kInvalidArgument naming the key, so a typo never silently falls back to a default.
+[[nodiscard]] Result<void> ApplyConfigJson(std::string_view text, ServerConfig& config);
+
+// LoadConfigFile reads |path| and applies it to |config|; kNotFound if it does not exist.
+[[nodiscard]] Result<void> LoadConfigFile(const std::filesystem::path& path, ServerConfig& config);
+
+}  // namespace fleetid
+
+#endif  // FLEETID_COMMON_CONFIG_H_

@@ -1,0 +1,57 @@
+#include "crypto/crypto.h"
+
+#include <gtest/gtest.h>
+
+#include "crypto/secret.h"
+
+namespace fleetid::crypto {
+namespace {
+
+TEST(CryptoTest, Sha256KnownAnswer) {
+  // FIPS 180-2 Appendix B.1.
+  EXPECT_EQ(Hex(Sha256("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  auto sha384 = Digest("SHA384", AsBytes("abc"));
+  ASSERT_TRUE(sha384);
+  EXPECT_EQ(Hex(*sha384).substr(0, 16), "cb00753f45a35e8b");
+}
+
+TEST(CryptoTest, UnknownDigestIsInvalidArgument) {
+  auto result = Digest("NOT-A-DIGEST", AsBytes("x"));
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code(), ErrorCode::kInvalidArgument);
+}
+
+TEST(CryptoTest, ConstantTimeEquals) {
+  EXPECT_TRUE(ConstantTimeEquals(AsBytes("secret"), AsBytes("secret")));
+  EXPECT_FALSE(ConstantTimeEquals(AsBytes("secret"), AsBytes("secreT")));
+  EXPECT_FALSE(ConstantTimeEquals(AsBytes("secret"), AsBytes("secret!")));
+  EXPECT_TRUE(ConstantTimeEquals({}, {}));
+}
+
+TEST(CryptoTest, OpenSslRngGivesFreshBytes) {
+  auto a = OpenSslRng::Instance().Bytes(32);
+  auto b = OpenSslRng::Instance().Bytes(32);
+  ASSERT_TRUE(a && b);
+  EXPECT_NE(*a, *b);
+}
+
+TEST(SecretBufferTest, MoveLeavesTheSourceEmptyAndEqualsIsByContent) {
+  SecretBuffer pin = SecretBuffer::FromString("1234");
+  SecretBuffer same = SecretBuffer::FromString("1234");
+  SecretBuffer other = SecretBuffer::FromString("4321");
+  EXPECT_TRUE(pin.Equals(same));
+  EXPECT_FALSE(pin.Equals(other));
+  SecretBuffer moved = std::move(pin);
+  EXPECT_EQ(pin.size(), 0u);  // NOLINT(bugprone-use-after-move): checking the moved-from state.
+  EXPECT_EQ(pin.data(), nullptr);
+  EXPECT_TRUE(moved.Equals(same));
+  moved.Wipe();
+  EXPECT_TRUE(moved.empty());
+}
+
+static_assert(!std::is_copy_constructible_v<SecretBuffer>);
+static_assert(!std::is_convertible_v<SecretBuffer, std::string_view>);
+
+}  // namespace
+}  // namespace fleetid::crypto

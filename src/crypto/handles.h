@@ -1,0 +1,42 @@
+// One RAII owner per OpenSSL handle type. Each alias owns exactly one reference and frees it with
+// the matching *_free function through a zero-size deleter.
+#ifndef FLEETID_CRYPTO_HANDLES_H_
+#define FLEETID_CRYPTO_HANDLES_H_
+
+#include <openssl/asn1.h>
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/param_build.h>
+#include <openssl/x509.h>
+
+#include <memory>
+
+namespace fleetid::crypto {
+
+template <auto Fn>
+struct Deleter {
+  void operator()(auto* p) const noexcept { Fn(p); }
+};
+
+using EvpPkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<&EVP_PKEY_free>>;
+using EvpPkeyCtxPtr = std::unique_ptr<EVP_PKEY_CTX, Deleter<&EVP_PKEY_CTX_free>>;
+using EvpMdCtxPtr = std::unique_ptr<EVP_MD_CTX, Deleter<&EVP_MD_CTX_free>>;
+using EvpMdPtr = std::unique_ptr<EVP_MD, Deleter<&EVP_MD_free>>;
+using BioPtr = std::unique_ptr<BIO, Deleter<&BIO_free_all>>;
+using BignumPtr = std::unique_ptr<BIGNUM, Deleter<&BN_free>>;
+using EcdsaSigPtr = std::unique_ptr<ECDSA_SIG, Deleter<&ECDSA_SIG_free>>;
+using OsslParamBldPtr = std::unique_ptr<OSSL_PARAM_BLD, Deleter<&OSSL_PARAM_BLD_free>>;
+using OsslParamPtr = std::unique_ptr<OSSL_PARAM, Deleter<&OSSL_PARAM_free>>;
+using X509Ptr = std::unique_ptr<X509, Deleter<&X509_free>>;
+using X509ReqPtr = std::unique_ptr<X509_REQ, Deleter<&X509_REQ_free>>;
+using X509AlgorPtr = std::unique_ptr<X509_ALGOR, Deleter<&X509_ALGOR_free>>;
+using X509NamePtr = std::unique_ptr<X509_NAME, Deleter<&X509_NAME_free>>;
+using Asn1ObjectPtr = std::unique_ptr<ASN1_OBJECT, Deleter<&ASN1_OBJECT_free>>;
+using Asn1OctetStringPtr = std::unique_ptr<ASN1_OCTET_STRING, Deleter<&ASN1_OCTET_STRING_free>>;
+using Asn1IntegerPtr = std::unique_ptr<ASN1_INTEGER, Deleter<&ASN1_INTEGER_free>>;
+
+}  // namespace fleetid::crypto
+
+#endif  // FLEETID_CRYPTO_HANDLES_H_

@@ -1,0 +1,36 @@
+// Public-key objects built from the raw values a token exports, and their standard encodings.
+// Nothing here ever handles a private key: those stay in the token (see custody/).
+#ifndef FLEETID_CRYPTO_KEYS_H_
+#define FLEETID_CRYPTO_KEYS_H_
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "crypto/handles.h"
+#include "crypto/suite.h"
+
+namespace fleetid::crypto {
+
+// EcPublicKey builds a key on |curve_nid| from an uncompressed SEC1 point (0x04||X||Y).
+[[nodiscard]] Result<EvpPkeyPtr> EcPublicKey(int curve_nid, std::span<const std::uint8_t> point);
+
+// Ed25519PublicKey builds a key from its 32 raw bytes (RFC 8032 §5.1.5).
+[[nodiscard]] Result<EvpPkeyPtr> Ed25519PublicKey(std::span<const std::uint8_t> raw);
+
+// RsaPublicKey builds a key from big-endian modulus and public exponent.
+[[nodiscard]] Result<EvpPkeyPtr> RsaPublicKey(std::span<const std::uint8_t> modulus,
+                                              std::span<const std::uint8_t> exponent);
+
+// PublicKeyDer returns the DER SubjectPublicKeyInfo of |key|; PublicKeyPem the PEM of it.
+[[nodiscard]] Result<std::vector<std::uint8_t>> PublicKeyDer(EVP_PKEY* key);
+[[nodiscard]] Result<std::string> PublicKeyPem(EVP_PKEY* key);
+
+// PublicKeyFromDer parses a DER SubjectPublicKeyInfo.
+[[nodiscard]] Result<EvpPkeyPtr> PublicKeyFromDer(std::span<const std::uint8_t> der);
+
+}  // namespace fleetid::crypto
+
+#endif  // FLEETID_CRYPTO_KEYS_H_

@@ -1,0 +1,52 @@
+#include "custody/test_token.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <optional>
+
+#include "crypto/crypto.h"
+
+namespace fleetid::custody::testing {
+namespace {
+
+struct State {
+  std::filesystem::path dir;
+  std::optional<OpenedToken> opened;
+  ~State() {
+    opened.reset();
+    std::error_code ec;
+    if (!dir.empty()) std::filesystem::remove_all(dir, ec);
+  }
+};
+
+State& GetState() {
+  static State state;
+  if (state.dir.empty()) {
+    std::string templ = (std::filesystem::temp_directory_path() / "fleetid-custody-XXXXXX").string();
+    if (::mkdtemp(templ.data()) == nullptr) std::abort();
+    state.dir = templ;
+  }
+  return state;
+}
+
+}  // namespace
+
+const std::filesystem::path& DataDir() { return GetState().dir; }
+
+OpenedToken& Opened() {
+  State& s = GetState();
+  if (!s.opened) {
+    auto opened = OpenEmbedded(s.dir, "fleetid-test", crypto::OpenSslRng::Instance());
+    if (!opened) {
+      ADD_FAILURE() << "opening the embedded store: " << opened.error();
+      std::abort();
+    }
+    s.opened = std::move(*opened);
+  }
+  return *s.opened;
+}
+
+void CloseAll() { GetState().opened.reset(); }
+
+}  // namespace fleetid::custody::testing

@@ -1,0 +1,648 @@
+#include "server/http_server.h"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <ctime>
+#include <exception>
+#include <limits>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+
+#include "common/log.h"
+
+namespace fleetid::server {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+constexpr std::string_view kServerName = "fleetid";
+constexpr std::chrono::seconds kMaxLinger{2};
+constexpr std::size_t kMaxLingerBytes = 1024 * 1024;
+constexpr std::size_t kReadChunk = 4096;
+constexpr std::chrono::milliseconds kAcceptRetryDelay{100};
+
+std::string_view ToStd(beast::string_view s) { return {s.data(), s.size()}; }
+
+char AsciiLower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+std::string AsciiLower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(), [](char c) { return AsciiLower(c); });
+  return out;
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(),
+                    [](char x, char y) { return AsciiLower(x) == AsciiLower(y); });
+}
+
+std::string FormatEndpoint(const tcp::endpoint& endpoint) {
+  if (endpoint.address().is_v6()) {
+    return fmt::format("[{}]:{}", endpoint.address().to_string(), endpoint.port());
+  }
+  return fmt::format("{}:{}", endpoint.address().to_string(), endpoint.port());
+}
+
+// RFC 9110 §5.6.7: IMF-fixdate, always in English and GMT.
+std::string HttpDate(std::chrono::system_clock::time_point now) {
+  static constexpr std::array<const char*, 7> kDays = {"Sun", "Mon", "Tue", "Wed",
+                                                       "Thu", "Fri", "Sat"};
+  static constexpr std::array<const char*, 12> kMonths = {
+      "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  const std::time_t t = std::chrono::system_clock::to_time_t(now);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  return fmt::format("{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
+                     kDays.at(static_cast<std::size_t>(tm.tm_wday)), tm.tm_mday,
+                     kMonths.at(static_cast<std::size_t>(tm.tm_mon)), tm.tm_year + 1900,
+                     tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+// RFC 9110 §5.6.2 token characters, for header names a Handler supplies.
+bool IsToken(std::string_view s) {
+  if (s.empty()) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+  });
+}
+
+bool IsSafeHeaderValue(std::string_view s) {
+  return s.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
+}
+
+bool IsFramingHeader(std::string_view name) {
+  for (std::string_view reserved :
+       {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "server",
+        "date", "content-type"}) {
+    if (EqualsIgnoreCase(name, reserved)) return true;
+  }
+  return false;
+}
+
+HttpResponse InternalErrorResponse() {
+  return HttpResponse::JsonError(500, "internal", "internal server error");
+}
+
+class Session;
+
+// ServerState is shared by the server and every Session, so a Session that outlives the
+// HttpServer (destroyed while the io_context shuts down) never touches freed memory.
+struct ServerState {
+  ServerState(HttpServerOptions o, Router r) : options(std::move(o)), router(std::move(r)) {}
+
+  const HttpServerOptions options;
+  const Router router;
+  std::atomic<bool> stopping{false};
+  std::atomic<std::size_t> connections{0};
+
+  std::mutex mutex;
+  std::condition_variable drained;
+  std::unordered_map<const Session*, std::weak_ptr<Session>> sessions;  // Guarded by mutex.
+};
+
+// Session owns one accepted connection. All of its members are touched only on its strand.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, std::shared_ptr<ServerState> state, std::string remote_address)
+      : stream_(std::move(socket)),
+        state_(std::move(state)),
+        remote_address_(std::move(remote_address)) {}
+
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  ~Session() {
+    std::lock_guard lock(state_->mutex);
+    state_->sessions.erase(this);
+    state_->connections.fetch_sub(1);
+    if (state_->sessions.empty()) state_->drained.notify_all();
+  }
+
+  void Start() {
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->Register(); });
+  }
+
+  net::any_io_executor executor() { return stream_.get_executor(); }
+
+  // OnServerStop runs on the strand once Stop() begins. A request whose Handler has run is
+  // allowed to finish writing; anything else is closed now.
+  void OnServerStop() {
+    if (phase_ != Phase::kResponding) Close();
+  }
+
+ private:
+  enum class Phase { kReading, kResponding, kLingering, kClosed };
+
+  void Register() {
+    {
+      std::lock_guard lock(state_->mutex);
+      if (!state_->stopping.load()) state_->sessions.emplace(this, weak_from_this());
+    }
+    if (state_->stopping.load()) return Close();
+    ReadRequest(/*first=*/true);
+  }
+
+  void ReadRequest(bool first) {
+    phase_ = Phase::kReading;
+    if (first || buffer_.size() > 0) return ReadHeader();
+    stream_.expires_after(state_->options.idle_timeout);
+    stream_.async_read_some(buffer_.prepare(kReadChunk),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                              self->OnIdleRead(ec, n);
+                            });
+  }
+
+  void OnIdleRead(beast::error_code ec, std::size_t n) {
+    if (ec) return Close();
+    buffer_.commit(n);
+    ReadHeader();
+  }
+
+  void ReadHeader() {
+    const auto& options = state_->options;
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(
+        std::min<std::size_t>(options.max_header_bytes, std::numeric_limits<std::uint32_t>::max())));
+    parser_->body_limit(options.max_body_bytes);
+    stream_.expires_after(options.read_timeout);
+    http::async_read_header(stream_, buffer_, *parser_,
+                            [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                              self->OnHeader(ec);
+                            });
+  }
+
+  void OnHeader(beast::error_code ec) {
+    if (ec) return OnReadError(ec);
+    const auto& header = parser_->get();
+    if (parser_->is_done()) return OnRequest();
+    // RFC 9110 §10.1.1: a client that sent Expect: 100-continue waits for this before the body.
+    if (header.version() == 11 &&
+        EqualsIgnoreCase(ToStd(header[http::field::expect]), "100-continue")) {
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      net::async_write(stream_, net::buffer(kContinue.data(), kContinue.size()),
+                       [self = shared_from_this()](beast::error_code write_ec, std::size_t) {
+                         if (write_ec) return self->Close();
+                         self->ReadBody();
+                       });
+      return;
+    }
+    ReadBody();
+  }
+
+  void ReadBody() {
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                       if (ec) return self->OnReadError(ec);
+                       self->OnRequest();
+                     });
+  }
+
+  void OnReadError(beast::error_code ec) {
+    if (ec == http::error::body_limit) {
+      return SendErrorAndClose(HttpResponse::JsonError(
+          413, "payload_too_large",
+          fmt::format("request body exceeds {} bytes", state_->options.max_body_bytes)));
+    }
+    if (ec == http::error::header_limit) {
+      return SendErrorAndClose(HttpResponse::JsonError(
+          431, "header_fields_too_large",
+          fmt::format("request headers exceed {} bytes", state_->options.max_header_bytes)));
+    }
+    if (ec.category() == http::make_error_code(http::error::bad_method).category() && ec != http::error::end_of_stream &&
+        ec != http::error::partial_message) {
+      return SendErrorAndClose(
+          HttpResponse::JsonError(400, "invalid_argument", "malformed HTTP request"));
+    }
+    Close();
+  }
+
+  void OnRequest() {
+    phase_ = Phase::kResponding;
+    http::request<http::string_body> message = parser_->release();
+    parser_.reset();
+
+    HttpRequest request;
+    request.method = std::string(ToStd(message.method_string()));
+    request.target = std::string(ToStd(message.target()));
+    const std::size_t question = request.target.find('?');
+    request.path = request.target.substr(0, question);
+    if (question != std::string::npos) request.query = request.target.substr(question + 1);
+    request.headers.reserve(static_cast<std::size_t>(
+        std::distance(message.base().begin(), message.base().end())));
+    for (const auto& field : message.base()) {
+      request.headers.emplace_back(AsciiLower(ToStd(field.name_string())),
+                                   std::string(ToStd(field.value())));
+    }
+    request.body = std::move(message.body());
+    request.remote_address = remote_address_;
+
+    HttpResponse response;
+    try {
+      response = state_->router.Dispatch(request);
+    } catch (const std::exception& e) {
+      log::Error("handler threw", {{"method", request.method},
+                                   {"path", request.path},
+                                   {"remote", remote_address_},
+                                   {"what", e.what()}});
+      response = InternalErrorResponse();
+    } catch (...) {
+      log::Error("handler threw", {{"method", request.method},
+                                   {"path", request.path},
+                                   {"remote", remote_address_},
+                                   {"what", "non-std exception"}});
+      response = InternalErrorResponse();
+    }
+    const bool keep_alive = message.keep_alive() && !state_->stopping.load();
+    SendResponse(std::move(response), message.version(), request.method == "HEAD", keep_alive);
+  }
+
+  void SendErrorAndClose(HttpResponse response) {
+    phase_ = Phase::kResponding;
+    parser_.reset();
+    SendResponse(std::move(response), 11, /*head=*/false, /*keep_alive=*/false);
+  }
+
+  void SendResponse(HttpResponse response, unsigned version, bool head, bool keep_alive) {
+    if (response.status < 200 || response.status > 599) {
+      log::Error("handler returned an invalid status", {{"status", response.status}});
+      response = InternalErrorResponse();
+    }
+    for (const auto& [name, value] : response.headers) {
+      if (!IsToken(name) || !IsSafeHeaderValue(value)) {
+        log::Error("handler returned an invalid header", {{"name", name}});
+        response = InternalErrorResponse();
+        break;
+      }
+    }
+    if (!IsSafeHeaderValue(response.content_type)) {
+      log::Error("handler returned an invalid content type", {{"value", response.content_type}});
+      response = InternalErrorResponse();
+    }
+
+    auto& out = response_.emplace();
+    out.version(version);
+    out.result(static_cast<unsigned>(response.status));
+    out.set(http::field::server, kServerName);
+    out.set(http::field::date, HttpDate(std::chrono::system_clock::now()));
+    if (!response.content_type.empty()) out.set(http::field::content_type, response.content_type);
+    for (auto& [name, value] : response.headers) {
+      if (!IsFramingHeader(name)) out.insert(name, value);
+    }
+    out.keep_alive(keep_alive);
+    // RFC 9110 §8.6: no Content-Length in a 204; a 304 would describe the selected representation,
+    // which the server does not know, so it is left out there too.
+    if (response.status != 204 && response.status != 304) {
+      out.content_length(response.body.size());
+      if (!head) out.body() = std::move(response.body);
+    }
+
+    stream_.expires_after(state_->options.write_timeout);
+    http::async_write(stream_, out,
+                      [self = shared_from_this(), keep_alive](beast::error_code ec, std::size_t) {
+                        self->OnWrite(ec, keep_alive);
+                      });
+  }
+
+  void OnWrite(beast::error_code ec, bool keep_alive) {
+    response_.reset();
+    if (ec) return Close();
+    if (state_->stopping.load()) {
+      beast::error_code ignored;
+      stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      return Close();
+    }
+    if (!keep_alive) return Linger();
+    ReadRequest(/*first=*/false);
+  }
+
+  // Linger half-closes and discards what the client still sends for a short while, so that the
+  // kernel does not answer unread bytes with a reset that destroys the response in flight.
+  void Linger() {
+    phase_ = Phase::kLingering;
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.expires_after(std::min<std::chrono::steady_clock::duration>(
+        kMaxLinger, state_->options.read_timeout));
+    buffer_.consume(buffer_.size());
+    DrainSome();
+  }
+
+  void DrainSome() {
+    stream_.async_read_some(buffer_.prepare(kReadChunk),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                              self->lingered_bytes_ += n;
+                              if (ec || self->lingered_bytes_ > kMaxLingerBytes) {
+                                return self->Close();
+                              }
+                              self->DrainSome();
+                            });
+  }
+
+  void Close() {
+    if (phase_ == Phase::kClosed) return;
+    phase_ = Phase::kClosed;
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.close();
+  }
+
+  beast::tcp_stream stream_;
+  const std::shared_ptr<ServerState> state_;
+  const std::string remote_address_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<http::response<http::string_body>> response_;
+  Phase phase_ = Phase::kReading;
+  std::size_t lingered_bytes_ = 0;
+};
+
+}  // namespace
+
+std::string_view HttpRequest::Header(std::string_view name) const {
+  for (const auto& [key, value] : headers) {
+    if (EqualsIgnoreCase(key, name)) return value;
+  }
+  return {};
+}
+
+HttpResponse HttpResponse::Json(int status, std::string body) {
+  HttpResponse response;
+  response.status = status;
+  response.body = std::move(body);
+  return response;
+}
+
+HttpResponse HttpResponse::JsonError(int status, std::string_view error_name,
+                                     std::string_view message) {
+  const nlohmann::json body = {{"error", std::string(error_name)}, {"message", std::string(message)}};
+  return Json(status, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
+HttpResponse HttpResponse::FromError(const fleetid::Error& error) {
+  return JsonError(HttpStatus(error.code()), ErrorCodeName(error.code()), error.message());
+}
+
+void Router::Add(std::string method, std::string pattern, Handler handler) {
+  Route route{.method = std::move(method), .pattern = std::move(pattern), .handler = std::move(handler)};
+  if (route.pattern.ends_with("/*")) {
+    route.pattern.pop_back();
+    route.is_prefix = true;
+  }
+  routes_.push_back(std::move(route));
+}
+
+HttpResponse Router::Dispatch(const HttpRequest& request) const {
+  const Route* best = nullptr;
+  std::size_t best_rank = 0;
+  bool path_known = false;
+  std::vector<std::string> allowed;
+
+  for (const Route& route : routes_) {
+    const bool matches = route.is_prefix ? request.path.starts_with(route.pattern)
+                                         : request.path == route.pattern;
+    if (!matches) continue;
+    path_known = true;
+    allowed.push_back(route.method);
+    if (route.method == "GET") allowed.emplace_back("HEAD");
+
+    const bool exact_method = route.method == request.method;
+    const bool head_via_get = request.method == "HEAD" && route.method == "GET";
+    if (!exact_method && !head_via_get) continue;
+    // Rank: exact paths above every prefix, longer prefixes above shorter ones, and at equal
+    // specificity an explicit HEAD route above GET answering HEAD.
+    std::size_t rank = route.is_prefix ? route.pattern.size() * 2
+                                       : std::numeric_limits<std::size_t>::max() - 1;
+    if (exact_method) ++rank;
+    if (best == nullptr || rank > best_rank) {
+      best = &route;
+      best_rank = rank;
+    }
+  }
+
+  if (best != nullptr) return best->handler(request);
+  if (!path_known) {
+    return HttpResponse::JsonError(404, "not_found", fmt::format("no route for {}", request.path));
+  }
+  std::sort(allowed.begin(), allowed.end());
+  allowed.erase(std::unique(allowed.begin(), allowed.end()), allowed.end());
+  std::string allow;
+  for (const std::string& method : allowed) {
+    if (!allow.empty()) allow += ", ";
+    allow += method;
+  }
+  HttpResponse response = HttpResponse::JsonError(
+      405, "method_not_allowed", fmt::format("{} is not allowed here", request.method));
+  response.headers.emplace_back("Allow", std::move(allow));
+  return response;
+}
+
+class HttpServer::Impl {
+ public:
+  Impl(HttpServerOptions options, Router router)
+      : state_(std::make_shared<ServerState>(std::move(options), std::move(router))),
+        io_context_(state_->options.threads),
+        acceptor_(net::make_strand(io_context_)),
+        retry_timer_(acceptor_.get_executor()),
+        work_(net::make_work_guard(io_context_)) {}
+
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
+  ~Impl() { Stop(); }
+
+  [[nodiscard]] Result<void> Listen() {
+    const auto& options = state_->options;
+    beast::error_code ec;
+    const net::ip::address address = net::ip::make_address(options.address, ec);
+    if (ec) {
+      return MakeError(ErrorCode::kInvalidArgument, "'{}' is not a numeric IP address",
+                       options.address);
+    }
+    const tcp::endpoint endpoint(address, options.port);
+    const std::string where = FormatEndpoint(endpoint);
+    if (acceptor_.open(endpoint.protocol(), ec)) {
+      return MakeError(ErrorCode::kUnavailable, "cannot open a socket for {}: {}", where,
+                       ec.message());
+    }
+    if (acceptor_.set_option(net::socket_base::reuse_address(true), ec)) {
+      return MakeError(ErrorCode::kUnavailable, "cannot set SO_REUSEADDR on {}: {}", where,
+                       ec.message());
+    }
+    if (acceptor_.bind(endpoint, ec)) {
+      return MakeError(ErrorCode::kUnavailable, "cannot bind {}: {}", where, ec.message());
+    }
+    if (acceptor_.listen(net::socket_base::max_listen_connections, ec)) {
+      return MakeError(ErrorCode::kUnavailable, "cannot listen on {}: {}", where, ec.message());
+    }
+    bound_ = acceptor_.local_endpoint(ec);
+    if (ec) {
+      return MakeError(ErrorCode::kUnavailable, "cannot read the bound address of {}: {}", where,
+                       ec.message());
+    }
+    return {};
+  }
+
+  void Run() {
+    DoAccept();
+    threads_.reserve(static_cast<std::size_t>(state_->options.threads));
+    for (int i = 0; i < state_->options.threads; ++i) {
+      threads_.emplace_back([this] { RunThread(); });
+    }
+  }
+
+  void Stop() {
+    std::lock_guard stop_lock(stop_mutex_);
+    if (stopped_) return;
+    stopped_ = true;
+
+    std::vector<std::shared_ptr<Session>> live;
+    {
+      std::lock_guard lock(state_->mutex);
+      state_->stopping.store(true);
+      for (const auto& [key, weak] : state_->sessions) {
+        if (auto session = weak.lock()) live.push_back(std::move(session));
+      }
+    }
+    net::post(acceptor_.get_executor(), [this] {
+      beast::error_code ignored;
+      acceptor_.close(ignored);
+      retry_timer_.cancel();
+    });
+    for (auto& session : live) {
+      net::post(session->executor(), [session] { session->OnServerStop(); });
+    }
+    live.clear();
+
+    {
+      std::unique_lock lock(state_->mutex);
+      state_->drained.wait_for(lock, state_->options.drain_timeout,
+                               [this] { return state_->sessions.empty(); });
+    }
+    work_.reset();
+    io_context_.stop();
+    for (auto& thread : threads_) {
+      if (thread.joinable()) thread.join();
+    }
+    beast::error_code ignored;
+    acceptor_.close(ignored);
+  }
+
+  std::string address() const { return bound_.address().to_string(); }
+  std::uint16_t port() const { return bound_.port(); }
+
+ private:
+  void RunThread() {
+    for (;;) {
+      try {
+        io_context_.run();
+        return;
+      } catch (const std::exception& e) {
+        log::Error("server thread caught an exception", {{"what", e.what()}});
+      }
+    }
+  }
+
+  void DoAccept() {
+    acceptor_.async_accept(net::make_strand(io_context_),
+                           [this](beast::error_code ec, tcp::socket socket) {
+                             OnAccept(ec, std::move(socket));
+                           });
+  }
+
+  void OnAccept(beast::error_code ec, tcp::socket socket) {
+    if (state_->stopping.load() || ec == net::error::operation_aborted) return;
+    if (ec) {
+      // EMFILE and friends: back off instead of spinning on a listen queue we cannot drain.
+      log::Warn("accept failed", {{"error", ec.message()}});
+      retry_timer_.expires_after(kAcceptRetryDelay);
+      retry_timer_.async_wait([this](beast::error_code timer_ec) {
+        if (!timer_ec && !state_->stopping.load()) DoAccept();
+      });
+      return;
+    }
+    beast::error_code endpoint_ec;
+    const tcp::endpoint remote = socket.remote_endpoint(endpoint_ec);
+    if (endpoint_ec) {
+      DoAccept();
+      return;
+    }
+    if (state_->connections.fetch_add(1) >= state_->options.max_connections) {
+      state_->connections.fetch_sub(1);
+      log::Warn("connection limit reached", {{"remote", FormatEndpoint(remote)}});
+      beast::error_code ignored;
+      socket.close(ignored);
+    } else {
+      std::make_shared<Session>(std::move(socket), state_, FormatEndpoint(remote))->Start();
+    }
+    DoAccept();
+  }
+
+  const std::shared_ptr<ServerState> state_;
+  net::io_context io_context_;
+  tcp::acceptor acceptor_;
+  net::steady_timer retry_timer_;
+  net::executor_work_guard<net::io_context::executor_type> work_;
+  tcp::endpoint bound_;
+  std::vector<std::thread> threads_;
+
+  std::mutex stop_mutex_;
+  bool stopped_ = false;  // Guarded by stop_mutex_.
+};
+
+HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+HttpServer::~HttpServer() { impl_->Stop(); }
+
+Result<std::unique_ptr<HttpServer>> HttpServer::Start(HttpServerOptions options, Router router) {
+  if (options.threads < 1) {
+    return MakeError(ErrorCode::kInvalidArgument, "threads must be at least 1, not {}",
+                     options.threads);
+  }
+  if (options.max_header_bytes == 0 || options.max_connections == 0) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "max_header_bytes and max_connections must be positive");
+  }
+  auto impl = std::make_unique<Impl>(std::move(options), std::move(router));
+  FLEETID_CHECK_OK(impl->Listen());
+  impl->Run();
+  return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
+}
+
+std::string HttpServer::address() const { return impl_->address(); }
+
+std::uint16_t HttpServer::port() const { return impl_->port(); }
+
+void HttpServer::Stop() { impl_->Stop(); }
+
+}  // namespace fleetid::server
