@@ -66,8 +66,8 @@ TEST(StoreTest, EmbeddedStoreKeepsItsOwnConfigAndPrivatePins) {
 }
 
 TEST(StoreTest, SecondOpenReusesTheStore) {
-  const std::string pin_before = ReadFile(testing::DataDir() / "custody" / "user.pin");
   testing::Opened();
+  const std::string pin_before = ReadFile(testing::DataDir() / "custody" / "user.pin");
   testing::CloseAll();
   OpenedToken& again = testing::Opened();
   EXPECT_FALSE(again.created);

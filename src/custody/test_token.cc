@@ -49,4 +49,24 @@ OpenedToken& Opened() {
 
 void CloseAll() { GetState().opened.reset(); }
 
+namespace {
+
+// Closes the token before exit(): SoftHSM2's own static objects were constructed after this
+// file's state and so are destroyed before it, and C_Logout on a destroyed module crashes.
+class CloseAtTearDown : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    State& s = GetState();
+    s.opened.reset();
+    std::error_code ec;
+    if (!s.dir.empty()) std::filesystem::remove_all(s.dir, ec);
+    s.dir.clear();
+  }
+};
+
+[[maybe_unused]] ::testing::Environment* const kCloseAtTearDown =
+    ::testing::AddGlobalTestEnvironment(new CloseAtTearDown);  // NOLINT: gtest takes ownership.
+
+}  // namespace
+
 }  // namespace fleetid::custody::testing

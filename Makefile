@@ -1,0 +1,57 @@
+# fleetid — the two commands a newcomer needs are `make run` and `make test`.
+# Both install what is missing (scripts/bootstrap.sh, apt, as root) and build first.
+
+SHELL := /bin/bash
+DATA ?= ./var
+LISTEN ?= 127.0.0.1:8080
+SOURCES = $(shell git ls-files '*.cc' '*.h' 2>/dev/null)
+
+.PHONY: all bootstrap build release run test test-dev test-asan bench fmt fmt-check lint clean
+
+all: build
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+build: bootstrap
+	cmake --preset dev >/dev/null
+	cmake --build --preset dev
+
+release: bootstrap
+	cmake --preset release >/dev/null
+	cmake --build --preset release
+
+# Starts the authority on its embedded defaults: SQLite and a SoftHSM2 token under $(DATA).
+run: release
+	./build/release/apps/fleetid-server --data $(DATA) --listen $(LISTEN)
+
+# The whole suite, normally and under AddressSanitizer + UndefinedBehaviorSanitizer.
+test: test-dev test-asan
+
+test-dev: bootstrap
+	cmake --preset dev >/dev/null
+	cmake --build --preset dev
+	ctest --preset dev
+
+test-asan: bootstrap
+	cmake --preset asan >/dev/null
+	cmake --build --preset asan
+	ctest --preset asan
+
+bench:
+	@scripts/bootstrap.sh bench
+	cmake --preset release >/dev/null
+	cmake --build --preset release
+	bench/run.sh
+
+fmt:
+	clang-format -i $(SOURCES)
+
+fmt-check:
+	clang-format --dry-run -Werror $(SOURCES)
+
+lint: build
+	scripts/lint.sh
+
+clean:
+	rm -rf build bench/out

@@ -1,0 +1,58 @@
+// Command-line options shared by fleetid-server and the fleetid operator tool: both reach the
+// same data directory and the same token, configured the same way.
+#ifndef FLEETID_APPS_OPTIONS_H_
+#define FLEETID_APPS_OPTIONS_H_
+
+#include <CLI/CLI.hpp>
+
+#include <optional>
+#include <string>
+
+#include "common/config.h"
+#include "common/log.h"
+
+namespace fleetid::apps {
+
+struct CommonFlags {
+  std::string config_file;
+  std::optional<std::string> data_dir;
+  std::optional<std::string> module_path;
+  std::optional<std::string> token_label;
+  std::optional<std::string> pin_file;
+  std::optional<std::string> pin_env;
+  std::optional<std::string> log_level;
+};
+
+inline void AddCommonFlags(CLI::App& app, CommonFlags& flags) {
+  app.add_option("-c,--config", flags.config_file, "JSON configuration file (optional)");
+  app.add_option("-d,--data", flags.data_dir, "data directory (default ./var)");
+  app.add_option("--module", flags.module_path,
+                 "PKCS#11 module of the authority's HSM (default: embedded SoftHSM2 under the "
+                 "data directory)");
+  app.add_option("--token", flags.token_label, "label of the authority's token");
+  app.add_option("--pin-file", flags.pin_file, "file holding the token's user PIN (mode 0600)");
+  app.add_option("--pin-env", flags.pin_env, "environment variable holding the token's user PIN");
+  app.add_option("--log-level", flags.log_level, "debug, info, warn, error or off");
+}
+
+// ResolveConfig applies defaults, then the config file, then the flags.
+[[nodiscard]] inline Result<ServerConfig> ResolveConfig(const CommonFlags& flags) {
+  ServerConfig config;
+  if (!flags.config_file.empty()) FLEETID_CHECK_OK(LoadConfigFile(flags.config_file, config));
+  if (flags.data_dir) config.data_dir = *flags.data_dir;
+  if (flags.module_path) config.custody.module_path = *flags.module_path;
+  if (flags.token_label) config.custody.token_label = *flags.token_label;
+  if (flags.pin_file) config.custody.pin_file = *flags.pin_file;
+  if (flags.pin_env) config.custody.pin_env = *flags.pin_env;
+  if (flags.log_level) config.log_level = *flags.log_level;
+  log::Level level;
+  if (!log::ParseLevel(config.log_level, &level)) {
+    return MakeError(ErrorCode::kInvalidArgument, "unknown log level '{}'", config.log_level);
+  }
+  log::Init(level);
+  return config;
+}
+
+}  // namespace fleetid::apps
+
+#endif  // FLEETID_APPS_OPTIONS_H_

@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""Prints fleetid's benchmark figures beside the baselines measured in the same run."""
+import json
+import re
+import sys
+from pathlib import Path
+
+out = Path(sys.argv[1])
+
+SPEED_PATTERNS = {
+    "ecdsa-p256-sha256": r"256 bits ecdsa \(nistp256\)\s+\S+\s+\S+\s+([\d.]+)",
+    "ecdsa-p384-sha384": r"384 bits ecdsa \(nistp384\)\s+\S+\s+\S+\s+([\d.]+)",
+    "ed25519": r"253 bits EdDSA \(Ed25519\)\s+\S+\s+\S+\s+([\d.]+)",
+    "rsa3072-pss-sha256": r"rsa 3072 bits\s+\S+\s+\S+\s+([\d.]+)",
+}
+
+
+def speed(path):
+    text = path.read_text()
+    found = {}
+    for suite, pattern in SPEED_PATTERNS.items():
+        m = re.search(pattern, text)
+        found[suite] = float(m.group(1)) if m else None
+    return found
+
+
+base1 = speed(out / "openssl_speed.txt")
+base2 = speed(out / "openssl_speed_2.txt")
+runs = json.loads((out / "custody_bench.json").read_text())["benchmarks"]
+token = {}
+for b in runs:
+    m = re.match(r"token_sign/([\w-]+)/real_time/threads:(\d+)", b["name"])
+    if m and "items_per_second" in b:
+        token[(m.group(1), int(m.group(2)))] = b["items_per_second"]
+
+print()
+print("Signatures per second: fleetid through the token vs `openssl speed` (in-memory key)")
+print(f"{'suite':<20} {'threads':>7} {'token sign/s':>13} {'openssl sign/s':>15} {'ratio':>7}")
+for suite in SPEED_PATTERNS:
+    for threads, base in ((1, base1), (2, base2)):
+        t = token.get((suite, threads))
+        b = base.get(suite)
+        ratio = f"{t / b:.2f}x" if t and b else "n/a"
+        ts = f"{t:,.0f}" if t else "n/a"
+        bs = f"{b:,.0f}" if b else "n/a"
+        print(f"{suite:<20} {threads:>7} {ts:>13} {bs:>15} {ratio:>7}")
+print()
+print("ratio = token / openssl; below 1.0 means the token is slower (expected: every signature")
+print("crosses the PKCS#11 boundary and SoftHSM2 adds its own object handling).")

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# make bench: builds the release preset, then measures fleetid beside a baseline taken in the same
+# run on the same machine, and prints them side by side with the ratio.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=bench/out
+mkdir -p "$OUT"
+SECONDS_PER=${BENCH_SECONDS:-3}
+
+echo "== baseline: openssl speed (in-memory keys, 1 thread, ${SECONDS_PER}s each)"
+openssl speed -seconds "$SECONDS_PER" ecdsap256 ecdsap384 ed25519 rsa3072 >"$OUT/openssl_speed.txt" 2>/dev/null
+openssl speed -multi 2 -seconds "$SECONDS_PER" ecdsap256 ecdsap384 ed25519 rsa3072 >"$OUT/openssl_speed_2.txt" 2>/dev/null
+
+echo "== fleetid: signatures through the PKCS#11 token (SoftHSM2)"
+build/release/bench/custody_bench --benchmark_format=console \
+  --benchmark_out="$OUT/custody_bench.json" --benchmark_out_format=json
+
+python3 bench/report.py "$OUT"
