@@ -4,6 +4,7 @@
 #include <array>
 #include <atomic>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstdio>
 #include <ctime>
 #include <exception>
@@ -523,10 +524,17 @@ class HttpServer::Impl {
     threads_.reserve(static_cast<std::size_t>(state_->options.threads));
     for (int i = 0; i < state_->options.threads; ++i) {
       threads_.emplace_back([this] { RunThread(); });
+      thread_ids_.push_back(threads_.back().get_id());
     }
   }
 
   void Stop() {
+    // Thread ids are reused once joined, so they identify a server thread only until joining_.
+    if (!joining_.load() && std::find(thread_ids_.begin(), thread_ids_.end(),
+                                      std::this_thread::get_id()) != thread_ids_.end()) {
+      log::Error("HttpServer stopped from one of its own threads, which would deadlock");
+      std::abort();
+    }
     std::lock_guard stop_lock(stop_mutex_);
     if (stopped_) return;
     stopped_ = true;
@@ -556,6 +564,7 @@ class HttpServer::Impl {
     }
     work_.reset();
     io_context_.stop();
+    joining_.store(true);
     for (auto& thread : threads_) {
       if (thread.joinable()) thread.join();
     }
@@ -620,6 +629,8 @@ class HttpServer::Impl {
   net::executor_work_guard<net::io_context::executor_type> work_;
   tcp::endpoint bound_;
   std::vector<std::thread> threads_;
+  std::vector<std::thread::id> thread_ids_;  // Written only before Start returns.
+  std::atomic<bool> joining_{false};
 
   std::mutex stop_mutex_;
   bool stopped_ = false;  // Guarded by stop_mutex_.

@@ -114,8 +114,8 @@ struct HttpServerOptions {
 // max_body_bytes, 431 for headers over max_header_bytes. A connection that is silent or too slow
 // is closed without an answer.
 //
-// Thread-safety: address(), port() and Stop() may be called from any thread except a server
-// thread (that is, never from inside a Handler).
+// Thread-safety: address(), port() and Stop() may be called from any thread. Stop() and the
+// destructor abort if called on a server thread (from inside a Handler), where they would deadlock.
 class HttpServer {
  public:
   // Start binds |options.address|:|options.port| and starts serving |router|. kInvalidArgument

@@ -895,5 +895,24 @@ TEST(HttpServerTest, StopIsIdempotentAndThreadSafe) {
   server.reset();
 }
 
+TEST(HttpServerDeathTest, StopFromInsideAHandlerAbortsInsteadOfDeadlocking) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        std::atomic<HttpServer*> self{nullptr};
+        Router router;
+        router.Add("GET", "/stop", [&self](const HttpRequest&) {
+          if (HttpServer* server = self.load()) server->Stop();
+          return HttpResponse::Json(200, "{}");
+        });
+        auto server = StartServer({}, std::move(router));
+        self.store(server.get());
+        TestClient client(server->port());
+        client.Send(Request("GET", "/stop"));
+        client.ReadResponse(false, 5s);
+      },
+      "would deadlock");
+}
+
 }  // namespace
 }  // namespace fleetid::server
