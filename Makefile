@@ -26,7 +26,7 @@ run: release
 	./build/release/apps/fleetid-server --data $(DATA) --listen $(LISTEN)
 
 # The whole suite, normally and under AddressSanitizer + UndefinedBehaviorSanitizer.
-test: test-dev test-asan
+test: test-dev test-asan release lint
 
 test-dev: bootstrap
 	cmake --preset dev >/dev/null

@@ -60,7 +60,10 @@ int Run(int argc, char** argv) {
 
   auto* keys = app.add_subcommand("keys", "keys in the authority's token")->require_subcommand(1);
   auto* list = keys->add_subcommand("list", "list the private keys on the token");
-  std::string label, suite_name = "ecdsa-p256-sha256", in_path, out_path;
+  std::string label;
+  std::string suite_name = "ecdsa-p256-sha256";
+  std::string in_path;
+  std::string out_path;
   auto* create = keys->add_subcommand("create", "generate a key pair inside the token");
   create->add_option("label", label, "key label")->required();
   create->add_option("--suite", suite_name, "algorithm suite (see 'fleetid suites')");

@@ -1,8 +1,9 @@
 // fleetid-server: the device identity authority.
-#include <signal.h>
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>

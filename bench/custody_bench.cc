@@ -1,9 +1,10 @@
 // Signatures per second through the PKCS#11 token (SoftHSM2), per suite, on 1 and 2 threads.
 // bench/run.sh prints these beside `openssl speed` for the same algorithms.
 #include <benchmark/benchmark.h>
-#include <stdlib.h>
 
+#include <cstdlib>
 #include <filesystem>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -25,7 +26,7 @@ struct Fixture {
     dir = templ;
     auto o = custody::OpenEmbedded(dir, "fleetid-bench", crypto::OpenSslRng::Instance());
     if (!o) {
-      fprintf(stderr, "bench: %s\n", o.error().ToString().c_str());
+      std::cerr << "bench: " << o.error() << "\n";
       std::abort();
     }
     opened = std::move(*o);

@@ -9,7 +9,7 @@ set -euo pipefail
 packages=(
   # toolchain
   build-essential cmake ninja-build pkg-config ccache git
-  clang-format clang-tidy
+  clang-format clang-tidy-16
   # libraries (see docs/dependencies.md for why each is here)
   libssl-dev openssl
   libboost1.81-dev

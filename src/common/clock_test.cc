@@ -25,8 +25,12 @@ TEST(ClockTest, SystemClockIsNearSystemTime) {
 }
 
 TEST(RngTest, FakeRngIsReproducibleAndSeedDependent) {
-  FakeRng a(42), b(42), c(43);
-  auto x = a.Bytes(32), y = b.Bytes(32), z = c.Bytes(32);
+  FakeRng a(42);
+  FakeRng b(42);
+  FakeRng c(43);
+  auto x = a.Bytes(32);
+  auto y = b.Bytes(32);
+  auto z = c.Bytes(32);
   ASSERT_TRUE(x && y && z);
   EXPECT_EQ(*x, *y);
   EXPECT_NE(*x, *z);

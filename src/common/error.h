@@ -73,10 +73,12 @@ template <typename... Args>
 
 // FLEETID_TRY(var, expr) evaluates |expr| (a Result), returns its error from the enclosing function
 // if it failed, and otherwise moves the value into a new variable |var|.
-#define FLEETID_TRY(var, expr)                                         \
-  auto var##_result_ = (expr);                                         \
+// NOLINTBEGIN(bugprone-macro-parentheses): |var| names a new variable and cannot be parenthesised.
+#define FLEETID_TRY(var, expr)                                                   \
+  auto var##_result_ = (expr);                                                   \
   if (!var##_result_) return std::unexpected(std::move(var##_result_).error()); \
   auto var = std::move(*var##_result_)
+// NOLINTEND(bugprone-macro-parentheses)
 
 // FLEETID_CHECK_OK(expr) returns the error of a Result<void> (or any Result) from the enclosing
 // function if it failed.

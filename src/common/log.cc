@@ -3,7 +3,9 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
+#include <iterator>
 #include <mutex>
 
 namespace fleetid::log {
@@ -46,11 +48,9 @@ spdlog::level::level_enum ToSpd(Level level) {
 }
 
 bool NeedsQuotes(std::string_view v) {
-  if (v.empty()) return true;
-  for (unsigned char c : v) {
-    if (c <= ' ' || c == '"' || c == '=' || c == '\\' || c >= 0x7f) return true;
-  }
-  return false;
+  return v.empty() || std::ranges::any_of(v, [](unsigned char c) {
+           return c <= ' ' || c == '"' || c == '=' || c == '\\' || c >= 0x7f;
+         });
 }
 
 }  // namespace
@@ -59,13 +59,10 @@ bool ParseLevel(std::string_view name, Level* out) {
   static constexpr std::pair<std::string_view, Level> kNames[] = {
       {"debug", Level::kDebug}, {"info", Level::kInfo}, {"warn", Level::kWarn},
       {"error", Level::kError}, {"off", Level::kOff}};
-  for (const auto& [n, l] : kNames) {
-    if (n == name) {
-      *out = l;
-      return true;
-    }
-  }
-  return false;
+  const auto* it = std::ranges::find(kNames, name, &std::pair<std::string_view, Level>::first);
+  if (it == std::end(kNames)) return false;
+  *out = it->second;
+  return true;
 }
 
 void Init(Level level) { GetState().level.store(level, std::memory_order_relaxed); }

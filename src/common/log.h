@@ -10,6 +10,7 @@
 #include <initializer_list>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace fleetid::log {
 
@@ -23,7 +24,7 @@ bool ParseLevel(std::string_view name, Level* out);
 struct Field {
   Field(std::string_view k, std::string_view v) : key(k), value(v) {}
   Field(std::string_view k, const char* v) : key(k), value(v) {}
-  Field(std::string_view k, const std::string& v) : key(k), value(v) {}
+  Field(std::string_view k, std::string v) : key(k), value(std::move(v)) {}
   Field(std::string_view k, bool v) : key(k), value(v ? "true" : "false") {}
   template <std::integral T>
   Field(std::string_view k, T v) : key(k), value(std::to_string(v)) {}

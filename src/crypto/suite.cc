@@ -168,8 +168,8 @@ Result<std::vector<std::uint8_t>> EcdsaRawToDer(std::span<const std::uint8_t> ra
   if (!r || !s || !sig || ECDSA_SIG_set0(sig.get(), r.get(), s.get()) != 1) {
     return MakeError(OpenSslError(ErrorCode::kInternal, "building ECDSA-Sig-Value"));
   }
-  r.release();  // Now owned by |sig|.
-  s.release();
+  static_cast<void>(r.release());  // Both now owned by |sig|.
+  static_cast<void>(s.release());
   const int len = i2d_ECDSA_SIG(sig.get(), nullptr);
   if (len <= 0) return MakeError(OpenSslError(ErrorCode::kInternal, "encoding ECDSA-Sig-Value"));
   std::vector<std::uint8_t> der(static_cast<std::size_t>(len));

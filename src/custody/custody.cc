@@ -379,7 +379,8 @@ void Token::Return(CK_SESSION_HANDLE session) {
   idle_.push_back(session);
 }
 
-Result<std::shared_ptr<Token>> Token::Open(std::shared_ptr<Module> module, std::string_view label,
+Result<std::shared_ptr<Token>> Token::Open(const std::shared_ptr<Module>& module,
+                                           std::string_view label,
                                            const crypto::SecretBuffer& pin) {
   FLEETID_TRY(slot, module->FindToken(label));
   std::lock_guard lock(LoginMutex());
@@ -603,8 +604,9 @@ Result<KeyAttributes> Token::GenerateKey(std::string_view label, const Suite& su
   }
   FLEETID_TRY(id, rng.Bytes(16));
 
-  CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-  CK_ULONG bits = static_cast<CK_ULONG>(suite.rsa_bits);
+  CK_BBOOL yes = CK_TRUE;
+  CK_BBOOL no = CK_FALSE;
+  auto bits = static_cast<CK_ULONG>(suite.rsa_bits);
   std::uint8_t exponent[] = {0x01, 0x00, 0x01};
   std::vector<std::uint8_t> params;
   CK_MECHANISM mech{};
@@ -640,7 +642,8 @@ Result<KeyAttributes> Token::GenerateKey(std::string_view label, const Suite& su
       {CKA_LABEL, const_cast<char*>(label.data()), label.size()},
       {CKA_ID, id.data(), id.size()},
   };
-  CK_OBJECT_HANDLE pub_handle = CK_INVALID_HANDLE, priv_handle = CK_INVALID_HANDLE;
+  CK_OBJECT_HANDLE pub_handle = CK_INVALID_HANDLE;
+  CK_OBJECT_HANDLE priv_handle = CK_INVALID_HANDLE;
   CK_RV rv = lease.Check(fns->C_GenerateKeyPair(lease.get(), &mech, pub.data(), pub.size(), priv,
                                                 std::size(priv), &pub_handle, &priv_handle));
   if (rv != CKR_OK) {

@@ -126,7 +126,7 @@ class Token : public std::enable_shared_from_this<Token> {
  public:
   // Open logs in as the user to the initialised token labelled |label|. kNotFound if there is no
   // such token; kUnauthenticated for a wrong PIN; kPermissionDenied if the PIN is locked.
-  [[nodiscard]] static Result<std::shared_ptr<Token>> Open(std::shared_ptr<Module> module,
+  [[nodiscard]] static Result<std::shared_ptr<Token>> Open(const std::shared_ptr<Module>& module,
                                                            std::string_view label,
                                                            const crypto::SecretBuffer& pin);
   ~Token();

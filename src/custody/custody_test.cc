@@ -30,7 +30,7 @@ std::string UniqueLabel(std::string_view base) {
 
 class SuiteCustodyTest : public ::testing::TestWithParam<SuiteId> {
  protected:
-  const Suite& suite() const { return crypto::GetSuite(GetParam()); }
+  static const Suite& suite() { return crypto::GetSuite(GetParam()); }
 };
 
 TEST_P(SuiteCustodyTest, KeyIsGeneratedInTheTokenAndNeverLeavesIt) {
@@ -128,6 +128,7 @@ TEST(CustodyTest, ASecondStartFindsTheSameKeys) {
     std::vector<std::uint8_t> public_der;
   };
   std::vector<Made> made;
+  made.reserve(crypto::AllSuites().size());
   for (const Suite& suite : crypto::AllSuites()) {
     const std::string label = UniqueLabel(std::string("restart-") + std::string(suite.name));
     ASSERT_TRUE(TheToken()->GenerateKey(label, suite, crypto::OpenSslRng::Instance()));
@@ -219,7 +220,6 @@ TEST(CustodyErrorTest, WrongPinWhileLoggedOutAndWhileLoggedIn) {
 
   // With the token closed, C_Login itself says CKR_PIN_INCORRECT.
   testing::CloseAll();
-  auto path = testing::DataDir();
   {
     auto module2 = Module::Load(*FindSoftHsmModule());
     ASSERT_TRUE(module2);
@@ -267,8 +267,10 @@ void RawGenerate(Token& token, const std::string& label, bool can_sign, bool ext
   CK_SLOT_ID slot = *token.module()->FindToken(token.label());
   ASSERT_EQ(fns->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &s),
             CKR_OK);
-  CK_BBOOL yes = CK_TRUE, no = CK_FALSE, sign = can_sign ? CK_TRUE : CK_FALSE,
-           extract = extractable ? CK_TRUE : CK_FALSE;
+  CK_BBOOL yes = CK_TRUE;
+  CK_BBOOL no = CK_FALSE;
+  CK_BBOOL sign = can_sign ? CK_TRUE : CK_FALSE;
+  CK_BBOOL extract = extractable ? CK_TRUE : CK_FALSE;
   std::uint8_t params[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
   std::uint8_t id[] = {0xfe, 0xed};
   CK_ATTRIBUTE pub[] = {{CKA_TOKEN, &yes, 1}, {CKA_EC_PARAMS, params, sizeof(params)},
@@ -280,7 +282,8 @@ void RawGenerate(Token& token, const std::string& label, bool can_sign, bool ext
                          {CKA_LABEL, const_cast<char*>(label.data()), label.size()},
                          {CKA_ID, id, sizeof(id)}};
   CK_MECHANISM mech{CKM_EC_KEY_PAIR_GEN, nullptr, 0};
-  CK_OBJECT_HANDLE h1 = 0, h2 = 0;
+  CK_OBJECT_HANDLE h1 = 0;
+  CK_OBJECT_HANDLE h2 = 0;
   EXPECT_EQ(fns->C_GenerateKeyPair(s, &mech, pub, std::size(pub), priv, std::size(priv), &h1, &h2),
             CKR_OK);
   fns->C_CloseSession(s);

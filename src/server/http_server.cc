@@ -4,8 +4,8 @@
 #include <array>
 #include <atomic>
 #include <condition_variable>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <exception>
 #include <limits>
@@ -52,7 +52,7 @@ using tcp = net::ip::tcp;
 
 constexpr std::string_view kServerName = "fleetid";
 constexpr std::chrono::seconds kMaxLinger{2};
-constexpr std::size_t kMaxLingerBytes = 1024 * 1024;
+constexpr std::size_t kMaxLingerBytes = std::size_t{1024} * 1024;
 constexpr std::size_t kReadChunk = 4096;
 constexpr std::chrono::milliseconds kAcceptRetryDelay{100};
 
@@ -67,9 +67,9 @@ std::string AsciiLower(std::string_view s) {
 }
 
 bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(),
-                    [](char x, char y) { return AsciiLower(x) == AsciiLower(y); });
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return AsciiLower(x) == AsciiLower(y);
+         });
 }
 
 std::string FormatEndpoint(const tcp::endpoint& endpoint) {
@@ -83,15 +83,15 @@ std::string FormatEndpoint(const tcp::endpoint& endpoint) {
 std::string HttpDate(std::chrono::system_clock::time_point now) {
   static constexpr std::array<const char*, 7> kDays = {"Sun", "Mon", "Tue", "Wed",
                                                        "Thu", "Fri", "Sat"};
-  static constexpr std::array<const char*, 12> kMonths = {
-      "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  static constexpr std::array<const char*, 12> kMonths = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                                          "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
   const std::time_t t = std::chrono::system_clock::to_time_t(now);
   std::tm tm{};
   gmtime_r(&t, &tm);
   return fmt::format("{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
                      kDays.at(static_cast<std::size_t>(tm.tm_wday)), tm.tm_mday,
-                     kMonths.at(static_cast<std::size_t>(tm.tm_mon)), tm.tm_year + 1900,
-                     tm.tm_hour, tm.tm_min, tm.tm_sec);
+                     kMonths.at(static_cast<std::size_t>(tm.tm_mon)), tm.tm_year + 1900, tm.tm_hour,
+                     tm.tm_min, tm.tm_sec);
 }
 
 // RFC 9110 §5.6.2 token characters, for header names a Handler supplies.
@@ -108,12 +108,11 @@ bool IsSafeHeaderValue(std::string_view s) {
 }
 
 bool IsFramingHeader(std::string_view name) {
-  for (std::string_view reserved :
-       {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "server",
-        "date", "content-type"}) {
-    if (EqualsIgnoreCase(name, reserved)) return true;
-  }
-  return false;
+  static constexpr std::array<std::string_view, 8> kReserved = {
+      "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "server",
+      "date",           "content-type"};
+  return std::ranges::any_of(kReserved,
+                             [name](std::string_view r) { return EqualsIgnoreCase(name, r); });
 }
 
 HttpResponse InternalErrorResponse() {
@@ -171,11 +170,13 @@ class Session : public std::enable_shared_from_this<Session> {
   enum class Phase { kReading, kResponding, kLingering, kClosed };
 
   void Register() {
+    bool stopping = false;
     {
       std::lock_guard lock(state_->mutex);
-      if (!state_->stopping.load()) state_->sessions.emplace(this, weak_from_this());
+      stopping = state_->stopping.load();
+      if (!stopping) state_->sessions.emplace(this, weak_from_this());
     }
-    if (state_->stopping.load()) return Close();
+    if (stopping) return Close();
     ReadRequest(/*first=*/true);
   }
 
@@ -197,15 +198,14 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void ReadHeader() {
     const auto& options = state_->options;
-    parser_.emplace();
-    parser_->header_limit(static_cast<std::uint32_t>(
-        std::min<std::size_t>(options.max_header_bytes, std::numeric_limits<std::uint32_t>::max())));
+    parser_ = std::make_unique<http::request_parser<http::string_body>>();
+    parser_->header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(
+        options.max_header_bytes, std::numeric_limits<std::uint32_t>::max())));
     parser_->body_limit(options.max_body_bytes);
     stream_.expires_after(options.read_timeout);
-    http::async_read_header(stream_, buffer_, *parser_,
-                            [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                              self->OnHeader(ec);
-                            });
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->OnHeader(ec); });
   }
 
   void OnHeader(beast::error_code ec) {
@@ -245,8 +245,8 @@ class Session : public std::enable_shared_from_this<Session> {
           431, "header_fields_too_large",
           fmt::format("request headers exceed {} bytes", state_->options.max_header_bytes)));
     }
-    if (ec.category() == http::make_error_code(http::error::bad_method).category() && ec != http::error::end_of_stream &&
-        ec != http::error::partial_message) {
+    if (ec.category() == http::make_error_code(http::error::bad_method).category() &&
+        ec != http::error::end_of_stream && ec != http::error::partial_message) {
       return SendErrorAndClose(
           HttpResponse::JsonError(400, "invalid_argument", "malformed HTTP request"));
     }
@@ -264,8 +264,8 @@ class Session : public std::enable_shared_from_this<Session> {
     const std::size_t question = request.target.find('?');
     request.path = request.target.substr(0, question);
     if (question != std::string::npos) request.query = request.target.substr(question + 1);
-    request.headers.reserve(static_cast<std::size_t>(
-        std::distance(message.base().begin(), message.base().end())));
+    request.headers.reserve(
+        static_cast<std::size_t>(std::distance(message.base().begin(), message.base().end())));
     for (const auto& field : message.base()) {
       request.headers.emplace_back(AsciiLower(ToStd(field.name_string())),
                                    std::string(ToStd(field.value())));
@@ -358,8 +358,8 @@ class Session : public std::enable_shared_from_this<Session> {
     phase_ = Phase::kLingering;
     beast::error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    stream_.expires_after(std::min<std::chrono::steady_clock::duration>(
-        kMaxLinger, state_->options.read_timeout));
+    stream_.expires_after(
+        std::min<std::chrono::steady_clock::duration>(kMaxLinger, state_->options.read_timeout));
     buffer_.consume(buffer_.size());
     DrainSome();
   }
@@ -387,7 +387,7 @@ class Session : public std::enable_shared_from_this<Session> {
   const std::shared_ptr<ServerState> state_;
   const std::string remote_address_;
   beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::string_body>> parser_;
+  std::unique_ptr<http::request_parser<http::string_body>> parser_;  // The request being read.
   std::optional<http::response<http::string_body>> response_;
   Phase phase_ = Phase::kReading;
   std::size_t lingered_bytes_ = 0;
@@ -411,7 +411,8 @@ HttpResponse HttpResponse::Json(int status, std::string body) {
 
 HttpResponse HttpResponse::JsonError(int status, std::string_view error_name,
                                      std::string_view message) {
-  const nlohmann::json body = {{"error", std::string(error_name)}, {"message", std::string(message)}};
+  const nlohmann::json body = {{"error", std::string(error_name)},
+                               {"message", std::string(message)}};
   return Json(status, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
@@ -420,7 +421,8 @@ HttpResponse HttpResponse::FromError(const fleetid::Error& error) {
 }
 
 void Router::Add(std::string method, std::string pattern, Handler handler) {
-  Route route{.method = std::move(method), .pattern = std::move(pattern), .handler = std::move(handler)};
+  Route route{
+      .method = std::move(method), .pattern = std::move(pattern), .handler = std::move(handler)};
   if (route.pattern.ends_with("/*")) {
     route.pattern.pop_back();
     route.is_prefix = true;
@@ -435,8 +437,8 @@ HttpResponse Router::Dispatch(const HttpRequest& request) const {
   std::vector<std::string> allowed;
 
   for (const Route& route : routes_) {
-    const bool matches = route.is_prefix ? request.path.starts_with(route.pattern)
-                                         : request.path == route.pattern;
+    const bool matches =
+        route.is_prefix ? request.path.starts_with(route.pattern) : request.path == route.pattern;
     if (!matches) continue;
     path_known = true;
     allowed.push_back(route.method);
@@ -447,8 +449,8 @@ HttpResponse Router::Dispatch(const HttpRequest& request) const {
     if (!exact_method && !head_via_get) continue;
     // Rank: exact paths above every prefix, longer prefixes above shorter ones, and at equal
     // specificity an explicit HEAD route above GET answering HEAD.
-    std::size_t rank = route.is_prefix ? route.pattern.size() * 2
-                                       : std::numeric_limits<std::size_t>::max() - 1;
+    std::size_t rank =
+        route.is_prefix ? route.pattern.size() * 2 : std::numeric_limits<std::size_t>::max() - 1;
     if (exact_method) ++rank;
     if (best == nullptr || rank > best_rank) {
       best = &route;
@@ -528,7 +530,21 @@ class HttpServer::Impl {
     }
   }
 
-  void Stop() {
+  // Stop cannot fail short of a broken mutex or thread, and then the process aborts.
+  void Stop() noexcept {
+    try {
+      StopOrThrow();
+    } catch (const std::exception& e) {
+      static_cast<void>(
+          std::fprintf(stderr, "fleetid: stopping the HTTP server failed: %s\n", e.what()));
+      std::abort();
+    } catch (...) {
+      static_cast<void>(std::fputs("fleetid: stopping the HTTP server failed\n", stderr));
+      std::abort();
+    }
+  }
+
+  void StopOrThrow() {
     // Thread ids are reused once joined, so they identify a server thread only until joining_.
     if (!joining_.load() && std::find(thread_ids_.begin(), thread_ids_.end(),
                                       std::this_thread::get_id()) != thread_ids_.end()) {
@@ -588,10 +604,9 @@ class HttpServer::Impl {
   }
 
   void DoAccept() {
-    acceptor_.async_accept(net::make_strand(io_context_),
-                           [this](beast::error_code ec, tcp::socket socket) {
-                             OnAccept(ec, std::move(socket));
-                           });
+    acceptor_.async_accept(
+        net::make_strand(io_context_),
+        [this](beast::error_code ec, tcp::socket socket) { OnAccept(ec, std::move(socket)); });
   }
 
   void OnAccept(beast::error_code ec, tcp::socket socket) {

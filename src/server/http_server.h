@@ -40,10 +40,11 @@ struct HttpRequest {
 };
 
 // HttpResponse is what a Handler answers. The server owns framing: it sets Content-Length,
-// Connection, Server and Date itself and drops any of those (or Transfer-Encoding) found in
-// |headers|. A header name or value containing CR, LF or NUL turns the answer into a 500.
+// Connection, Server, Date and Content-Type (from content_type) itself and drops any of those, and
+// Transfer-Encoding, Keep-Alive and Upgrade, found in |headers|. A header name that is not an RFC
+// 9110 token, or a value containing CR, LF or NUL, turns the answer into a logged 500.
 struct HttpResponse {
-  int status = 200;  // 200..599; anything else is answered as a 500.
+  int status = 200;                               // 200..599; anything else is answered as a 500.
   std::string content_type = "application/json";  // Omitted from the response when empty.
   std::vector<std::pair<std::string, std::string>> headers;  // Extra headers (Cache-Control, ETag).
   std::string body;  // Not sent for HEAD, 204 and 304; Content-Length still describes it for HEAD.
@@ -90,20 +91,27 @@ class Router {
 };
 
 struct HttpServerOptions {
-  std::string address = "127.0.0.1";  // A numeric IPv4 or IPv6 address; no host names.
-  std::uint16_t port = 8080;           // 0 picks a free port; read it back with HttpServer::port().
-  int threads = 2;                     // I/O and handler threads; at least 1.
-  std::size_t max_header_bytes = 8 * 1024;  // Request line plus headers; more is answered 431.
-  std::size_t max_body_bytes = 64 * 1024;   // More is answered 413 and the connection closed.
-  std::size_t max_connections = 1024;  // Connections beyond this are closed right after accept.
-  std::chrono::seconds read_timeout{10};   // A whole request (from its first byte) must arrive
-                                           // within this, or the connection is dropped silently.
-                                           // A new connection must complete its first request
-                                           // within this from accept.
-  std::chrono::seconds idle_timeout{30};   // A keep-alive connection may idle this long between
-                                           // requests.
-  std::chrono::seconds write_timeout{10};  // A response must be taken by the client within this.
-  std::chrono::seconds drain_timeout{5};   // Stop() waits at most this for in-flight requests.
+  // A numeric IPv4 or IPv6 address; no host names.
+  std::string address = "127.0.0.1";
+  // 0 picks a free port; read it back with HttpServer::port().
+  std::uint16_t port = 8080;
+  // I/O and Handler threads; at least 1.
+  int threads = 2;
+  // Request line plus headers; more is answered 431.
+  std::size_t max_header_bytes = std::size_t{8} * 1024;
+  // More is answered 413 and the connection closed.
+  std::size_t max_body_bytes = std::size_t{64} * 1024;
+  // Connections beyond this are closed right after accept.
+  std::size_t max_connections = 1024;
+  // A whole request, from its first byte, must arrive within this or the connection is dropped
+  // without an answer. A new connection must complete its first request within this from accept.
+  std::chrono::seconds read_timeout{10};
+  // A keep-alive connection may idle this long between requests.
+  std::chrono::seconds idle_timeout{30};
+  // A response must be taken by the client within this.
+  std::chrono::seconds write_timeout{10};
+  // Stop() waits at most this for in-flight requests.
+  std::chrono::seconds drain_timeout{5};
 };
 
 // HttpServer serves a Router over HTTP/1.0 and HTTP/1.1 (keep-alive, pipelining,
@@ -131,12 +139,12 @@ class HttpServer {
   ~HttpServer();
 
   std::string address() const;  // The bound address, e.g. "127.0.0.1".
-  std::uint16_t port() const;    // The bound port; the real one when 0 was asked.
+  std::uint16_t port() const;   // The bound port; the real one when 0 was asked.
 
   // Stop stops accepting, closes connections that are reading or idle, lets requests whose
-  // Handler is running or whose response is being written finish (for at most drain_timeout),
-  // then closes everything and joins the threads. Idempotent; concurrent callers all return once
-  // the server has stopped.
+  // Handler is running or whose response is being written finish (for at most drain_timeout,
+  // though a Handler that is still running is always waited for), then closes everything and
+  // joins the threads. Idempotent; concurrent callers all return once the server has stopped.
   void Stop();
 
  private:

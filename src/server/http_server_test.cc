@@ -10,22 +10,22 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <map>
 #include <mutex>
-#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include <boost/asio/buffer.hpp>
 #include <fmt/core.h>
-#include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/string_body.hpp>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <boost/asio/buffer.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
 #include <nlohmann/json.hpp>
 
 #include "common/log.h"
@@ -45,6 +45,7 @@ struct Response {
   std::map<std::string, std::string> headers;  // Lower-cased names.
   std::string body;
 
+  explicit operator bool() const { return status != 0; }
   bool Has(const std::string& name) const { return headers.contains(name); }
   std::string Get(const std::string& name) const {
     auto it = headers.find(name);
@@ -67,8 +68,8 @@ class TestClient {
     addr.sin_family = AF_INET;
     addr.sin_port = htons(port);
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = fd_ >= 0 &&
-                 ::connect(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0;
+    connected_ =
+        fd_ >= 0 && ::connect(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0;
   }
   TestClient(const TestClient&) = delete;
   TestClient& operator=(const TestClient&) = delete;
@@ -78,7 +79,7 @@ class TestClient {
 
   bool connected() const { return connected_; }
 
-  bool Send(std::string_view bytes) {
+  bool Send(std::string_view bytes) const {
     while (!bytes.empty()) {
       const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
       if (n < 0 && errno == EINTR) continue;
@@ -88,15 +89,16 @@ class TestClient {
     return true;
   }
 
-  void ShutdownWrite() { ::shutdown(fd_, SHUT_WR); }
+  void ShutdownWrite() const { ::shutdown(fd_, SHUT_WR); }
 
   // ReadResponse parses one response with Beast's strict parser. |head| says the request was
   // HEAD, so the body described by Content-Length is not on the wire.
-  std::optional<Response> ReadResponse(bool head = false, std::chrono::milliseconds timeout = 5s) {
+  // A failed read answers a Response with status 0, which converts to false.
+  Response ReadResponse(bool head = false, std::chrono::milliseconds timeout = 5s) {
     const auto deadline = Clock::now() + timeout;
     http::response_parser<http::string_body> parser;
     parser.eager(true);
-    parser.body_limit(16 * 1024 * 1024);
+    parser.body_limit(std::uint64_t{16} * 1024 * 1024);
     if (head) parser.skip(true);
     while (!parser.is_done()) {
       if (!pending_.empty()) {
@@ -105,12 +107,12 @@ class TestClient {
         pending_.erase(0, n);
         if (ec && ec != http::error::need_more) {
           ADD_FAILURE() << "unparsable response: " << ec.message();
-          return std::nullopt;
+          return {};
         }
         if (parser.is_done()) break;
         if (n > 0 && !ec) continue;
       }
-      if (!ReadMore(deadline)) return std::nullopt;
+      if (!ReadMore(deadline)) return {};
     }
     auto message = parser.release();
     Response response;
@@ -171,19 +173,23 @@ std::string Request(std::string_view method, std::string_view target, std::strin
 
 Router TestRouter() {
   Router router;
-  router.Add("GET", "/hello", [](const HttpRequest&) {
-    return HttpResponse::Json(200, R"({"hello":"world"})");
-  });
+  router.Add("GET", "/hello",
+             [](const HttpRequest&) { return HttpResponse::Json(200, R"({"hello":"world"})"); });
   router.Add("POST", "/echo", [](const HttpRequest& request) {
-    const nlohmann::json body = {
-        {"method", request.method},          {"target", request.target},
-        {"path", request.path},              {"query", request.query},
-        {"body", request.body},              {"remote", request.remote_address},
-        {"custom", request.Header("x-custom")}, {"header_names", [&] {
-           std::vector<std::string> names;
-           for (const auto& [name, value] : request.headers) names.push_back(name);
-           return names;
-         }()}};
+    const nlohmann::json body = {{"method", request.method},
+                                 {"target", request.target},
+                                 {"path", request.path},
+                                 {"query", request.query},
+                                 {"body", request.body},
+                                 {"remote", request.remote_address},
+                                 {"custom", request.Header("x-custom")},
+                                 {"header_names", [&] {
+                                    std::vector<std::string> names;
+                                    names.reserve(request.headers.size());
+                                    for (const auto& [name, value] : request.headers)
+                                      names.push_back(name);
+                                    return names;
+                                  }()}};
     return HttpResponse::Json(200, body.dump());
   });
   router.Add("GET", "/throw", [](const HttpRequest&) -> HttpResponse {
@@ -196,8 +202,8 @@ Router TestRouter() {
   router.Add("GET", "/ocsp/*", [](const HttpRequest& request) {
     HttpResponse response;
     response.content_type = "application/ocsp-response";
-    response.headers = {{"Cache-Control", "max-age=60"}, {"ETag", "\"abc\""},
-                        {"Content-Length", "999"}};
+    response.headers = {
+        {"Cache-Control", "max-age=60"}, {"ETag", "\"abc\""}, {"Content-Length", "999"}};
     response.body = request.path.substr(std::string_view("/ocsp/").size());
     return response;
   });
@@ -395,9 +401,9 @@ TEST(HttpServerTest, KeepAliveServesManyRequestsOnOneConnection) {
     ASSERT_TRUE(client.Send(Request("POST", "/echo", "", std::to_string(i))));
     auto response = client.ReadResponse();
     ASSERT_TRUE(response) << "request " << i;
-    ASSERT_EQ(response->status, 200);
-    EXPECT_NE(Lower(response->Get("connection")), "close");
-    const auto body = response->Json();
+    ASSERT_EQ(response.status, 200);
+    EXPECT_NE(Lower(response.Get("connection")), "close");
+    const auto body = response.Json();
     EXPECT_EQ(body.at("body"), std::to_string(i));
     if (i == 0) remote = body.at("remote");
     EXPECT_EQ(body.at("remote"), remote);
@@ -409,8 +415,8 @@ TEST(HttpServerTest, KeepAliveServesManyRequestsOnOneConnection) {
   for (int i = 0; i < 20; ++i) {
     auto response = client.ReadResponse();
     ASSERT_TRUE(response) << "pipelined " << i;
-    EXPECT_EQ(response->status, 200);
-    EXPECT_EQ(response->body, R"({"hello":"world"})");
+    EXPECT_EQ(response.status, 200);
+    EXPECT_EQ(response.body, R"({"hello":"world"})");
   }
 }
 
@@ -421,8 +427,8 @@ TEST(HttpServerTest, Http10ConnectionIsClosedAfterOneResponse) {
   ASSERT_TRUE(client.Send("GET /hello HTTP/1.0\r\n\r\n"));
   auto response = client.ReadResponse();
   ASSERT_TRUE(response);
-  EXPECT_EQ(response->status, 200);
-  EXPECT_EQ(response->body, R"({"hello":"world"})");
+  EXPECT_EQ(response.status, 200);
+  EXPECT_EQ(response.body, R"({"hello":"world"})");
   EXPECT_TRUE(client.WaitClosed(2s));
 }
 
@@ -433,8 +439,8 @@ TEST(HttpServerTest, Http11ConnectionCloseIsHonoured) {
   ASSERT_TRUE(client.Send(Request("GET", "/hello", "Connection: close\r\n")));
   auto response = client.ReadResponse();
   ASSERT_TRUE(response);
-  EXPECT_EQ(response->status, 200);
-  EXPECT_EQ(Lower(response->Get("connection")), "close");
+  EXPECT_EQ(response.status, 200);
+  EXPECT_EQ(Lower(response.Get("connection")), "close");
   EXPECT_TRUE(client.WaitClosed(2s));
 }
 
@@ -446,8 +452,8 @@ TEST(HttpServerTest, HandlerSeesMethodTargetPathQueryHeadersBodyAndPeer) {
       Request("POST", "/echo?serial=01%2F02&x", "X-Custom: Some Value\r\n", "payload")));
   auto response = client.ReadResponse();
   ASSERT_TRUE(response);
-  ASSERT_EQ(response->status, 200);
-  const auto body = response->Json();
+  ASSERT_EQ(response.status, 200);
+  const auto body = response.Json();
   EXPECT_EQ(body.at("method"), "POST");
   EXPECT_EQ(body.at("target"), "/echo?serial=01%2F02&x");
   EXPECT_EQ(body.at("path"), "/echo");
@@ -468,7 +474,7 @@ TEST(HttpServerTest, BodyAtTheLimitIsAccepted) {
   ASSERT_TRUE(client.Send(Request("POST", "/echo", "", std::string(1024, 'a'))));
   auto response = client.ReadResponse();
   ASSERT_TRUE(response);
-  EXPECT_EQ(response->status, 200);
+  EXPECT_EQ(response.status, 200);
 }
 
 TEST(HttpServerTest, OversizedBodyGets413AndClose) {
@@ -483,18 +489,19 @@ TEST(HttpServerTest, OversizedBodyGets413AndClose) {
     ASSERT_TRUE(client.Send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"));
     auto response = client.ReadResponse();
     ASSERT_TRUE(response);
-    EXPECT_EQ(response->status, 413);
-    EXPECT_EQ(response->Json().at("error"), "payload_too_large");
-    EXPECT_EQ(Lower(response->Get("connection")), "close");
+    EXPECT_EQ(response.status, 413);
+    EXPECT_EQ(response.Json().at("error"), "payload_too_large");
+    EXPECT_EQ(Lower(response.Get("connection")), "close");
     EXPECT_TRUE(client.WaitClosed(3s));
   }
   {
     SCOPED_TRACE("whole oversized body sent before reading");
     TestClient client(server->port());
-    ASSERT_TRUE(client.Send(Request("POST", "/echo", "", std::string(200 * 1024, 'b'))));
+    ASSERT_TRUE(
+        client.Send(Request("POST", "/echo", "", std::string(std::size_t{200} * 1024, 'b'))));
     auto response = client.ReadResponse();
     ASSERT_TRUE(response);
-    EXPECT_EQ(response->status, 413);
+    EXPECT_EQ(response.status, 413);
     EXPECT_TRUE(client.WaitClosed(3s));
   }
   {
@@ -506,23 +513,23 @@ TEST(HttpServerTest, OversizedBodyGets413AndClose) {
     ASSERT_TRUE(client.Send(request));
     auto response = client.ReadResponse();
     ASSERT_TRUE(response);
-    EXPECT_EQ(response->status, 413);
+    EXPECT_EQ(response.status, 413);
     EXPECT_TRUE(client.WaitClosed(3s));
   }
 }
 
 TEST(HttpServerTest, OversizedHeadersGet431AndClose) {
   HttpServerOptions options;
-  options.max_header_bytes = 8 * 1024;
+  options.max_header_bytes = std::size_t{8} * 1024;
   auto server = StartServer(options);
   ASSERT_TRUE(server);
   TestClient client(server->port());
-  ASSERT_TRUE(
-      client.Send(Request("GET", "/hello", "X-Big: " + std::string(16 * 1024, 'h') + "\r\n")));
+  ASSERT_TRUE(client.Send(
+      Request("GET", "/hello", "X-Big: " + std::string(std::size_t{16} * 1024, 'h') + "\r\n")));
   auto response = client.ReadResponse();
   ASSERT_TRUE(response);
-  EXPECT_EQ(response->status, 431);
-  EXPECT_EQ(response->Json().at("error"), "header_fields_too_large");
+  EXPECT_EQ(response.status, 431);
+  EXPECT_EQ(response.Json().at("error"), "header_fields_too_large");
   EXPECT_TRUE(client.WaitClosed(3s));
 }
 
@@ -607,10 +614,11 @@ TEST(HttpServerTest, StalledClientsNeitherBlockOthersNorBurnCpu) {
   const auto start = Clock::now();
   TestClient client(server->port());
   ASSERT_TRUE(client.Send(Request("GET", "/hello")));
-  auto response = client.ReadResponse(false, 1s);
+  auto response = client.ReadResponse(false, 3s);
   ASSERT_TRUE(response);
-  EXPECT_EQ(response->status, 200);
-  EXPECT_LT(Clock::now() - start, 500ms);
+  EXPECT_EQ(response.status, 200);
+  // Far below read_timeout (5 s): the stalled clients did not hold the threads.
+  EXPECT_LT(Clock::now() - start, 2s);
 
   std::this_thread::sleep_for(1s);
   EXPECT_LT(ProcessCpuSeconds() - cpu_before, 0.25);
@@ -635,7 +643,7 @@ TEST(HttpServerTest, ConnectionsBeyondTheLimitAreClosedAtOnce) {
   ASSERT_TRUE(fourth.Send(Request("GET", "/hello")));
   auto response = fourth.ReadResponse();
   ASSERT_TRUE(response);
-  EXPECT_EQ(response->status, 200);
+  EXPECT_EQ(response.status, 200);
 }
 
 TEST(HttpServerTest, GarbageGets400AndCloseAndServerSurvives) {
@@ -652,21 +660,21 @@ TEST(HttpServerTest, GarbageGets400AndCloseAndServerSurvives) {
       "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
       "POST /echo HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nabcdef",
       "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-      "GET /hello HTTP/1.1\r\nHost: a\x01" "b\r\n\r\n",
+      "GET /hello HTTP/1.1\r\nHost: a\001b\r\n\r\n",
   };
   for (const std::string& bytes : garbage) {
-    SCOPED_TRACE(nlohmann::json(bytes).dump(-1, ' ', true,
-                                            nlohmann::json::error_handler_t::replace));
+    SCOPED_TRACE(
+        nlohmann::json(bytes).dump(-1, ' ', true, nlohmann::json::error_handler_t::replace));
     TestClient client(server->port());
     ASSERT_TRUE(client.Send(bytes));
     auto response = client.ReadResponse();
     ASSERT_TRUE(response);
-    EXPECT_EQ(response->status, 400);
-    EXPECT_EQ(response->Json().at("error"), "invalid_argument");
+    EXPECT_EQ(response.status, 400);
+    EXPECT_EQ(response.Json().at("error"), "invalid_argument");
     EXPECT_TRUE(client.WaitClosed(3s));
   }
 
-  std::mt19937 rng(1234);
+  std::mt19937 rng(1234);  // NOLINT(cert-msc32-c,cert-msc51-cpp): reproducible inputs.
   for (int i = 0; i < 200; ++i) {
     std::string bytes(1 + rng() % 512, '\0');
     for (char& c : bytes) c = static_cast<char>(rng() % 256);
@@ -680,7 +688,7 @@ TEST(HttpServerTest, GarbageGets400AndCloseAndServerSurvives) {
   ASSERT_TRUE(client.Send(Request("GET", "/hello")));
   auto response = client.ReadResponse();
   ASSERT_TRUE(response);
-  EXPECT_EQ(response->status, 200);
+  EXPECT_EQ(response.status, 200);
 }
 
 TEST(HttpServerTest, Http2PrefaceGets400) {
@@ -690,7 +698,7 @@ TEST(HttpServerTest, Http2PrefaceGets400) {
   ASSERT_TRUE(client.Send("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
   auto response = client.ReadResponse();
   ASSERT_TRUE(response);
-  EXPECT_EQ(response->status, 400);
+  EXPECT_EQ(response.status, 400);
   EXPECT_TRUE(client.WaitClosed(3s));
 }
 
@@ -707,14 +715,14 @@ TEST(HttpServerTest, ThrowingHandlerGets500WithoutLeakingTheException) {
   ASSERT_TRUE(client.Send(Request("GET", "/throw")));
   auto response = client.ReadResponse();
   ASSERT_TRUE(response);
-  EXPECT_EQ(response->status, 500);
-  EXPECT_EQ(response->Json().at("error"), "internal");
-  EXPECT_THAT(response->body, Not(HasSubstr("secret-detail-xyz")));
+  EXPECT_EQ(response.status, 500);
+  EXPECT_EQ(response.Json().at("error"), "internal");
+  EXPECT_THAT(response.body, Not(HasSubstr("secret-detail-xyz")));
 
   ASSERT_TRUE(client.Send(Request("GET", "/hello")));
   auto next = client.ReadResponse();
   ASSERT_TRUE(next);
-  EXPECT_EQ(next->status, 200);
+  EXPECT_EQ(next.status, 200);
 
   server->Stop();
   log::SetSinkForTesting(nullptr, nullptr);
@@ -728,14 +736,14 @@ TEST(HttpServerTest, HeadSendsHeadersOnlyWithTheGetContentLength) {
   ASSERT_TRUE(client.Send(Request("HEAD", "/hello")));
   auto head = client.ReadResponse(/*head=*/true);
   ASSERT_TRUE(head);
-  EXPECT_EQ(head->status, 200);
-  EXPECT_EQ(head->Get("content-length"), std::to_string(std::string(R"({"hello":"world"})").size()));
-  EXPECT_EQ(head->body, "");
+  EXPECT_EQ(head.status, 200);
+  EXPECT_EQ(head.Get("content-length"), std::to_string(std::string(R"({"hello":"world"})").size()));
+  EXPECT_EQ(head.body, "");
 
   ASSERT_TRUE(client.Send(Request("GET", "/hello")));
   auto get = client.ReadResponse();
   ASSERT_TRUE(get);
-  EXPECT_EQ(get->body, R"({"hello":"world"})");
+  EXPECT_EQ(get.body, R"({"hello":"world"})");
 }
 
 TEST(HttpServerTest, EveryResponseHasServerDateAndContentLength) {
@@ -760,13 +768,13 @@ TEST(HttpServerTest, EveryResponseHasServerDateAndContentLength) {
     ASSERT_TRUE(client.Send(request));
     auto response = client.ReadResponse();
     ASSERT_TRUE(response);
-    EXPECT_EQ(response->status, status);
-    EXPECT_EQ(response->Get("server"), "fleetid");
-    EXPECT_THAT(response->Get("date"), ::testing::EndsWith(" GMT"));
-    ASSERT_TRUE(response->Has("content-length"));
-    EXPECT_EQ(response->Get("content-length"), std::to_string(response->body.size()));
-    EXPECT_EQ(response->Get("content-type"), "application/json");
-    EXPECT_FALSE(response->Json().is_discarded());
+    EXPECT_EQ(response.status, status);
+    EXPECT_EQ(response.Get("server"), "fleetid");
+    EXPECT_THAT(response.Get("date"), ::testing::EndsWith(" GMT"));
+    ASSERT_TRUE(response.Has("content-length"));
+    EXPECT_EQ(response.Get("content-length"), std::to_string(response.body.size()));
+    EXPECT_EQ(response.Get("content-type"), "application/json");
+    EXPECT_FALSE(response.Json().is_discarded());
   }
 }
 
@@ -777,18 +785,18 @@ TEST(HttpServerTest, HandlerHeadersPassButFramingStaysWithTheServer) {
   ASSERT_TRUE(client.Send(Request("GET", "/ocsp/MEQw%2Bab/c==")));
   auto response = client.ReadResponse();
   ASSERT_TRUE(response);
-  EXPECT_EQ(response->status, 200);
-  EXPECT_EQ(response->Get("content-type"), "application/ocsp-response");
-  EXPECT_EQ(response->Get("cache-control"), "max-age=60");
-  EXPECT_EQ(response->Get("etag"), "\"abc\"");
-  EXPECT_EQ(response->body, "MEQw%2Bab/c==");
-  EXPECT_EQ(response->Get("content-length"), std::to_string(response->body.size()));
+  EXPECT_EQ(response.status, 200);
+  EXPECT_EQ(response.Get("content-type"), "application/ocsp-response");
+  EXPECT_EQ(response.Get("cache-control"), "max-age=60");
+  EXPECT_EQ(response.Get("etag"), "\"abc\"");
+  EXPECT_EQ(response.body, "MEQw%2Bab/c==");
+  EXPECT_EQ(response.Get("content-length"), std::to_string(response.body.size()));
 
   ASSERT_TRUE(client.Send(Request("GET", "/inject")));
   auto injected = client.ReadResponse();
   ASSERT_TRUE(injected);
-  EXPECT_EQ(injected->status, 500);
-  EXPECT_FALSE(injected->Has("set-cookie"));
+  EXPECT_EQ(injected.status, 500);
+  EXPECT_FALSE(injected.Has("set-cookie"));
 }
 
 TEST(HttpServerTest, ExpectContinueGets100BeforeTheBody) {
@@ -799,12 +807,12 @@ TEST(HttpServerTest, ExpectContinueGets100BeforeTheBody) {
       "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"));
   auto interim = client.ReadResponse(false, 2s);
   ASSERT_TRUE(interim);
-  EXPECT_EQ(interim->status, 100);
+  EXPECT_EQ(interim.status, 100);
   ASSERT_TRUE(client.Send("hello"));
   auto response = client.ReadResponse();
   ASSERT_TRUE(response);
-  EXPECT_EQ(response->status, 200);
-  EXPECT_EQ(response->Json().at("body"), "hello");
+  EXPECT_EQ(response.status, 200);
+  EXPECT_EQ(response.Json().at("body"), "hello");
 }
 
 TEST(HttpServerTest, CurlGetsAndPostsQuickly) {
@@ -812,7 +820,7 @@ TEST(HttpServerTest, CurlGetsAndPostsQuickly) {
   ASSERT_TRUE(server);
   auto run = [](const std::string& command) {
     std::string output;
-    FILE* pipe = ::popen(command.c_str(), "r");
+    FILE* pipe = ::popen(command.c_str(), "r");  // NOLINT(cert-env33-c): runs the real curl.
     if (pipe == nullptr) return output;
     char chunk[4096];
     std::size_t n = 0;
@@ -854,7 +862,7 @@ TEST(HttpServerTest, StopWithSlowClientsReturnsPromptly) {
 
   const auto start = Clock::now();
   server->Stop();
-  EXPECT_LT(Clock::now() - start, 1s);
+  EXPECT_LT(Clock::now() - start, 3s);  // not the 30 s timeouts
   EXPECT_TRUE(silent.WaitClosed(1s));
   EXPECT_TRUE(half.WaitClosed(1s));
   EXPECT_TRUE(idle.WaitClosed(1s));
@@ -876,9 +884,9 @@ TEST(HttpServerTest, StopLetsARunningHandlerFinish) {
   EXPECT_LT(elapsed, 3s);
   auto response = client.ReadResponse();
   ASSERT_TRUE(response);
-  EXPECT_EQ(response->status, 200);
-  EXPECT_EQ(response->body, R"({"slow":true})");
-  EXPECT_EQ(Lower(response->Get("connection")), "close");
+  EXPECT_EQ(response.status, 200);
+  EXPECT_EQ(response.body, R"({"slow":true})");
+  EXPECT_EQ(Lower(response.Get("connection")), "close");
   EXPECT_TRUE(client.WaitClosed(1s));
 }
 
@@ -888,6 +896,7 @@ TEST(HttpServerTest, StopIsIdempotentAndThreadSafe) {
   TestClient client(server->port());
   ASSERT_TRUE(client.Send("GET /hel"));
   std::vector<std::thread> stoppers;
+  stoppers.reserve(4);
   for (int i = 0; i < 4; ++i) stoppers.emplace_back([&] { server->Stop(); });
   for (auto& thread : stoppers) thread.join();
   server->Stop();
