@@ -163,6 +163,7 @@ TEST(CustodyTest, ConcurrentSigningThroughOneSigner) {
   ASSERT_TRUE(signer);
   std::atomic<int> good{0};
   std::vector<std::thread> threads;
+  threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 100; ++i) {

@@ -1,8 +1,8 @@
 #include "custody/test_token.h"
 
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
+#include <cstdlib>
 #include <optional>
 
 #include "crypto/crypto.h"
