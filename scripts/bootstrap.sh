@@ -14,7 +14,7 @@ packages=(
   libssl-dev openssl
   libboost1.81-dev
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
-  libsqlite3-dev
+  libsqlite3-dev libpq-dev postgresql
   libp11-kit-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # key custody: SoftHSM2 is the embedded PKCS#11 token; OpenSC's pkcs11-tool for operators and tests

@@ -1,0 +1,58 @@
+// Internal: a bounded pool of connections shared by the backends.
+#ifndef FLEETID_STORE_POOL_H_
+#define FLEETID_STORE_POOL_H_
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace fleetid::store::internal {
+
+// Pool owns up to |capacity| connections of type C. Take waits while all are lent; a connection
+// given back with Put(nullptr) (broken) frees its slot so a fresh one can be made. Thread-safe.
+template <typename C>
+class Pool {
+ public:
+  explicit Pool(int capacity) : capacity_(capacity) {}
+
+  // Take returns an idle connection, or nullptr with a slot reserved for a new one.
+  std::unique_ptr<C> Take() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return !idle_.empty() || open_ < capacity_; });
+    if (!idle_.empty()) {
+      std::unique_ptr<C> c = std::move(idle_.back());
+      idle_.pop_back();
+      return c;
+    }
+    ++open_;
+    return nullptr;
+  }
+
+  void Put(std::unique_ptr<C> c) {
+    {
+      std::lock_guard lock(mu_);
+      if (c) {
+        idle_.push_back(std::move(c));
+      } else {
+        --open_;
+      }
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<C>> idle_;
+  int open_ = 0;
+  const int capacity_;
+};
+
+// RewritePlaceholders turns `?` placeholders into `$1, $2, ...` (PostgreSQL), leaving `?` inside
+// quoted literals and identifiers alone.
+std::string RewritePlaceholders(std::string_view sql);
+
+}  // namespace fleetid::store::internal
+
+#endif  // FLEETID_STORE_POOL_H_

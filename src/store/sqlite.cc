@@ -1,0 +1,255 @@
+// SQLite backend: WAL journal, one connection per concurrent transaction, cached statements.
+#include <sqlite3.h>
+
+#include <map>
+
+#include "store/backends.h"
+#include "store/pool.h"
+
+namespace fleetid::store::internal {
+namespace {
+
+template <auto Fn>
+struct Closer {
+  void operator()(auto* p) const noexcept { Fn(p); }
+};
+using DbPtr = std::unique_ptr<sqlite3, Closer<&sqlite3_close_v2>>;
+using StmtPtr = std::unique_ptr<sqlite3_stmt, Closer<&sqlite3_finalize>>;
+
+Error SqliteError(sqlite3* db, int rc, std::string_view what) {
+  const int primary = rc & 0xff;
+  ErrorCode code = ErrorCode::kInternal;
+  switch (primary) {
+    case SQLITE_CONSTRAINT:
+      code = ErrorCode::kConflict;
+      break;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_CANTOPEN:
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_READONLY:
+      code = ErrorCode::kUnavailable;
+      break;
+    case SQLITE_TOOBIG:
+    case SQLITE_MISMATCH:
+    case SQLITE_RANGE:
+      code = ErrorCode::kInvalidArgument;
+      break;
+    default:
+      break;
+  }
+  const char* msg = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  return Error(code, fmt::format("{}: {}", what, msg));
+}
+
+struct Connection {
+  DbPtr db;
+  std::map<std::string, StmtPtr, std::less<>> statements;
+};
+
+class SqliteTransaction;
+
+class SqliteDatabase final : public Database {
+ public:
+  SqliteDatabase(std::string path, bool synchronous_full, int pool_size)
+      : path_(std::move(path)), synchronous_full_(synchronous_full), pool_(pool_size) {}
+
+  Dialect dialect() const override { return Dialect::kSqlite; }
+  Result<std::unique_ptr<Transaction>> Begin(TxMode mode) override;
+
+  Result<std::unique_ptr<Connection>> Connect() {
+    sqlite3* raw = nullptr;
+    const int rc = sqlite3_open_v2(path_.c_str(), &raw,
+                                   SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                   nullptr);
+    auto conn = std::make_unique<Connection>();
+    conn->db.reset(raw);
+    if (rc != SQLITE_OK) {
+      return MakeError(SqliteError(raw, rc, fmt::format("opening SQLite database '{}'", path_)));
+    }
+    sqlite3_busy_timeout(raw, 10000);
+    const std::string pragmas = fmt::format(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={}; PRAGMA foreign_keys=ON;",
+        synchronous_full_ ? "FULL" : "NORMAL");
+    if (int prc = sqlite3_exec(raw, pragmas.c_str(), nullptr, nullptr, nullptr); prc != SQLITE_OK) {
+      return MakeError(SqliteError(raw, prc, "configuring SQLite"));
+    }
+    return conn;
+  }
+
+  void Release(std::unique_ptr<Connection> conn) { pool_.Put(std::move(conn)); }
+
+ private:
+  std::string path_;
+  bool synchronous_full_;
+  Pool<Connection> pool_;
+};
+
+class SqliteTransaction final : public Transaction {
+ public:
+  SqliteTransaction(SqliteDatabase* owner, std::unique_ptr<Connection> conn)
+      : owner_(owner), conn_(std::move(conn)) {}
+
+  ~SqliteTransaction() override {
+    if (open_) sqlite3_exec(conn_->db.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+    owner_->Release(std::move(conn_));
+  }
+
+  Result<std::int64_t> Exec(std::string_view sql, std::span<const Value> params) override {
+    FLEETID_TRY(stmt, Prepare(sql, params));
+    const int rc = sqlite3_step(stmt);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) return Fail(rc, sql);
+    sqlite3_reset(stmt);
+    return std::int64_t{sqlite3_changes64(conn_->db.get())};
+  }
+
+  Result<std::vector<Row>> Query(std::string_view sql, std::span<const Value> params) override {
+    FLEETID_TRY(stmt, Prepare(sql, params));
+    std::vector<Row> rows;
+    const int columns = sqlite3_column_count(stmt);
+    for (;;) {
+      const int rc = sqlite3_step(stmt);
+      if (rc == SQLITE_DONE) break;
+      if (rc != SQLITE_ROW) return Fail(rc, sql);
+      std::vector<Value> values;
+      values.reserve(static_cast<std::size_t>(columns));
+      for (int i = 0; i < columns; ++i) {
+        switch (sqlite3_column_type(stmt, i)) {
+          case SQLITE_NULL:
+            values.emplace_back(nullptr);
+            break;
+          case SQLITE_INTEGER:
+            values.emplace_back(std::int64_t{sqlite3_column_int64(stmt, i)});
+            break;
+          case SQLITE_BLOB: {
+            const auto* p = static_cast<const std::uint8_t*>(sqlite3_column_blob(stmt, i));
+            const int n = sqlite3_column_bytes(stmt, i);
+            values.emplace_back(Blob(p, p + n));
+            break;
+          }
+          default: {
+            const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt, i));
+            const int n = sqlite3_column_bytes(stmt, i);
+            values.emplace_back(std::string(p != nullptr ? p : "", static_cast<std::size_t>(n)));
+            break;
+          }
+        }
+      }
+      rows.emplace_back(std::move(values));
+    }
+    sqlite3_reset(stmt);
+    return rows;
+  }
+
+  Result<void> ExecScript(std::string_view sql) override {
+    const std::string text(sql);
+    if (int rc = sqlite3_exec(conn_->db.get(), text.c_str(), nullptr, nullptr, nullptr);
+        rc != SQLITE_OK) {
+      return MakeError(SqliteError(conn_->db.get(), rc, "running SQL script"));
+    }
+    return {};
+  }
+
+  Result<void> Commit() override {
+    if (!open_) return MakeError(ErrorCode::kInternal, "transaction already finished");
+    const int rc = sqlite3_exec(conn_->db.get(), "COMMIT", nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) return MakeError(SqliteError(conn_->db.get(), rc, "commit"));
+    open_ = false;
+    return {};
+  }
+
+  Result<void> Start(TxMode mode) {
+    const char* begin = mode == TxMode::kRead ? "BEGIN" : "BEGIN IMMEDIATE";
+    if (int rc = sqlite3_exec(conn_->db.get(), begin, nullptr, nullptr, nullptr); rc != SQLITE_OK) {
+      return MakeError(SqliteError(conn_->db.get(), rc, "begin"));
+    }
+    open_ = true;
+    return {};
+  }
+
+ private:
+  std::unexpected<Error> Fail(int rc, std::string_view sql) {
+    return std::unexpected(SqliteError(conn_->db.get(), rc, Summary(sql)));
+  }
+
+  static std::string Summary(std::string_view sql) {
+    return std::string(sql.substr(0, std::min<std::size_t>(sql.find(' ', 12), 48)));
+  }
+
+  Result<sqlite3_stmt*> Prepare(std::string_view sql, std::span<const Value> params) {
+    sqlite3_stmt* stmt = nullptr;
+    auto it = conn_->statements.find(sql);
+    if (it != conn_->statements.end()) {
+      stmt = it->second.get();
+      sqlite3_clear_bindings(stmt);
+    } else {
+      const int rc = sqlite3_prepare_v3(conn_->db.get(), sql.data(), static_cast<int>(sql.size()),
+                                        SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+      if (rc != SQLITE_OK) return Fail(rc, sql);
+      conn_->statements.emplace(std::string(sql), StmtPtr(stmt));
+    }
+    if (static_cast<int>(params.size()) != sqlite3_bind_parameter_count(stmt)) {
+      return MakeError(ErrorCode::kInternal, "{} parameters for {} placeholders", params.size(),
+                       sqlite3_bind_parameter_count(stmt));
+    }
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      const int idx = static_cast<int>(i) + 1;
+      int rc = SQLITE_OK;
+      if (const auto* n = std::get_if<std::int64_t>(&params[i])) {
+        rc = sqlite3_bind_int64(stmt, idx, *n);
+      } else if (const auto* s = std::get_if<std::string>(&params[i])) {
+        rc = sqlite3_bind_text64(stmt, idx, s->data(), s->size(), SQLITE_STATIC, SQLITE_UTF8);
+      } else if (const auto* b = std::get_if<Blob>(&params[i])) {
+        rc = sqlite3_bind_blob64(stmt, idx, b->data(), b->size(), SQLITE_STATIC);
+      } else {
+        rc = sqlite3_bind_null(stmt, idx);
+      }
+      if (rc != SQLITE_OK) return Fail(rc, sql);
+    }
+    return stmt;
+  }
+
+  SqliteDatabase* owner_;
+  std::unique_ptr<Connection> conn_;
+  bool open_ = false;
+};
+
+Result<std::unique_ptr<Transaction>> SqliteDatabase::Begin(TxMode mode) {
+  std::unique_ptr<Connection> conn = pool_.Take();
+  if (!conn) {
+    auto made = Connect();
+    if (!made) {
+      pool_.Put(nullptr);
+      return MakeError(made.error());
+    }
+    conn = std::move(*made);
+  }
+  auto tx = std::make_unique<SqliteTransaction>(this, std::move(conn));
+  FLEETID_CHECK_OK(tx->Start(mode));
+  return tx;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Database>> OpenSqlite(std::string_view path_and_options, int pool_size) {
+  std::string_view path = path_and_options;
+  bool full = false;
+  if (auto q = path.find('?'); q != std::string_view::npos) {
+    const std::string_view options = path.substr(q + 1);
+    path = path.substr(0, q);
+    if (options == "synchronous=full") {
+      full = true;
+    } else if (options != "synchronous=normal") {
+      return MakeError(ErrorCode::kInvalidArgument, "unknown SQLite option '{}'", options);
+    }
+  }
+  if (path.empty()) return MakeError(ErrorCode::kInvalidArgument, "SQLite URL without a path");
+  auto db = std::make_unique<SqliteDatabase>(std::string(path), full, pool_size);
+  // Connect once now, so a bad path fails at open, not at the first request.
+  FLEETID_TRY(tx, db->Begin(TxMode::kRead));
+  tx.reset();
+  return std::unique_ptr<Database>(std::move(db));
+}
+
+}  // namespace fleetid::store::internal
