@@ -1,0 +1,189 @@
+// The device registry: fleetid's system of record for devices, their lifecycle state, their
+// credentials and the evidence for every change. Built on the store seam, so the same code runs on
+// SQLite (one machine) and PostgreSQL (several authority nodes).
+#ifndef FLEETID_REGISTRY_REGISTRY_H_
+#define FLEETID_REGISTRY_REGISTRY_H_
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/error.h"
+#include "registry/lifecycle.h"
+#include "store/store.h"
+
+namespace fleetid::registry {
+
+using Labels = std::map<std::string, std::string>;
+
+struct Device {
+  std::int64_t id = 0;  // internal, never reused
+  std::string serial;
+  std::string model;
+  std::string manufacturer;
+  std::string idevid_fingerprint;  // hex SHA-256 of the IDevID certificate (DER)
+  std::string firmware_version;
+  std::string firmware_digest;     // hex SHA-256 of the firmware image
+  std::string tenant;              // empty until provisioned
+  std::string region;
+  Labels labels;
+  State state = State::kManufactured;
+  State resume_state = State::kManufactured;  // where cancel_decommission returns to
+  std::int64_t version = 0;                   // optimistic concurrency: +1 per change
+  std::string batch;                          // manufacturing record
+  std::string station;
+  TimePoint manufactured_at;
+  TimePoint updated_at;
+  std::optional<TimePoint> grace_until;       // decommissioning only
+};
+
+// ManufacturingRecord is one device of a factory batch as imported.
+struct ManufacturingRecord {
+  std::string serial;
+  std::string model;
+  std::string manufacturer;
+  std::string idevid_fingerprint;
+  std::string firmware_version;
+  std::string firmware_digest;
+  std::string station;
+  TimePoint manufactured_at;
+  Labels labels;
+};
+
+struct Actor {
+  std::uint8_t kind = kOperator;  // one ActorKind bit
+  std::string id;                 // operator name, device serial, "scheduler"
+  std::vector<std::string> roles; // operators only
+};
+
+struct TransitionRequest {
+  std::string serial;
+  Event event = Event::kProvision;
+  std::int64_t expected_version = 0;  // the version the caller read; a mismatch is kConflict
+  Actor actor;
+  std::string reason;
+  std::string evidence_digest;        // hex SHA-256 of the evidence, when the rule needs one
+  std::string tenant;                 // provision
+  std::string region;                 // provision
+  std::string firmware_version;       // updated
+  std::string firmware_digest;        // updated
+};
+
+struct TransitionRecord {
+  std::int64_t id = 0;
+  std::string serial;
+  std::int64_t version = 0;  // the device's version after the change
+  Event event = Event::kProvision;
+  State from = State::kManufactured;
+  State to = State::kManufactured;
+  std::string actor;
+  std::string reason;
+  TimePoint at;
+  std::string policy_version;
+  std::string evidence_digest;
+  std::optional<std::int64_t> audit_index;  // set once the audit log records it (issue 4)
+};
+
+struct ImportReport {
+  std::int64_t imported = 0;         // new devices
+  std::int64_t already_present = 0;  // identical rows from an earlier run of the same import
+};
+
+// DeviceQuery filters devices; every set field must match. Results are ordered by internal id;
+// |after| is the cursor from the previous page (0 for the first).
+struct DeviceQuery {
+  std::optional<State> state;
+  std::string tenant;
+  std::string region;
+  std::string model;
+  std::string firmware_version;
+  std::string label_key;    // with label_value: devices whose label has that value
+  std::string label_value;
+  std::optional<TimePoint> expires_before;  // current credential's notAfter before this
+  std::int64_t after = 0;
+  int limit = 100;
+};
+
+struct DevicePage {
+  std::vector<Device> devices;
+  std::int64_t next = 0;  // cursor for the next page; 0 when this is the last
+};
+
+// CredentialEffects carries a transition's CredentialAction out through the PKI, inside the
+// registry's transaction, so both commit or neither does.
+class CredentialEffects {
+ public:
+  virtual ~CredentialEffects() = default;
+  [[nodiscard]] virtual Result<void> Apply(store::Transaction& tx, const Device& device,
+                                           CredentialAction action) = 0;
+};
+
+struct RegistryOptions {
+  std::chrono::seconds decommission_grace = std::chrono::hours(24 * 7);
+  std::string policy_version = "unversioned";  // until the policy engine exists
+};
+
+// Registry is thread-safe; concurrent conflicting transitions resolve by version: one wins, the
+// other gets kConflict and changes nothing.
+class Registry {
+ public:
+  // |effects| may be null only where no transition needs the PKI (tests of the table itself).
+  Registry(store::Database& db, Clock& clock, CredentialEffects* effects, RegistryOptions options);
+
+  // Migrate creates or upgrades the registry's tables.
+  [[nodiscard]] static Result<void> Migrate(store::Database& db);
+
+  // Import adds a factory batch as one transaction: all of it or nothing. Re-running the same
+  // batch imports nothing twice. A serial or IDevID seen before with different data, or ever
+  // decommissioned, fails the whole batch with the offending record's index (0-based).
+  [[nodiscard]] Result<ImportReport> Import(std::string_view batch_id,
+                                            std::span<const ManufacturingRecord> records,
+                                            const Actor& actor);
+
+  [[nodiscard]] Result<Device> Get(std::string_view serial);
+
+  // Transition applies |request| if the lifecycle table allows it from the device's current
+  // state for this actor, with the evidence it needs, at the expected version. The state change,
+  // the history record and the credential effects commit together.
+  [[nodiscard]] Result<Device> Transition(const TransitionRequest& request);
+
+  // FinalizeDecommissions moves every device whose grace period has ended to decommissioned.
+  // Returns how many it moved.
+  [[nodiscard]] Result<int> FinalizeDecommissions();
+
+  [[nodiscard]] Result<std::vector<TransitionRecord>> History(std::string_view serial);
+  [[nodiscard]] Result<DevicePage> Query(const DeviceQuery& query);
+  [[nodiscard]] Result<std::map<State, std::int64_t>> CountByState(std::string_view tenant = {});
+
+  // CheckEnrollable is kPermissionDenied if |serial| or |idevid_fingerprint| belongs to a
+  // decommissioned (tombstoned) identity.
+  [[nodiscard]] Result<void> CheckEnrollable(std::string_view serial,
+                                             std::string_view idevid_fingerprint);
+
+  // Credentials: certificate serials per device and their role.
+  [[nodiscard]] Result<void> AddCredential(store::Transaction& tx, std::int64_t device_id,
+                                           std::string_view cert_serial, std::string_view role,
+                                           TimePoint not_after);
+
+ private:
+  [[nodiscard]] Result<Device> TransitionOnce(const TransitionRequest& request);
+
+  store::Database& db_;
+  Clock& clock_;
+  CredentialEffects* effects_;
+  RegistryOptions options_;
+};
+
+// ParseBatch reads a batch file in JSON Lines (one device object per line; blank lines and lines
+// starting with # are skipped) and reports the first bad line by number.
+[[nodiscard]] Result<std::vector<ManufacturingRecord>> ParseBatch(std::string_view text);
+
+}  // namespace fleetid::registry
+
+#endif  // FLEETID_REGISTRY_REGISTRY_H_
