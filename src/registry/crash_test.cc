@@ -1,0 +1,159 @@
+// Kill a process (SIGKILL) in the middle of a batch import and of a loop of transitions; the
+// database must then hold only whole transactions, and every registry invariant must hold.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <thread>
+
+#include "registry/registry.h"
+#include "store/test_db.h"
+
+namespace fleetid::registry {
+namespace {
+
+using namespace std::chrono_literals;
+using store::testing::Backend;
+using store::testing::TestDb;
+
+// Child runs the crash driver with |args| and returns its pid and a stream of its stdout.
+struct Child {
+  pid_t pid = -1;
+  FILE* out = nullptr;
+
+  explicit Child(std::vector<std::string> args) {
+    int fds[2];
+    if (::pipe(fds) != 0) std::abort();
+    pid = ::fork();
+    if (pid == 0) {
+      ::dup2(fds[1], STDOUT_FILENO);
+      ::close(fds[0]);
+      ::close(fds[1]);
+      std::vector<char*> argv;
+      static std::string driver = FLEETID_CRASH_DRIVER;
+      argv.push_back(driver.data());
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(driver.c_str(), argv.data());
+      ::_exit(127);
+    }
+    ::close(fds[1]);
+    out = ::fdopen(fds[0], "r");
+  }
+  ~Child() {
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+    if (out != nullptr) std::fclose(out);
+  }
+  // WaitFor reads lines until one starts with |prefix|; false at EOF.
+  bool WaitFor(std::string_view prefix, int count = 1) {
+    char line[256];
+    while (std::fgets(line, sizeof(line), out) != nullptr) {
+      if (std::string_view(line).starts_with(prefix) && --count == 0) return true;
+    }
+    return false;
+  }
+  void Kill() {
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    pid = -1;
+    EXPECT_TRUE(WIFSIGNALED(status));
+  }
+};
+
+class CrashTest : public ::testing::TestWithParam<Backend> {};
+
+TEST_P(CrashTest, KilledBatchImportLeavesAllOrNothing) {
+  TestDb db(GetParam());
+  ASSERT_TRUE(Registry::Migrate(db.db()));
+  constexpr int kDevices = 20000;
+  for (auto delay : {50ms, 200ms}) {
+    Child child({db.url(), "import", std::to_string(kDevices)});
+    ASSERT_TRUE(child.WaitFor("importing"));
+    std::this_thread::sleep_for(delay);
+    child.Kill();
+    auto tx = db.db().Begin(store::TxMode::kRead);
+    ASSERT_TRUE(tx);
+    auto n = (*tx)->Query("SELECT COUNT(*) FROM devices WHERE batch = 'big-batch'");
+    ASSERT_TRUE(n);
+    const std::int64_t count = (*n)[0].Int(0);
+    EXPECT_TRUE(count == 0 || count == kDevices) << count << " devices: a half-applied batch";
+    auto batches = (*tx)->Query("SELECT devices FROM import_batches WHERE batch_id = 'big-batch'");
+    ASSERT_TRUE(batches);
+    EXPECT_EQ(batches->size(), count == 0 ? 0u : 1u);
+  }
+  // After the crashes a clean run completes and a re-run imports nothing twice.
+  for (int run = 0; run < 2; ++run) {
+    Child child({db.url(), "import", std::to_string(kDevices)});
+    ASSERT_TRUE(child.WaitFor("imported ok"));
+  }
+  auto tx = db.db().Begin(store::TxMode::kRead);
+  EXPECT_EQ((*(*tx)->Query("SELECT COUNT(*) FROM devices"))[0].Int(0), kDevices);
+}
+
+TEST_P(CrashTest, KilledTransitionLoopLeavesConsistentHistory) {
+  TestDb db(GetParam());
+  ASSERT_TRUE(Registry::Migrate(db.db()));
+  FakeClock clock(SystemClock::Instance().Now());
+  struct NoPki : CredentialEffects {
+    Result<void> Apply(store::Transaction&, const Device&, CredentialAction) override { return {}; }
+  } effects;
+  Registry registry(db.db(), clock, &effects, RegistryOptions{});
+  const Actor admin{kOperator, "setup", {"admin"}};
+  std::vector<ManufacturingRecord> records(100);
+  for (int i = 0; i < 100; ++i) {
+    records[i].serial = fmt::format("SN-{}", i);
+    records[i].model = "m";
+    records[i].manufacturer = "acme";
+    records[i].idevid_fingerprint = fmt::format("{:064x}", i + 1);
+  }
+  ASSERT_TRUE(registry.Import("b", records, admin));
+  for (const auto& r : records) {
+    for (Event e : {Event::kProvision, Event::kActivate}) {
+      TransitionRequest req;
+      req.serial = r.serial;
+      req.event = e;
+      req.expected_version = registry.Get(r.serial)->version;
+      req.actor = e == Event::kActivate ? Actor{kDevice, r.serial, {}} : admin;
+      req.tenant = "t";
+      req.region = "r";
+      req.evidence_digest = std::string(64, 'e');
+      ASSERT_TRUE(registry.Transition(req));
+    }
+  }
+  for (int crash = 0; crash < 3; ++crash) {
+    Child child({db.url(), "transitions"});
+    ASSERT_TRUE(child.WaitFor("committed", 150 + 97 * crash));
+    child.Kill();
+  }
+  // Invariants: each device's version counts its history, and its state is where its last
+  // recorded transition left it.
+  for (const auto& r : records) {
+    auto d = registry.Get(r.serial);
+    ASSERT_TRUE(d);
+    auto history = registry.History(r.serial);
+    ASSERT_TRUE(history);
+    EXPECT_EQ(d->version, 1 + static_cast<std::int64_t>(history->size())) << r.serial;
+    EXPECT_EQ(d->state, history->back().to) << r.serial;
+    for (std::size_t i = 0; i < history->size(); ++i) {
+      EXPECT_EQ((*history)[i].version, static_cast<std::int64_t>(i) + 2);
+      if (i > 0) {
+        EXPECT_EQ((*history)[i].from, (*history)[i - 1].to);
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, CrashTest,
+                         ::testing::Values(Backend::kSqlite, Backend::kPostgres),
+                         [](const auto& param_info) {
+                           return store::testing::BackendName(param_info.param);
+                         });
+
+}  // namespace
+}  // namespace fleetid::registry
