@@ -724,8 +724,26 @@ class Pkcs11Signer final : public Signer {
   Result<std::vector<std::uint8_t>> Sign(std::span<const std::uint8_t> message) override {
     // ECDSA and RSA-PSS: hash here, sign the digest in the token (CKM_ECDSA, CKM_RSA_PKCS_PSS),
     // so a large TBS never crosses into the module. EdDSA is pure: the token gets the message.
-    std::vector<std::uint8_t> digest;
-    std::span<const std::uint8_t> input = message;
+    if (suite_.digest_name.empty()) return SignInToken(message);
+    FLEETID_TRY(digest, crypto::Digest(suite_.digest_name, message));
+    return SignInToken(digest);
+  }
+
+  Result<std::vector<std::uint8_t>> SignDigest(std::span<const std::uint8_t> digest) override {
+    if (suite_.digest_name.empty()) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "key '{}' is {}, which signs messages, not digests", label_, suite_.name);
+    }
+    if (digest.size() != suite_.digest_size) {
+      return MakeError(ErrorCode::kInvalidArgument, "a {} digest is {} bytes, not {}",
+                       suite_.digest_name, suite_.digest_size, digest.size());
+    }
+    return SignInToken(digest);
+  }
+
+ private:
+  // SignInToken hands |input| (the digest, or the message for EdDSA) to C_Sign.
+  Result<std::vector<std::uint8_t>> SignInToken(std::span<const std::uint8_t> input) {
     CK_MECHANISM mech{};
     CK_RSA_PKCS_PSS_PARAMS pss{CKM_SHA256, CKG_MGF1_SHA256, suite_.pss_salt_length};
     switch (suite_.key_type) {
@@ -740,11 +758,6 @@ class Pkcs11Signer final : public Signer {
         mech.pParameter = &pss;
         mech.ulParameterLen = sizeof(pss);
         break;
-    }
-    if (!suite_.digest_name.empty()) {
-      FLEETID_TRY(d, crypto::Digest(suite_.digest_name, message));
-      digest = std::move(d);
-      input = digest;
     }
     FLEETID_TRY(lease, token_->Borrow());
     CK_FUNCTION_LIST* fns = lease.fns();
@@ -768,7 +781,6 @@ class Pkcs11Signer final : public Signer {
     return std::vector<std::uint8_t>(raw.begin(), raw.end());
   }
 
- private:
   std::shared_ptr<Token> token_;
   std::string label_;
   CK_OBJECT_HANDLE key_;

@@ -116,6 +116,11 @@ class Signer {
   virtual EVP_PKEY* public_key() const = 0;
   [[nodiscard]] virtual Result<std::vector<std::uint8_t>> Sign(
       std::span<const std::uint8_t> message) = 0;
+  // SignDigest signs a digest already computed with the suite's digest (for callers that hash
+  // themselves, such as OpenSSL's EVP_PKEY_sign), in the same encoding as Sign. kInvalidArgument
+  // for pure EdDSA, which has no pre-hashed form, or a digest of the wrong length.
+  [[nodiscard]] virtual Result<std::vector<std::uint8_t>> SignDigest(
+      std::span<const std::uint8_t> digest) = 0;
 };
 
 class Pkcs11Signer;
