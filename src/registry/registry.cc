@@ -197,32 +197,48 @@ Result<ImportReport> Registry::Import(std::string_view batch_id,
   const std::string manufactured(StateName(State::kManufactured));
   ImportReport report;
   FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
+  // Tombstoned identities are refused. Devices are never deleted, so a tombstoned serial or
+  // IDevID always collides with its old row below; the tombstone table is consulted per record
+  // up front only when it has entries, which keeps the common import one statement per device.
+  FLEETID_TRY(any_dead, tx->Query("SELECT 1 FROM tombstones LIMIT 1"));
+  auto tombstoned = [&](const ManufacturingRecord& r) -> Result<std::string> {
+    FLEETID_TRY(dead, tx->Query("SELECT kind FROM tombstones WHERE kind = 'serial' AND value = ? "
+                                "UNION ALL SELECT kind FROM tombstones WHERE kind = 'idevid' "
+                                "AND value = ?",
+                                {r.serial, r.idevid_fingerprint}));
+    return dead.empty() ? std::string() : dead.front().Text(0);
+  };
+  auto refuse_dead = [&](std::size_t i, const ManufacturingRecord& r, std::string_view kind) {
+    return MakeError(ErrorCode::kPermissionDenied,
+                     "record {}: {} of '{}' belongs to a decommissioned identity, which can "
+                     "never be registered again",
+                     i, kind == "idevid" ? "IDevID" : "serial", r.serial);
+  };
   for (std::size_t i = 0; i < records.size(); ++i) {
     const ManufacturingRecord& r = records[i];
-    FLEETID_TRY(dead, tx->Query("SELECT kind FROM tombstones WHERE (kind = 'serial' AND value = ?) "
-                                "OR (kind = 'idevid' AND value = ?)",
-                                {r.serial, r.idevid_fingerprint}));
-    if (!dead.empty()) {
-      return MakeError(ErrorCode::kPermissionDenied,
-                       "record {}: {} of '{}' belongs to a decommissioned identity, which can "
-                       "never be registered again",
-                       i, dead.front().Text(0) == "serial" ? "serial" : "IDevID", r.serial);
+    if (!any_dead.empty()) {
+      FLEETID_TRY(kind, tombstoned(r));
+      if (!kind.empty()) return refuse_dead(i, r, kind);
     }
-    const std::string labels = LabelsJson(r.labels);
-    FLEETID_TRY(inserted,
-                tx->Query("INSERT INTO devices (serial, model, manufacturer, idevid_fingerprint, "
-                          "firmware_version, firmware_digest, labels, state, resume_state, "
-                          "version, batch, station, manufactured_at, updated_at) "
-                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?) "
-                          "ON CONFLICT DO NOTHING RETURNING id",
-                          {r.serial, r.model, r.manufacturer, r.idevid_fingerprint,
-                           r.firmware_version, r.firmware_digest, labels, manufactured,
-                           manufactured, std::string(batch_id), r.station,
-                           ToUnix(r.manufactured_at), now}));
-    if (inserted.empty()) {
-      FLEETID_TRY(existing, tx->Query("SELECT serial, idevid_fingerprint, batch FROM devices "
+    FLEETID_TRY(changed,
+                tx->Exec("INSERT INTO devices (serial, model, manufacturer, idevid_fingerprint, "
+                         "firmware_version, firmware_digest, labels, state, resume_state, "
+                         "version, batch, station, manufactured_at, updated_at) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?) "
+                         "ON CONFLICT DO NOTHING",
+                         {r.serial, r.model, r.manufacturer, r.idevid_fingerprint,
+                          r.firmware_version, r.firmware_digest, LabelsJson(r.labels),
+                          manufactured, manufactured, std::string(batch_id), r.station,
+                          ToUnix(r.manufactured_at), now}));
+    if (changed == 0) {
+      FLEETID_TRY(existing, tx->Query("SELECT serial, idevid_fingerprint, state FROM devices "
                                       "WHERE serial = ? OR idevid_fingerprint = ?",
                                       {r.serial, r.idevid_fingerprint}));
+      for (const store::Row& e : existing) {
+        if (e.Text(2) == StateName(State::kDecommissioned)) {
+          return refuse_dead(i, r, e.Text(0) == r.serial ? "serial" : "idevid");
+        }
+      }
       const bool same = existing.size() == 1 && existing[0].Text(0) == r.serial &&
                         existing[0].Text(1) == r.idevid_fingerprint;
       if (!same) {
@@ -234,10 +250,13 @@ Result<ImportReport> Registry::Import(std::string_view batch_id,
       ++report.already_present;
       continue;
     }
-    const std::int64_t id = inserted.front().Int(0);
-    for (const auto& [k, v] : r.labels) {
-      FLEETID_CHECK_OK(tx->Exec("INSERT INTO device_labels (device_id, key, value) VALUES (?, ?, ?)",
-                                {id, k, v}));
+    if (!r.labels.empty()) {
+      FLEETID_TRY(id, tx->Query("SELECT id FROM devices WHERE serial = ?", {r.serial}));
+      for (const auto& [k, v] : r.labels) {
+        FLEETID_CHECK_OK(tx->Exec(
+            "INSERT INTO device_labels (device_id, key, value) VALUES (?, ?, ?)",
+            {id.front().Int(0), k, v}));
+      }
     }
     ++report.imported;
   }
@@ -249,7 +268,7 @@ Result<ImportReport> Registry::Import(std::string_view batch_id,
 }
 
 Result<Device> Registry::Get(std::string_view serial) {
-  FLEETID_TRY(tx, db_.Begin(TxMode::kRead));
+  FLEETID_TRY(tx, db_.Begin(TxMode::kAutocommit));  // one statement: no BEGIN/ROLLBACK round trips
   return LoadDevice(*tx, serial);
 }
 

@@ -144,6 +144,7 @@ class PostgresTransaction final : public Transaction {
   }
 
   Result<void> Commit() override {
+    if (autocommit_) return {};
     if (!open_) return MakeError(ErrorCode::kInternal, "transaction already finished");
     ResultPtr r(PQexec(c_->conn.get(), "COMMIT"));
     open_ = false;
@@ -156,6 +157,10 @@ class PostgresTransaction final : public Transaction {
   }
 
   Result<void> Start(TxMode mode) {
+    if (mode == TxMode::kAutocommit) {
+      autocommit_ = true;
+      return {};
+    }
     const char* begin = mode == TxMode::kSerializable ? "BEGIN ISOLATION LEVEL SERIALIZABLE"
                         : mode == TxMode::kRead       ? "BEGIN READ ONLY"
                                                       : "BEGIN";
@@ -212,6 +217,7 @@ class PostgresTransaction final : public Transaction {
   PostgresDatabase* owner_;
   std::unique_ptr<Connection> c_;
   bool open_ = false;
+  bool autocommit_ = false;
 };
 
 Result<std::unique_ptr<Transaction>> PostgresDatabase::Begin(TxMode mode) {

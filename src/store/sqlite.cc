@@ -70,7 +70,11 @@ class SqliteDatabase final : public Database {
     }
     sqlite3_busy_timeout(raw, 10000);
     const std::string pragmas = fmt::format(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous={}; PRAGMA foreign_keys=ON;",
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={}; PRAGMA foreign_keys=ON;"
+        // A page cache large enough that a big import's B-tree pages are not spilled and
+        // re-read mid-transaction (the 2 MiB default made a 1M-device import I/O-bound), and
+        // reads through mmap instead of pread.
+        "PRAGMA cache_size=-65536; PRAGMA mmap_size=1073741824;",
         synchronous_full_ ? "FULL" : "NORMAL");
     if (int prc = sqlite3_exec(raw, pragmas.c_str(), nullptr, nullptr, nullptr); prc != SQLITE_OK) {
       return MakeError(SqliteError(raw, prc, "configuring SQLite"));
@@ -152,6 +156,7 @@ class SqliteTransaction final : public Transaction {
   }
 
   Result<void> Commit() override {
+    if (autocommit_) return {};
     if (!open_) return MakeError(ErrorCode::kInternal, "transaction already finished");
     const int rc = sqlite3_exec(conn_->db.get(), "COMMIT", nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) return MakeError(SqliteError(conn_->db.get(), rc, "commit"));
@@ -160,6 +165,10 @@ class SqliteTransaction final : public Transaction {
   }
 
   Result<void> Start(TxMode mode) {
+    if (mode == TxMode::kAutocommit) {
+      autocommit_ = true;
+      return {};
+    }
     const char* begin = mode == TxMode::kRead ? "BEGIN" : "BEGIN IMMEDIATE";
     if (int rc = sqlite3_exec(conn_->db.get(), begin, nullptr, nullptr, nullptr); rc != SQLITE_OK) {
       return MakeError(SqliteError(conn_->db.get(), rc, "begin"));
@@ -213,6 +222,7 @@ class SqliteTransaction final : public Transaction {
   SqliteDatabase* owner_;
   std::unique_ptr<Connection> conn_;
   bool open_ = false;
+  bool autocommit_ = false;
 };
 
 Result<std::unique_ptr<Transaction>> SqliteDatabase::Begin(TxMode mode) {

@@ -44,6 +44,8 @@ enum class TxMode {
   kRead,          // reads only
   kWrite,         // takes the write lock at BEGIN (SQLite: BEGIN IMMEDIATE) to avoid upgrade deadlocks
   kSerializable,  // PostgreSQL SERIALIZABLE; SQLite write transactions are serializable already
+  kAutocommit,    // no BEGIN: each statement commits on its own (single-statement reads);
+                  // Commit() is a no-op and nothing is rolled back
 };
 
 // Transaction is one database transaction on a pooled connection. It rolls back when destroyed
