@@ -1,6 +1,5 @@
 // fleetid-server: the device identity authority.
 #include <pthread.h>
-#include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
 #include <csignal>
@@ -12,6 +11,8 @@
 #include "common/log.h"
 #include "crypto/crypto.h"
 #include "custody/store.h"
+#include "registry/registry.h"
+#include "store/store.h"
 #include "server/http_server.h"
 
 namespace fleetid {
@@ -55,10 +56,9 @@ int Run(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  std::error_code ec;
-  std::filesystem::create_directories(config->data_dir, ec);
-  const std::filesystem::path data_dir = std::filesystem::absolute(config->data_dir, ec);
-  ::chmod(data_dir.c_str(), 0700);
+  auto data_dir_or = apps::PrepareDataDir(*config);
+  if (!data_dir_or) return Fail(data_dir_or.error());
+  const std::filesystem::path& data_dir = *data_dir_or;
   log::Info("fleetid-server starting", {{"version", kVersion}, {"data", data_dir.string()}});
 
   auto custody = custody::OpenCustody(config->custody, data_dir, crypto::OpenSslRng::Instance());
@@ -71,6 +71,16 @@ int Run(int argc, char** argv) {
                               {"store", custody->store_dir.string()},
                               {"created", custody->created},
                               {"keys", keys->size()}});
+
+  const std::string db_url = config->DatabaseUrl();
+  auto db = store::Database::Open(db_url, config->threads + 2);
+  if (!db) return Fail(db.error());
+  if (auto migrated = registry::Registry::Migrate(**db); !migrated) return Fail(migrated.error());
+  auto counts = registry::Registry(**db, SystemClock::Instance(), nullptr, {}).CountByState();
+  if (!counts) return Fail(counts.error());
+  std::int64_t devices = 0;
+  for (const auto& [state, n] : *counts) devices += n;
+  log::Info("registry ready", {{"database", RedactUrl(db_url)}, {"devices", devices}});
 
   server::Router router;
   router.Add("GET", "/healthz", [](const server::HttpRequest&) {

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <filesystem>
 #include <optional>
 #include <string>
 
@@ -21,6 +22,7 @@ struct CommonFlags {
   std::optional<std::string> pin_file;
   std::optional<std::string> pin_env;
   std::optional<std::string> log_level;
+  std::optional<std::string> database;
 };
 
 inline void AddCommonFlags(CLI::App& app, CommonFlags& flags) {
@@ -33,6 +35,9 @@ inline void AddCommonFlags(CLI::App& app, CommonFlags& flags) {
   app.add_option("--pin-file", flags.pin_file, "file holding the token's user PIN (mode 0600)");
   app.add_option("--pin-env", flags.pin_env, "environment variable holding the token's user PIN");
   app.add_option("--log-level", flags.log_level, "debug, info, warn, error or off");
+  app.add_option("--database", flags.database,
+                 "registry database: sqlite:PATH or postgresql://... (default sqlite under the "
+                 "data directory)");
 }
 
 // ResolveConfig applies defaults, then the config file, then the flags.
@@ -45,12 +50,28 @@ inline void AddCommonFlags(CLI::App& app, CommonFlags& flags) {
   if (flags.pin_file) config.custody.pin_file = *flags.pin_file;
   if (flags.pin_env) config.custody.pin_env = *flags.pin_env;
   if (flags.log_level) config.log_level = *flags.log_level;
+  if (flags.database) config.database_url = *flags.database;
   log::Level level;
   if (!log::ParseLevel(config.log_level, &level)) {
     return MakeError(ErrorCode::kInvalidArgument, "unknown log level '{}'", config.log_level);
   }
   log::Init(level);
   return config;
+}
+
+// PrepareDataDir creates the data directory (mode 0700) if it is missing and returns its absolute
+// path.
+[[nodiscard]] inline Result<std::filesystem::path> PrepareDataDir(const ServerConfig& config) {
+  std::error_code ec;
+  std::filesystem::create_directories(config.data_dir, ec);
+  if (ec) {
+    return MakeError(ErrorCode::kUnavailable, "cannot create data directory '{}': {}",
+                     config.data_dir.string(), ec.message());
+  }
+  std::filesystem::path dir = std::filesystem::absolute(config.data_dir, ec);
+  std::filesystem::permissions(dir, std::filesystem::perms::owner_all,
+                               std::filesystem::perm_options::replace, ec);
+  return dir;
 }
 
 }  // namespace fleetid::apps

@@ -47,3 +47,36 @@ for suite in SPEED_PATTERNS:
 print()
 print("ratio = token / openssl; below 1.0 means the token is slower (expected: every signature")
 print("crosses the PKCS#11 boundary and SoftHSM2 adds its own object handling).")
+
+registry_file = out / "registry.jsonl"
+if registry_file.exists():
+    figures = {}
+    for line in registry_file.read_text().splitlines():
+        if line.startswith("{"):
+            r = json.loads(line)
+            figures[(r["db"], r["figure"])] = r
+    print("Registry (one process, one connection; rates per second)")
+    print(f"{'database':<9} {'figure':<34} {'fleetid':>12} {'raw baseline':>13} {'ratio':>7}")
+    rows = [
+        ("import", "bulk import (one batch)", "raw_insert_devices_schema"),
+        ("import", "bulk import vs single-key table", "raw_insert"),
+        ("lookup", "point lookup by serial", "raw_lookup"),
+        ("paged_query_devices", "paged query, devices/s (pages of 1000)", None),
+        ("transition", "transition + history row", None),
+    ]
+    for db in ("sqlite", "postgres"):
+        for figure, label, base in rows:
+            f = figures.get((db, figure))
+            if not f:
+                continue
+            b = figures.get((db, base)) if base else None
+            ratio = f"{f['per_second'] / b['per_second']:.2f}x" if b else ""
+            bs = f"{b['per_second']:,.0f}" if b else ""
+            print(f"{db:<9} {label:<34} {f['per_second']:>12,.0f} {bs:>13} {ratio:>7}")
+        if (db, "import") in figures:
+            f = figures[(db, "import")]
+            print(f"{db:<9} {'  (' + str(f['count']) + ' devices imported in ' + str(f['seconds']) + ' s)':<34}")
+    print()
+    print("raw_insert_devices_schema: the same rows straight into the registry's devices table")
+    print("(same columns and indexes) through the database's C API; raw_insert: a table with a")
+    print("single unique text key, the rate of the database itself.")

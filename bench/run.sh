@@ -15,4 +15,14 @@ echo "== fleetid: signatures through the PKCS#11 token (SoftHSM2)"
 build/release/bench/custody_bench --benchmark_format=console \
   --benchmark_out="$OUT/custody_bench.json" --benchmark_out_format=json
 
+DEVICES=${BENCH_DEVICES:-1000000}
+echo "== registry: $DEVICES devices on SQLite and on a throwaway PostgreSQL, beside raw C-API rates"
+rm -f "$OUT"/registry.db*
+build/release/bench/registry_bench "sqlite:$OUT/registry.db" "$DEVICES" >"$OUT/registry.jsonl"
+PGDIR=/tmp/fleetid-pg-bench-$$
+trap 'tests/pg/pg.sh stop "$PGDIR"' EXIT
+PGURL=$(tests/pg/pg.sh start "$PGDIR")
+build/release/bench/registry_bench "$PGURL" "$DEVICES" 2>/dev/null >>"$OUT/registry.jsonl"
+rm -f "$OUT"/registry.db*
+
 python3 bench/report.py "$OUT"

@@ -46,6 +46,21 @@ std::string HostPort::ToString() const {
   return fmt::format("{}:{}", host, port);
 }
 
+std::string ServerConfig::DatabaseUrl() const {
+  if (!database_url.empty()) return database_url;
+  return "sqlite:" + (data_dir / "fleetid.db").string();
+}
+
+std::string RedactUrl(std::string_view url) {
+  const std::size_t scheme = url.find("://");
+  if (scheme == std::string_view::npos) return std::string(url);
+  const std::size_t at = url.find('@', scheme + 3);
+  if (at == std::string_view::npos) return std::string(url);
+  const std::size_t colon = url.find(':', scheme + 3);
+  if (colon == std::string_view::npos || colon > at) return std::string(url);
+  return std::string(url.substr(0, colon + 1)) + "***" + std::string(url.substr(at));
+}
+
 Result<HostPort> ParseHostPort(std::string_view text) {
   std::size_t colon = text.rfind(':');
   if (colon == std::string_view::npos) {
@@ -96,6 +111,9 @@ Result<void> ApplyConfigJson(std::string_view text, ServerConfig& config) {
     } else if (key == "log_level") {
       FLEETID_TRY(level, GetString(value, key));
       next.log_level = level;
+    } else if (key == "database") {
+      FLEETID_TRY(url, GetString(value, key));
+      next.database_url = url;
     } else if (key == "custody") {
       FLEETID_CHECK_OK(ApplyCustody(value, next.custody));
     } else {

@@ -33,8 +33,18 @@ struct ServerConfig {
   HostPort http_listen{"127.0.0.1", 8080};
   int threads = 2;
   std::string log_level = "info";
+  // The registry's database: "sqlite:PATH" or "postgresql://..."; empty means
+  // sqlite:<data_dir>/fleetid.db.
+  std::string database_url;
   CustodyConfig custody;
+
+  // DatabaseUrl is database_url, or the embedded SQLite file under data_dir.
+  std::string DatabaseUrl() const;
 };
+
+// RedactUrl hides the password of a URL ("postgresql://u:secret@h/db" -> "postgresql://u:***@h/db")
+// so it can be logged.
+std::string RedactUrl(std::string_view url);
 
 // ParseHostPort parses "host:port", "[v6]:port" or ":port" (host 127.0.0.1).
 [[nodiscard]] Result<HostPort> ParseHostPort(std::string_view text);

@@ -56,6 +56,17 @@ TEST(ConfigTest, TyposAndBadValuesAreRejectedAndChangeNothing) {
   EXPECT_EQ(config.threads, 2);
 }
 
+TEST(ConfigTest, DatabaseDefaultsToSqliteUnderTheDataDirectory) {
+  ServerConfig config;
+  config.data_dir = "/srv/fleetid";
+  EXPECT_EQ(config.DatabaseUrl(), "sqlite:/srv/fleetid/fleetid.db");
+  ASSERT_TRUE(ApplyConfigJson(R"({"database": "postgresql://fleetid:pw@db1:5432/fleetid"})", config));
+  EXPECT_EQ(config.DatabaseUrl(), "postgresql://fleetid:pw@db1:5432/fleetid");
+  EXPECT_EQ(RedactUrl(config.DatabaseUrl()), "postgresql://fleetid:***@db1:5432/fleetid");
+  EXPECT_EQ(RedactUrl("postgresql://fleetid@db1/fleetid"), "postgresql://fleetid@db1/fleetid");
+  EXPECT_EQ(RedactUrl("sqlite:/x.db"), "sqlite:/x.db");
+}
+
 TEST(ConfigTest, MissingFileIsNotFound) {
   ServerConfig config;
   auto result = LoadConfigFile("/nonexistent/fleetid.json", config);
