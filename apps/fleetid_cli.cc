@@ -1,5 +1,7 @@
 // fleetid: the operator's command line.
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -9,11 +11,13 @@
 #include <iterator>
 #include <fmt/chrono.h>
 #include <nlohmann/json.hpp>
+#include <openssl/pem.h>
 
 #include "apps/options.h"
 #include "crypto/crypto.h"
 #include "crypto/keys.h"
 #include "custody/store.h"
+#include "pki/pki.h"
 #include "registry/registry.h"
 #include "store/store.h"
 
@@ -77,6 +81,42 @@ Result<Devices> OpenDevices(const apps::CommonFlags& flags) {
   out.registry = std::make_unique<registry::Registry>(*out.db, SystemClock::Instance(), nullptr,
                                                       registry::RegistryOptions{});
   return out;
+}
+
+std::string CertPem(std::span<const std::uint8_t> der) {
+  const unsigned char* p = der.data();
+  crypto::X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  crypto::BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!cert || !bio || PEM_write_bio_X509(bio.get(), cert.get()) != 1) return {};
+  char* data = nullptr;
+  const long n = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, static_cast<std::size_t>(n));
+}
+
+// CsrDer accepts a PKCS#10 request as PEM or DER.
+Result<std::vector<std::uint8_t>> CsrDer(const std::string& text) {
+  if (text.find("-----BEGIN") == std::string::npos) return std::vector<std::uint8_t>(text.begin(), text.end());
+  crypto::BioPtr bio(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
+  crypto::X509ReqPtr req(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
+  if (!req) return MakeError(ErrorCode::kInvalidArgument, "the CSR file is not a PEM certificate request");
+  const int len = i2d_X509_REQ(req.get(), nullptr);
+  std::vector<std::uint8_t> der(static_cast<std::size_t>(len));
+  unsigned char* p = der.data();
+  i2d_X509_REQ(req.get(), &p);
+  return der;
+}
+
+Json CertJson(const pki::CertificateRecord& c) {
+  Json j{{"serial", c.serial},
+         {"issuer", c.issuer},
+         {"device", c.device},
+         {"suite", c.suite},
+         {"not_before", Iso8601(c.not_before)},
+         {"not_after", Iso8601(c.not_after)},
+         {"status", pki::StatusName(c.status)}};
+  if (c.reason) j["reason"] = pki::ReasonName(*c.reason);
+  if (c.revoked_at) j["revoked_at"] = Iso8601(*c.revoked_at);
+  return j;
 }
 
 Json KeyJson(const custody::KeyAttributes& k) {
@@ -161,10 +201,91 @@ int Run(int argc, char** argv) {
     sub->add_option("--operator", operator_name, "who is acting (recorded in the history)");
   }
 
+  auto* ca = app.add_subcommand("ca", "the certificate authority")->require_subcommand(1);
+  auto* ca_certs = ca->add_subcommand("certs", "print the root and issuing CA certificates (PEM)");
+  std::string csr_path;
+  std::string out_path_cert;
+  std::string reason_name = "unspecified";
+  auto* ca_issue = ca->add_subcommand("issue", "issue a certificate for a registered device");
+  ca_issue->add_option("--device", serial, "the device's serial in the registry")->required();
+  ca_issue->add_option("--csr", csr_path, "PKCS#10 request, PEM or DER")->required();
+  ca_issue->add_option("--out", out_path_cert, "where to write the certificate (PEM)");
+  auto* ca_status = ca->add_subcommand("status", "a certificate's status");
+  auto* ca_revoke = ca->add_subcommand("revoke", "revoke a certificate");
+  auto* ca_hold = ca->add_subcommand("hold", "put a certificate on hold (certificateHold)");
+  auto* ca_release = ca->add_subcommand("release", "release a certificate from hold");
+  ca_revoke->add_option("--reason", reason_name,
+                        "keyCompromise, superseded, cessationOfOperation, ... (RFC 5280)");
+  std::string cert_serial;
+  for (auto* sub : {ca_status, ca_revoke, ca_hold, ca_release}) {
+    sub->add_option("serial", cert_serial, "certificate serial (hex)")->required();
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  }
+
+  if (ca->parsed()) {
+    auto config = apps::ResolveConfig(flags);
+    if (!config) return Fail(config.error());
+    auto dir = apps::PrepareDataDir(*config);
+    if (!dir) return Fail(dir.error());
+    config->data_dir = *dir;
+    auto opened = custody::OpenCustody(config->custody, config->data_dir, crypto::OpenSslRng::Instance());
+    if (!opened) return Fail(opened.error());
+    auto devs = OpenDevices(flags);
+    if (!devs) return Fail(devs.error());
+    pki::AuthorityOptions options;
+    options.base_url = config->PublicUrl();
+    auto authority = pki::Authority::Open(opened->token, *devs->db, SystemClock::Instance(),
+                                          crypto::OpenSslRng::Instance(), options);
+    if (!authority) return Fail(authority.error());
+    // `openssl x509 -serial` prints upper case; fleetid stores lower case.
+    std::transform(cert_serial.begin(), cert_serial.end(), cert_serial.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    auto print = [](const Result<pki::CertificateRecord>& r) {
+      if (!r) return Fail(r.error());
+      std::cout << CertJson(*r).dump(2) << "\n";
+      return 0;
+    };
+    if (ca_certs->parsed()) {
+      for (const std::string& name : (*authority)->CaNames()) {
+        std::cout << CertPem(*(*authority)->CaCertificate(name));
+      }
+      return 0;
+    }
+    if (ca_issue->parsed()) {
+      auto device = devs->registry->Get(serial);
+      if (!device) return Fail(device.error());
+      if (auto ok = devs->registry->CheckEnrollable(device->serial, device->idevid_fingerprint); !ok) {
+        return Fail(ok.error());
+      }
+      auto text = ReadAll(csr_path);
+      if (!text) return Fail(text.error());
+      auto der = CsrDer(*text);
+      if (!der) return Fail(der.error());
+      auto issued = (*authority)->Issue(*der, {device->serial, device->tenant}, crypto::SuitePolicy());
+      if (!issued) return Fail(issued.error());
+      const std::string pem = CertPem(issued->der);
+      if (out_path_cert.empty()) {
+        std::cout << pem;
+      } else {
+        std::ofstream(out_path_cert) << pem;
+      }
+      std::cerr << CertJson(*issued).dump() << "\n";
+      return 0;
+    }
+    if (ca_status->parsed()) return print((*authority)->Get(cert_serial));
+    if (ca_hold->parsed()) return print((*authority)->Revoke(cert_serial, pki::Reason::kCertificateHold));
+    if (ca_release->parsed()) return print((*authority)->Release(cert_serial));
+    if (ca_revoke->parsed()) {
+      auto why = pki::ParseReason(reason_name);
+      if (!why) return Fail(why.error());
+      return print((*authority)->Revoke(cert_serial, *why));
+    }
+    return 0;
   }
 
   if (devices->parsed()) {

@@ -5,12 +5,15 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "apps/options.h"
 #include "common/log.h"
 #include "crypto/crypto.h"
 #include "custody/store.h"
+#include "apps/pki_routes.h"
+#include "pki/pki.h"
 #include "registry/registry.h"
 #include "store/store.h"
 #include "server/http_server.h"
@@ -82,7 +85,16 @@ int Run(int argc, char** argv) {
   for (const auto& [state, n] : *counts) devices += n;
   log::Info("registry ready", {{"database", RedactUrl(db_url)}, {"devices", devices}});
 
+  pki::AuthorityOptions ca_options;
+  ca_options.base_url = config->PublicUrl();
+  auto authority = pki::Authority::Open(custody->token, **db, SystemClock::Instance(),
+                                        crypto::OpenSslRng::Instance(), ca_options);
+  if (!authority) return Fail(authority.error());
+  log::Info("certificate authority ready",
+            {{"public_url", ca_options.base_url}, {"cas", fmt::format("{}", fmt::join((*authority)->CaNames(), ","))}});
+
   server::Router router;
+  apps::AddPkiRoutes(router, **authority, SystemClock::Instance());
   router.Add("GET", "/healthz", [](const server::HttpRequest&) {
     return server::HttpResponse::Json(
         200, nlohmann::json{{"status", "ok"}, {"version", kVersion}}.dump());

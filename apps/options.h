@@ -23,6 +23,7 @@ struct CommonFlags {
   std::optional<std::string> pin_env;
   std::optional<std::string> log_level;
   std::optional<std::string> database;
+  std::optional<std::string> public_url;
 };
 
 inline void AddCommonFlags(CLI::App& app, CommonFlags& flags) {
@@ -31,6 +32,9 @@ inline void AddCommonFlags(CLI::App& app, CommonFlags& flags) {
   app.add_option("--module", flags.module_path,
                  "PKCS#11 module of the authority's HSM (default: embedded SoftHSM2 under the "
                  "data directory)");
+  app.add_option("--public-url", flags.public_url,
+                 "base URL written into certificates for OCSP, CRLs and CA certificates "
+                 "(default http://<listen address>)");
   app.add_option("--token", flags.token_label, "label of the authority's token");
   app.add_option("--pin-file", flags.pin_file, "file holding the token's user PIN (mode 0600)");
   app.add_option("--pin-env", flags.pin_env, "environment variable holding the token's user PIN");
@@ -51,6 +55,7 @@ inline void AddCommonFlags(CLI::App& app, CommonFlags& flags) {
   if (flags.pin_env) config.custody.pin_env = *flags.pin_env;
   if (flags.log_level) config.log_level = *flags.log_level;
   if (flags.database) config.database_url = *flags.database;
+  if (flags.public_url) config.public_url = *flags.public_url;
   log::Level level;
   if (!log::ParseLevel(config.log_level, &level)) {
     return MakeError(ErrorCode::kInvalidArgument, "unknown log level '{}'", config.log_level);

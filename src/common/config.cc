@@ -51,6 +51,11 @@ std::string ServerConfig::DatabaseUrl() const {
   return "sqlite:" + (data_dir / "fleetid.db").string();
 }
 
+std::string ServerConfig::PublicUrl() const {
+  if (!public_url.empty()) return public_url;
+  return "http://" + http_listen.ToString();
+}
+
 std::string RedactUrl(std::string_view url) {
   const std::size_t scheme = url.find("://");
   if (scheme == std::string_view::npos) return std::string(url);
@@ -111,6 +116,13 @@ Result<void> ApplyConfigJson(std::string_view text, ServerConfig& config) {
     } else if (key == "log_level") {
       FLEETID_TRY(level, GetString(value, key));
       next.log_level = level;
+    } else if (key == "public_url") {
+      FLEETID_TRY(url, GetString(value, key));
+      if (!url.starts_with("http://") && !url.starts_with("https://")) {
+        return MakeError(ErrorCode::kInvalidArgument, "config key 'public_url' must be an http(s) URL");
+      }
+      while (url.ends_with('/')) url.pop_back();
+      next.public_url = url;
     } else if (key == "database") {
       FLEETID_TRY(url, GetString(value, key));
       next.database_url = url;

@@ -36,10 +36,14 @@ struct ServerConfig {
   // The registry's database: "sqlite:PATH" or "postgresql://..."; empty means
   // sqlite:<data_dir>/fleetid.db.
   std::string database_url;
+  // The base URL relying parties use to reach this authority's plain-HTTP listener; written into
+  // certificates (AIA OCSP and caIssuers, CRL distribution points). Empty: http://<http_listen>.
+  std::string public_url;
   CustodyConfig custody;
 
   // DatabaseUrl is database_url, or the embedded SQLite file under data_dir.
   std::string DatabaseUrl() const;
+  std::string PublicUrl() const;
 };
 
 // RedactUrl hides the password of a URL ("postgresql://u:secret@h/db" -> "postgresql://u:***@h/db")

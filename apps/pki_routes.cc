@@ -1,0 +1,136 @@
+#include "apps/pki_routes.h"
+
+#include <fmt/chrono.h>
+#include <openssl/evp.h>
+
+#include <charconv>
+#include <ctime>
+
+#include "crypto/crypto.h"
+
+namespace fleetid::apps {
+namespace {
+
+using server::HttpRequest;
+using server::HttpResponse;
+
+std::string HttpDate(TimePoint t) {
+  const std::time_t tt = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  return fmt::format("{:%a, %d %b %Y %H:%M:%S} GMT", tm);
+}
+
+// RFC 5019 §6.2: caching headers derived from the response's own validity.
+void AddCaching(HttpResponse& r, TimePoint now, TimePoint this_update, TimePoint next_update,
+                std::span<const std::uint8_t> body) {
+  const auto max_age = std::max<std::int64_t>(
+      0, std::chrono::duration_cast<std::chrono::seconds>(next_update - now).count());
+  r.headers.emplace_back("Cache-Control",
+                         fmt::format("max-age={}, public, no-transform, must-revalidate", max_age));
+  r.headers.emplace_back("Last-Modified", HttpDate(this_update));
+  r.headers.emplace_back("Expires", HttpDate(next_update));
+  r.headers.emplace_back("ETag", "\"" + crypto::Hex(crypto::Sha256(body)).substr(0, 32) + "\"");
+}
+
+HttpResponse Binary(std::string content_type, std::span<const std::uint8_t> body) {
+  HttpResponse r;
+  r.status = 200;
+  r.content_type = std::move(content_type);
+  r.body.assign(body.begin(), body.end());
+  return r;
+}
+
+HttpResponse OcspResponse(const pki::OcspAnswer& answer, const Clock& clock) {
+  HttpResponse r = Binary("application/ocsp-response", answer.der);
+  if (answer.cacheable) {
+    AddCaching(r, clock.Now(), answer.this_update, answer.next_update, answer.der);
+  } else {
+    r.headers.emplace_back("Cache-Control", "no-store");
+  }
+  return r;
+}
+
+}  // namespace
+
+std::string PercentDecode(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '%' && i + 2 < text.size()) {
+      unsigned v = 0;
+      auto [end, ec] = std::from_chars(text.data() + i + 1, text.data() + i + 3, v, 16);
+      if (ec == std::errc() && end == text.data() + i + 3) {
+        out.push_back(static_cast<char>(v));
+        i += 2;
+        continue;
+      }
+    }
+    out.push_back(text[i]);
+  }
+  return out;
+}
+
+std::optional<std::vector<std::uint8_t>> Base64Decode(std::string_view text) {
+  if (text.empty() || text.size() % 4 != 0 || text.size() > 16384) return std::nullopt;
+  std::vector<std::uint8_t> out(text.size() / 4 * 3);
+  const int n = EVP_DecodeBlock(out.data(), reinterpret_cast<const unsigned char*>(text.data()),
+                                static_cast<int>(text.size()));
+  if (n < 0) return std::nullopt;
+  std::size_t len = static_cast<std::size_t>(n);
+  if (text.ends_with("==")) {
+    len -= 2;
+  } else if (text.ends_with("=")) {
+    len -= 1;
+  }
+  out.resize(len);
+  return out;
+}
+
+void AddPkiRoutes(server::Router& router, pki::Authority& authority, const Clock& clock) {
+  router.Add("POST", "/ocsp", [&authority, &clock](const HttpRequest& req) {
+    const auto* data = reinterpret_cast<const std::uint8_t*>(req.body.data());
+    return OcspResponse(authority.Ocsp({data, req.body.size()}), clock);
+  });
+  // GET /ocsp/{url-encoding of base-64 encoding of the DER OCSPRequest} (RFC 6960 Appendix A.1).
+  router.Add("GET", "/ocsp/*", [&authority, &clock](const HttpRequest& req) {
+    auto der = Base64Decode(PercentDecode(std::string_view(req.path).substr(6)));
+    if (!der) der.emplace();  // answered as malformedRequest
+    return OcspResponse(authority.Ocsp(*der), clock);
+  });
+  // GET /crl/{issuer}/{partition}.crl: the distribution point written into each certificate.
+  router.Add("GET", "/crl/*", [&authority, &clock](const HttpRequest& req) {
+    const std::string_view rest = std::string_view(req.path).substr(5);
+    const std::size_t slash = rest.find('/');
+    if (slash == std::string_view::npos || !rest.ends_with(".crl")) {
+      return HttpResponse::FromError(Error(ErrorCode::kNotFound, "no such CRL"));
+    }
+    const std::string_view issuer = rest.substr(0, slash);
+    const std::string_view number = rest.substr(slash + 1, rest.size() - slash - 5);
+    std::int64_t partition = 0;
+    auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), partition);
+    if (ec != std::errc() || end != number.data() + number.size()) {
+      return HttpResponse::FromError(Error(ErrorCode::kNotFound, "no such CRL"));
+    }
+    auto crl = authority.Crl(issuer, partition);
+    if (!crl) return HttpResponse::FromError(crl.error());
+    HttpResponse r = Binary("application/pkix-crl", crl->der);
+    AddCaching(r, clock.Now(), crl->this_update, crl->next_update, crl->der);
+    return r;
+  });
+  // GET /ca/{name}.crt: AIA caIssuers.
+  router.Add("GET", "/ca/*", [&authority](const HttpRequest& req) {
+    std::string_view name = std::string_view(req.path).substr(4);
+    if (!name.ends_with(".crt")) {
+      return HttpResponse::FromError(Error(ErrorCode::kNotFound, "no such certificate"));
+    }
+    name.remove_suffix(4);
+    auto der = authority.CaCertificate(name);
+    if (!der) return HttpResponse::FromError(der.error());
+    HttpResponse r = Binary("application/pkix-cert", *der);
+    r.headers.emplace_back("Cache-Control", "max-age=86400, public");
+    return r;
+  });
+}
+
+}  // namespace fleetid::apps

@@ -1,0 +1,165 @@
+// The certificate authority: a hierarchy whose keys live in the token, issuance of short-lived
+// device certificates from PKCS#10 requests, revocation (RFC 5280 reasons, certificateHold and its
+// release), partitioned CRLs (RFC 5280 §5) and an OCSP responder (RFC 6960) with pre-signed
+// answers.
+#ifndef FLEETID_PKI_PKI_H_
+#define FLEETID_PKI_PKI_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <shared_mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/rng.h"
+#include "crypto/handles.h"
+#include "crypto/suite.h"
+#include "custody/custody.h"
+#include "store/store.h"
+
+namespace fleetid::pki {
+
+// RFC 5280 §5.3.1 CRLReason. certificateHold (6) is reversible; removeFromCRL (8) appears only
+// in delta CRLs.
+enum class Reason {
+  kUnspecified = 0,
+  kKeyCompromise = 1,
+  kCaCompromise = 2,
+  kAffiliationChanged = 3,
+  kSuperseded = 4,
+  kCessationOfOperation = 5,
+  kCertificateHold = 6,
+  kRemoveFromCrl = 8,
+  kPrivilegeWithdrawn = 9,
+  kAaCompromise = 10,
+};
+[[nodiscard]] Result<Reason> ParseReason(std::string_view name);
+std::string_view ReasonName(Reason reason);
+
+enum class Status { kGood, kRevoked, kOnHold };
+std::string_view StatusName(Status status);
+
+struct AuthorityOptions {
+  // Base of the URLs written into certificates (AIA, CDP): http://host:port of the plain-HTTP
+  // listener relying parties reach.
+  std::string base_url = "http://127.0.0.1:8080";
+  std::vector<crypto::SuiteId> issuing_suites = {crypto::SuiteId::kEcdsaP256Sha256};
+  crypto::SuiteId root_suite = crypto::SuiteId::kEcdsaP256Sha256;
+  std::chrono::seconds leaf_lifetime = std::chrono::hours(24);
+  std::chrono::seconds backdate = std::chrono::minutes(5);
+  std::chrono::seconds crl_validity = std::chrono::hours(1);
+  std::chrono::seconds ocsp_validity = std::chrono::hours(1);
+  std::chrono::seconds partition_span = std::chrono::hours(1);  // one CRL per issuance hour
+};
+
+// DeviceIdentity is what the CA writes into a certificate: taken from the registry's record of the
+// device, never from the CSR.
+struct DeviceIdentity {
+  std::string serial;
+  std::string tenant;
+};
+
+struct CertificateRecord {
+  std::string serial;  // lower-case hex
+  std::string issuer;  // the issuing CA's name (its suite)
+  std::string device;
+  std::string suite;
+  TimePoint not_before;
+  TimePoint not_after;
+  Status status = Status::kGood;
+  std::optional<Reason> reason;
+  std::optional<TimePoint> revoked_at;
+  std::int64_t partition = 0;
+  std::vector<std::uint8_t> der;
+};
+
+// OcspAnswer is a DER OCSPResponse plus what HTTP caching needs (RFC 5019 §6).
+struct OcspAnswer {
+  std::vector<std::uint8_t> der;
+  bool cacheable = false;  // a successful, nonce-less answer
+  TimePoint this_update;
+  TimePoint next_update;
+};
+
+struct CrlAnswer {
+  std::vector<std::uint8_t> der;
+  TimePoint this_update;
+  TimePoint next_update;
+};
+
+// Authority is thread-safe.
+class Authority {
+ public:
+  // Open loads the hierarchy from |db| and the token, creating it on first use: a root CA, one
+  // issuing CA per enabled suite and a delegated OCSP signer per issuing CA, every key generated
+  // in |token|.
+  [[nodiscard]] static Result<std::unique_ptr<Authority>> Open(
+      std::shared_ptr<custody::Token> token, store::Database& db, Clock& clock, Rng& rng,
+      AuthorityOptions options);
+
+  [[nodiscard]] static Result<void> Migrate(store::Database& db);
+
+  // Issue verifies |csr_der| (signature, key suite allowed by |policy|) and issues a certificate
+  // for |device| from the issuing CA of the key's suite. Returns the record, DER included.
+  [[nodiscard]] Result<CertificateRecord> Issue(std::span<const std::uint8_t> csr_der,
+                                                const DeviceIdentity& device,
+                                                const crypto::SuitePolicy& policy);
+
+  // Revoke marks |serial| revoked with |reason| (kCertificateHold puts it on hold); Release lifts
+  // a hold. The OCSP cache holds the new answer before either returns.
+  [[nodiscard]] Result<CertificateRecord> Revoke(std::string_view serial, Reason reason);
+  [[nodiscard]] Result<CertificateRecord> Release(std::string_view serial);
+  [[nodiscard]] Result<CertificateRecord> Get(std::string_view serial);
+
+  // Ocsp answers a DER OCSPRequest. It never fails: garbage gets malformedRequest, a CertID of an
+  // issuer fleetid does not run gets unauthorized.
+  OcspAnswer Ocsp(std::span<const std::uint8_t> request_der);
+
+  // Crl returns the current full CRL of |issuer|'s |partition| (rebuilt when stale or dirty).
+  [[nodiscard]] Result<CrlAnswer> Crl(std::string_view issuer, std::int64_t partition);
+
+  // Chain material for AIA caIssuers and EST /cacerts.
+  [[nodiscard]] Result<std::vector<std::uint8_t>> CaCertificate(std::string_view name) const;
+  std::vector<std::string> CaNames() const;
+  const std::vector<std::uint8_t>& RootDer() const;
+
+  ~Authority();
+  struct Ca;
+
+ private:
+  Authority(std::shared_ptr<custody::Token> token, store::Database& db, Clock& clock, Rng& rng,
+            AuthorityOptions options);
+  [[nodiscard]] Result<void> LoadOrCreate();
+  [[nodiscard]] Result<CertificateRecord> ChangeStatus(std::string_view serial,
+                                                       std::optional<Reason> reason);
+  void RefreshOcsp(const CertificateRecord& record);
+  // SyncChanges drops cached OCSP answers and CRLs for status changes other processes (the
+  // operator tool, other authority nodes) committed; polled at most every kChangePollInterval.
+  void SyncChanges();
+  static constexpr std::chrono::milliseconds kChangePollInterval{50};
+  std::atomic<std::int64_t> change_cursor_{0};
+  std::atomic<std::int64_t> last_sync_{0};
+
+  std::shared_ptr<custody::Token> token_;
+  store::Database& db_;
+  Clock& clock_;
+  Rng& rng_;
+  AuthorityOptions options_;
+  std::vector<std::unique_ptr<Ca>> cas_;  // [0] is the root
+  struct OcspCache;
+  std::unique_ptr<OcspCache> ocsp_cache_;
+  struct CrlCache;
+  std::unique_ptr<CrlCache> crl_cache_;
+};
+
+}  // namespace fleetid::pki
+
+#endif  // FLEETID_PKI_PKI_H_

@@ -1,0 +1,347 @@
+// The CA on a real SoftHSM2 token and a real SQLite file: hierarchy, issuance, revocation, OCSP
+// and CRLs, each checked with OpenSSL's own verification (and the openssl command line).
+#include <gtest/gtest.h>
+#include <openssl/err.h>
+#include <openssl/ocsp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "crypto/crypto.h"
+#include "crypto/keys.h"
+#include "custody/test_token.h"
+#include "pki/pki.h"
+
+namespace fleetid::pki {
+namespace {
+
+using namespace std::chrono_literals;
+using crypto::EvpPkeyPtr;
+using crypto::X509Ptr;
+using OcspResponsePtr = std::unique_ptr<OCSP_RESPONSE, crypto::Deleter<&OCSP_RESPONSE_free>>;
+using OcspBasicPtr = std::unique_ptr<OCSP_BASICRESP, crypto::Deleter<&OCSP_BASICRESP_free>>;
+using OcspRequestPtr = std::unique_ptr<OCSP_REQUEST, crypto::Deleter<&OCSP_REQUEST_free>>;
+using X509StorePtr = std::unique_ptr<X509_STORE, crypto::Deleter<&X509_STORE_free>>;
+using X509CrlPtr = std::unique_ptr<X509_CRL, crypto::Deleter<&X509_CRL_free>>;
+
+X509Ptr Parse(const std::vector<std::uint8_t>& der) {
+  const unsigned char* p = der.data();
+  return X509Ptr(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+}
+
+std::vector<std::uint8_t> MakeCsr(EVP_PKEY* key, const char* cn = "ignored-by-the-ca") {
+  crypto::X509ReqPtr req(X509_REQ_new());
+  crypto::X509NamePtr name(X509_NAME_new());
+  X509_NAME_add_entry_by_NID(name.get(), NID_commonName, MBSTRING_UTF8,
+                             reinterpret_cast<const unsigned char*>(cn), -1, -1, 0);
+  X509_REQ_set_subject_name(req.get(), name.get());
+  X509_REQ_set_pubkey(req.get(), key);
+  const bool pure = EVP_PKEY_get_base_id(key) == EVP_PKEY_ED25519;
+  EXPECT_GT(X509_REQ_sign(req.get(), key, pure ? nullptr : EVP_sha256()), 0);
+  const int len = i2d_X509_REQ(req.get(), nullptr);
+  std::vector<std::uint8_t> der(static_cast<std::size_t>(len));
+  unsigned char* p = der.data();
+  i2d_X509_REQ(req.get(), &p);
+  return der;
+}
+
+std::string Pem(const std::vector<std::uint8_t>& der) {
+  X509Ptr cert = Parse(der);
+  crypto::BioPtr bio(BIO_new(BIO_s_mem()));
+  PEM_write_bio_X509(bio.get(), cert.get());
+  char* data = nullptr;
+  const long n = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, static_cast<std::size_t>(n));
+}
+
+std::string Shell(const std::string& cmd) {
+  std::string out;
+  FILE* pipe = ::popen((cmd + " 2>&1").c_str(), "r");
+  char buf[512];
+  std::size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
+  ::pclose(pipe);
+  return out;
+}
+
+class PkiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = custody::testing::DataDir() / ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::filesystem::create_directories(dir_);
+    auto db = store::Database::Open("sqlite:" + (dir_ / "pki.db").string());
+    ASSERT_TRUE(db) << db.error();
+    db_ = std::move(*db);
+    Open();
+  }
+
+  void Open() {
+    AuthorityOptions options;
+    options.issuing_suites = {crypto::SuiteId::kEcdsaP256Sha256, crypto::SuiteId::kEd25519};
+    // Labels are per test so tests sharing the token do not share CA keys.
+    auto authority = Authority::Open(custody::testing::Opened().token, *db_, clock_,
+                                     crypto::OpenSslRng::Instance(), options);
+    ASSERT_TRUE(authority) << authority.error();
+    authority_ = std::move(*authority);
+  }
+
+  CertificateRecord IssueOne(EVP_PKEY* device_key, const std::string& serial = "GW-0001") {
+    auto rec = authority_->Issue(MakeCsr(device_key), {serial, "acme"}, policy_);
+    EXPECT_TRUE(rec) << rec.error();
+    return rec ? *rec : CertificateRecord{};
+  }
+
+  // Status asks the responder about |record| and verifies the answer like a relying party would.
+  int Status(const CertificateRecord& record, int* reason = nullptr, bool nonce = false) {
+    X509Ptr leaf = Parse(record.der);
+    X509Ptr issuer = Parse(*authority_->CaCertificate(record.issuer));
+    OCSP_CERTID* id = OCSP_cert_to_id(EVP_sha1(), leaf.get(), issuer.get());
+    OcspRequestPtr req(OCSP_REQUEST_new());
+    OCSP_request_add0_id(req.get(), id);
+    if (nonce) OCSP_request_add1_nonce(req.get(), nullptr, -1);
+    const int len = i2d_OCSP_REQUEST(req.get(), nullptr);
+    std::vector<std::uint8_t> der(static_cast<std::size_t>(len));
+    unsigned char* p = der.data();
+    i2d_OCSP_REQUEST(req.get(), &p);
+    OcspAnswer answer = authority_->Ocsp(der);
+    const unsigned char* q = answer.der.data();
+    OcspResponsePtr resp(d2i_OCSP_RESPONSE(nullptr, &q, static_cast<long>(answer.der.size())));
+    EXPECT_EQ(OCSP_response_status(resp.get()), OCSP_RESPONSE_STATUS_SUCCESSFUL);
+    OcspBasicPtr basic(OCSP_response_get1_basic(resp.get()));
+    X509StorePtr store(X509_STORE_new());
+    X509Ptr root = Parse(authority_->RootDer());
+    X509_STORE_add_cert(store.get(), root.get());
+    STACK_OF(X509)* chain = sk_X509_new_null();
+    sk_X509_push(chain, issuer.get());
+    EXPECT_EQ(OCSP_basic_verify(basic.get(), chain, store.get(), 0), 1) << "response signature";
+    sk_X509_free(chain);
+    if (nonce) {
+      EXPECT_EQ(OCSP_check_nonce(req.get(), basic.get()), 1);
+    }
+    int status = -1;
+    int why = -1;
+    ASN1_GENERALIZEDTIME* rev = nullptr;
+    ASN1_GENERALIZEDTIME* thisupd = nullptr;
+    ASN1_GENERALIZEDTIME* nextupd = nullptr;
+    EXPECT_EQ(OCSP_resp_find_status(basic.get(), id, &status, &why, &rev, &thisupd, &nextupd), 1);
+    EXPECT_EQ(OCSP_check_validity(thisupd, nextupd, 300, -1), 1);
+    if (reason != nullptr) *reason = why;
+    return status;
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<store::Database> db_;
+  FakeClock clock_{SystemClock::Instance().Now()};
+  crypto::SuitePolicy policy_;
+  std::unique_ptr<Authority> authority_;
+};
+
+TEST_F(PkiTest, HierarchyIsBuiltInTheTokenAndReloaded) {
+  X509Ptr root = Parse(authority_->RootDer());
+  ASSERT_TRUE(root);
+  EvpPkeyPtr root_pub(X509_get_pubkey(root.get()));
+  EXPECT_EQ(X509_verify(root.get(), root_pub.get()), 1);
+  EXPECT_EQ(X509_check_ca(root.get()), 1);
+  for (const std::string name : {"ecdsa-p256-sha256", "ed25519"}) {
+    X509Ptr issuing = Parse(*authority_->CaCertificate(name));
+    EXPECT_EQ(X509_verify(issuing.get(), root_pub.get()), 1) << name;
+    BASIC_CONSTRAINTS* bc = static_cast<BASIC_CONSTRAINTS*>(
+        X509_get_ext_d2i(issuing.get(), NID_basic_constraints, nullptr, nullptr));
+    ASSERT_NE(bc, nullptr);
+    EXPECT_TRUE(bc->ca);
+    EXPECT_EQ(ASN1_INTEGER_get(bc->pathlen), 0);
+    BASIC_CONSTRAINTS_free(bc);
+    X509Ptr ocsp = Parse(*authority_->CaCertificate("ocsp-" + name));
+    EvpPkeyPtr issuing_pub(X509_get_pubkey(issuing.get()));
+    EXPECT_EQ(X509_verify(ocsp.get(), issuing_pub.get()), 1);
+    EXPECT_TRUE(X509_get_extension_flags(ocsp.get()) & EXFLAG_XKUSAGE);
+    EXPECT_TRUE(X509_get_extended_key_usage(ocsp.get()) & XKU_OCSP_SIGN);
+    EXPECT_GE(X509_get_ext_by_NID(ocsp.get(), NID_id_pkix_OCSP_noCheck, -1), 0);
+  }
+  // The CA keys are in the token, sensitive and never extractable.
+  auto keys = custody::testing::Opened().token->ListKeys();
+  ASSERT_TRUE(keys);
+  int ca_keys = 0;
+  for (const auto& k : *keys) {
+    if (k.label.starts_with("fleetid-")) {
+      ++ca_keys;
+      EXPECT_TRUE(k.HeldInHardware()) << k.label;
+    }
+  }
+  EXPECT_GE(ca_keys, 5);
+  const std::vector<std::uint8_t> before = authority_->RootDer();
+  authority_.reset();
+  Open();
+  EXPECT_EQ(authority_->RootDer(), before) << "a second start reuses the hierarchy";
+}
+
+TEST_F(PkiTest, IssuedCertificatesVerifyWithOpensslAndCarryTheProfile) {
+  for (const char* type : {"P-256", "ED25519"}) {
+    EvpPkeyPtr device(std::string(type) == "P-256" ? EVP_EC_gen("P-256")
+                                                    : EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
+    CertificateRecord rec = IssueOne(device.get(), "GW-0001/x,URI:evil");
+    X509Ptr leaf = Parse(rec.der);
+    ASSERT_TRUE(leaf);
+    EXPECT_EQ(rec.serial.size(), 32u);
+    EXPECT_EQ(rec.issuer, std::string(type) == "P-256" ? "ecdsa-p256-sha256" : "ed25519");
+    // Subject and SAN come from the device record; the CSR's CN is ignored, and a hostile serial
+    // is percent-encoded into one URI.
+    char cn[128] = {};
+    X509_NAME_get_text_by_NID(X509_get_subject_name(leaf.get()), NID_commonName, cn, sizeof(cn));
+    EXPECT_STREQ(cn, "GW-0001/x,URI:evil");
+    GENERAL_NAMES* sans = static_cast<GENERAL_NAMES*>(
+        X509_get_ext_d2i(leaf.get(), NID_subject_alt_name, nullptr, nullptr));
+    ASSERT_NE(sans, nullptr);
+    ASSERT_EQ(sk_GENERAL_NAME_num(sans), 1);
+    const GENERAL_NAME* san = sk_GENERAL_NAME_value(sans, 0);
+    ASSERT_EQ(san->type, GEN_URI);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(san->d.uniformResourceIdentifier))),
+              "urn:fleetid:device:GW-0001%2Fx%2CURI%3Aevil");
+    GENERAL_NAMES_free(sans);
+    EXPECT_TRUE(X509_get_extended_key_usage(leaf.get()) & XKU_SSL_CLIENT);
+    EXPECT_EQ(X509_check_ca(leaf.get()), 0);
+    const auto lifetime = rec.not_after - rec.not_before;
+    EXPECT_EQ(lifetime, 24h + 5min);
+    // openssl verify, with the chain the CA publishes.
+    const auto root = dir_ / "root.pem";
+    const auto issuing = dir_ / "issuing.pem";
+    const auto leaf_pem = dir_ / "leaf.pem";
+    std::ofstream(root) << Pem(authority_->RootDer());
+    std::ofstream(issuing) << Pem(*authority_->CaCertificate(rec.issuer));
+    std::ofstream(leaf_pem) << Pem(rec.der);
+    const std::string out = Shell("openssl verify -purpose sslclient -CAfile " + root.string() +
+                                " -untrusted " + issuing.string() + " " + leaf_pem.string());
+    EXPECT_NE(out.find(": OK"), std::string::npos) << out;
+  }
+}
+
+TEST_F(PkiTest, BadCsrsAreRefusedAndNothingIsStored) {
+  EvpPkeyPtr device(EVP_EC_gen("P-256"));
+  auto garbage = authority_->Issue(std::vector<std::uint8_t>{0x30, 0x03, 0x01, 0x02}, {"GW-1", ""}, policy_);
+  ASSERT_FALSE(garbage);
+  EXPECT_EQ(garbage.error().code(), ErrorCode::kInvalidArgument);
+  auto csr = MakeCsr(device.get());
+  csr[csr.size() - 5] ^= 0x01;  // inside the signature
+  auto bad_sig = authority_->Issue(csr, {"GW-1", ""}, policy_);
+  ASSERT_FALSE(bad_sig);
+  EXPECT_EQ(bad_sig.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(bad_sig.error().message().find("does not verify"), std::string::npos);
+  crypto::SuitePolicy no_ed;
+  no_ed.Set(crypto::SuiteId::kEd25519, crypto::SuiteStatus::kDisabled);
+  EvpPkeyPtr ed(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
+  auto forbidden = authority_->Issue(MakeCsr(ed.get()), {"GW-1", ""}, no_ed);
+  ASSERT_FALSE(forbidden);
+  EXPECT_EQ(forbidden.error().code(), ErrorCode::kPermissionDenied);
+  EvpPkeyPtr p384(EVP_EC_gen("P-384"));
+  auto no_ca = authority_->Issue(MakeCsr(p384.get()), {"GW-1", ""}, policy_);
+  ASSERT_FALSE(no_ca);
+  EXPECT_EQ(no_ca.error().code(), ErrorCode::kInvalidArgument);
+  auto tx = db_->Begin(store::TxMode::kRead);
+  EXPECT_EQ((*(*tx)->Query("SELECT COUNT(*) FROM certificates"))[0].Int(0), 0);
+}
+
+TEST_F(PkiTest, OcspFollowsRevocationHoldAndRelease) {
+  EvpPkeyPtr device(EVP_EC_gen("P-256"));
+  CertificateRecord rec = IssueOne(device.get());
+  EXPECT_EQ(Status(rec), V_OCSP_CERTSTATUS_GOOD);
+  EXPECT_EQ(Status(rec, nullptr, /*nonce=*/true), V_OCSP_CERTSTATUS_GOOD);
+  ASSERT_TRUE(authority_->Revoke(rec.serial, Reason::kCertificateHold));
+  int reason = -1;
+  EXPECT_EQ(Status(rec, &reason), V_OCSP_CERTSTATUS_REVOKED);
+  EXPECT_EQ(reason, OCSP_REVOKED_STATUS_CERTIFICATEHOLD);
+  ASSERT_TRUE(authority_->Release(rec.serial));
+  EXPECT_EQ(Status(rec), V_OCSP_CERTSTATUS_GOOD);
+  ASSERT_TRUE(authority_->Revoke(rec.serial, Reason::kKeyCompromise));
+  EXPECT_EQ(Status(rec, &reason), V_OCSP_CERTSTATUS_REVOKED);
+  EXPECT_EQ(reason, OCSP_REVOKED_STATUS_KEYCOMPROMISE);
+  EXPECT_EQ(authority_->Revoke(rec.serial, Reason::kSuperseded).error().code(), ErrorCode::kConflict);
+  EXPECT_EQ(authority_->Release(rec.serial).error().code(), ErrorCode::kConflict);
+  EXPECT_EQ(authority_->Revoke("00ff", Reason::kSuperseded).error().code(), ErrorCode::kNotFound);
+}
+
+TEST_F(PkiTest, OcspAnswersGarbageWithMalformedRequestAndStrangersWithUnauthorized) {
+  auto status_of = [&](std::span<const std::uint8_t> der) {
+    OcspAnswer a = authority_->Ocsp(der);
+    const unsigned char* p = a.der.data();
+    OcspResponsePtr r(d2i_OCSP_RESPONSE(nullptr, &p, static_cast<long>(a.der.size())));
+    return r ? OCSP_response_status(r.get()) : -1;
+  };
+  EXPECT_EQ(status_of({}), OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+  std::vector<std::uint8_t> random(300);
+  ASSERT_TRUE(crypto::OpenSslRng::Instance().Fill(random));
+  EXPECT_EQ(status_of(random), OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+  // A valid request, truncated, and with trailing bytes.
+  EvpPkeyPtr device(EVP_EC_gen("P-256"));
+  CertificateRecord rec = IssueOne(device.get());
+  X509Ptr leaf = Parse(rec.der);
+  X509Ptr issuer = Parse(*authority_->CaCertificate(rec.issuer));
+  OcspRequestPtr req(OCSP_REQUEST_new());
+  OCSP_request_add0_id(req.get(), OCSP_cert_to_id(EVP_sha256(), leaf.get(), issuer.get()));
+  std::vector<std::uint8_t> der(static_cast<std::size_t>(i2d_OCSP_REQUEST(req.get(), nullptr)));
+  unsigned char* p = der.data();
+  i2d_OCSP_REQUEST(req.get(), &p);
+  EXPECT_EQ(status_of(der), OCSP_RESPONSE_STATUS_SUCCESSFUL);
+  EXPECT_EQ(status_of(std::span(der).first(der.size() - 3)), OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+  auto longer = der;
+  longer.push_back(0);
+  EXPECT_EQ(status_of(longer), OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+  // A CertID for an issuer fleetid does not run.
+  OcspRequestPtr stranger(OCSP_REQUEST_new());
+  OCSP_request_add0_id(stranger.get(), OCSP_cert_to_id(EVP_sha1(), leaf.get(), leaf.get()));
+  std::vector<std::uint8_t> sder(static_cast<std::size_t>(i2d_OCSP_REQUEST(stranger.get(), nullptr)));
+  p = sder.data();
+  i2d_OCSP_REQUEST(stranger.get(), &p);
+  EXPECT_EQ(status_of(sder), OCSP_RESPONSE_STATUS_UNAUTHORIZED);
+}
+
+TEST_F(PkiTest, CrlListsRevokedAndHeldCertificatesOfItsPartition) {
+  EvpPkeyPtr k1(EVP_EC_gen("P-256"));
+  EvpPkeyPtr k2(EVP_EC_gen("P-256"));
+  EvpPkeyPtr k3(EVP_EC_gen("P-256"));
+  CertificateRecord a = IssueOne(k1.get(), "A");
+  CertificateRecord b = IssueOne(k2.get(), "B");
+  CertificateRecord c = IssueOne(k3.get(), "C");
+  ASSERT_TRUE(authority_->Revoke(a.serial, Reason::kKeyCompromise));
+  ASSERT_TRUE(authority_->Revoke(b.serial, Reason::kCertificateHold));
+  auto crl_answer = authority_->Crl(a.issuer, a.partition);
+  ASSERT_TRUE(crl_answer) << crl_answer.error();
+  const unsigned char* p = crl_answer->der.data();
+  X509CrlPtr crl(d2i_X509_CRL(nullptr, &p, static_cast<long>(crl_answer->der.size())));
+  ASSERT_TRUE(crl);
+  X509Ptr issuer = Parse(*authority_->CaCertificate(a.issuer));
+  EvpPkeyPtr issuer_pub(X509_get_pubkey(issuer.get()));
+  EXPECT_EQ(X509_CRL_verify(crl.get(), issuer_pub.get()), 1);
+  EXPECT_EQ(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl.get())), 2);
+  X509_REVOKED* entry = nullptr;
+  X509Ptr leaf_c = Parse(c.der);
+  EXPECT_EQ(X509_CRL_get0_by_cert(crl.get(), &entry, leaf_c.get()), 0) << "good cert listed";
+  // Release the hold: the next CRL (rebuilt because the status changed) drops it.
+  ASSERT_TRUE(authority_->Release(b.serial));
+  auto again = authority_->Crl(a.issuer, a.partition);
+  ASSERT_TRUE(again);
+  p = again->der.data();
+  X509CrlPtr crl2(d2i_X509_CRL(nullptr, &p, static_cast<long>(again->der.size())));
+  EXPECT_EQ(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl2.get())), 1);
+  // And openssl verify -crl_check rejects the revoked certificate with it.
+  const auto root = dir_ / "root.pem";
+  const auto chain = dir_ / "chain.pem";
+  const auto crls = dir_ / "crl.pem";
+  std::ofstream(root) << Pem(authority_->RootDer());
+  std::ofstream(chain) << Pem(*authority_->CaCertificate(a.issuer));
+  {
+    crypto::BioPtr bio(BIO_new_file(crls.c_str(), "w"));
+    PEM_write_bio_X509_CRL(bio.get(), crl2.get());
+  }
+  const auto leaf_a = dir_ / "a.pem";
+  std::ofstream(leaf_a) << Pem(a.der);
+  const std::string out = Shell("openssl verify -crl_check -CAfile " + root.string() +
+                              " -untrusted " + chain.string() + " -CRLfile " + crls.string() + " " +
+                              leaf_a.string());
+  EXPECT_NE(out.find("certificate revoked"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace fleetid::pki

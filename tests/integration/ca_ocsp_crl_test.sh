@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The CA against real relying-party tools: a certificate fleetid issues verifies with
+# `openssl verify`; `openssl ocsp` and GnuTLS `ocsptool` say good, then revoked (with the reason)
+# right after a revocation, with a verified response signature; `openssl verify -crl_check`
+# rejects it with the CRL fetched from its distribution point; a held certificate is revoked,
+# then good again after release. Garbage gets the protocol's own error.
+SERVER=$1
+CLI=$2
+source "$(dirname "$0")/lib.sh"
+
+DATA=$W/var
+PORT=$(free_port)
+URL=http://127.0.0.1:$PORT
+F=("$CLI" --data "$DATA" --public-url "$URL")
+"$SERVER" --data "$DATA" --listen "127.0.0.1:$PORT" >"$W/server.log" 2>&1 &
+PID=$!; PIDS+=("$PID")
+wait_for_log "$W/server.log" "msg=listening"
+expect "the CA hierarchy is ready at start" grep -q 'msg="certificate authority ready"' "$W/server.log"
+
+fp() { printf '%064x' "$1"; }
+for i in 1 2; do
+  echo "{\"serial\":\"GW-000$i\",\"model\":\"gw-100\",\"manufacturer\":\"acme\",\"idevid_fingerprint\":\"$(fp $i)\"}"
+done >"$W/batch.jsonl"
+"${F[@]}" devices import "$W/batch.jsonl" >/dev/null
+"${F[@]}" devices provision GW-0001 --tenant acme --region eu >/dev/null
+
+# Chain material from the CA's own AIA endpoints.
+curl -sf "$URL/ca/root.crt" | openssl x509 -inform DER -out "$W/root.pem"
+curl -sf "$URL/ca/ecdsa-p256-sha256.crt" | openssl x509 -inform DER -out "$W/issuing.pem"
+
+issue() {  # issue NAME DEVICE: device key in software (a device's own business), CSR, certificate
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$W/$1.key" 2>/dev/null
+  openssl req -new -key "$W/$1.key" -subj "/CN=anything-the-device-says" -out "$W/$1.csr"
+  "${F[@]}" ca issue --device "$2" --csr "$W/$1.csr" --out "$W/$1.pem" 2>"$W/$1.issue.json"
+}
+issue dev1 GW-0001
+out=$(openssl verify -purpose sslclient -CAfile "$W/root.pem" -untrusted "$W/issuing.pem" "$W/dev1.pem" 2>&1)
+expect "openssl verify accepts the issued certificate ($out)" grep -q ": OK" <<<"$out"
+subject=$(openssl x509 -in "$W/dev1.pem" -noout -subject -nameopt RFC2253)
+expect "the subject comes from the registry, not the CSR ($subject)" grep -q "CN=GW-0001,O=acme" <<<"$subject"
+expect "the device identity is a SAN URI" grep -q "URI:urn:fleetid:device:GW-0001" <<<"$(openssl x509 -in "$W/dev1.pem" -noout -ext subjectAltName)"
+SERIAL=$(openssl x509 -in "$W/dev1.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
+
+ocsp() {  # ocsp CERT: openssl's OCSP client against the server
+  openssl ocsp -issuer "$W/issuing.pem" -cert "$W/$1.pem" -url "$URL/ocsp" -CAfile "$W/root.pem" \
+    -verify_other "$W/issuing.pem" -timeout 5 2>&1
+}
+gnutls() {  # gnutls CERT: GnuTLS ocsptool, nonce on
+  ocsptool --ask="$URL/ocsp" --load-issuer "$W/issuing.pem" --load-cert "$W/$1.pem" \
+    --load-trust "$W/issuing.pem" --nonce 2>&1
+}
+out=$(ocsp dev1)
+expect "openssl ocsp: good" grep -q "dev1.pem: good" <<<"$out"
+expect "openssl ocsp: response verifies" grep -q "Response verify OK" <<<"$out"
+out=$(gnutls dev1)
+expect "ocsptool: good" grep -q "Certificate Status: good" <<<"$out"
+expect "ocsptool: response verifies" grep -q "Verifying OCSP Response: Success" <<<"$out"
+
+# GET form (RFC 6960 Appendix A.1) and the caching headers of a nonce-less answer.
+openssl ocsp -issuer "$W/issuing.pem" -cert "$W/dev1.pem" -no_nonce -reqout "$W/req.der" >/dev/null 2>&1
+b64=$(openssl base64 -A -in "$W/req.der" | python3 -c 'import sys,urllib.parse;print(urllib.parse.quote(sys.stdin.read(),safe=""))')
+curl -sf -D "$W/get.headers" "$URL/ocsp/$b64" -o "$W/get.der"
+out=$(openssl ocsp -respin "$W/get.der" -issuer "$W/issuing.pem" -cert "$W/dev1.pem" -CAfile "$W/root.pem" -verify_other "$W/issuing.pem" 2>&1)
+expect "GET /ocsp/{base64} answers good" grep -q "dev1.pem: good" <<<"$out"
+expect "a cacheable answer carries max-age (RFC 5019)" grep -qi "cache-control: max-age=" "$W/get.headers"
+expect "and Content-Type application/ocsp-response" grep -qi "content-type: application/ocsp-response" "$W/get.headers"
+
+"${F[@]}" ca revoke "$SERIAL" --reason keyCompromise >"$W/revoke.json"
+expect "the operator tool revokes" grep -q '"status": "revoked"' "$W/revoke.json"
+sleep 0.2  # the server polls status changes made by other processes every 50 ms
+out=$(ocsp dev1)
+expect "openssl ocsp: revoked right after the revocation" grep -q "dev1.pem: revoked" <<<"$out"
+expect "openssl ocsp: with the reason" grep -q "Reason: keyCompromise" <<<"$out"
+expect "openssl ocsp: revoked response verifies" grep -q "Response verify OK" <<<"$out"
+out=$(gnutls dev1)
+expect "ocsptool: revoked" grep -q "Certificate Status: revoked" <<<"$out"
+
+# The CRL from the certificate's own distribution point.
+cdp=$(openssl x509 -in "$W/dev1.pem" -noout -ext crlDistributionPoints | grep -o 'http://[^ ]*')
+expect "the CDP points at this authority ($cdp)" grep -q "^$URL/crl/ecdsa-p256-sha256/" <<<"$cdp"
+curl -sf "$cdp" -o "$W/crl.der"
+openssl crl -inform DER -in "$W/crl.der" -out "$W/crl.pem"
+curl -sf "$URL/crl/root/0.crl" | openssl crl -inform DER -out "$W/root-crl.pem"
+cat "$W/crl.pem" "$W/root-crl.pem" >"$W/crls.pem"
+out=$(openssl verify -crl_check_all -CAfile "$W/root.pem" -untrusted "$W/issuing.pem" -CRLfile "$W/crls.pem" "$W/dev1.pem" 2>&1 || true)
+expect "openssl verify -crl_check_all rejects it with the fetched CRLs" grep -q "certificate revoked" <<<"$out"
+
+# Hold and release.
+issue dev2 GW-0001
+SERIAL2=$(openssl x509 -in "$W/dev2.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
+"${F[@]}" ca hold "$SERIAL2" >/dev/null; sleep 0.2
+out=$(ocsp dev2)
+expect "a held certificate is revoked (certificateHold)" grep -q "Reason: certificateHold" <<<"$out"
+"${F[@]}" ca release "$SERIAL2" >/dev/null; sleep 0.2
+out=$(ocsp dev2)
+expect "and good again after release" grep -q "dev2.pem: good" <<<"$out"
+
+# Hostile input: the protocol's own error, never a crash or a 500.
+head -c 200 /dev/urandom >"$W/garbage"
+code=$(curl -s -o "$W/garbage.resp" -w '%{http_code}' -H 'Content-Type: application/ocsp-request' --data-binary @"$W/garbage" "$URL/ocsp")
+expect "garbage OCSP request: HTTP 200 with an OCSP error ($code)" test "$code" = 200
+expect "garbage OCSP request: malformedRequest" grep -q "malformedrequest" <<<"$(openssl ocsp -respin "$W/garbage.resp" -resp_text 2>&1)"
+size=$(stat -c %s "$W/req.der"); head -c $((size - 10)) "$W/req.der" >"$W/truncated"
+curl -s -H 'Content-Type: application/ocsp-request' --data-binary @"$W/truncated" "$URL/ocsp" -o "$W/trunc.resp"
+expect "truncated OCSP request: malformedRequest" grep -q "malformedrequest" <<<"$(openssl ocsp -respin "$W/trunc.resp" -resp_text 2>&1)"
+code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/ocsp/%%%not-base64")
+expect "a broken GET path is answered, not crashed on ($code)" test "$code" = 200
+head -c 200000 /dev/zero >"$W/big"
+code=$(curl -s -o "$W/big.resp" -w '%{http_code}' --data-binary @"$W/big" "$URL/ocsp")
+expect "an oversized OCSP request is refused with 413 ($code)" test "$code" = 413
+code=$(curl -s -o "$W/nocrl.json" -w '%{http_code}' "$URL/crl/no-such-ca/1.crl")
+expect "an unknown CRL is a 404 with a JSON body ($code)" test "$code" = 404
+echo "not a csr" >"$W/bad.csr"
+rc=0; "${F[@]}" ca issue --device GW-0002 --csr "$W/bad.csr" >"$W/bad.out" 2>&1 || rc=$?
+expect "a garbage CSR is refused (rc $rc)" grep -q "invalid_argument" "$W/bad.out"
+rc=0; "${F[@]}" ca issue --device GW-9999 --csr "$W/dev1.csr" >"$W/nodev.out" 2>&1 || rc=$?
+expect "an unregistered device gets nothing" grep -q "not_found: no device with serial 'GW-9999'" "$W/nodev.out"
+expect "the server is still up" curl -sf "$URL/healthz" -o /dev/null
+expect "no 500 was answered" bash -c '! grep -q "status=500" "$1"' _ "$W/server.log"
+
+kill -TERM "$PID"; wait_exit "$PID" 15
+expect "the server stops cleanly ($RC)" test "$RC" = 0
+finish
