@@ -80,3 +80,31 @@ if registry_file.exists():
     print("raw_insert_devices_schema: the same rows straight into the registry's devices table")
     print("(same columns and indexes) through the database's C API; raw_insert: a table with a")
     print("single unique text key, the rate of the database itself.")
+
+pki_file = out / "pki.jsonl"
+if pki_file.exists():
+    figs = {}
+    for line in pki_file.read_text().splitlines():
+        if line.startswith("{"):
+            r = json.loads(line)
+            figs[r["figure"]] = r
+    print()
+    print("CA (in process; token = SoftHSM2, database = SQLite)")
+    sign = base1.get("ecdsa-p256-sha256")
+    verify_m = re.search(r"256 bits ecdsa \(nistp256\)\s+\S+\s+\S+\s+[\d.]+\s+([\d.]+)",
+                         (out / "openssl_speed.txt").read_text())
+    ceiling = None
+    if sign and verify_m:
+        v = float(verify_m.group(1))
+        ceiling = 1 / (1 / sign + 1 / v)
+    for name in ("issue_threads_1", "issue_threads_2"):
+        if name in figs:
+            f = figs[name]
+            extra = f"  (crypto ceiling, 1 core: {ceiling:,.0f}/s = one P-256 verify + one sign; ratio {f['per_second'] / ceiling:.2f}x)" if ceiling else ""
+            print(f"  {name:<26} {f['per_second']:>10,.0f} certificates/s{extra}")
+    if "ocsp_cached_in_process" in figs:
+        f = figs["ocsp_cached_in_process"]
+        print(f"  {'ocsp_cached_in_process':<26} {f['per_second']:>10,.0f} answers/s ({f['response_bytes']} bytes each)")
+    if "crl_build" in figs:
+        f = figs["crl_build"]
+        print(f"  {'crl_build':<26} {f['count']:>10,.0f} entries in {f['seconds']:.2f} s, {f['crl_bytes']:,} bytes, peak RSS +{f['peak_rss_growth_mb']} MB")

@@ -25,4 +25,7 @@ PGURL=$(tests/pg/pg.sh start "$PGDIR")
 build/release/bench/registry_bench "$PGURL" "$DEVICES" 2>/dev/null >>"$OUT/registry.jsonl"
 rm -f "$OUT"/registry.db*
 
+echo "== CA: issuance, cached OCSP and a large CRL, in process"
+build/release/bench/pki_bench "${BENCH_CRL_ENTRIES:-1000000}" 2>/dev/null >"$OUT/pki.jsonl"
+
 python3 bench/report.py "$OUT"

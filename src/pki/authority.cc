@@ -528,7 +528,8 @@ Result<CertificateRecord> Authority::Issue(std::span<const std::uint8_t> csr_der
     if (!inserted && inserted.error().code() == ErrorCode::kConflict && attempt < 3) continue;
     if (!inserted) return MakeError(inserted.error());
     FLEETID_CHECK_OK(tx->Commit());
-    RefreshOcsp(record);
+    // The first OCSP query signs and caches the answer; signing two CertID forms here would
+    // triple the token signatures of every issuance.
     return record;
   }
 }

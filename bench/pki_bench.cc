@@ -1,0 +1,161 @@
+// CA throughput in process, on the embedded token and SQLite:
+//   issuance: CSR in (parsed, signature verified), certificate built, signed in the token,
+//             record committed — on 1 and 2 threads;
+//   OCSP: answers from the pre-signed cache;
+//   CRL: building and signing a CRL of N revoked certificates, with its time and peak memory.
+// Prints one JSON object per line.
+#include <sys/resource.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include <openssl/ocsp.h>
+
+#include "crypto/crypto.h"
+#include "custody/store.h"
+#include "pki/pki.h"
+
+namespace fleetid {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+void Print(const std::string& figure, double n, double seconds, const std::string& extra = "") {
+  std::printf("{\"figure\":\"%s\",\"count\":%.0f,\"seconds\":%.3f,\"per_second\":%.1f%s}\n",
+              figure.c_str(), n, seconds, n / seconds, extra.c_str());
+  std::fflush(stdout);
+}
+
+long MaxRssKb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss;
+}
+
+std::vector<std::uint8_t> Csr(EVP_PKEY* key) {
+  crypto::X509ReqPtr req(X509_REQ_new());
+  X509_REQ_set_pubkey(req.get(), key);
+  X509_REQ_sign(req.get(), key, EVP_sha256());
+  std::vector<std::uint8_t> der(static_cast<std::size_t>(i2d_X509_REQ(req.get(), nullptr)));
+  unsigned char* p = der.data();
+  i2d_X509_REQ(req.get(), &p);
+  return der;
+}
+
+int Run(const std::filesystem::path& dir, int crl_entries) {
+  auto opened = custody::OpenEmbedded(dir, "fleetid-bench", crypto::OpenSslRng::Instance());
+  if (!opened) return 1;
+  auto db = store::Database::Open("sqlite:" + (dir / "pki.db").string(), 4);
+  if (!db) return 1;
+  auto authority = pki::Authority::Open(opened->token, **db, SystemClock::Instance(),
+                                        crypto::OpenSslRng::Instance(), {});
+  if (!authority) {
+    std::fprintf(stderr, "%s\n", authority.error().ToString().c_str());
+    return 1;
+  }
+  pki::Authority& ca = **authority;
+  crypto::SuitePolicy policy;
+
+  constexpr int kCsrs = 256;
+  std::vector<std::vector<std::uint8_t>> csrs;
+  for (int i = 0; i < kCsrs; ++i) {
+    crypto::EvpPkeyPtr key(EVP_EC_gen("P-256"));
+    csrs.push_back(Csr(key.get()));
+  }
+  std::vector<std::string> serials;
+  for (int threads : {1, 2}) {
+    const int per_thread = 3000 / threads;
+    std::atomic<int> failed{0};
+    std::mutex mu;
+    auto start = Clock::now();
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        for (int i = 0; i < per_thread; ++i) {
+          auto rec = ca.Issue(csrs[static_cast<std::size_t>((t * per_thread + i) % kCsrs)],
+                              {fmt::format("BENCH-{}-{}", t, i), "bench"}, policy);
+          if (!rec) {
+            ++failed;
+          } else if (i < 50) {
+            std::lock_guard lock(mu);
+            serials.push_back(rec->serial);
+          }
+        }
+      });
+    }
+    for (auto& th : pool) th.join();
+    Print(fmt::format("issue_threads_{}", threads), per_thread * threads, Seconds(start),
+          fmt::format(",\"failed\":{}", failed.load()));
+  }
+
+  // OCSP answers from the cache: the same request shape relying parties send (SHA-1 CertID).
+  {
+    auto rec = ca.Get(serials.front());
+    const unsigned char* p = rec->der.data();
+    crypto::X509Ptr leaf(d2i_X509(nullptr, &p, static_cast<long>(rec->der.size())));
+    auto issuer_der = ca.CaCertificate(rec->issuer);
+    p = issuer_der->data();
+    crypto::X509Ptr issuer(d2i_X509(nullptr, &p, static_cast<long>(issuer_der->size())));
+    OCSP_REQUEST* req = OCSP_REQUEST_new();
+    OCSP_request_add0_id(req, OCSP_cert_to_id(EVP_sha1(), leaf.get(), issuer.get()));
+    std::vector<std::uint8_t> der(static_cast<std::size_t>(i2d_OCSP_REQUEST(req, nullptr)));
+    unsigned char* out = der.data();
+    i2d_OCSP_REQUEST(req, &out);
+    OCSP_REQUEST_free(req);
+    const int n = 200000;
+    auto start = Clock::now();
+    std::size_t bytes = 0;
+    for (int i = 0; i < n; ++i) bytes += ca.Ocsp(der).der.size();
+    Print("ocsp_cached_in_process", n, Seconds(start),
+          fmt::format(",\"response_bytes\":{}", bytes / n));
+  }
+
+  // A CRL of |crl_entries| revoked certificates in one partition.
+  {
+    auto tx = (*db)->Begin(store::TxMode::kWrite);
+    const std::int64_t partition = 42;
+    const std::int64_t far = 4102444800;  // 2100-01-01
+    for (int i = 0; i < crl_entries; ++i) {
+      if (!(*tx)->Exec("INSERT INTO certificates (serial, issuer, device, suite, not_before, "
+                       "not_after, status, reason, revoked_at, partition_id, der) VALUES "
+                       "(?, 'ecdsa-p256-sha256', 'x', 'ecdsa-p256-sha256', 0, ?, 'revoked', 1, "
+                       "1800000000, ?, X'00')",
+                       {fmt::format("{:032x}", 0x100000000ULL + static_cast<unsigned>(i)), far,
+                        partition})) {
+        return 1;
+      }
+    }
+    if (!(*tx)->Commit()) return 1;
+    const long rss_before = MaxRssKb();
+    auto start = Clock::now();
+    auto crl = ca.Crl("ecdsa-p256-sha256", partition);
+    const double took = Seconds(start);
+    if (!crl) {
+      std::fprintf(stderr, "%s\n", crl.error().ToString().c_str());
+      return 1;
+    }
+    Print("crl_build", crl_entries, took,
+          fmt::format(",\"crl_bytes\":{},\"peak_rss_growth_mb\":{:.1f}", crl->der.size(),
+                      static_cast<double>(MaxRssKb() - rss_before) / 1024.0));
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace fleetid
+
+int main(int argc, char** argv) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / fmt::format("fleetid-pki-bench-{}", ::getpid());
+  std::filesystem::create_directories(dir);
+  const int rc = fleetid::Run(dir, argc > 1 ? std::atoi(argv[1]) : 1000000);
+  std::filesystem::remove_all(dir);
+  return rc;
+}
