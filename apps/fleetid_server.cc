@@ -62,6 +62,7 @@ int Run(int argc, char** argv) {
   auto data_dir_or = apps::PrepareDataDir(*config);
   if (!data_dir_or) return Fail(data_dir_or.error());
   const std::filesystem::path& data_dir = *data_dir_or;
+  config->data_dir = data_dir;
   log::Info("fleetid-server starting", {{"version", kVersion}, {"data", data_dir.string()}});
 
   auto custody = custody::OpenCustody(config->custody, data_dir, crypto::OpenSslRng::Instance());
