@@ -74,7 +74,7 @@ inline void AddCommonFlags(CLI::App& app, CommonFlags& flags) {
                      config.data_dir.string(), ec.message());
   }
   std::filesystem::path dir = std::filesystem::absolute(config.data_dir, ec).lexically_normal();
-  if (dir.has_filename() == false) dir = dir.parent_path();  // "var/" -> "var"
+  if (!dir.has_filename()) dir = dir.parent_path();  // "var/" -> "var"
   std::filesystem::permissions(dir, std::filesystem::perms::owner_all,
                                std::filesystem::perm_options::replace, ec);
   return dir;
