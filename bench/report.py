@@ -29,7 +29,7 @@ base2 = speed(out / "openssl_speed_2.txt")
 runs = json.loads((out / "custody_bench.json").read_text())["benchmarks"]
 token = {}
 for b in runs:
-    m = re.match(r"token_sign/([\w-]+)/real_time/threads:(\d+)", b["name"])
+    m = re.match(r"token_sign/([\w-]+)/.*threads:(\d+)", b["name"])
     if m and "items_per_second" in b:
         token[(m.group(1), int(m.group(2)))] = b["items_per_second"]
 
