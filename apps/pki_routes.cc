@@ -77,7 +77,7 @@ std::optional<std::vector<std::uint8_t>> Base64Decode(std::string_view text) {
   const int n = EVP_DecodeBlock(out.data(), reinterpret_cast<const unsigned char*>(text.data()),
                                 static_cast<int>(text.size()));
   if (n < 0) return std::nullopt;
-  std::size_t len = static_cast<std::size_t>(n);
+  auto len = static_cast<std::size_t>(n);
   if (text.ends_with("==")) {
     len -= 2;
   } else if (text.ends_with("=")) {

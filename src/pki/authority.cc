@@ -447,6 +447,7 @@ Result<void> Authority::LoadOrCreate() {
 
 std::vector<std::string> Authority::CaNames() const {
   std::vector<std::string> names;
+  names.reserve(cas_.size());
   for (const auto& ca : cas_) names.push_back(ca->name);
   return names;
 }
@@ -680,7 +681,7 @@ void Authority::RefreshOcsp(const CertificateRecord& record) {
     CertIdPtr id(OCSP_cert_to_id(md, cert.get(), ca->cert.get()));
     OcspRequestPtr req(OCSP_REQUEST_new());
     if (!id || !req || OCSP_request_add0_id(req.get(), id.get()) == nullptr) continue;
-    id.release();  // owned by |req|
+    static_cast<void>(id.release());  // owned by |req|
     const int len = i2d_OCSP_REQUEST(req.get(), nullptr);
     std::vector<std::uint8_t> der(static_cast<std::size_t>(std::max(len, 0)));
     unsigned char* out = der.data();
@@ -910,7 +911,7 @@ Result<CrlAnswer> Authority::Crl(std::string_view issuer, std::int64_t partition
         X509_CRL_add0_revoked(crl.get(), entry.get()) != 1) {
       return MakeError(Ossl("adding a CRL entry"));
     }
-    entry.release();  // owned by |crl|
+    static_cast<void>(entry.release());  // owned by |crl|
   }
   X509_CRL_sort(crl.get());
   X509V3_CTX ctx;

@@ -59,6 +59,7 @@ std::string Pem(const std::vector<std::uint8_t>& der) {
 
 std::string Shell(const std::string& cmd) {
   std::string out;
+  // NOLINTNEXTLINE(cert-env33-c): the test runs the real openssl command line on purpose.
   FILE* pipe = ::popen((cmd + " 2>&1").c_str(), "r");
   char buf[512];
   std::size_t n = 0;
@@ -148,7 +149,7 @@ TEST_F(PkiTest, HierarchyIsBuiltInTheTokenAndReloaded) {
   for (const std::string name : {"ecdsa-p256-sha256", "ed25519"}) {
     X509Ptr issuing = Parse(*authority_->CaCertificate(name));
     EXPECT_EQ(X509_verify(issuing.get(), root_pub.get()), 1) << name;
-    BASIC_CONSTRAINTS* bc = static_cast<BASIC_CONSTRAINTS*>(
+    auto* bc = static_cast<BASIC_CONSTRAINTS*>(
         X509_get_ext_d2i(issuing.get(), NID_basic_constraints, nullptr, nullptr));
     ASSERT_NE(bc, nullptr);
     EXPECT_TRUE(bc->ca);
@@ -192,7 +193,7 @@ TEST_F(PkiTest, IssuedCertificatesVerifyWithOpensslAndCarryTheProfile) {
     char cn[128] = {};
     X509_NAME_get_text_by_NID(X509_get_subject_name(leaf.get()), NID_commonName, cn, sizeof(cn));
     EXPECT_STREQ(cn, "GW-0001/x,URI:evil");
-    GENERAL_NAMES* sans = static_cast<GENERAL_NAMES*>(
+    auto* sans = static_cast<GENERAL_NAMES*>(
         X509_get_ext_d2i(leaf.get(), NID_subject_alt_name, nullptr, nullptr));
     ASSERT_NE(sans, nullptr);
     ASSERT_EQ(sk_GENERAL_NAME_num(sans), 1);

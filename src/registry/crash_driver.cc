@@ -2,8 +2,8 @@
 // is killed (SIGKILL), printing a line after every commit so the test can kill it mid-work.
 //   registry_crash_driver URL import N     one batch of N devices (one transaction)
 //   registry_crash_driver URL transitions  suspend/resume devices SN-0..SN-99 forever
-#include <cstdio>
-#include <cstdlib>
+#include <charconv>
+#include <iostream>
 #include <string>
 
 #include "registry/registry.h"
@@ -22,7 +22,9 @@ int Run(int argc, char** argv) {
   const Actor admin{kOperator, "crash-test", {"admin"}};
   const std::string mode = argv[2];
   if (mode == "import" && argc == 4) {
-    const int n = std::atoi(argv[3]);
+    int n = 0;
+    const std::string_view count(argv[3]);
+    if (std::from_chars(count.data(), count.data() + count.size(), n).ec != std::errc()) return 2;
     std::vector<ManufacturingRecord> records(static_cast<std::size_t>(n));
     for (int i = 0; i < n; ++i) {
       ManufacturingRecord& r = records[static_cast<std::size_t>(i)];
@@ -31,11 +33,9 @@ int Run(int argc, char** argv) {
       r.manufacturer = "acme";
       r.idevid_fingerprint = fmt::format("{:064x}", 1000000 + i);
     }
-    std::puts("importing");
-    std::fflush(stdout);
+    std::cout << "importing" << std::endl;
     auto report = registry.Import("big-batch", records, admin);
-    std::printf("imported %s\n", report ? "ok" : report.error().ToString().c_str());
-    std::fflush(stdout);
+    std::cout << "imported " << (report ? "ok" : report.error().ToString()) << std::endl;
     return report ? 0 : 1;
   }
   if (mode == "transitions") {
@@ -51,8 +51,7 @@ int Run(int argc, char** argv) {
         req.actor = admin;
         req.reason = "crash test";
         if (!registry.Transition(req)) return 5;
-        std::printf("committed %ld %d\n", round, i);
-        std::fflush(stdout);
+        std::cout << "committed " << round << " " << i << std::endl;
       }
     }
   }

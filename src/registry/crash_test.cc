@@ -1,10 +1,10 @@
 // Kill a process (SIGKILL) in the middle of a batch import and of a loop of transitions; the
 // database must then hold only whole transactions, and every registry invariant must hold.
 #include <gtest/gtest.h>
-#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <thread>
 
@@ -47,10 +47,10 @@ struct Child {
       ::kill(pid, SIGKILL);
       ::waitpid(pid, nullptr, 0);
     }
-    if (out != nullptr) std::fclose(out);
+    if (out != nullptr) static_cast<void>(std::fclose(out));
   }
   // WaitFor reads lines until one starts with |prefix|; false at EOF.
-  bool WaitFor(std::string_view prefix, int count = 1) {
+  bool WaitFor(std::string_view prefix, int count = 1) const {
     char line[256];
     while (std::fgets(line, sizeof(line), out) != nullptr) {
       if (std::string_view(line).starts_with(prefix) && --count == 0) return true;

@@ -167,7 +167,7 @@ class Registry {
                                              std::string_view idevid_fingerprint);
 
   // Credentials: certificate serials per device and their role.
-  [[nodiscard]] Result<void> AddCredential(store::Transaction& tx, std::int64_t device_id,
+  [[nodiscard]] static Result<void> AddCredential(store::Transaction& tx, std::int64_t device_id,
                                            std::string_view cert_serial, std::string_view role,
                                            TimePoint not_after);
 

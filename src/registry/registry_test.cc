@@ -61,6 +61,7 @@ class RegistryTest : public ::testing::TestWithParam<Backend> {
 
   void ImportN(int n, const std::string& batch = "batch-1") {
     std::vector<ManufacturingRecord> records;
+    records.reserve(static_cast<std::size_t>(n));
     for (int i = 0; i < n; ++i) records.push_back(Record(i));
     auto report = registry_->Import(batch, records, kAdmin);
     ASSERT_TRUE(report) << report.error();
@@ -135,6 +136,7 @@ TEST_P(RegistryTest, ImportIsIdempotentAndWhole) {
   EXPECT_EQ(d->version, 1);
 
   std::vector<ManufacturingRecord> again;
+  again.reserve(60);
   for (int i = 0; i < 60; ++i) again.push_back(Record(i));
   auto report = registry_->Import("batch-1b", again, kAdmin);
   ASSERT_TRUE(report) << report.error();
