@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <type_traits>
 #include <unordered_map>
 
 // GCC 12 at -O2 reports -Wnull-dereference inside Asio's scheduler and strand comparison (inlined
@@ -23,6 +24,9 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/stream_base.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
@@ -36,8 +40,13 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #pragma GCC diagnostic pop
 #include <fmt/core.h>
+#include <openssl/err.h>
+#include <openssl/objects.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <nlohmann/json.hpp>
 
 #include "common/log.h"
@@ -119,93 +128,378 @@ HttpResponse InternalErrorResponse() {
   return HttpResponse::JsonError(500, "internal", "internal server error");
 }
 
-class Session;
+// --- TLS set-up ----------------------------------------------------------------------------------
+
+template <auto Fn>
+struct Deleter {
+  void operator()(auto* p) const noexcept { Fn(p); }
+};
+using SslCtxPtr = std::unique_ptr<SSL_CTX, Deleter<&SSL_CTX_free>>;
+
+// Mozilla "intermediate" (2023) for TLS 1.2: forward secrecy and AEAD only. TLS 1.3 keeps
+// OpenSSL's default suites (AES-GCM and ChaCha20-Poly1305).
+constexpr const char* kTls12Ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+constexpr const char* kGroups = "X25519:P-256:P-384";
+// What a client may sign its CertificateVerify with (the CertificateRequest's list).
+constexpr const char* kClientSigalgs =
+    "ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512:ed25519:ed448:"
+    "rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:rsa_pss_rsae_sha512:"
+    "rsa_pss_pss_sha256:rsa_pss_pss_sha384:rsa_pss_pss_sha512:RSA+SHA256:RSA+SHA384:RSA+SHA512";
+constexpr int kMaxClientChainDepth = 8;
+constexpr std::string_view kSessionIdContext = "fleetid";
+// How long a peer has to answer close_notify when the server ends a TLS connection for Stop().
+constexpr std::chrono::seconds kTlsShutdownBound{1};
+
+// OpenSslErrors drains this thread's OpenSSL error queue into one line.
+std::string OpenSslErrors() {
+  std::string out;
+  while (const unsigned long e = ERR_get_error()) {
+    std::array<char, 256> text{};
+    ERR_error_string_n(e, text.data(), text.size());
+    if (!out.empty()) out += "; ";
+    out += text.data();
+  }
+  return out.empty() ? std::string("no OpenSSL error recorded") : out;
+}
+
+// EcSigalgs names the ECDSA scheme for an EC key's curve (RFC 8446 §4.2.3 ties each curve to
+// one hash), or nullptr for another curve.
+const char* EcSigalgs(EVP_PKEY* key) {
+  std::array<char, 64> group{};
+  if (EVP_PKEY_get_group_name(key, group.data(), group.size(), nullptr) != 1) return nullptr;
+  switch (OBJ_txt2nid(group.data())) {
+    case NID_X9_62_prime256v1:
+      return "ecdsa_secp256r1_sha256";
+    case NID_secp384r1:
+      return "ecdsa_secp384r1_sha384";
+    case NID_secp521r1:
+      return "ecdsa_secp521r1_sha512";
+    default:
+      return nullptr;
+  }
+}
+
+// ServerSigalgs names the signature scheme a server key of this type signs TLS handshakes with,
+// or returns nullptr to keep OpenSSL's list (a key type fleetid has no suite for).
+const char* ServerSigalgs(EVP_PKEY* key) {
+  switch (EVP_PKEY_get_base_id(key)) {
+    case EVP_PKEY_EC:
+      return EcSigalgs(key);
+    case EVP_PKEY_ED25519:
+      return "ed25519";
+    case EVP_PKEY_RSA:
+      return "rsa_pss_rsae_sha256";
+    case EVP_PKEY_RSA_PSS:
+      return "rsa_pss_pss_sha256";
+    default:
+      return nullptr;
+  }
+}
+
+// MakeTlsContext builds the server's SSL_CTX from |tls|. kInvalidArgument names what is wrong
+// with the options; kInternal if OpenSSL refuses a setting fleetid hard-codes.
+Result<std::unique_ptr<net::ssl::context>> MakeTlsContext(const TlsOptions& tls) {
+  using ClientAuth = TlsOptions::ClientAuth;
+  if (tls.certificate_chain.empty()) {
+    return MakeError(ErrorCode::kInvalidArgument, "TLS needs a server certificate");
+  }
+  if (std::ranges::any_of(tls.certificate_chain, [](const X509Ref& c) { return !c; }) ||
+      std::ranges::any_of(tls.client_trust_anchors, [](const X509Ref& c) { return !c; })) {
+    return MakeError(ErrorCode::kInvalidArgument, "TLS certificate lists must not contain null");
+  }
+  if (!tls.private_key) {
+    return MakeError(ErrorCode::kInvalidArgument, "TLS needs the server's private key");
+  }
+  if (tls.client_auth == ClientAuth::kNone && !tls.client_trust_anchors.empty()) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "client_trust_anchors are set but client_auth is none: set client_auth or "
+                     "drop the anchors");
+  }
+  if (tls.client_auth != ClientAuth::kNone && tls.client_trust_anchors.empty()) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "client certificates are asked for but there are no client_trust_anchors");
+  }
+
+  ERR_clear_error();
+  SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()));
+  if (!ctx) return MakeError(ErrorCode::kInternal, "SSL_CTX_new: {}", OpenSslErrors());
+  SSL_CTX* raw = ctx.get();
+  auto internal = [](std::string_view what) {
+    return MakeError(ErrorCode::kInternal, "{}: {}", what, OpenSslErrors());
+  };
+  if (SSL_CTX_set_min_proto_version(raw, TLS1_2_VERSION) != 1) return internal("min version");
+  if (SSL_CTX_set_max_proto_version(raw, 0) != 1) return internal("max version");
+  if (SSL_CTX_set_cipher_list(raw, kTls12Ciphers) != 1) return internal("cipher list");
+  if (SSL_CTX_set1_groups_list(raw, kGroups) != 1) return internal("groups");
+  SSL_CTX_set_options(raw, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_NO_TICKET);
+  SSL_CTX_set_session_cache_mode(raw, SSL_SESS_CACHE_OFF);
+  if (SSL_CTX_set_num_tickets(raw, 0) != 1) return internal("tickets");
+  if (SSL_CTX_set_session_id_context(
+          raw, reinterpret_cast<const unsigned char*>(kSessionIdContext.data()),
+          static_cast<unsigned int>(kSessionIdContext.size())) != 1) {
+    return internal("session id context");
+  }
+
+  X509* leaf = tls.certificate_chain.front().get();
+  if (SSL_CTX_use_certificate(raw, leaf) != 1) {
+    return MakeError(ErrorCode::kInvalidArgument, "the server certificate is unusable: {}",
+                     OpenSslErrors());
+  }
+  for (std::size_t i = 1; i < tls.certificate_chain.size(); ++i) {
+    if (SSL_CTX_add1_chain_cert(raw, tls.certificate_chain[i].get()) != 1) {
+      return internal("adding a chain certificate");
+    }
+  }
+  EVP_PKEY* key = tls.private_key.get();
+  if (SSL_CTX_use_PrivateKey(raw, key) != 1 || SSL_CTX_check_private_key(raw) != 1) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "the private key does not match the server certificate: {}", OpenSslErrors());
+  }
+  if (const char* sigalgs = ServerSigalgs(key); sigalgs != nullptr) {
+    if (SSL_CTX_set1_sigalgs_list(raw, sigalgs) != 1) return internal("server sigalgs");
+    if (SSL_CTX_set1_client_sigalgs_list(raw, kClientSigalgs) != 1) {
+      return internal("client sigalgs");
+    }
+  }
+
+  if (tls.client_auth != ClientAuth::kNone) {
+    X509_STORE* store = SSL_CTX_get_cert_store(raw);
+    for (const X509Ref& anchor : tls.client_trust_anchors) {
+      if (X509_STORE_add_cert(store, anchor.get()) != 1) {
+        // A duplicate anchor is harmless; anything else is not.
+        if (ERR_GET_REASON(ERR_peek_last_error()) != X509_R_CERT_ALREADY_IN_HASH_TABLE) {
+          return internal("adding a client trust anchor");
+        }
+        ERR_clear_error();
+      }
+      if (SSL_CTX_add_client_CA(raw, anchor.get()) != 1) return internal("client CA names");
+    }
+    X509_VERIFY_PARAM* param = SSL_CTX_get0_param(raw);
+    if (X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_PARTIAL_CHAIN) != 1) {
+      return internal("verify flags");
+    }
+    SSL_CTX_set_verify_depth(raw, kMaxClientChainDepth);
+    int mode = SSL_VERIFY_PEER;
+    if (tls.client_auth == ClientAuth::kRequired) mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+    SSL_CTX_set_verify(raw, mode, nullptr);
+  } else {
+    SSL_CTX_set_verify(raw, SSL_VERIFY_NONE, nullptr);
+  }
+  // net::ssl::context takes ownership of the handle.
+  return std::make_unique<net::ssl::context>(ctx.release());
+}
+
+// VerifiedClientChain returns the chain the handshake on |ssl| verified, leaf first, DER; empty
+// if the client sent no certificate. nullopt if a certificate was sent but is not verified,
+// which SSL_VERIFY_PEER rules out, or cannot be encoded.
+std::optional<std::vector<std::vector<std::uint8_t>>> VerifiedClientChain(SSL* ssl) {
+  std::vector<std::vector<std::uint8_t>> chain;
+  if (SSL_get0_peer_certificate(ssl) == nullptr) return chain;
+  if (SSL_get_verify_result(ssl) != X509_V_OK) return std::nullopt;
+  STACK_OF(X509)* verified = SSL_get0_verified_chain(ssl);
+  if (verified == nullptr || sk_X509_num(verified) <= 0) return std::nullopt;
+  for (int i = 0; i < sk_X509_num(verified); ++i) {
+    X509* cert = sk_X509_value(verified, i);
+    const int len = i2d_X509(cert, nullptr);
+    if (len <= 0) return std::nullopt;
+    std::vector<std::uint8_t> der(static_cast<std::size_t>(len));
+    unsigned char* out = der.data();
+    if (i2d_X509(cert, &out) != len) return std::nullopt;
+    chain.push_back(std::move(der));
+  }
+  return chain;
+}
+
+// --- Sessions ------------------------------------------------------------------------------------
+
+class SessionBase;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
 // ServerState is shared by the server and every Session, so a Session that outlives the
 // HttpServer (destroyed while the io_context shuts down) never touches freed memory.
 struct ServerState {
-  ServerState(HttpServerOptions o, Router r) : options(std::move(o)), router(std::move(r)) {}
+  ServerState(HttpServerOptions o, Router r, std::unique_ptr<net::ssl::context> tls)
+      : options(std::move(o)), router(std::move(r)), tls_context(std::move(tls)) {}
 
   const HttpServerOptions options;
   const Router router;
+  // Set for a TLS listener; shared by its connections (an SSL_CTX is thread-safe once built).
+  const std::unique_ptr<net::ssl::context> tls_context;
   std::atomic<bool> stopping{false};
   std::atomic<std::size_t> connections{0};
 
   std::mutex mutex;
   std::condition_variable drained;
-  std::unordered_map<const Session*, std::weak_ptr<Session>> sessions;  // Guarded by mutex.
+  std::unordered_map<const SessionBase*, std::weak_ptr<SessionBase>> sessions;  // Guarded by mutex.
 };
 
-// Session owns one accepted connection. All of its members are touched only on its strand.
-class Session : public std::enable_shared_from_this<Session> {
+// SessionBase is what the server needs of a connection, plain or TLS: to tell it the server is
+// stopping, on its own strand. Destroying it unregisters it from ServerState.
+class SessionBase {
  public:
-  Session(tcp::socket socket, std::shared_ptr<ServerState> state, std::string remote_address)
-      : stream_(std::move(socket)),
-        state_(std::move(state)),
-        remote_address_(std::move(remote_address)) {}
+  explicit SessionBase(std::shared_ptr<ServerState> state) : state_(std::move(state)) {}
+  SessionBase(const SessionBase&) = delete;
+  SessionBase& operator=(const SessionBase&) = delete;
 
-  Session(const Session&) = delete;
-  Session& operator=(const Session&) = delete;
-
-  ~Session() {
+  virtual ~SessionBase() {
     std::lock_guard lock(state_->mutex);
     state_->sessions.erase(this);
     state_->connections.fetch_sub(1);
     if (state_->sessions.empty()) state_->drained.notify_all();
   }
 
-  void Start() {
-    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->Register(); });
-  }
-
-  net::any_io_executor executor() { return stream_.get_executor(); }
+  virtual net::any_io_executor executor() = 0;
 
   // OnServerStop runs on the strand once Stop() begins. A request whose Handler has run is
-  // allowed to finish writing; anything else is closed now.
-  void OnServerStop() {
-    if (phase_ != Phase::kResponding) Close();
+  // allowed to finish writing; anything else is closed now (over TLS, with close_notify).
+  virtual void OnServerStop() = 0;
+
+ protected:
+  const std::shared_ptr<ServerState> state_;  // Outlives the derived Session's stream.
+};
+
+// Session owns one accepted connection, over beast::tcp_stream (plain HTTP) or TlsStream. All of
+// its members are touched only on its strand.
+template <typename Stream>
+class Session final : public SessionBase, public std::enable_shared_from_this<Session<Stream>> {
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+
+ public:
+  Session(tcp::socket socket, std::shared_ptr<ServerState> state, std::string remote_address)
+      : SessionBase(std::move(state)),
+        stream_(MakeStream(std::move(socket), *state_)),
+        remote_address_(std::move(remote_address)) {}
+
+  void Start() {
+    net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] { self->Register(); });
+  }
+
+  net::any_io_executor executor() override { return stream_.get_executor(); }
+
+  void OnServerStop() override {
+    if constexpr (kTls) {
+      switch (phase_) {
+        case Phase::kHandshaking:
+          return Close();
+        case Phase::kReading:
+          // The read in flight ends with operation_aborted, and its handler sends close_notify
+          // (CloseAfterReadError), which cannot be sent while the read holds the TLS stream.
+          return Tcp().cancel();
+        case Phase::kResponding:  // OnWrite sees stopping.
+        case Phase::kLingering:   // Already bounded.
+        case Phase::kClosed:
+          return;
+      }
+    } else {
+      if (phase_ != Phase::kResponding) Close();
+    }
   }
 
  private:
-  enum class Phase { kReading, kResponding, kLingering, kClosed };
+  enum class Phase { kHandshaking, kReading, kResponding, kLingering, kClosed };
+
+  static Stream MakeStream(tcp::socket socket, ServerState& state) {
+    if constexpr (kTls) {
+      return Stream(std::move(socket), *state.tls_context);
+    } else {
+      return Stream(std::move(socket));
+    }
+  }
+
+  beast::tcp_stream& Tcp() { return beast::get_lowest_layer(stream_); }
 
   void Register() {
     bool stopping = false;
     {
       std::lock_guard lock(state_->mutex);
       stopping = state_->stopping.load();
-      if (!stopping) state_->sessions.emplace(this, weak_from_this());
+      if (!stopping) state_->sessions.emplace(this, this->weak_from_this());
     }
     if (stopping) return Close();
+    if constexpr (kTls) {
+      phase_ = Phase::kHandshaking;
+      Tcp().expires_after(state_->options.read_timeout);
+      stream_.async_handshake(
+          net::ssl::stream_base::server,
+          [self = this->shared_from_this()](beast::error_code ec) { self->OnHandshake(ec); });
+    } else {
+      ReadRequest(/*first=*/true);
+    }
+  }
+
+  void OnHandshake(beast::error_code ec) {
+    if (ec) {
+      const long verify = SSL_get_verify_result(stream_.native_handle());
+      if (verify != X509_V_OK) {
+        log::Info("client certificate rejected",
+                  {{"remote", remote_address_}, {"reason", X509_verify_cert_error_string(verify)}});
+      } else {
+        log::Debug("TLS handshake failed", {{"remote", remote_address_}, {"error", ec.message()}});
+      }
+      return Close();
+    }
+    auto chain = VerifiedClientChain(stream_.native_handle());
+    if (!chain) {
+      log::Error("TLS handshake passed with an unverified client certificate",
+                 {{"remote", remote_address_}});
+      return Close();
+    }
+    client_chain_ = std::move(*chain);
     ReadRequest(/*first=*/true);
+  }
+
+  // CloseForStop ends the connection because the server is stopping or the client has closed.
+  void CloseForStop() {
+    if constexpr (kTls) {
+      ShutdownTls(kTlsShutdownBound);
+    } else {
+      Close();
+    }
+  }
+
+  // CloseAfterReadError ends the connection after a failed read: over TLS with close_notify when
+  // the read was cancelled by Stop or the client sent its own close_notify; otherwise at once.
+  void CloseAfterReadError(beast::error_code ec) {
+    if constexpr (kTls) {
+      const bool stopped = ec == net::error::operation_aborted && state_->stopping.load();
+      const bool peer_closed = ec == net::error::eof || ec == http::error::end_of_stream;
+      if (stopped || peer_closed) return ShutdownTls(kTlsShutdownBound);
+    }
+    Close();
   }
 
   void ReadRequest(bool first) {
     phase_ = Phase::kReading;
+    if (state_->stopping.load()) return CloseForStop();
     if (first || buffer_.size() > 0) return ReadHeader();
-    stream_.expires_after(state_->options.idle_timeout);
+    Tcp().expires_after(state_->options.idle_timeout);
     stream_.async_read_some(buffer_.prepare(kReadChunk),
-                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                            [self = this->shared_from_this()](beast::error_code ec, std::size_t n) {
                               self->OnIdleRead(ec, n);
                             });
   }
 
   void OnIdleRead(beast::error_code ec, std::size_t n) {
-    if (ec) return Close();
+    if (ec) return CloseAfterReadError(ec);
     buffer_.commit(n);
     ReadHeader();
   }
 
   void ReadHeader() {
+    if (state_->stopping.load()) return CloseForStop();
     const auto& options = state_->options;
     parser_ = std::make_unique<http::request_parser<http::string_body>>();
     parser_->header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(
         options.max_header_bytes, std::numeric_limits<std::uint32_t>::max())));
     parser_->body_limit(options.max_body_bytes);
-    stream_.expires_after(options.read_timeout);
-    http::async_read_header(
-        stream_, buffer_, *parser_,
-        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->OnHeader(ec); });
+    Tcp().expires_after(options.read_timeout);
+    http::async_read_header(stream_, buffer_, *parser_,
+                            [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                              self->OnHeader(ec);
+                            });
   }
 
   void OnHeader(beast::error_code ec) {
@@ -217,7 +511,7 @@ class Session : public std::enable_shared_from_this<Session> {
         EqualsIgnoreCase(ToStd(header[http::field::expect]), "100-continue")) {
       static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
       net::async_write(stream_, net::buffer(kContinue.data(), kContinue.size()),
-                       [self = shared_from_this()](beast::error_code write_ec, std::size_t) {
+                       [self = this->shared_from_this()](beast::error_code write_ec, std::size_t) {
                          if (write_ec) return self->Close();
                          self->ReadBody();
                        });
@@ -227,8 +521,9 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void ReadBody() {
+    if (state_->stopping.load()) return CloseForStop();
     http::async_read(stream_, buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                     [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
                        if (ec) return self->OnReadError(ec);
                        self->OnRequest();
                      });
@@ -250,7 +545,7 @@ class Session : public std::enable_shared_from_this<Session> {
       return SendErrorAndClose(
           HttpResponse::JsonError(400, "invalid_argument", "malformed HTTP request"));
     }
-    Close();
+    CloseAfterReadError(ec);
   }
 
   void OnRequest() {
@@ -272,6 +567,8 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     request.body = std::move(message.body());
     request.remote_address = remote_address_;
+    request.tls = kTls;
+    request.client_chain = client_chain_;
 
     HttpResponse response;
     try {
@@ -333,40 +630,49 @@ class Session : public std::enable_shared_from_this<Session> {
       if (!head) out.body() = std::move(response.body);
     }
 
-    stream_.expires_after(state_->options.write_timeout);
+    Tcp().expires_after(state_->options.write_timeout);
     http::async_write(stream_, out,
-                      [self = shared_from_this(), keep_alive](beast::error_code ec, std::size_t) {
-                        self->OnWrite(ec, keep_alive);
-                      });
+                      [self = this->shared_from_this(), keep_alive](
+                          beast::error_code ec, std::size_t) { self->OnWrite(ec, keep_alive); });
   }
 
   void OnWrite(beast::error_code ec, bool keep_alive) {
     response_.reset();
     if (ec) return Close();
     if (state_->stopping.load()) {
-      beast::error_code ignored;
-      stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-      return Close();
+      if constexpr (kTls) {
+        return ShutdownTls(kTlsShutdownBound);
+      } else {
+        beast::error_code ignored;
+        Tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
+        return Close();
+      }
     }
     if (!keep_alive) return Linger();
     ReadRequest(/*first=*/false);
   }
 
   // Linger half-closes and discards what the client still sends for a short while, so that the
-  // kernel does not answer unread bytes with a reset that destroys the response in flight.
+  // kernel does not answer unread bytes with a reset that destroys the response in flight. Over
+  // TLS the half-close is close_notify, and OpenSSL discards records until the client's.
   void Linger() {
-    phase_ = Phase::kLingering;
-    beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    stream_.expires_after(
-        std::min<std::chrono::steady_clock::duration>(kMaxLinger, state_->options.read_timeout));
-    buffer_.consume(buffer_.size());
-    DrainSome();
+    const auto bound =
+        std::min<std::chrono::steady_clock::duration>(kMaxLinger, state_->options.read_timeout);
+    if constexpr (kTls) {
+      ShutdownTls(bound);
+    } else {
+      phase_ = Phase::kLingering;
+      beast::error_code ignored;
+      Tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
+      Tcp().expires_after(bound);
+      buffer_.consume(buffer_.size());
+      DrainSome();
+    }
   }
 
   void DrainSome() {
     stream_.async_read_some(buffer_.prepare(kReadChunk),
-                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                            [self = this->shared_from_this()](beast::error_code ec, std::size_t n) {
                               self->lingered_bytes_ += n;
                               if (ec || self->lingered_bytes_ > kMaxLingerBytes) {
                                 return self->Close();
@@ -375,17 +681,30 @@ class Session : public std::enable_shared_from_this<Session> {
                             });
   }
 
+  // ShutdownTls sends close_notify and waits at most |bound| for the client's, then closes. Only
+  // for a connection whose TLS state is sound: after the handshake, with no read or write in
+  // flight and no fatal TLS error.
+  void ShutdownTls(std::chrono::steady_clock::duration bound) {
+    if constexpr (kTls) {
+      if (phase_ == Phase::kClosed || phase_ == Phase::kLingering) return;
+      phase_ = Phase::kLingering;
+      Tcp().expires_after(bound);
+      stream_.async_shutdown(
+          [self = this->shared_from_this()](beast::error_code) { self->Close(); });
+    }
+  }
+
   void Close() {
     if (phase_ == Phase::kClosed) return;
     phase_ = Phase::kClosed;
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream_.close();
+    Tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    Tcp().close();
   }
 
-  beast::tcp_stream stream_;
-  const std::shared_ptr<ServerState> state_;
+  Stream stream_;
   const std::string remote_address_;
+  std::vector<std::vector<std::uint8_t>> client_chain_;  // Verified at the handshake; TLS only.
   beast::flat_buffer buffer_;
   std::unique_ptr<http::request_parser<http::string_body>> parser_;  // The request being read.
   std::optional<http::response<http::string_body>> response_;
@@ -477,8 +796,9 @@ HttpResponse Router::Dispatch(const HttpRequest& request) const {
 
 class HttpServer::Impl {
  public:
-  Impl(HttpServerOptions options, Router router)
-      : state_(std::make_shared<ServerState>(std::move(options), std::move(router))),
+  Impl(HttpServerOptions options, Router router, std::unique_ptr<net::ssl::context> tls_context)
+      : state_(std::make_shared<ServerState>(std::move(options), std::move(router),
+                                             std::move(tls_context))),
         io_context_(state_->options.threads),
         acceptor_(net::make_strand(io_context_)),
         retry_timer_(acceptor_.get_executor()),
@@ -555,7 +875,7 @@ class HttpServer::Impl {
     if (stopped_) return;
     stopped_ = true;
 
-    std::vector<std::shared_ptr<Session>> live;
+    std::vector<std::shared_ptr<SessionBase>> live;
     {
       std::lock_guard lock(state_->mutex);
       state_->stopping.store(true);
@@ -632,9 +952,23 @@ class HttpServer::Impl {
       beast::error_code ignored;
       socket.close(ignored);
     } else {
-      std::make_shared<Session>(std::move(socket), state_, FormatEndpoint(remote))->Start();
+      StartSession(std::move(socket), FormatEndpoint(remote));
     }
     DoAccept();
+  }
+
+  // StartSession never throws, so that accepting goes on: a TLS stream whose SSL_new fails (out
+  // of memory) closes its socket and is logged.
+  void StartSession(tcp::socket socket, std::string remote) noexcept {
+    try {
+      if (state_->tls_context) {
+        std::make_shared<Session<TlsStream>>(std::move(socket), state_, remote)->Start();
+      } else {
+        std::make_shared<Session<beast::tcp_stream>>(std::move(socket), state_, remote)->Start();
+      }
+    } catch (const std::exception& e) {
+      log::Error("cannot start a connection", {{"remote", remote}, {"what", e.what()}});
+    }
   }
 
   const std::shared_ptr<ServerState> state_;
@@ -664,7 +998,13 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(HttpServerOptions options,
     return MakeError(ErrorCode::kInvalidArgument,
                      "max_header_bytes and max_connections must be positive");
   }
-  auto impl = std::make_unique<Impl>(std::move(options), std::move(router));
+  std::unique_ptr<net::ssl::context> tls_context;
+  if (options.tls) {
+    auto made = MakeTlsContext(*options.tls);
+    if (!made) return MakeError(made.error().Wrap("TLS options"));
+    tls_context = std::move(*made);
+  }
+  auto impl = std::make_unique<Impl>(std::move(options), std::move(router), std::move(tls_context));
   FLEETID_CHECK_OK(impl->Listen());
   impl->Run();
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));

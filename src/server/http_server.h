@@ -2,11 +2,12 @@
 //
 // A Router maps (method, path) to a synchronous Handler; HttpServer owns the listening socket, a
 // thread pool and every connection, and enforces the size limits and timeouts in
-// HttpServerOptions before a Handler ever sees a request. Boost.Beast and Boost.Asio are private
-// to http_server.cc.
+// HttpServerOptions before a Handler ever sees a request. A listener speaks either plain HTTP or,
+// with HttpServerOptions::tls set, HTTPS only, optionally with client certificates (mutual TLS,
+// as EST and the operator API need). Boost.Beast and Boost.Asio are private to http_server.cc.
 //
-// WARNING: The server speaks plain HTTP. TLS (EST needs it) is terminated elsewhere for now, so
-// remote_address is the peer of this socket, not necessarily the device.
+// WARNING: remote_address is the peer of this socket, not necessarily the device: a proxy or NAT
+// may stand between. Over TLS, HttpRequest::client_chain is the authenticated identity.
 #ifndef FLEETID_SERVER_HTTP_SERVER_H_
 #define FLEETID_SERVER_HTTP_SERVER_H_
 
@@ -15,10 +16,14 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 
 #include "common/error.h"
 
@@ -33,6 +38,18 @@ struct HttpRequest {
   std::vector<std::pair<std::string, std::string>> headers;  // Names lower-cased, in arrival order.
   std::string body;
   std::string remote_address;  // Peer as "127.0.0.1:54321" or "[::1]:54321".
+
+  // tls is true when the request arrived on a TLS listener.
+  bool tls = false;
+  // client_chain is the client certificate chain that the TLS handshake verified against
+  // TlsOptions::client_trust_anchors, each certificate DER-encoded: the client's leaf first, then
+  // its issuers, ending with the trust anchor that verified it. It is empty over plain HTTP and
+  // when the client sent no certificate (ClientAuth::kOptional). Unlike the other fields it is not
+  // attacker-chosen: every certificate in it chains to a configured anchor.
+  //
+  // WARNING: verification checks signatures, validity periods and the TLS client purpose
+  // (extendedKeyUsage), not revocation: the Handler must check the device's status itself.
+  std::vector<std::vector<std::uint8_t>> client_chain;
 
   // Header returns the value of the first header named |name| (compared case-insensitively), or
   // an empty view if there is none. The view points into |headers|.
@@ -90,6 +107,75 @@ class Router {
   std::vector<Route> routes_;
 };
 
+// OsslRef holds one reference to an OpenSSL object that counts its references. Constructing one
+// from a raw pointer takes a new reference (|UpRef|), so the caller still owns, and frees, its
+// own; copying takes another reference; destruction drops this one (|Free|). Null is allowed.
+template <typename T, int (*UpRef)(T*), void (*Free)(T*)>
+class OsslRef {
+ public:
+  OsslRef() = default;
+  explicit OsslRef(T* ptr) : ptr_(ptr) {
+    if (ptr_ != nullptr) UpRef(ptr_);
+  }
+  OsslRef(const OsslRef& other) : OsslRef(other.ptr_) {}
+  OsslRef(OsslRef&& other) noexcept : ptr_(std::exchange(other.ptr_, nullptr)) {}
+  OsslRef& operator=(const OsslRef& other) {
+    if (this != &other) {
+      OsslRef copy(other);
+      std::swap(ptr_, copy.ptr_);
+    }
+    return *this;
+  }
+  OsslRef& operator=(OsslRef&& other) noexcept {
+    std::swap(ptr_, other.ptr_);
+    return *this;
+  }
+  ~OsslRef() {
+    if (ptr_ != nullptr) Free(ptr_);
+  }
+
+  // get returns the object without a new reference; it lives at least as long as this OsslRef.
+  T* get() const { return ptr_; }
+  explicit operator bool() const { return ptr_ != nullptr; }
+
+ private:
+  T* ptr_ = nullptr;
+};
+
+using PkeyRef = OsslRef<EVP_PKEY, &EVP_PKEY_up_ref, &EVP_PKEY_free>;
+using X509Ref = OsslRef<X509, &X509_up_ref, &X509_free>;
+
+// TlsOptions makes a listener speak TLS: 1.2 at least, 1.3 preferred; for 1.2 only ECDHE with
+// AES-GCM or ChaCha20-Poly1305. There is no session resumption: every connection runs a full
+// handshake (one signature by the server key, in the token) and verifies the client's
+// certificate afresh, so client_chain always comes from this connection's own verification.
+//
+// The server signs handshakes with the one signature scheme its key's suite uses
+// (ecdsa_secp256r1_sha256 for P-256, ecdsa_secp384r1_sha384 for P-384, ecdsa_secp521r1_sha512 for
+// P-521, ed25519, rsa_pss_rsae_sha256 for RSA), because a token key signs with that digest and
+// padding only (see custody::TokenPkey). Client certificates may use any common scheme.
+struct TlsOptions {
+  enum class ClientAuth {
+    kNone,      // Do not ask for a client certificate.
+    kOptional,  // Ask; a client without one is served with an empty client_chain.
+    kRequired,  // Ask; a client without one fails the handshake (TLS 1.3: certificate_required).
+  };
+
+  // certificate_chain is the server's certificate chain as sent to clients: its leaf first, then
+  // the issuing CAs (the root may be left out).
+  std::vector<X509Ref> certificate_chain;
+  // private_key is the private key of the leaf. In production it is a token key from
+  // custody::TokenPkey, so it never leaves the token; any EVP_PKEY works.
+  PkeyRef private_key;
+  // client_trust_anchors are the certificates a client chain must lead to: the fleet root and
+  // issuing CAs, registered manufacturer CAs. Each is an anchor in its own right (RFC 5280 §6.1:
+  // an anchor need not be self-signed), so a chain ending at a listed intermediate is accepted
+  // without that intermediate's issuer. Empty exactly when client_auth is kNone. A client
+  // certificate that does not chain to one of them fails the handshake, with kOptional too.
+  std::vector<X509Ref> client_trust_anchors;
+  ClientAuth client_auth = ClientAuth::kNone;
+};
+
 struct HttpServerOptions {
   // A numeric IPv4 or IPv6 address; no host names.
   std::string address = "127.0.0.1";
@@ -112,10 +198,18 @@ struct HttpServerOptions {
   std::chrono::seconds write_timeout{10};
   // Stop() waits at most this for in-flight requests.
   std::chrono::seconds drain_timeout{5};
+  // Set: this listener speaks TLS only, and a TLS handshake must complete within read_timeout
+  // from accept (after which the first request has read_timeout again). Unset: plain HTTP.
+  std::optional<TlsOptions> tls;
 };
 
 // HttpServer serves a Router over HTTP/1.0 and HTTP/1.1 (keep-alive, pipelining,
 // Expect: 100-continue) on its own thread pool.
+//
+// Over TLS, a failed handshake (no or an untrusted client certificate, bytes that are not TLS,
+// a plain HTTP request) closes the connection after whatever alert OpenSSL sends; the server
+// closes a healthy TLS connection with close_notify, and waits at most a second (Stop) or the
+// linger time (Connection: close) for the client's.
 //
 // Errors the server answers itself, all with a JSON body and Connection: close: 400 for bytes
 // that are not HTTP/1.0 or HTTP/1.1 (an HTTP/2 preface included), 413 for a body over
@@ -127,8 +221,10 @@ struct HttpServerOptions {
 class HttpServer {
  public:
   // Start binds |options.address|:|options.port| and starts serving |router|. kInvalidArgument
-  // if the address does not parse or an option is out of range; kUnavailable if the socket cannot
-  // be bound (port in use, address not local, no permission).
+  // if the address does not parse, an option is out of range, or |options.tls| is unusable (no
+  // certificate or key, a key that does not match the leaf, client_trust_anchors not matching
+  // client_auth); kUnavailable if the socket cannot be bound (port in use, address not local, no
+  // permission).
   [[nodiscard]] static Result<std::unique_ptr<HttpServer>> Start(HttpServerOptions options,
                                                                  Router router);
 
