@@ -347,8 +347,11 @@ class SessionBase {
   virtual ~SessionBase() {
     std::lock_guard lock(state_->mutex);
     state_->sessions.erase(this);
-    state_->connections.fetch_sub(1);
-    if (state_->sessions.empty()) state_->drained.notify_all();
+    // Stop() waits for the connection count, not the registry: a session accepted just before
+    // Stop() is counted before it registers, and must be closed before Stop() returns too.
+    if (state_->connections.fetch_sub(1) == 1 || state_->sessions.empty()) {
+      state_->drained.notify_all();
+    }
   }
 
   virtual net::any_io_executor executor() = 0;
@@ -896,7 +899,7 @@ class HttpServer::Impl {
     {
       std::unique_lock lock(state_->mutex);
       state_->drained.wait_for(lock, state_->options.drain_timeout,
-                               [this] { return state_->sessions.empty(); });
+                               [this] { return state_->connections.load() == 0; });
     }
     work_.reset();
     io_context_.stop();
@@ -947,7 +950,10 @@ class HttpServer::Impl {
       return;
     }
     if (state_->connections.fetch_add(1) >= state_->options.max_connections) {
-      state_->connections.fetch_sub(1);
+      {
+        std::lock_guard lock(state_->mutex);
+        if (state_->connections.fetch_sub(1) == 1) state_->drained.notify_all();
+      }
       log::Warn("connection limit reached", {{"remote", FormatEndpoint(remote)}});
       beast::error_code ignored;
       socket.close(ignored);
