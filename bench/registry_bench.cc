@@ -160,6 +160,49 @@ void RawDevicesPostgres(const std::string& url, int n) {
   PQfinish(c);
 }
 
+constexpr const char* kRawDeviceLookup =
+    "SELECT id, serial, model, manufacturer, idevid_fingerprint, firmware_version, "
+    "firmware_digest, tenant, region, labels, state, resume_state, version, batch, station, "
+    "manufactured_at, updated_at, grace_until FROM devices WHERE serial = ?1";
+
+// Point lookups of the registry's own rows (same table, same columns) through the C API.
+void RawDeviceLookupsSqlite(const std::string& path, int n, int lookups) {
+  sqlite3* db = nullptr;
+  sqlite3_open(path.c_str(), &db);
+  sqlite3_exec(db, "PRAGMA cache_size=-65536; PRAGMA mmap_size=1073741824;", nullptr, nullptr,
+               nullptr);
+  sqlite3_stmt* sel = nullptr;
+  sqlite3_prepare_v2(db, kRawDeviceLookup, -1, &sel, nullptr);
+  std::mt19937 rng(2);
+  auto start = Clock::now();
+  for (int i = 0; i < lookups; ++i) {
+    const std::string k = fmt::format("SN-{:08d}", static_cast<int>(rng() % static_cast<unsigned>(n)));
+    sqlite3_bind_text(sel, 1, k.data(), static_cast<int>(k.size()), SQLITE_STATIC);
+    while (sqlite3_step(sel) == SQLITE_ROW) {
+    }
+    sqlite3_reset(sel);
+  }
+  Print("sqlite", "raw_lookup_devices_schema", lookups, Seconds(start));
+  sqlite3_finalize(sel);
+  sqlite3_close(db);
+}
+
+void RawDeviceLookupsPostgres(const std::string& url, int n, int lookups) {
+  PGconn* c = PQconnectdb(url.c_str());
+  std::string sql = kRawDeviceLookup;
+  sql.replace(sql.find("?1"), 2, "$1");
+  PQclear(PQprepare(c, "rawsel", sql.c_str(), 1, nullptr));
+  std::mt19937 rng(2);
+  auto start = Clock::now();
+  for (int i = 0; i < lookups; ++i) {
+    const std::string k = fmt::format("SN-{:08d}", static_cast<int>(rng() % static_cast<unsigned>(n)));
+    const char* params[] = {k.c_str()};
+    PQclear(PQexecPrepared(c, "rawsel", 1, params, nullptr, nullptr, 0));
+  }
+  Print("postgres", "raw_lookup_devices_schema", lookups, Seconds(start));
+  PQfinish(c);
+}
+
 int Run(const std::string& url, int n) {
   const bool sqlite = url.starts_with("sqlite:");
   const std::string name = sqlite ? "sqlite" : "postgres";
@@ -208,8 +251,13 @@ int Run(const std::string& url, int n) {
   }
   Print(name, "import", static_cast<double>(report->imported), Seconds(start));
 
-  std::mt19937 rng(1);
   const int lookups = sqlite ? 200000 : 100000;
+  if (sqlite) {
+    RawDeviceLookupsSqlite(url.substr(7), n, lookups);
+  } else {
+    RawDeviceLookupsPostgres(url, n, lookups);
+  }
+  std::mt19937 rng(1);
   start = Clock::now();
   for (int i = 0; i < lookups; ++i) {
     auto d = reg.Get(records[rng() % records.size()].serial);

@@ -60,7 +60,8 @@ if registry_file.exists():
     rows = [
         ("import", "bulk import (one batch)", "raw_insert_devices_schema"),
         ("import", "bulk import vs single-key table", "raw_insert"),
-        ("lookup", "point lookup by serial", "raw_lookup"),
+        ("lookup", "point lookup by serial", "raw_lookup_devices_schema"),
+        ("lookup", "point lookup vs single-key table", "raw_lookup"),
         ("paged_query_devices", "paged query, devices/s (pages of 1000)", None),
         ("transition", "transition + history row", None),
     ]

@@ -18,7 +18,7 @@ case $cmd in
     port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
     as_pg "$BIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-sync >"$dir/initdb.log" 2>&1
     as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/pg.log" -w -t 30 \
-      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c shared_buffers=512MB" \
       start >/dev/null
     as_pg "$BIN/psql" -h "$dir" -p "$port" -U postgres -q -c 'CREATE DATABASE fleetid' >/dev/null
     url="postgresql://postgres@127.0.0.1:$port/fleetid"
