@@ -9,16 +9,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TIDY=${CLANG_TIDY:-clang-tidy-16}
+command -v "$TIDY" >/dev/null || { echo "lint: $TIDY is not installed (scripts/bootstrap.sh)" >&2; exit 1; }
+[[ -f build/dev/compile_commands.json ]] || { echo "lint: build the dev preset first" >&2; exit 1; }
 # Every translation unit the dev build compiles (benchmarks are built by the release preset only,
 # so they are not in this compilation database and are not linted here).
 files=$(git ls-files '*.cc' | while read -r f; do
   grep -q "\"file\": \"$PWD/$f\"" build/dev/compile_commands.json && echo "$f"; done)
+[[ -n $files ]] || { echo "lint: no translation unit found in build/dev" >&2; exit 1; }
 echo "lint: $TIDY over $(wc -w <<<"$files") files"
+# Judged by what clang-tidy prints, not by exit codes: xargs reports 123 whenever one file had a
+# finding, and grep -v exits 1 when every line was filtered away (a clean run).
 printf '%s\n' $files | xargs -P "$(nproc)" -n 4 "$TIDY" -p build/dev --quiet \
   --extra-arg=-std=c++2b --extra-arg=-Wno-builtin-macro-redefined \
   --extra-arg=-Wno-macro-redefined --extra-arg=-U__cpp_concepts --extra-arg=-D__cpp_concepts=202002L 2>&1 |
-  grep -v -E '^[0-9]+ warnings? (and [0-9]+ errors? )?generated\.$|^Suppressed [0-9]+ warnings|^Use -header-filter' |
-  tee build/lint.log
+  { grep -v -E '^[0-9]+ warnings? (and [0-9]+ errors? )?generated\.$|^Suppressed [0-9]+ warnings|^Use -header-filter' || true; } \
+  >build/lint.log || true
+cat build/lint.log
 if grep -q -E '(warning|error):' build/lint.log; then
   echo "lint: clang-tidy found problems (build/lint.log)" >&2
   exit 1
