@@ -8,8 +8,10 @@
 #include <openssl/bn.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
+#include <openssl/ocsp.h>
 #include <openssl/param_build.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include <memory>
 
@@ -36,6 +38,17 @@ using X509NamePtr = std::unique_ptr<X509_NAME, Deleter<&X509_NAME_free>>;
 using Asn1ObjectPtr = std::unique_ptr<ASN1_OBJECT, Deleter<&ASN1_OBJECT_free>>;
 using Asn1OctetStringPtr = std::unique_ptr<ASN1_OCTET_STRING, Deleter<&ASN1_OCTET_STRING_free>>;
 using Asn1IntegerPtr = std::unique_ptr<ASN1_INTEGER, Deleter<&ASN1_INTEGER_free>>;
+using Asn1TimePtr = std::unique_ptr<ASN1_TIME, Deleter<&ASN1_TIME_free>>;
+using Asn1EnumeratedPtr = std::unique_ptr<ASN1_ENUMERATED, Deleter<&ASN1_ENUMERATED_free>>;
+using X509ExtensionPtr = std::unique_ptr<X509_EXTENSION, Deleter<&X509_EXTENSION_free>>;
+using X509CrlPtr = std::unique_ptr<X509_CRL, Deleter<&X509_CRL_free>>;
+using X509RevokedPtr = std::unique_ptr<X509_REVOKED, Deleter<&X509_REVOKED_free>>;
+using X509StorePtr = std::unique_ptr<X509_STORE, Deleter<&X509_STORE_free>>;
+using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, Deleter<&GENERAL_NAMES_free>>;
+using OcspRequestPtr = std::unique_ptr<OCSP_REQUEST, Deleter<&OCSP_REQUEST_free>>;
+using OcspResponsePtr = std::unique_ptr<OCSP_RESPONSE, Deleter<&OCSP_RESPONSE_free>>;
+using OcspBasicRespPtr = std::unique_ptr<OCSP_BASICRESP, Deleter<&OCSP_BASICRESP_free>>;
+using OcspCertIdPtr = std::unique_ptr<OCSP_CERTID, Deleter<&OCSP_CERTID_free>>;
 
 }  // namespace fleetid::crypto
 

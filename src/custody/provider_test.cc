@@ -33,12 +33,12 @@ using crypto::SuiteId;
 
 using SslCtxPtr = std::unique_ptr<SSL_CTX, crypto::Deleter<&SSL_CTX_free>>;
 using SslPtr = std::unique_ptr<SSL, crypto::Deleter<&SSL_free>>;
-using X509CrlPtr = std::unique_ptr<X509_CRL, crypto::Deleter<&X509_CRL_free>>;
-using X509RevokedPtr = std::unique_ptr<X509_REVOKED, crypto::Deleter<&X509_REVOKED_free>>;
-using X509ExtensionPtr = std::unique_ptr<X509_EXTENSION, crypto::Deleter<&X509_EXTENSION_free>>;
-using X509StorePtr = std::unique_ptr<X509_STORE, crypto::Deleter<&X509_STORE_free>>;
-using OcspBasicRespPtr = std::unique_ptr<OCSP_BASICRESP, crypto::Deleter<&OCSP_BASICRESP_free>>;
-using OcspCertIdPtr = std::unique_ptr<OCSP_CERTID, crypto::Deleter<&OCSP_CERTID_free>>;
+using crypto::OcspBasicRespPtr;
+using crypto::X509CrlPtr;
+using crypto::X509ExtensionPtr;
+using crypto::X509RevokedPtr;
+using crypto::X509StorePtr;
+using crypto::OcspCertIdPtr;
 using Asn1TimePtr = std::unique_ptr<ASN1_TIME, crypto::Deleter<&ASN1_TIME_free>>;
 using EvpKeymgmtPtr = std::unique_ptr<EVP_KEYMGMT, crypto::Deleter<&EVP_KEYMGMT_free>>;
 using EvpSignaturePtr = std::unique_ptr<EVP_SIGNATURE, crypto::Deleter<&EVP_SIGNATURE_free>>;

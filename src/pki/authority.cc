@@ -19,15 +19,15 @@ using crypto::X509NamePtr;
 using crypto::X509Ptr;
 using store::TxMode;
 
-using X509ExtPtr = std::unique_ptr<X509_EXTENSION, crypto::Deleter<&X509_EXTENSION_free>>;
-using X509CrlPtr = std::unique_ptr<X509_CRL, crypto::Deleter<&X509_CRL_free>>;
-using X509RevokedPtr = std::unique_ptr<X509_REVOKED, crypto::Deleter<&X509_REVOKED_free>>;
-using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, crypto::Deleter<&GENERAL_NAMES_free>>;
-using OcspRequestPtr = std::unique_ptr<OCSP_REQUEST, crypto::Deleter<&OCSP_REQUEST_free>>;
-using OcspResponsePtr = std::unique_ptr<OCSP_RESPONSE, crypto::Deleter<&OCSP_RESPONSE_free>>;
-using OcspBasicPtr = std::unique_ptr<OCSP_BASICRESP, crypto::Deleter<&OCSP_BASICRESP_free>>;
-using Asn1TimePtr = std::unique_ptr<ASN1_TIME, crypto::Deleter<&ASN1_TIME_free>>;
-using Asn1EnumPtr = std::unique_ptr<ASN1_ENUMERATED, crypto::Deleter<&ASN1_ENUMERATED_free>>;
+using crypto::Asn1TimePtr;
+using crypto::GeneralNamesPtr;
+using crypto::OcspBasicRespPtr;
+using crypto::OcspCertIdPtr;
+using crypto::OcspRequestPtr;
+using crypto::OcspResponsePtr;
+using crypto::X509CrlPtr;
+using crypto::X509ExtensionPtr;
+using crypto::X509RevokedPtr;
 
 constexpr std::string_view kSchema = R"sql(
 CREATE TABLE ca_certificates (
@@ -134,7 +134,7 @@ struct CertSpec {
 
 Result<void> AddExt(X509* cert, X509V3_CTX* ctx, int nid, const std::string& value) {
   if (value.empty()) return {};
-  X509ExtPtr ext(X509V3_EXT_conf_nid(nullptr, ctx, nid, value.c_str()));
+  X509ExtensionPtr ext(X509V3_EXT_conf_nid(nullptr, ctx, nid, value.c_str()));
   if (!ext || X509_add_ext(cert, ext.get(), -1) != 1) {
     return MakeError(Ossl(fmt::format("certificate extension {}", OBJ_nid2sn(nid))));
   }
@@ -677,8 +677,7 @@ void Authority::RefreshOcsp(const CertificateRecord& record) {
   X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(record.der.size())));
   if (!cert) return;
   for (const EVP_MD* md : {EVP_sha1(), EVP_sha256()}) {
-    using CertIdPtr = std::unique_ptr<OCSP_CERTID, crypto::Deleter<&OCSP_CERTID_free>>;
-    CertIdPtr id(OCSP_cert_to_id(md, cert.get(), ca->cert.get()));
+    OcspCertIdPtr id(OCSP_cert_to_id(md, cert.get(), ca->cert.get()));
     OcspRequestPtr req(OCSP_REQUEST_new());
     if (!id || !req || OCSP_request_add0_id(req.get(), id.get()) == nullptr) continue;
     static_cast<void>(id.release());  // owned by |req|
@@ -781,7 +780,7 @@ OcspAnswer Authority::Ocsp(std::span<const std::uint8_t> request_der) {
     }
   }
 
-  OcspBasicPtr basic(OCSP_BASICRESP_new());
+  OcspBasicRespPtr basic(OCSP_BASICRESP_new());
   const TimePoint this_update = std::chrono::floor<std::chrono::seconds>(now);
   const TimePoint next_update = this_update + options_.ocsp_validity;
   Asn1TimePtr this_time(ASN1_TIME_set(nullptr, static_cast<time_t>(ToUnix(this_update))));
@@ -902,7 +901,7 @@ Result<CrlAnswer> Authority::Crl(std::string_view issuer, std::int64_t partition
     crypto::BignumPtr bn(BN_bin2bn(serial_bytes.data(), static_cast<int>(serial_bytes.size()), nullptr));
     crypto::Asn1IntegerPtr serial(BN_to_ASN1_INTEGER(bn.get(), nullptr));
     Asn1TimePtr when(ASN1_TIME_set(nullptr, static_cast<time_t>(ToUnix(r.revoked_at.value_or(this_update)))));
-    Asn1EnumPtr reason(ASN1_ENUMERATED_new());
+    crypto::Asn1EnumeratedPtr reason(ASN1_ENUMERATED_new());
     if (!entry || !serial || !when || !reason ||
         X509_REVOKED_set_serialNumber(entry.get(), serial.get()) != 1 ||
         X509_REVOKED_set_revocationDate(entry.get(), when.get()) != 1 ||
@@ -916,7 +915,7 @@ Result<CrlAnswer> Authority::Crl(std::string_view issuer, std::int64_t partition
   X509_CRL_sort(crl.get());
   X509V3_CTX ctx;
   X509V3_set_ctx(&ctx, ca->cert.get(), nullptr, nullptr, crl.get(), 0);
-  X509ExtPtr aki(X509V3_EXT_conf_nid(nullptr, &ctx, NID_authority_key_identifier, "keyid:always"));
+  X509ExtensionPtr aki(X509V3_EXT_conf_nid(nullptr, &ctx, NID_authority_key_identifier, "keyid:always"));
   crypto::Asn1IntegerPtr crl_number(ASN1_INTEGER_new());
   if (!aki || !crl_number || X509_CRL_add_ext(crl.get(), aki.get(), -1) != 1 ||
       ASN1_INTEGER_set_int64(crl_number.get(), number) != 1 ||

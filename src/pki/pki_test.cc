@@ -21,11 +21,11 @@ namespace {
 using namespace std::chrono_literals;
 using crypto::EvpPkeyPtr;
 using crypto::X509Ptr;
-using OcspResponsePtr = std::unique_ptr<OCSP_RESPONSE, crypto::Deleter<&OCSP_RESPONSE_free>>;
-using OcspBasicPtr = std::unique_ptr<OCSP_BASICRESP, crypto::Deleter<&OCSP_BASICRESP_free>>;
-using OcspRequestPtr = std::unique_ptr<OCSP_REQUEST, crypto::Deleter<&OCSP_REQUEST_free>>;
-using X509StorePtr = std::unique_ptr<X509_STORE, crypto::Deleter<&X509_STORE_free>>;
-using X509CrlPtr = std::unique_ptr<X509_CRL, crypto::Deleter<&X509_CRL_free>>;
+using crypto::OcspRequestPtr;
+using crypto::OcspResponsePtr;
+using crypto::X509CrlPtr;
+using crypto::X509StorePtr;
+using OcspBasicPtr = crypto::OcspBasicRespPtr;
 
 X509Ptr Parse(const std::vector<std::uint8_t>& der) {
   const unsigned char* p = der.data();

@@ -52,7 +52,7 @@ using ClientAuth = TlsOptions::ClientAuth;
 
 using SslCtxPtr = std::unique_ptr<SSL_CTX, crypto::Deleter<&SSL_CTX_free>>;
 using SslPtr = std::unique_ptr<SSL, crypto::Deleter<&SSL_free>>;
-using X509ExtensionPtr = std::unique_ptr<X509_EXTENSION, crypto::Deleter<&X509_EXTENSION_free>>;
+using crypto::X509ExtensionPtr;
 
 // Errors drains OpenSSL's error queue into one line per error.
 std::string Errors() {
