@@ -334,6 +334,7 @@ struct ServerState {
   std::mutex mutex;
   std::condition_variable drained;
   std::unordered_map<const SessionBase*, std::weak_ptr<SessionBase>> sessions;  // Guarded by mutex.
+  bool acceptor_closed = false;  // Guarded by mutex; set on the acceptor's strand during Stop().
 };
 
 // SessionBase is what the server needs of a connection, plain or TLS: to tell it the server is
@@ -886,10 +887,16 @@ class HttpServer::Impl {
         if (auto session = weak.lock()) live.push_back(std::move(session));
       }
     }
+    // The acceptor's strand runs handlers in order: an accept that completed before this close
+    // has been handled (its socket closed, since stopping is set, or counted as a connection)
+    // by the time acceptor_closed is set, so the drain wait below cannot miss it.
     net::post(acceptor_.get_executor(), [this] {
       beast::error_code ignored;
       acceptor_.close(ignored);
       retry_timer_.cancel();
+      std::lock_guard lock(state_->mutex);
+      state_->acceptor_closed = true;
+      state_->drained.notify_all();
     });
     for (auto& session : live) {
       net::post(session->executor(), [session] { session->OnServerStop(); });
@@ -899,7 +906,10 @@ class HttpServer::Impl {
     {
       std::unique_lock lock(state_->mutex);
       state_->drained.wait_for(lock, state_->options.drain_timeout,
-                               [this] { return state_->connections.load() == 0; });
+                               [this] {
+                                 return state_->acceptor_closed &&
+                                        state_->connections.load() == 0;
+                               });
     }
     work_.reset();
     io_context_.stop();
