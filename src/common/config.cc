@@ -57,13 +57,23 @@ std::string ServerConfig::PublicUrl() const {
 }
 
 std::string RedactUrl(std::string_view url) {
-  const std::size_t scheme = url.find("://");
-  if (scheme == std::string_view::npos) return std::string(url);
-  const std::size_t at = url.find('@', scheme + 3);
-  if (at == std::string_view::npos) return std::string(url);
-  const std::size_t colon = url.find(':', scheme + 3);
-  if (colon == std::string_view::npos || colon > at) return std::string(url);
-  return std::string(url.substr(0, colon + 1)) + "***" + std::string(url.substr(at));
+  std::string out(url);
+  // user:password@ in the authority part.
+  if (const std::size_t scheme = out.find("://"); scheme != std::string::npos) {
+    const std::size_t at = out.find('@', scheme + 3);
+    const std::size_t colon = out.find(':', scheme + 3);
+    if (at != std::string::npos && colon != std::string::npos && colon < at) {
+      out.replace(colon + 1, at - colon - 1, "***");
+    }
+  }
+  // password=... among the query parameters (libpq accepts it there too).
+  for (std::size_t p = out.find("password="); p != std::string::npos;
+       p = out.find("password=", p + 1)) {
+    const std::size_t value = p + 9;
+    const std::size_t end = out.find('&', value);
+    out.replace(value, (end == std::string::npos ? out.size() : end) - value, "***");
+  }
+  return out;
 }
 
 Result<HostPort> ParseHostPort(std::string_view text) {

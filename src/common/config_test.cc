@@ -65,6 +65,8 @@ TEST(ConfigTest, DatabaseDefaultsToSqliteUnderTheDataDirectory) {
   EXPECT_EQ(RedactUrl(config.DatabaseUrl()), "postgresql://fleetid:***@db1:5432/fleetid");
   EXPECT_EQ(RedactUrl("postgresql://fleetid@db1/fleetid"), "postgresql://fleetid@db1/fleetid");
   EXPECT_EQ(RedactUrl("sqlite:/x.db"), "sqlite:/x.db");
+  EXPECT_EQ(RedactUrl("postgresql://db1/fleetid?user=f&password=pw&sslmode=require"),
+            "postgresql://db1/fleetid?user=f&password=***&sslmode=require");
 }
 
 TEST(ConfigTest, MissingFileIsNotFound) {

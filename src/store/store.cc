@@ -43,9 +43,9 @@ Result<std::unique_ptr<Database>> Database::Open(std::string_view url, int pool_
   if (url.starts_with("postgresql://") || url.starts_with("postgres://")) {
     return internal::OpenPostgres(url, pool_size);
   }
+  // The URL itself is not echoed: a libpq key=value string put here by mistake holds a password.
   return MakeError(ErrorCode::kInvalidArgument,
-                   "database URL must start with sqlite: or postgresql:// (got '{}')",
-                   url.substr(0, url.find(':')));
+                   "database URL must start with sqlite: or postgresql://");
 }
 
 Result<int> Database::Migrate(std::string_view component, std::span<const Migration> migrations) {
