@@ -640,28 +640,6 @@ TEST(ProviderErrorTest, PlainFetchesStayWithTheDefaultProvider) {
   EXPECT_TRUE(generated) << Errors();
 }
 
-// Clears CKA_SIGN on the private key labelled |label| behind its signer's back.
-void ClearCkaSign(const std::string& label) {
-  CK_FUNCTION_LIST* fns = TheToken()->module()->functions();
-  CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
-  CK_SLOT_ID slot = *TheToken()->module()->FindToken(TheToken()->label());
-  ASSERT_EQ(fns->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &s),
-            CKR_OK);
-  CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
-  CK_ATTRIBUTE find[] = {{CKA_CLASS, &cls, sizeof(cls)},
-                         {CKA_LABEL, const_cast<char*>(label.data()), label.size()}};
-  ASSERT_EQ(fns->C_FindObjectsInit(s, find, 2), CKR_OK);
-  CK_OBJECT_HANDLE key = 0;
-  CK_ULONG n = 0;
-  ASSERT_EQ(fns->C_FindObjects(s, &key, 1, &n), CKR_OK);
-  fns->C_FindObjectsFinal(s);
-  ASSERT_EQ(n, 1u);
-  CK_BBOOL no = CK_FALSE;
-  CK_ATTRIBUTE clear{CKA_SIGN, &no, sizeof(no)};
-  ASSERT_EQ(fns->C_SetAttributeValue(s, key, &clear, 1), CKR_OK);
-  fns->C_CloseSession(s);
-}
-
 TEST(ProviderErrorTest, SigningFailsCleanlyWhenTheTokenRefuses) {
   const Suite& suite = crypto::GetSuite(SuiteId::kEcdsaP256Sha256);
   auto signer = NewSigner(suite, "revoked-sign");
@@ -670,7 +648,7 @@ TEST(ProviderErrorTest, SigningFailsCleanlyWhenTheTokenRefuses) {
   ASSERT_TRUE(pkey) << pkey.error();
   crypto::X509Ptr before = SelfSigned(pkey->get(), EVP_sha256(), "before");
   ASSERT_TRUE(before);
-  ClearCkaSign(std::string(signer->label()));
+  testing::ClearCkaSign(std::string(signer->label()));
 
   ERR_clear_error();
   crypto::X509Ptr cert = UnsignedCert(pkey->get(), "after");

@@ -49,6 +49,28 @@ OpenedToken& Opened() {
 
 void CloseAll() { GetState().opened.reset(); }
 
+void ClearCkaSign(const std::string& label) {
+  const std::shared_ptr<Token>& token = Opened().token;
+  CK_FUNCTION_LIST* fns = token->module()->functions();
+  CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+  CK_SLOT_ID slot = *token->module()->FindToken(token->label());
+  ASSERT_EQ(fns->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &s),
+            CKR_OK);
+  CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+  CK_ATTRIBUTE find[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                         {CKA_LABEL, const_cast<char*>(label.data()), label.size()}};
+  ASSERT_EQ(fns->C_FindObjectsInit(s, find, 2), CKR_OK);
+  CK_OBJECT_HANDLE key = 0;
+  CK_ULONG n = 0;
+  ASSERT_EQ(fns->C_FindObjects(s, &key, 1, &n), CKR_OK);
+  fns->C_FindObjectsFinal(s);
+  ASSERT_EQ(n, 1u);
+  CK_BBOOL no = CK_FALSE;
+  CK_ATTRIBUTE clear{CKA_SIGN, &no, sizeof(no)};
+  ASSERT_EQ(fns->C_SetAttributeValue(s, key, &clear, 1), CKR_OK);
+  fns->C_CloseSession(s);
+}
+
 namespace {
 
 // Closes the token before exit(): SoftHSM2's own static objects were constructed after this
