@@ -40,6 +40,7 @@ using Asn1OctetStringPtr = std::unique_ptr<ASN1_OCTET_STRING, Deleter<&ASN1_OCTE
 using Asn1IntegerPtr = std::unique_ptr<ASN1_INTEGER, Deleter<&ASN1_INTEGER_free>>;
 using Asn1TimePtr = std::unique_ptr<ASN1_TIME, Deleter<&ASN1_TIME_free>>;
 using Asn1EnumeratedPtr = std::unique_ptr<ASN1_ENUMERATED, Deleter<&ASN1_ENUMERATED_free>>;
+using Asn1BitStringPtr = std::unique_ptr<ASN1_BIT_STRING, Deleter<&ASN1_BIT_STRING_free>>;
 using X509ExtensionPtr = std::unique_ptr<X509_EXTENSION, Deleter<&X509_EXTENSION_free>>;
 using X509CrlPtr = std::unique_ptr<X509_CRL, Deleter<&X509_CRL_free>>;
 using X509RevokedPtr = std::unique_ptr<X509_REVOKED, Deleter<&X509_REVOKED_free>>;
@@ -49,6 +50,15 @@ using OcspRequestPtr = std::unique_ptr<OCSP_REQUEST, Deleter<&OCSP_REQUEST_free>
 using OcspResponsePtr = std::unique_ptr<OCSP_RESPONSE, Deleter<&OCSP_RESPONSE_free>>;
 using OcspBasicRespPtr = std::unique_ptr<OCSP_BASICRESP, Deleter<&OCSP_BASICRESP_free>>;
 using OcspCertIdPtr = std::unique_ptr<OCSP_CERTID, Deleter<&OCSP_CERTID_free>>;
+
+// Bytes OpenSSL allocated for the caller (i2d_* with *out == nullptr).
+inline void OpenSslFree(void* p) { OPENSSL_free(p); }
+using OpenSslBytesPtr = std::unique_ptr<unsigned char, Deleter<&OpenSslFree>>;
+
+// A generic DER SEQUENCE decoded one level deep (d2i_ASN1_SEQUENCE_ANY): each element an
+// ASN1_TYPE, constructed elements kept as their whole encoding.
+inline void FreeAsn1Sequence(ASN1_SEQUENCE_ANY* seq) { sk_ASN1_TYPE_pop_free(seq, ASN1_TYPE_free); }
+using Asn1SequencePtr = std::unique_ptr<ASN1_SEQUENCE_ANY, Deleter<&FreeAsn1Sequence>>;
 
 }  // namespace fleetid::crypto
 

@@ -20,23 +20,53 @@ Result<EvpPkeyPtr> FromParams(const char* type, OSSL_PARAM_BLD* bld) {
   return EvpPkeyPtr(raw);
 }
 
+// CurveParameters returns a parameters-only key for |curve_nid|, built once. Keys are made by
+// duplicating it and setting the point: building a curve's group from its name costs about as
+// much as verifying a signature, and a CA builds one key per request.
+Result<const EVP_PKEY*> CurveParameters(int curve_nid) {
+  struct Curve {
+    int nid;
+    EvpPkeyPtr params;
+  };
+  static const std::vector<Curve> curves = [] {
+    std::vector<Curve> out;
+    for (int nid : {NID_X9_62_prime256v1, NID_secp384r1}) {
+      OsslParamBldPtr bld(OSSL_PARAM_BLD_new());
+      if (!bld || OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME,
+                                                  OBJ_nid2sn(nid), 0) != 1) {
+        continue;
+      }
+      OsslParamPtr params(OSSL_PARAM_BLD_to_param(bld.get()));
+      EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
+      EVP_PKEY* raw = nullptr;
+      if (params && ctx && EVP_PKEY_fromdata_init(ctx.get()) == 1 &&
+          EVP_PKEY_fromdata(ctx.get(), &raw, EVP_PKEY_KEY_PARAMETERS, params.get()) == 1) {
+        out.push_back({nid, EvpPkeyPtr(raw)});
+      }
+    }
+    ERR_clear_error();
+    return out;
+  }();
+  for (const Curve& c : curves) {
+    if (c.nid == curve_nid) return c.params.get();
+  }
+  return MakeError(ErrorCode::kInvalidArgument, "unsupported curve {}", curve_nid);
+}
+
 }  // namespace
 
 Result<EvpPkeyPtr> EcPublicKey(int curve_nid, std::span<const std::uint8_t> point) {
-  const char* group = OBJ_nid2sn(curve_nid);
-  if (group == nullptr) return MakeError(ErrorCode::kInvalidArgument, "unknown curve {}", curve_nid);
-  OsslParamBldPtr bld(OSSL_PARAM_BLD_new());
-  if (!bld ||
-      OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, group, 0) != 1 ||
-      OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, point.data(),
-                                       point.size()) != 1) {
-    return MakeError(OpenSslError(ErrorCode::kInternal, "building EC key parameters"));
+  FLEETID_TRY(params, CurveParameters(curve_nid));
+  EvpPkeyPtr key(EVP_PKEY_dup(const_cast<EVP_PKEY*>(params)));
+  if (!key || EVP_PKEY_set1_encoded_public_key(key.get(), point.data(), point.size()) != 1) {
+    return MakeError(OpenSslError(ErrorCode::kInvalidArgument, "invalid EC public key"));
   }
-  FLEETID_TRY(key, FromParams("EC", bld.get()));
   // EVP_PKEY_fromdata does not check that the point is on the curve; a token (or a CSR) that
-  // hands us an invalid point must be refused here, not at first use.
+  // hands us an invalid point must be refused here, not at first use. The quick check (on the
+  // curve, not at infinity) is the whole check for the prime-order curves fleetid allows; the
+  // full one adds a scalar multiplication by the order that only matters for cofactor > 1.
   EvpPkeyCtxPtr check(EVP_PKEY_CTX_new_from_pkey(nullptr, key.get(), nullptr));
-  if (!check || EVP_PKEY_public_check(check.get()) != 1) {
+  if (!check || EVP_PKEY_public_check_quick(check.get()) != 1) {
     return MakeError(OpenSslError(ErrorCode::kInvalidArgument, "EC point is not on the curve"));
   }
   return key;

@@ -54,8 +54,12 @@ struct AuthorityOptions {
   std::vector<crypto::SuiteId> issuing_suites = {crypto::SuiteId::kEcdsaP256Sha256};
   crypto::SuiteId root_suite = crypto::SuiteId::kEcdsaP256Sha256;
   std::chrono::seconds leaf_lifetime = std::chrono::hours(24);
+  std::chrono::seconds server_lifetime = std::chrono::hours(24 * 30);
   std::chrono::seconds backdate = std::chrono::minutes(5);
   std::chrono::seconds crl_validity = std::chrono::hours(1);
+  // A full CRL is rebuilt for a status change at most this often; deltas carry the changes in
+  // between. Zero: at the next fetch.
+  std::chrono::seconds crl_min_interval = std::chrono::seconds(60);
   std::chrono::seconds ocsp_validity = std::chrono::hours(1);
   std::chrono::seconds partition_span = std::chrono::hours(1);  // one CRL per issuance hour
 };
@@ -93,6 +97,8 @@ struct CrlAnswer {
   std::vector<std::uint8_t> der;
   TimePoint this_update;
   TimePoint next_update;
+  std::int64_t number = 0;  // its cRLNumber
+  std::size_t entries = 0;
 };
 
 // Authority is thread-safe.
@@ -113,6 +119,12 @@ class Authority {
                                                 const DeviceIdentity& device,
                                                 const crypto::SuitePolicy& policy);
 
+  // IssueServer issues a TLS server certificate (EKU serverAuth) for the key |spki| (DER
+  // SubjectPublicKeyInfo, typically a token key), naming |names| (DNS names or IP addresses) in
+  // its subjectAltName. The record's device is "server:<first name>".
+  [[nodiscard]] Result<CertificateRecord> IssueServer(std::span<const std::uint8_t> spki,
+                                                      const std::vector<std::string>& names);
+
   // Revoke marks |serial| revoked with |reason| (kCertificateHold puts it on hold); Release lifts
   // a hold. The OCSP cache holds the new answer before either returns.
   [[nodiscard]] Result<CertificateRecord> Revoke(std::string_view serial, Reason reason);
@@ -123,8 +135,15 @@ class Authority {
   // issuer fleetid does not run gets unauthorized.
   OcspAnswer Ocsp(std::span<const std::uint8_t> request_der);
 
-  // Crl returns the current full CRL of |issuer|'s |partition| (rebuilt when stale or dirty).
-  [[nodiscard]] Result<CrlAnswer> Crl(std::string_view issuer, std::int64_t partition);
+  // Crl returns the current full CRL of |issuer|'s |partition|, or with |delta| the delta CRL
+  // against it (RFC 5280 §5.2.4). Each is rebuilt once half its validity has passed and after a
+  // status change in its scope; a full CRL coalesces changes for crl_min_interval.
+  [[nodiscard]] Result<CrlAnswer> Crl(std::string_view issuer, std::int64_t partition,
+                                      bool delta = false);
+
+  // RefreshCrls rebuilds every CRL served so far that is due (see Crl), so fetches rarely wait
+  // for a build. The server calls it on a timer.
+  void RefreshCrls();
 
   // Chain material for AIA caIssuers and EST /cacerts.
   [[nodiscard]] Result<std::vector<std::uint8_t>> CaCertificate(std::string_view name) const;
@@ -133,14 +152,28 @@ class Authority {
 
   ~Authority();
   struct Ca;
+  struct CertSpec;
 
  private:
   Authority(std::shared_ptr<custody::Token> token, store::Database& db, Clock& clock, Rng& rng,
             AuthorityOptions options);
   [[nodiscard]] Result<void> LoadOrCreate();
+  [[nodiscard]] Result<Ca*> IssuingCa(const crypto::Suite& suite);
+  [[nodiscard]] Result<const X509_EXTENSION*> DistributionPoint(Ca& ca, std::int64_t partition);
+  std::string CrlUrl(std::string_view issuer, std::int64_t partition, bool delta) const;
+  [[nodiscard]] Result<CertificateRecord> SignAndRecord(CertSpec& spec, Ca& issuing,
+                                                        std::string_view subject_id,
+                                                        const crypto::Suite& suite,
+                                                        std::int64_t partition);
   [[nodiscard]] Result<CertificateRecord> ChangeStatus(std::string_view serial,
                                                        std::optional<Reason> reason);
   void RefreshOcsp(const CertificateRecord& record);
+  struct CrlCache;
+  struct CrlEntry;
+  [[nodiscard]] Result<CrlAnswer> CrlLocked(Ca& ca, std::int64_t partition, bool delta);
+  [[nodiscard]] Result<CrlAnswer> BuildCrl(Ca& ca, std::int64_t partition,
+                                           const CrlEntry* base, TimePoint now,
+                                           std::int64_t& cursor);
   // SyncChanges drops cached OCSP answers and CRLs for status changes other processes (the
   // operator tool, other authority nodes) committed; polled at most every kChangePollInterval.
   void SyncChanges();
@@ -156,7 +189,6 @@ class Authority {
   std::vector<std::unique_ptr<Ca>> cas_;  // [0] is the root
   struct OcspCache;
   std::unique_ptr<OcspCache> ocsp_cache_;
-  struct CrlCache;
   std::unique_ptr<CrlCache> crl_cache_;
 };
 

@@ -319,10 +319,15 @@ TEST_F(PkiTest, CrlListsRevokedAndHeldCertificatesOfItsPartition) {
   X509_REVOKED* entry = nullptr;
   X509Ptr leaf_c = Parse(c.der);
   EXPECT_EQ(X509_CRL_get0_by_cert(crl.get(), &entry, leaf_c.get()), 0) << "good cert listed";
-  // Release the hold: the next CRL (rebuilt because the status changed) drops it.
+  // Release the hold: a full CRL coalesces changes for crl_min_interval, then drops it.
   ASSERT_TRUE(authority_->Release(b.serial));
+  auto same = authority_->Crl(a.issuer, a.partition);
+  ASSERT_TRUE(same);
+  EXPECT_EQ(same->number, crl_answer->number) << "rebuilt inside the coalescing interval";
+  clock_.Advance(AuthorityOptions{}.crl_min_interval);
   auto again = authority_->Crl(a.issuer, a.partition);
   ASSERT_TRUE(again);
+  EXPECT_GT(again->number, crl_answer->number);
   p = again->der.data();
   X509CrlPtr crl2(d2i_X509_CRL(nullptr, &p, static_cast<long>(again->der.size())));
   EXPECT_EQ(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl2.get())), 1);
@@ -342,6 +347,167 @@ TEST_F(PkiTest, CrlListsRevokedAndHeldCertificatesOfItsPartition) {
                               " -untrusted " + chain.string() + " -CRLfile " + crls.string() + " " +
                               leaf_a.string());
   EXPECT_NE(out.find("certificate revoked"), std::string::npos) << out;
+}
+
+X509CrlPtr ParseCrl(const std::vector<std::uint8_t>& der) {
+  const unsigned char* p = der.data();
+  return X509CrlPtr(d2i_X509_CRL(nullptr, &p, static_cast<long>(der.size())));
+}
+
+void WriteCrl(const std::filesystem::path& path, const std::vector<X509_CRL*>& crls) {
+  crypto::BioPtr bio(BIO_new_file(path.c_str(), "w"));
+  for (X509_CRL* crl : crls) PEM_write_bio_X509_CRL(bio.get(), crl);
+}
+
+int ReasonOf(X509_CRL* crl, X509* cert) {
+  X509_REVOKED* entry = nullptr;
+  if (X509_CRL_get0_by_cert(crl, &entry, cert) == 0) return -1;
+  auto* reason = static_cast<ASN1_ENUMERATED*>(
+      X509_REVOKED_get_ext_d2i(entry, NID_crl_reason, nullptr, nullptr));
+  const int value = reason != nullptr ? static_cast<int>(ASN1_ENUMERATED_get(reason)) : 0;
+  ASN1_ENUMERATED_free(reason);
+  return value;
+}
+
+TEST_F(PkiTest, DeltaCrlCarriesChangesSinceItsBaseAndRemoveFromCrl) {
+  EvpPkeyPtr k1(EVP_EC_gen("P-256"));
+  EvpPkeyPtr k2(EVP_EC_gen("P-256"));
+  CertificateRecord a = IssueOne(k1.get(), "A");
+  CertificateRecord b = IssueOne(k2.get(), "B");
+  X509Ptr leaf_a = Parse(a.der);
+  X509Ptr leaf_b = Parse(b.der);
+  X509Ptr issuer = Parse(*authority_->CaCertificate(a.issuer));
+  EvpPkeyPtr issuer_pub(X509_get_pubkey(issuer.get()));
+
+  // b goes on hold and the base CRL (built after the interval) lists it.
+  ASSERT_TRUE(authority_->Revoke(b.serial, Reason::kCertificateHold));
+  auto base_answer = authority_->Crl(a.issuer, a.partition);
+  ASSERT_TRUE(base_answer) << base_answer.error();
+  X509CrlPtr base = ParseCrl(base_answer->der);
+  ASSERT_TRUE(base);
+  EXPECT_EQ(X509_CRL_verify(base.get(), issuer_pub.get()), 1);
+  EXPECT_EQ(ReasonOf(base.get(), leaf_b.get()), CRL_REASON_CERTIFICATE_HOLD);
+  EXPECT_GE(X509_CRL_get_ext_by_NID(base.get(), NID_freshest_crl, -1), 0) << "base names its delta";
+  EXPECT_GE(X509_CRL_get_ext_by_NID(base.get(), NID_issuing_distribution_point, -1), 0);
+
+  // Then a is revoked and b released: the delta lists both, b as removeFromCRL, against the
+  // base it names by number.
+  ASSERT_TRUE(authority_->Revoke(a.serial, Reason::kKeyCompromise));
+  ASSERT_TRUE(authority_->Release(b.serial));
+  auto delta_answer = authority_->Crl(a.issuer, a.partition, /*delta=*/true);
+  ASSERT_TRUE(delta_answer) << delta_answer.error();
+  X509CrlPtr delta = ParseCrl(delta_answer->der);
+  ASSERT_TRUE(delta);
+  EXPECT_EQ(X509_CRL_verify(delta.get(), issuer_pub.get()), 1);
+  EXPECT_GT(delta_answer->number, base_answer->number);
+  auto* indicator = static_cast<ASN1_INTEGER*>(
+      X509_CRL_get_ext_d2i(delta.get(), NID_delta_crl, nullptr, nullptr));
+  ASSERT_NE(indicator, nullptr);
+  EXPECT_EQ(ASN1_INTEGER_get(indicator), base_answer->number);
+  ASN1_INTEGER_free(indicator);
+  EXPECT_EQ(ReasonOf(delta.get(), leaf_a.get()), CRL_REASON_KEY_COMPROMISE);
+  EXPECT_EQ(ReasonOf(delta.get(), leaf_b.get()), CRL_REASON_REMOVE_FROM_CRL);
+  // The full CRL is still the base: it coalesces changes, the delta carries them.
+  auto full = authority_->Crl(a.issuer, a.partition);
+  ASSERT_TRUE(full);
+  EXPECT_EQ(full->number, base_answer->number);
+
+  // openssl verify with base and delta: a is revoked, b is good again; with the base alone
+  // b is still on hold.
+  const auto root = dir_ / "root.pem";
+  const auto chain = dir_ / "chain.pem";
+  const auto with_delta = dir_ / "base-and-delta.pem";
+  const auto base_only = dir_ / "base.pem";
+  std::ofstream(root) << Pem(authority_->RootDer());
+  std::ofstream(chain) << Pem(*authority_->CaCertificate(a.issuer));
+  WriteCrl(with_delta, {base.get(), delta.get()});
+  WriteCrl(base_only, {base.get()});
+  const auto pem_a = dir_ / "a.pem";
+  const auto pem_b = dir_ / "b.pem";
+  std::ofstream(pem_a) << Pem(a.der);
+  std::ofstream(pem_b) << Pem(b.der);
+  auto verify = [&](const std::filesystem::path& crls, const std::filesystem::path& leaf) {
+    return Shell("openssl verify -crl_check -use_deltas -CAfile " + root.string() +
+                 " -untrusted " + chain.string() + " -CRLfile " + crls.string() + " " +
+                 leaf.string());
+  };
+  const std::string a_out = verify(with_delta, pem_a);
+  EXPECT_NE(a_out.find("certificate revoked"), std::string::npos) << a_out;
+  const std::string b_out = verify(with_delta, pem_b);
+  EXPECT_NE(b_out.find(": OK"), std::string::npos) << b_out;
+  const std::string b_base = verify(base_only, pem_b);
+  EXPECT_NE(b_base.find("certificate revoked"), std::string::npos) << b_base;
+
+  // Once the interval has passed the full CRL is rebuilt with both changes, and becomes the
+  // base of an empty delta.
+  clock_.Advance(AuthorityOptions{}.crl_min_interval);
+  auto rebuilt = authority_->Crl(a.issuer, a.partition);
+  ASSERT_TRUE(rebuilt);
+  X509CrlPtr rebuilt_crl = ParseCrl(rebuilt->der);
+  EXPECT_EQ(ReasonOf(rebuilt_crl.get(), leaf_a.get()), CRL_REASON_KEY_COMPROMISE);
+  EXPECT_EQ(ReasonOf(rebuilt_crl.get(), leaf_b.get()), -1);
+  auto empty_delta = authority_->Crl(a.issuer, a.partition, /*delta=*/true);
+  ASSERT_TRUE(empty_delta);
+  EXPECT_EQ(empty_delta->entries, 0u);
+}
+
+TEST_F(PkiTest, PartitionCrlsAreNotInterchangeable) {
+  // A certificate checked against another partition's CRL is not "good": the CRL's issuing
+  // distribution point does not match the certificate's distribution point.
+  EvpPkeyPtr k1(EVP_EC_gen("P-256"));
+  CertificateRecord a = IssueOne(k1.get(), "A");
+  clock_.Advance(AuthorityOptions{}.partition_span);
+  EvpPkeyPtr k2(EVP_EC_gen("P-256"));
+  CertificateRecord b = IssueOne(k2.get(), "B");
+  ASSERT_NE(a.partition, b.partition);
+  auto other = authority_->Crl(b.issuer, b.partition);
+  ASSERT_TRUE(other);
+  const auto root = dir_ / "root.pem";
+  const auto chain = dir_ / "chain.pem";
+  const auto crl = dir_ / "other.pem";
+  const auto pem_a = dir_ / "a.pem";
+  std::ofstream(root) << Pem(authority_->RootDer());
+  std::ofstream(chain) << Pem(*authority_->CaCertificate(a.issuer));
+  std::ofstream(pem_a) << Pem(a.der);
+  X509CrlPtr parsed = ParseCrl(other->der);
+  WriteCrl(crl, {parsed.get()});
+  const std::string out = Shell("openssl verify -crl_check -CAfile " + root.string() +
+                                " -untrusted " + chain.string() + " -CRLfile " + crl.string() +
+                                " " + pem_a.string());
+  EXPECT_NE(out.find("different CRL scope"), std::string::npos) << out;
+  // The root publishes one CRL, partition 0, and no delta.
+  EXPECT_TRUE(authority_->Crl("root", 0));
+  EXPECT_EQ(authority_->Crl("root", 1).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(authority_->Crl("root", 0, true).error().code(), ErrorCode::kNotFound);
+}
+
+TEST_F(PkiTest, ServerCertificatesNameTheirHostsAndVerifyForTls) {
+  auto key = custody::testing::Opened().token->GenerateKey(
+      "server-" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()),
+      crypto::GetSuite(crypto::SuiteId::kEcdsaP256Sha256), crypto::OpenSslRng::Instance());
+  ASSERT_TRUE(key) << key.error();
+  auto pub = custody::testing::Opened().token->PublicKey(key->label);
+  ASSERT_TRUE(pub);
+  auto spki = crypto::PublicKeyDer(pub->get());
+  ASSERT_TRUE(spki);
+  auto rec = authority_->IssueServer(*spki, {"localhost", "127.0.0.1"});
+  ASSERT_TRUE(rec) << rec.error();
+  EXPECT_EQ(rec->device, "server:localhost");
+  X509Ptr cert = Parse(rec->der);
+  EXPECT_EQ(X509_check_host(cert.get(), "localhost", 0, 0, nullptr), 1);
+  EXPECT_EQ(X509_check_ip_asc(cert.get(), "127.0.0.1", 0), 1);
+  EXPECT_TRUE(X509_get_extended_key_usage(cert.get()) & XKU_SSL_SERVER);
+  const auto root = dir_ / "root.pem";
+  const auto chain = dir_ / "chain.pem";
+  const auto leaf = dir_ / "server.pem";
+  std::ofstream(root) << Pem(authority_->RootDer());
+  std::ofstream(chain) << Pem(*authority_->CaCertificate(rec->issuer));
+  std::ofstream(leaf) << Pem(rec->der);
+  const std::string out = Shell("openssl verify -purpose sslserver -verify_hostname localhost "
+                                "-CAfile " + root.string() + " -untrusted " + chain.string() +
+                                " " + leaf.string());
+  EXPECT_NE(out.find(": OK"), std::string::npos) << out;
+  EXPECT_EQ(authority_->IssueServer(*spki, {}).error().code(), ErrorCode::kInvalidArgument);
 }
 
 }  // namespace

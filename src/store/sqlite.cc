@@ -1,7 +1,9 @@
 // SQLite backend: WAL journal, one connection per concurrent transaction, cached statements.
 #include <sqlite3.h>
 
+#include <chrono>
 #include <map>
+#include <mutex>
 
 #include "store/backends.h"
 #include "store/pool.h"
@@ -50,6 +52,8 @@ struct Connection {
 
 class SqliteTransaction;
 
+constexpr std::chrono::milliseconds kBusyTimeout{10000};
+
 class SqliteDatabase final : public Database {
  public:
   SqliteDatabase(std::string path, bool synchronous_full, int pool_size)
@@ -68,7 +72,7 @@ class SqliteDatabase final : public Database {
     if (rc != SQLITE_OK) {
       return MakeError(SqliteError(raw, rc, fmt::format("opening SQLite database '{}'", path_)));
     }
-    sqlite3_busy_timeout(raw, 10000);
+    sqlite3_busy_timeout(raw, static_cast<int>(kBusyTimeout.count()));
     const std::string pragmas = fmt::format(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous={}; PRAGMA foreign_keys=ON;"
         // A page cache large enough that a big import's B-tree pages are not spilled and
@@ -85,6 +89,8 @@ class SqliteDatabase final : public Database {
   void Release(std::unique_ptr<Connection> conn) { pool_.Put(std::move(conn)); }
 
  private:
+  friend class SqliteTransaction;
+  std::timed_mutex write_mu_;  // one writing transaction of this process at a time
   std::string path_;
   bool synchronous_full_;
   Pool<Connection> pool_;
@@ -109,8 +115,25 @@ class SqliteTransaction final : public Transaction {
   }
 
   Result<std::vector<Row>> Query(std::string_view sql, std::span<const Value> params) override {
-    FLEETID_TRY(stmt, Prepare(sql, params));
     std::vector<Row> rows;
+    FLEETID_CHECK_OK(Step(sql, params, [&rows](Row&& row) -> Result<void> {
+      rows.push_back(std::move(row));
+      return {};
+    }));
+    return rows;
+  }
+
+  Result<void> QueryEach(std::string_view sql, std::span<const Value> params,
+                         const RowFn& fn) override {
+    return Step(sql, params, [&fn](Row&& row) { return fn(row); });
+  }
+
+  // Step runs |sql| and passes each row to |sink| as it is read.
+  template <typename Sink>
+  Result<void> Step(std::string_view sql, std::span<const Value> params, Sink&& sink) {
+    FLEETID_TRY(stmt, Prepare(sql, params));
+    // Reset on every way out, so the cached statement releases its read snapshot.
+    const std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_reset)> reset(stmt, &sqlite3_reset);
     const int columns = sqlite3_column_count(stmt);
     for (;;) {
       const int rc = sqlite3_step(stmt);
@@ -118,32 +141,29 @@ class SqliteTransaction final : public Transaction {
       if (rc != SQLITE_ROW) return Fail(rc, sql);
       std::vector<Value> values;
       values.reserve(static_cast<std::size_t>(columns));
-      for (int i = 0; i < columns; ++i) {
-        switch (sqlite3_column_type(stmt, i)) {
-          case SQLITE_NULL:
-            values.emplace_back(nullptr);
-            break;
-          case SQLITE_INTEGER:
-            values.emplace_back(std::int64_t{sqlite3_column_int64(stmt, i)});
-            break;
-          case SQLITE_BLOB: {
-            const auto* p = static_cast<const std::uint8_t*>(sqlite3_column_blob(stmt, i));
-            const int n = sqlite3_column_bytes(stmt, i);
-            values.emplace_back(Blob(p, p + n));
-            break;
-          }
-          default: {
-            const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt, i));
-            const int n = sqlite3_column_bytes(stmt, i);
-            values.emplace_back(std::string(p != nullptr ? p : "", static_cast<std::size_t>(n)));
-            break;
-          }
-        }
-      }
-      rows.emplace_back(std::move(values));
+      for (int i = 0; i < columns; ++i) values.push_back(Column(stmt, i));
+      FLEETID_CHECK_OK(sink(Row(std::move(values))));
     }
-    sqlite3_reset(stmt);
-    return rows;
+    return {};
+  }
+
+  static Value Column(sqlite3_stmt* stmt, int i) {
+    switch (sqlite3_column_type(stmt, i)) {
+      case SQLITE_NULL:
+        return nullptr;
+      case SQLITE_INTEGER:
+        return std::int64_t{sqlite3_column_int64(stmt, i)};
+      case SQLITE_BLOB: {
+        const auto* p = static_cast<const std::uint8_t*>(sqlite3_column_blob(stmt, i));
+        const int n = sqlite3_column_bytes(stmt, i);
+        return Blob(p, p + n);
+      }
+      default: {
+        const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt, i));
+        const int n = sqlite3_column_bytes(stmt, i);
+        return std::string(p != nullptr ? p : "", static_cast<std::size_t>(n));
+      }
+    }
   }
 
   Result<void> ExecScript(std::string_view sql) override {
@@ -161,6 +181,7 @@ class SqliteTransaction final : public Transaction {
     const int rc = sqlite3_exec(conn_->db.get(), "COMMIT", nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) return MakeError(SqliteError(conn_->db.get(), rc, "commit"));
     open_ = false;
+    if (write_lock_.owns_lock()) write_lock_.unlock();
     return {};
   }
 
@@ -170,6 +191,16 @@ class SqliteTransaction final : public Transaction {
       return {};
     }
     const char* begin = mode == TxMode::kRead ? "BEGIN" : "BEGIN IMMEDIATE";
+    if (mode != TxMode::kRead) {
+      // Writers of this process queue here rather than in SQLite's busy handler, which sleeps
+      // a millisecond or more per retry and so caps concurrent commits at a few hundred per
+      // second. Other processes still meet the busy timeout.
+      write_lock_ = std::unique_lock(owner_->write_mu_, std::defer_lock);
+      if (!write_lock_.try_lock_for(kBusyTimeout)) {
+        return MakeError(ErrorCode::kUnavailable, "begin: the database stayed busy for {} s",
+                         kBusyTimeout.count() / 1000);
+      }
+    }
     if (int rc = sqlite3_exec(conn_->db.get(), begin, nullptr, nullptr, nullptr); rc != SQLITE_OK) {
       return MakeError(SqliteError(conn_->db.get(), rc, "begin"));
     }
@@ -221,6 +252,7 @@ class SqliteTransaction final : public Transaction {
 
   SqliteDatabase* owner_;
   std::unique_ptr<Connection> conn_;
+  std::unique_lock<std::timed_mutex> write_lock_;  // held from BEGIN to COMMIT or ROLLBACK
   bool open_ = false;
   bool autocommit_ = false;
 };

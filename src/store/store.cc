@@ -37,6 +37,13 @@ Blob Row::Bytes(std::size_t i) const {
   return {};
 }
 
+Result<void> Transaction::QueryEach(std::string_view sql, std::span<const Value> params,
+                                    const RowFn& fn) {
+  FLEETID_TRY(rows, Query(sql, params));
+  for (const Row& row : rows) FLEETID_CHECK_OK(fn(row));
+  return {};
+}
+
 Result<std::unique_ptr<Database>> Database::Open(std::string_view url, int pool_size) {
   if (pool_size < 1) return MakeError(ErrorCode::kInvalidArgument, "pool size must be positive");
   if (url.starts_with("sqlite:")) return internal::OpenSqlite(url.substr(7), pool_size);

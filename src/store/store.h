@@ -7,6 +7,7 @@
 #define FLEETID_STORE_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <span>
@@ -66,6 +67,16 @@ class Transaction {
   [[nodiscard]] Result<std::vector<Row>> Query(std::string_view sql,
                                                std::initializer_list<Value> params = {}) {
     return Query(sql, std::span<const Value>(params.begin(), params.size()));
+  }
+  // QueryEach runs one statement and hands |fn| each row as it is read, so a large result is
+  // never held whole (SQLite steps row by row; the default fetches the result first). The first
+  // error |fn| returns stops the query and is returned.
+  using RowFn = std::function<Result<void>(const Row&)>;
+  [[nodiscard]] virtual Result<void> QueryEach(std::string_view sql, std::span<const Value> params,
+                                               const RowFn& fn);
+  [[nodiscard]] Result<void> QueryEach(std::string_view sql, std::initializer_list<Value> params,
+                                       const RowFn& fn) {
+    return QueryEach(sql, std::span<const Value>(params.begin(), params.size()), fn);
   }
   // ExecScript runs several statements without parameters (migrations).
   [[nodiscard]] virtual Result<void> ExecScript(std::string_view sql) = 0;

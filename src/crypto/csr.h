@@ -1,0 +1,34 @@
+// PKCS#10 certification requests (RFC 2986) as a CA needs them: the requested public key, proven
+// by the request's own signature. Nothing else in a request is trusted: the CA writes subject,
+// names and extensions itself.
+#ifndef FLEETID_CRYPTO_CSR_H_
+#define FLEETID_CRYPTO_CSR_H_
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "common/error.h"
+#include "crypto/handles.h"
+
+namespace fleetid::crypto {
+
+struct VerifiedCsr {
+  EvpPkeyPtr key;                 // the requested public key
+  std::vector<std::uint8_t> spki;  // its SubjectPublicKeyInfo, DER, as the requester sent it
+};
+
+// VerifyCsr parses a DER PKCS#10 request and verifies its signature with the key it carries.
+// Errors are kInvalidArgument and say what is wrong. ECDSA and Ed25519 requests take a fast path
+// (the key built directly from its point, the signature checked over the request's own
+// CertificationRequestInfo bytes) that avoids OpenSSL 3.0's per-key decoder look-ups; any other
+// request goes through d2i_X509_REQ and X509_REQ_verify.
+[[nodiscard]] Result<VerifiedCsr> VerifyCsr(std::span<const std::uint8_t> der);
+
+// SetSubjectPublicKey sets |cert|'s SubjectPublicKeyInfo to |spki| (DER) without decoding the
+// key again.
+[[nodiscard]] Result<void> SetSubjectPublicKey(X509* cert, std::span<const std::uint8_t> spki);
+
+}  // namespace fleetid::crypto
+
+#endif  // FLEETID_CRYPTO_CSR_H_
