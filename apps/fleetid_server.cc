@@ -2,7 +2,11 @@
 #include <pthread.h>
 
 #include <CLI/CLI.hpp>
+#include <condition_variable>
 #include <csignal>
+#include <mutex>
+#include <stop_token>
+#include <thread>
 #include <cstdlib>
 #include <filesystem>
 #include <fmt/ranges.h>
@@ -11,6 +15,8 @@
 #include "apps/options.h"
 #include "common/log.h"
 #include "crypto/crypto.h"
+#include "crypto/keys.h"
+#include "custody/provider.h"
 #include "custody/store.h"
 #include "apps/pki_routes.h"
 #include "pki/pki.h"
@@ -28,13 +34,77 @@ int Fail(const Error& error) {
   return 1;
 }
 
+constexpr std::string_view kTlsKeyLabel = "fleetid-server-tls";
+
+nlohmann::json ClientIdentity(pki::Authority& authority, std::span<const std::uint8_t> leaf_der) {
+  const unsigned char* p = leaf_der.data();
+  crypto::X509Ptr leaf(d2i_X509(nullptr, &p, static_cast<long>(leaf_der.size())));
+  if (!leaf) return {{"error", "unparsable certificate"}};
+  crypto::BioPtr bio(BIO_new(BIO_s_mem()));
+  X509_NAME_print_ex(bio.get(), X509_get_subject_name(leaf.get()), 0, XN_FLAG_RFC2253);
+  char* text = nullptr;
+  const long len = BIO_get_mem_data(bio.get(), &text);
+  const ASN1_INTEGER* serial = X509_get0_serialNumber(leaf.get());
+  const std::string serial_hex =
+      crypto::Hex({ASN1_STRING_get0_data(serial), static_cast<std::size_t>(ASN1_STRING_length(serial))});
+  auto record = authority.Get(serial_hex);
+  return {{"subject", std::string(text, static_cast<std::size_t>(std::max(len, 0L)))},
+          {"serial", serial_hex},
+          {"certificate_status", record ? std::string(pki::StatusName(record->status)) : "unknown"}};
+}
+
+// ServerTls sets up the HTTPS front: a P-256 key in the token, a certificate for it issued by the
+// authority's own hierarchy (reused across restarts while it has a third of its life left), and
+// client certificates verified against the hierarchy.
+Result<server::TlsOptions> ServerTls(custody::Token& token, pki::Authority& authority,
+                                     const std::vector<std::string>& names) {
+  const crypto::Suite& suite = crypto::GetSuite(crypto::SuiteId::kEcdsaP256Sha256);
+  if (auto found = token.FindKey(kTlsKeyLabel); !found) {
+    if (found.error().code() != ErrorCode::kNotFound) return MakeError(found.error());
+    FLEETID_TRY(made, token.GenerateKey(kTlsKeyLabel, suite, crypto::OpenSslRng::Instance()));
+    static_cast<void>(made);
+  }
+  FLEETID_TRY(public_key, token.PublicKey(kTlsKeyLabel));
+  FLEETID_TRY(spki, crypto::PublicKeyDer(public_key.get()));
+  FLEETID_TRY(record, authority.ServerCertificate(spki, names));
+  FLEETID_TRY(signer, token.GetSigner(kTlsKeyLabel));
+  FLEETID_TRY(key, custody::TokenPkey(std::shared_ptr<custody::Signer>(std::move(signer))));
+  auto parse = [](std::span<const std::uint8_t> der) -> Result<crypto::X509Ptr> {
+    const unsigned char* p = der.data();
+    crypto::X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+    if (!cert) return MakeError(ErrorCode::kInternal, "a stored certificate does not parse");
+    return cert;
+  };
+  server::TlsOptions tls;
+  FLEETID_TRY(leaf, parse(record.der));
+  FLEETID_TRY(issuing_der, authority.CaCertificate(record.issuer));
+  FLEETID_TRY(issuing, parse(issuing_der));
+  tls.certificate_chain.emplace_back(leaf.get());
+  tls.certificate_chain.emplace_back(issuing.get());
+  tls.private_key = server::PkeyRef(key.get());
+  for (const std::string& name : authority.CaNames()) {
+    FLEETID_TRY(der, authority.CaCertificate(name));
+    FLEETID_TRY(anchor, parse(der));
+    tls.client_trust_anchors.emplace_back(anchor.get());
+  }
+  tls.client_auth = server::TlsOptions::ClientAuth::kOptional;
+  log::Info("https certificate", {{"serial", record.serial},
+                                  {"names", fmt::format("{}", fmt::join(names, ","))},
+                                  {"not_after", std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                                    record.not_after.time_since_epoch()).count())}});
+  return tls;
+}
+
 int Run(int argc, char** argv) {
   CLI::App app{"fleetid-server: the fleetid device identity authority"};
   apps::CommonFlags flags;
   apps::AddCommonFlags(app, flags);
   std::optional<std::string> listen;
+  std::optional<std::string> https_listen;
   std::optional<int> threads;
   app.add_option("-l,--listen", listen, "HTTP listen address host:port (default 127.0.0.1:8080)");
+  app.add_option("--https-listen", https_listen,
+                 "HTTPS listen address host:port, or 'off' (default 127.0.0.1:8443)");
   app.add_option("--threads", threads, "server threads (default 2)")->check(CLI::Range(1, 256));
   try {
     app.parse(argc, argv);
@@ -50,6 +120,14 @@ int Run(int argc, char** argv) {
     config->http_listen = *parsed;
   }
   if (threads) config->threads = *threads;
+  if (https_listen && *https_listen == "off") {
+    config->https_enabled = false;
+  } else if (https_listen) {
+    auto parsed = ParseHostPort(*https_listen);
+    if (!parsed) return Fail(parsed.error());
+    config->https_enabled = true;
+    config->https_listen = *parsed;
+  }
 
   // Signals are taken synchronously by this thread (sigwait), so block them before any other
   // thread exists and inherits the mask.
@@ -88,6 +166,7 @@ int Run(int argc, char** argv) {
 
   pki::AuthorityOptions ca_options;
   ca_options.base_url = config->PublicUrl();
+  ca_options.crl_min_interval = std::chrono::seconds(config->crl_min_interval_seconds);
   auto authority = pki::Authority::Open(custody->token, **db, SystemClock::Instance(),
                                         crypto::OpenSslRng::Instance(), ca_options);
   if (!authority) return Fail(authority.error());
@@ -96,23 +175,59 @@ int Run(int argc, char** argv) {
 
   server::Router router;
   apps::AddPkiRoutes(router, **authority, SystemClock::Instance());
-  router.Add("GET", "/healthz", [](const server::HttpRequest&) {
-    return server::HttpResponse::Json(
-        200, nlohmann::json{{"status", "ok"}, {"version", kVersion}}.dump());
+  // Over HTTPS with a client certificate, /healthz also says who the client is and the status
+  // of its certificate: the handshake verified the chain, the authority knows the revocation.
+  router.Add("GET", "/healthz", [&authority](const server::HttpRequest& req) {
+    nlohmann::json body{{"status", "ok"}, {"version", kVersion}};
+    if (!req.client_chain.empty()) body["client"] = ClientIdentity(**authority, req.client_chain.front());
+    return server::HttpResponse::Json(200, body.dump());
   });
   server::HttpServerOptions options;
   options.address = config->http_listen.host;
   options.port = config->http_listen.port;
   options.threads = config->threads;
+  std::unique_ptr<server::HttpServer> https;
+  if (config->https_enabled) {
+    auto tls = ServerTls(*custody->token, **authority, config->TlsNames());
+    if (!tls) return Fail(tls.error());
+    server::HttpServerOptions https_options = options;
+    https_options.address = config->https_listen.host;
+    https_options.port = config->https_listen.port;
+    https_options.tls = std::move(*tls);
+    auto started = server::HttpServer::Start(std::move(https_options), router);
+    if (!started) return Fail(started.error());
+    https = std::move(*started);
+  }
   auto http = server::HttpServer::Start(options, std::move(router));
   if (!http) return Fail(http.error());
   const HostPort bound{(*http)->address(), (*http)->port()};
-  log::Info("listening", {{"http", "http://" + bound.ToString()}, {"threads", config->threads}});
+  log::Info("listening",
+            {{"http", "http://" + bound.ToString()},
+             {"https", https ? "https://" + HostPort{https->address(), https->port()}.ToString()
+                             : std::string("off")},
+             {"threads", config->threads}});
+
+  // CRLs that relying parties fetch are rebuilt in the background when due, so a fetch rarely
+  // waits for a build.
+  std::jthread crl_refresher([&authority](std::stop_token stop) {
+    std::mutex mu;
+    std::condition_variable_any wake;
+    std::unique_lock lock(mu);
+    for (;;) {
+      wake.wait_for(lock, stop, std::chrono::seconds(1), [] { return false; });
+      if (stop.stop_requested()) return;
+      (*authority)->RefreshCrls();
+    }
+  });
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   log::Info("stopping", {{"signal", signal_number == SIGINT ? "SIGINT" : "SIGTERM"}});
+  crl_refresher.request_stop();
+  crl_refresher.join();
+  if (https) https->Stop();
   (*http)->Stop();
+  https.reset();
   http->reset();
   log::Info("stopped");
   return 0;

@@ -98,21 +98,26 @@ void AddPkiRoutes(server::Router& router, pki::Authority& authority, const Clock
     if (!der) der.emplace();  // answered as malformedRequest
     return OcspResponse(authority.Ocsp(*der), clock);
   });
-  // GET /crl/{issuer}/{partition}.crl: the distribution point written into each certificate.
+  // GET /crl/{issuer}/{partition}.crl: the distribution point written into each certificate;
+  // /crl/{issuer}/{partition}-delta.crl: its delta CRL (the full CRL's freshestCRL).
   router.Add("GET", "/crl/*", [&authority, &clock](const HttpRequest& req) {
-    const std::string_view rest = std::string_view(req.path).substr(5);
+    std::string_view rest = std::string_view(req.path).substr(5);
     const std::size_t slash = rest.find('/');
     if (slash == std::string_view::npos || !rest.ends_with(".crl")) {
       return HttpResponse::FromError(Error(ErrorCode::kNotFound, "no such CRL"));
     }
+    rest.remove_suffix(4);
+    const bool delta = rest.ends_with("-delta");
+    if (delta) rest.remove_suffix(6);
     const std::string_view issuer = rest.substr(0, slash);
-    const std::string_view number = rest.substr(slash + 1, rest.size() - slash - 5);
+    const std::string_view number = rest.substr(slash + 1);
     std::int64_t partition = 0;
     auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), partition);
-    if (ec != std::errc() || end != number.data() + number.size()) {
+    if (number.empty() || number.front() == '-' || ec != std::errc() ||
+        end != number.data() + number.size()) {
       return HttpResponse::FromError(Error(ErrorCode::kNotFound, "no such CRL"));
     }
-    auto crl = authority.Crl(issuer, partition);
+    auto crl = authority.Crl(issuer, partition, delta);
     if (!crl) return HttpResponse::FromError(crl.error());
     HttpResponse r = Binary("application/pkix-crl", crl->der);
     AddCaching(r, clock.Now(), crl->this_update, crl->next_update, crl->der);

@@ -56,6 +56,14 @@ std::string ServerConfig::PublicUrl() const {
   return "http://" + http_listen.ToString();
 }
 
+std::vector<std::string> ServerConfig::TlsNames() const {
+  if (!tls_names.empty()) return tls_names;
+  std::vector<std::string> names = {"localhost"};
+  const std::string& host = https_listen.host;
+  if (host != "0.0.0.0" && host != "::" && host != "localhost") names.push_back(host);
+  return names;
+}
+
 std::string RedactUrl(std::string_view url) {
   std::string out(url);
   // user:password@ in the authority part.
@@ -133,6 +141,36 @@ Result<void> ApplyConfigJson(std::string_view text, ServerConfig& config) {
       }
       while (url.ends_with('/')) url.pop_back();
       next.public_url = url;
+    } else if (key == "https_listen") {
+      FLEETID_TRY(listen, GetString(value, key));
+      if (listen == "off") {
+        next.https_enabled = false;
+      } else {
+        FLEETID_TRY(parsed, ParseHostPort(listen));
+        next.https_enabled = true;
+        next.https_listen = parsed;
+      }
+    } else if (key == "tls_names") {
+      if (!value.is_array() || value.empty()) {
+        return MakeError(ErrorCode::kInvalidArgument,
+                         "config key 'tls_names' must be a non-empty array of host names");
+      }
+      std::vector<std::string> names;
+      for (const Json& name : value) {
+        FLEETID_TRY(host, GetString(name, key));
+        if (host.empty() || host.size() > 253) {
+          return MakeError(ErrorCode::kInvalidArgument, "config key 'tls_names' has a bad name");
+        }
+        names.push_back(host);
+      }
+      next.tls_names = std::move(names);
+    } else if (key == "crl_min_interval_seconds") {
+      if (!value.is_number_integer() || value.get<std::int64_t>() < 0 ||
+          value.get<std::int64_t>() > 86400) {
+        return MakeError(ErrorCode::kInvalidArgument,
+                         "config key 'crl_min_interval_seconds' must be an integer from 0 to 86400");
+      }
+      next.crl_min_interval_seconds = value.get<int>();
     } else if (key == "database") {
       FLEETID_TRY(url, GetString(value, key));
       next.database_url = url;

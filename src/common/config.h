@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/error.h"
 
@@ -40,10 +41,19 @@ struct ServerConfig {
   // certificates (AIA OCSP and caIssuers, CRL distribution points). Empty: http://<http_listen>.
   std::string public_url;
   CustodyConfig custody;
+  // The HTTPS front (EST and the operator API build on it; OCSP, CRLs and /healthz are served on
+  // both listeners). Its certificate is issued by the authority's own hierarchy for tls_names.
+  bool https_enabled = true;
+  HostPort https_listen{"127.0.0.1", 8443};
+  std::vector<std::string> tls_names;  // empty: "localhost" and https_listen's host
+  // A full CRL is rebuilt for a status change at most this often (delta CRLs carry changes in
+  // between); 0 rebuilds at the next fetch.
+  int crl_min_interval_seconds = 60;
 
   // DatabaseUrl is database_url, or the embedded SQLite file under data_dir.
   std::string DatabaseUrl() const;
   std::string PublicUrl() const;
+  std::vector<std::string> TlsNames() const;
 };
 
 // RedactUrl hides the password of a URL ("postgresql://u:secret@h/db" -> "postgresql://u:***@h/db")

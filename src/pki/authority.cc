@@ -553,6 +553,31 @@ Result<std::vector<std::uint8_t>> Authority::CaCertificate(std::string_view name
   return MakeError(ErrorCode::kNotFound, "no CA named '{}'", name);
 }
 
+namespace {
+
+Result<CertificateRecord> DecodeRecord(const store::Row& r) {
+  CertificateRecord c;
+  c.serial = r.Text(0);
+  c.issuer = r.Text(1);
+  c.device = r.Text(2);
+  c.suite = r.Text(3);
+  c.not_before = FromUnix(r.Int(4));
+  c.not_after = FromUnix(r.Int(5));
+  const std::string status = r.Text(6);
+  c.status = status == "revoked" ? Status::kRevoked : status == "hold" ? Status::kOnHold : Status::kGood;
+  if (!r.IsNull(7)) c.reason = static_cast<Reason>(r.Int(7));
+  if (!r.IsNull(8)) c.revoked_at = FromUnix(r.Int(8));
+  c.partition = r.Int(9);
+  c.der = r.Bytes(10);
+  return c;
+}
+
+constexpr std::string_view kRecordColumns =
+    "serial, issuer, device, suite, not_before, not_after, status, reason, revoked_at, "
+    "partition_id, der";
+
+}  // namespace
+
 Result<Authority::Ca*> Authority::IssuingCa(const Suite& suite) {
   for (std::size_t i = 1; i < cas_.size(); ++i) {
     if (cas_[i]->suite->id == suite.id) return cas_[i].get();
@@ -636,6 +661,39 @@ Result<CertificateRecord> Authority::Issue(std::span<const std::uint8_t> csr_der
   return SignAndRecord(spec, *issuing, device.serial, *suite, partition);
 }
 
+Result<CertificateRecord> Authority::ServerCertificate(std::span<const std::uint8_t> spki,
+                                                       const std::vector<std::string>& names) {
+  if (names.empty()) return MakeError(ErrorCode::kInvalidArgument, "a server certificate needs a name");
+  const TimePoint now = clock_.Now();
+  {
+    FLEETID_TRY(tx, db_.Begin(TxMode::kRead));
+    FLEETID_TRY(rows, tx->Query(fmt::format("SELECT {} FROM certificates WHERE device = ? AND "
+                                            "status = 'good' AND not_after > ? "
+                                            "ORDER BY not_after DESC LIMIT 1",
+                                            kRecordColumns),
+                                {"server:" + names.front(),
+                                 ToUnix(now + options_.server_lifetime / 3)}));
+    if (!rows.empty()) {
+      FLEETID_TRY(record, DecodeRecord(rows.front()));
+      FLEETID_TRY(cert, ParseCert(record.der));
+      // Reused only for the same key and exactly the same names.
+      unsigned char* der = nullptr;
+      const int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert.get()), &der);
+      const crypto::OpenSslBytesPtr owner(der);
+      bool same = len > 0 && std::equal(spki.begin(), spki.end(), der, der + len);
+      for (const std::string& name : names) {
+        crypto::Asn1OctetStringPtr ip(a2i_IPADDRESS(name.c_str()));
+        ERR_clear_error();
+        same = same && (ip ? X509_check_ip_asc(cert.get(), name.c_str(), 0) == 1
+                           : X509_check_host(cert.get(), name.c_str(), name.size(),
+                                             X509_CHECK_FLAG_NO_WILDCARDS, nullptr) == 1);
+      }
+      if (same) return record;
+    }
+  }
+  return IssueServer(spki, names);
+}
+
 Result<CertificateRecord> Authority::IssueServer(std::span<const std::uint8_t> spki,
                                                  const std::vector<std::string>& names) {
   if (names.empty()) return MakeError(ErrorCode::kInvalidArgument, "a server certificate needs a name");
@@ -673,27 +731,6 @@ Result<CertificateRecord> Authority::IssueServer(std::span<const std::uint8_t> s
 }
 
 namespace {
-
-Result<CertificateRecord> DecodeRecord(const store::Row& r) {
-  CertificateRecord c;
-  c.serial = r.Text(0);
-  c.issuer = r.Text(1);
-  c.device = r.Text(2);
-  c.suite = r.Text(3);
-  c.not_before = FromUnix(r.Int(4));
-  c.not_after = FromUnix(r.Int(5));
-  const std::string status = r.Text(6);
-  c.status = status == "revoked" ? Status::kRevoked : status == "hold" ? Status::kOnHold : Status::kGood;
-  if (!r.IsNull(7)) c.reason = static_cast<Reason>(r.Int(7));
-  if (!r.IsNull(8)) c.revoked_at = FromUnix(r.Int(8));
-  c.partition = r.Int(9);
-  c.der = r.Bytes(10);
-  return c;
-}
-
-constexpr std::string_view kRecordColumns =
-    "serial, issuer, device, suite, not_before, not_after, status, reason, revoked_at, "
-    "partition_id, der";
 
 bool IsSerialHex(std::string_view s) {
   return !s.empty() && s.size() <= 40 && std::ranges::all_of(s, [](char c) {
@@ -1160,6 +1197,17 @@ Result<CrlAnswer> Authority::Crl(std::string_view issuer, std::int64_t partition
   if (ca == nullptr) return MakeError(ErrorCode::kNotFound, "no CA named '{}'", issuer);
   if (ca == cas_.front().get() && (partition != 0 || delta)) {
     return MakeError(ErrorCode::kNotFound, "the root CA publishes one full CRL, partition 0");
+  }
+  if (ca != cas_.front().get()) {
+    // Only partitions that can hold unexpired certificates: a CRL is built (and numbered) for
+    // each one asked for, so the range bounds what a stranger can make the authority do.
+    const std::int64_t span = options_.partition_span.count();
+    const std::int64_t current = ToUnix(clock_.Now()) / span;
+    const std::int64_t lifetime = std::max(options_.leaf_lifetime, options_.server_lifetime).count();
+    if (partition > current || partition < current - lifetime / span - 1) {
+      return MakeError(ErrorCode::kNotFound, "no CRL partition {} of {} is current", partition,
+                       issuer);
+    }
   }
   SyncChanges();
   std::lock_guard lock(crl_cache_->mu);

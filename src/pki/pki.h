@@ -125,6 +125,11 @@ class Authority {
   [[nodiscard]] Result<CertificateRecord> IssueServer(std::span<const std::uint8_t> spki,
                                                       const std::vector<std::string>& names);
 
+  // ServerCertificate returns a good server certificate for |spki| and |names| issued earlier,
+  // if one has at least a third of its lifetime left, and otherwise issues one (IssueServer).
+  [[nodiscard]] Result<CertificateRecord> ServerCertificate(std::span<const std::uint8_t> spki,
+                                                            const std::vector<std::string>& names);
+
   // Revoke marks |serial| revoked with |reason| (kCertificateHold puts it on hold); Release lifts
   // a hold. The OCSP cache holds the new answer before either returns.
   [[nodiscard]] Result<CertificateRecord> Revoke(std::string_view serial, Reason reason);

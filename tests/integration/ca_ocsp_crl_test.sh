@@ -10,9 +10,10 @@ source "$(dirname "$0")/lib.sh"
 
 DATA=$W/var
 PORT=$(free_port)
+HPORT=$(free_port)
 URL=http://127.0.0.1:$PORT
 F=("$CLI" --data "$DATA" --public-url "$URL")
-"$SERVER" --data "$DATA" --listen "127.0.0.1:$PORT" >"$W/server.log" 2>&1 &
+"$SERVER" --data "$DATA" --listen "127.0.0.1:$PORT" --https-listen "127.0.0.1:$HPORT" >"$W/server.log" 2>&1 &
 PID=$!; PIDS+=("$PID")
 wait_for_log "$W/server.log" "msg=listening"
 expect "the CA hierarchy is ready at start" grep -q 'msg="certificate authority ready"' "$W/server.log"
@@ -91,9 +92,44 @@ SERIAL2=$(openssl x509 -in "$W/dev2.pem" -noout -serial | cut -d= -f2 | tr 'A-F'
 "${F[@]}" ca hold "$SERIAL2" >/dev/null; sleep 0.2
 out=$(ocsp dev2)
 expect "a held certificate is revoked (certificateHold)" grep -q "Reason: certificateHold" <<<"$out"
+# The hold is in the delta CRL named by the full CRL's freshestCRL, against that full CRL.
+delta_url=$(openssl crl -in "$W/crl.pem" -noout -text | grep -A2 "Freshest CRL" | grep -o 'http://[^ ]*')
+expect "the full CRL names its delta ($delta_url)" grep -q -- "-delta.crl$" <<<"$delta_url"
+curl -sf "$delta_url" | openssl crl -inform DER -out "$W/delta1.pem"
+text=$(openssl crl -in "$W/delta1.pem" -noout -text)
+expect "the delta CRL carries a delta CRL indicator" grep -q "Delta CRL Indicator" <<<"$text"
+expect "the delta CRL lists the hold" grep -q "Certificate Hold" <<<"$text"
+cat "$W/crl.pem" "$W/delta1.pem" >"$W/base-delta1.pem"
+vd() { openssl verify -crl_check -extended_crl -use_deltas -CAfile "$W/root.pem" -untrusted "$W/issuing.pem" -CRLfile "$1" "$W/$2.pem" 2>&1 || true; }
+out=$(vd "$W/base-delta1.pem" dev2)
+expect "openssl verify -use_deltas: the held certificate is revoked ($out)" grep -q "certificate revoked" <<<"$out"
 "${F[@]}" ca release "$SERIAL2" >/dev/null; sleep 0.2
 out=$(ocsp dev2)
 expect "and good again after release" grep -q "dev2.pem: good" <<<"$out"
+curl -sf "$delta_url" | openssl crl -inform DER -out "$W/delta2.pem"
+expect "the next delta CRL says removeFromCRL" grep -q "Remove From CRL" <<<"$(openssl crl -in "$W/delta2.pem" -noout -text)"
+cat "$W/crl.pem" "$W/delta2.pem" >"$W/base-delta2.pem"
+out=$(vd "$W/base-delta2.pem" dev2)
+expect "openssl verify -use_deltas: good again after release ($out)" grep -q "dev2.pem: OK" <<<"$out"
+out=$(vd "$W/base-delta2.pem" dev1)
+expect "openssl verify -use_deltas: the revoked one stays revoked ($out)" grep -q "certificate revoked" <<<"$out"
+code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/crl/ecdsa-p256-sha256/99999999.crl")
+expect "a CRL partition that cannot exist yet is a 404, not a new CRL ($code)" test "$code" = 404
+
+# The HTTPS front asks for client certificates and verifies them against the hierarchy; the
+# handler sees who the client is, and the authority says whether its certificate still stands.
+H=https://localhost:$HPORT
+body=$(curl -sS --max-time 5 --cacert "$W/root.pem" --cert "$W/dev2.pem" --key "$W/dev2.key" "$H/healthz")
+expect "mTLS: the handler sees the device ($body)" grep -q '"subject":"CN=GW-0001,O=acme"' <<<"$body"
+expect "mTLS: and its certificate is good" grep -q '"certificate_status":"good"' <<<"$body"
+body=$(curl -sS --max-time 5 --cacert "$W/root.pem" --cert "$W/dev1.pem" --key "$W/dev1.key" "$H/healthz")
+expect "mTLS: a revoked certificate is reported revoked ($body)" grep -q '"certificate_status":"revoked"' <<<"$body"
+body=$(curl -sS --max-time 5 --cacert "$W/root.pem" "$H/healthz")
+expect "HTTPS without a client certificate is served, anonymously" bash -c '! grep -q client <<<"$1"' _ "$body"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=GW-0001 -days 1 \
+  -keyout "$W/self.key" -out "$W/self.pem" 2>/dev/null
+rc=0; curl -s --max-time 5 --cacert "$W/root.pem" --cert "$W/self.pem" --key "$W/self.key" "$H/healthz" -o /dev/null || rc=$?
+expect "mTLS: a self-made certificate fails the handshake (curl rc $rc)" test "$rc" != 0
 
 # Hostile input: the protocol's own error, never a crash or a 500.
 head -c 200 /dev/urandom >"$W/garbage"
@@ -113,6 +149,23 @@ expect "an unknown CRL is a 404 with a JSON body ($code)" test "$code" = 404
 echo "not a csr" >"$W/bad.csr"
 rc=0; "${F[@]}" ca issue --device GW-0002 --csr "$W/bad.csr" >"$W/bad.out" 2>&1 || rc=$?
 expect "a garbage CSR is refused (rc $rc)" grep -q "invalid_argument" "$W/bad.out"
+count_certs() {
+  python3 -c 'import sqlite3,sys;print(sqlite3.connect(sys.argv[1]).execute("SELECT COUNT(*) FROM certificates WHERE device = ?", (sys.argv[2],)).fetchone()[0])' "$DATA/fleetid.db" "$1"
+}
+before=$(count_certs GW-0001)
+openssl req -in "$W/dev1.csr" -outform DER -out "$W/sig.der"
+python3 - "$W/sig.der" <<'PY'
+import sys
+p = sys.argv[1]; b = bytearray(open(p, 'rb').read()); b[-3] ^= 1; open(p, 'wb').write(b)
+PY
+rc=0; "${F[@]}" ca issue --device GW-0001 --csr "$W/sig.der" >"$W/sig.out" 2>&1 || rc=$?
+expect "a CSR with a bad signature is refused (rc $rc)" grep -q "does not verify" "$W/sig.out"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out "$W/p384.key" 2>/dev/null
+openssl req -new -key "$W/p384.key" -subj "/CN=x" -out "$W/p384.csr"
+rc=0; "${F[@]}" ca issue --device GW-0001 --csr "$W/p384.csr" >"$W/p384.out" 2>&1 || rc=$?
+expect "a CSR of a suite no issuing CA serves is refused (rc $rc)" grep -q "invalid_argument" "$W/p384.out"
+after=$(count_certs GW-0001)
+expect "and nothing was stored for the refused requests ($before, $after)" test "$before" = "$after"
 rc=0; "${F[@]}" ca issue --device GW-9999 --csr "$W/dev1.csr" >"$W/nodev.out" 2>&1 || rc=$?
 expect "an unregistered device gets nothing" grep -q "not_found: no device with serial 'GW-9999'" "$W/nodev.out"
 expect "the server is still up" curl -sf "$URL/healthz" -o /dev/null

@@ -48,7 +48,8 @@ out=$("$CLI" --data "$DATA" devices counts)
 expect "counts per state" python3 -c 'import json,sys;c=json.load(sys.stdin);assert c=={"manufactured":2,"provisioned":1},c' <<<"$out"
 
 PORT=$(free_port)
-"$SERVER" --data "$DATA" --listen "127.0.0.1:$PORT" >"$W/server.log" 2>&1 &
+HPORT=$(free_port)
+"$SERVER" --data "$DATA" --listen "127.0.0.1:$PORT" --https-listen "127.0.0.1:$HPORT" >"$W/server.log" 2>&1 &
 PID=$!; PIDS+=("$PID")
 wait_for_log "$W/server.log" "msg=listening"
 expect "the server opens the same registry" grep -q "msg=\"registry ready\" database=sqlite:$DATA/fleetid.db devices=3" "$W/server.log"

@@ -7,7 +7,8 @@ source "$(dirname "$0")/lib.sh"
 
 DATA=$W/var
 PORT=$(free_port)
-"$SERVER" --data "$DATA" --listen "127.0.0.1:$PORT" >"$W/run1.log" 2>&1 &
+HPORT=$(free_port)
+"$SERVER" --data "$DATA" --listen "127.0.0.1:$PORT" --https-listen "127.0.0.1:$HPORT" >"$W/run1.log" 2>&1 &
 PID=$!; PIDS+=("$PID")
 wait_for_log "$W/run1.log" "msg=listening"
 
@@ -19,6 +20,18 @@ expect "/healthz answers ok" test "$(echo "$body" | python3 -c 'import json,sys;
 code=$(curl -s -o "$W/404.json" -w '%{http_code}' --max-time 5 "http://127.0.0.1:$PORT/nope")
 expect "unknown path is a 404 with a JSON body" test "$code" = 404
 expect "404 body is JSON with an error code" python3 -c "import json;assert json.load(open('$W/404.json'))['error']"
+
+# The HTTPS front: its certificate is issued by the authority's own hierarchy for localhost.
+expect "first start says where HTTPS listens" grep -q "https=https://127.0.0.1:$HPORT" "$W/run1.log"
+curl -sf "http://127.0.0.1:$PORT/ca/root.crt" | openssl x509 -inform DER -out "$W/root.pem"
+body=$(curl -sS --max-time 5 --cacert "$W/root.pem" "https://localhost:$HPORT/healthz")
+expect "/healthz over HTTPS verifies against the fleet root ($body)" grep -q '"status":"ok"' <<<"$body"
+out=$(openssl s_client -connect "127.0.0.1:$HPORT" -servername localhost -CAfile "$W/root.pem" -verify_return_error </dev/null 2>&1 || true)
+expect "openssl s_client: chain verifies" grep -q "Verify return code: 0 (ok)" <<<"$out"
+expect "openssl s_client: TLS 1.2 or newer" grep -Eq "TLSv1\.[23]" <<<"$out"
+rc=0; curl -s --max-time 5 -o /dev/null "https://localhost:$HPORT/healthz" || rc=$?
+expect "a client that does not trust the fleet root refuses the server (curl rc $rc)" test "$rc" = 60
+serial1=$(grep -o 'msg="https certificate" serial=[0-9a-f]*' "$W/run1.log" | cut -d= -f3)
 
 expect "data directory is private (0700)" test "$(stat -c %a "$DATA")" = 700
 expect "custody directory is private (0700)" test "$(stat -c %a "$DATA/custody")" = 700
@@ -32,10 +45,12 @@ wait_exit "$PID" 15
 expect "SIGTERM stops the server with status 0 (got $RC)" test "$RC" = 0
 expect "the server said it stopped" grep -q "msg=stopped" "$W/run1.log"
 
-"$SERVER" --data "$DATA" --listen "127.0.0.1:$PORT" >"$W/run2.log" 2>&1 &
+"$SERVER" --data "$DATA" --listen "127.0.0.1:$PORT" --https-listen "127.0.0.1:$HPORT" >"$W/run2.log" 2>&1 &
 PID=$!; PIDS+=("$PID")
 wait_for_log "$W/run2.log" "msg=listening"
 expect "second start reuses the token store" grep -q "created=false" "$W/run2.log"
+serial2=$(grep -o 'msg="https certificate" serial=[0-9a-f]*' "$W/run2.log" | cut -d= -f3)
+expect "second start reuses the HTTPS certificate ($serial1)" test -n "$serial1" -a "$serial1" = "$serial2"
 kill -INT "$PID"
 wait_exit "$PID" 15
 expect "SIGINT stops the server with status 0 (got $RC)" test "$RC" = 0
@@ -48,7 +63,7 @@ done
 python3 -c "import socket,time;s=socket.socket();s.bind(('127.0.0.1',$PORT));s.listen();time.sleep(30)" &
 HOLDER=$!; PIDS+=("$HOLDER")
 sleep 0.3
-rc=0; "$SERVER" --data "$DATA" --listen "127.0.0.1:$PORT" >"$W/busy.log" 2>&1 || rc=$?
+rc=0; "$SERVER" --data "$DATA" --listen "127.0.0.1:$PORT" --https-listen "127.0.0.1:$HPORT" >"$W/busy.log" 2>&1 || rc=$?
 expect "a busy port exits 1 (got $rc)" test "$rc" = 1
 expect "a busy port is reported as unavailable" grep -q "unavailable" "$W/busy.log"
 kill "$HOLDER" 2>/dev/null || true
