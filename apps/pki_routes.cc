@@ -1,10 +1,8 @@
 #include "apps/pki_routes.h"
 
-#include <fmt/chrono.h>
 #include <openssl/evp.h>
 
 #include <charconv>
-#include <ctime>
 
 #include "crypto/crypto.h"
 
@@ -14,23 +12,16 @@ namespace {
 using server::HttpRequest;
 using server::HttpResponse;
 
-std::string HttpDate(TimePoint t) {
-  const std::time_t tt = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  return fmt::format("{:%a, %d %b %Y %H:%M:%S} GMT", tm);
-}
-
 // RFC 5019 §6.2: caching headers derived from the response's own validity.
 void AddCaching(HttpResponse& r, TimePoint now, TimePoint this_update, TimePoint next_update,
-                std::span<const std::uint8_t> body) {
+                const std::string& etag) {
   const auto max_age = std::max<std::int64_t>(
       0, std::chrono::duration_cast<std::chrono::seconds>(next_update - now).count());
   r.headers.emplace_back("Cache-Control",
                          fmt::format("max-age={}, public, no-transform, must-revalidate", max_age));
-  r.headers.emplace_back("Last-Modified", HttpDate(this_update));
-  r.headers.emplace_back("Expires", HttpDate(next_update));
-  r.headers.emplace_back("ETag", "\"" + crypto::Hex(crypto::Sha256(body)).substr(0, 32) + "\"");
+  r.headers.emplace_back("Last-Modified", server::HttpDate(this_update));
+  r.headers.emplace_back("Expires", server::HttpDate(next_update));
+  r.headers.emplace_back("ETag", etag);
 }
 
 HttpResponse Binary(std::string content_type, std::span<const std::uint8_t> body) {
@@ -44,7 +35,7 @@ HttpResponse Binary(std::string content_type, std::span<const std::uint8_t> body
 HttpResponse OcspResponse(const pki::OcspAnswer& answer, const Clock& clock) {
   HttpResponse r = Binary("application/ocsp-response", answer.der);
   if (answer.cacheable) {
-    AddCaching(r, clock.Now(), answer.this_update, answer.next_update, answer.der);
+    AddCaching(r, clock.Now(), answer.this_update, answer.next_update, answer.etag);
   } else {
     r.headers.emplace_back("Cache-Control", "no-store");
   }
@@ -120,7 +111,7 @@ void AddPkiRoutes(server::Router& router, pki::Authority& authority, const Clock
     auto crl = authority.Crl(issuer, partition, delta);
     if (!crl) return HttpResponse::FromError(crl.error());
     HttpResponse r = Binary("application/pkix-crl", crl->der);
-    AddCaching(r, clock.Now(), crl->this_update, crl->next_update, crl->der);
+    AddCaching(r, clock.Now(), crl->this_update, crl->next_update, crl->etag);
     return r;
   });
   // GET /ca/{name}.crt: AIA caIssuers.

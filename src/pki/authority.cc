@@ -255,6 +255,12 @@ X509NamePtr Name(std::string_view common_name, std::string_view organization) {
   return name;
 }
 
+std::string EntityTag(std::span<const std::uint8_t> der) {
+  unsigned char digest[SHA_DIGEST_LENGTH];
+  SHA1(der.data(), der.size(), digest);
+  return "\"" + crypto::Hex(digest) + "\"";
+}
+
 std::string SerialHex(const ASN1_INTEGER* serial) {
   crypto::BignumPtr bn(ASN1_INTEGER_to_BN(serial, nullptr));
   if (!bn || BN_is_negative(bn.get())) return {};
@@ -990,6 +996,7 @@ OcspAnswer Authority::Ocsp(std::span<const std::uint8_t> request_der) {
   OcspResponsePtr response(OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, basic.get()));
   OcspAnswer answer;
   answer.der = ResponseDer(response.get());
+  answer.etag = EntityTag(answer.der);
   answer.cacheable = cacheable;
   answer.this_update = this_update;
   answer.next_update = next_update;
@@ -1355,6 +1362,7 @@ Result<CrlAnswer> Authority::BuildCrl(Ca& ca, std::int64_t partition, const CrlE
   FLEETID_TRY(der, SignWithEntries(crl.get(), entries, ca.key.get(), ca.md));
   CrlAnswer answer;
   answer.der = std::move(der);
+  answer.etag = EntityTag(answer.der);
   answer.this_update = this_update;
   answer.next_update = next_update;
   answer.number = number;

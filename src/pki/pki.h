@@ -91,6 +91,7 @@ struct OcspAnswer {
   bool cacheable = false;  // a successful, nonce-less answer
   TimePoint this_update;
   TimePoint next_update;
+  std::string etag;  // quoted hex SHA-1 of |der|, the entity tag RFC 5019 §6.2 recommends
 };
 
 struct CrlAnswer {
@@ -99,6 +100,7 @@ struct CrlAnswer {
   TimePoint next_update;
   std::int64_t number = 0;  // its cRLNumber
   std::size_t entries = 0;
+  std::string etag;  // quoted hex SHA-1 of |der|
 };
 
 // Authority is thread-safe.

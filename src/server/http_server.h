@@ -77,6 +77,11 @@ struct HttpResponse {
   static HttpResponse FromError(const fleetid::Error& error);
 };
 
+// HttpDate formats |t| as an IMF-fixdate (RFC 9110 §5.6.7), e.g. "Sun, 06 Nov 1994 08:49:37 GMT";
+// CurrentHttpDate is now's, formatted at most once a second per thread.
+std::string HttpDate(std::chrono::system_clock::time_point t);
+std::string_view CurrentHttpDate();
+
 // Handler answers one request. It runs on a server thread and may run concurrently with itself
 // (up to HttpServerOptions::threads at once), so it must be thread-safe. An exception escaping it
 // is logged and answered with a 500 that does not contain the exception text.

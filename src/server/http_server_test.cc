@@ -925,3 +925,18 @@ TEST(HttpServerDeathTest, StopFromInsideAHandlerAbortsInsteadOfDeadlocking) {
 
 }  // namespace
 }  // namespace fleetid::server
+
+namespace fleetid::server {
+namespace {
+
+TEST(HttpDateTest, FormatsImfFixdate) {
+  // RFC 9110 §5.6.7's own example, and a leap day.
+  EXPECT_EQ(HttpDate(std::chrono::system_clock::from_time_t(784111777)),
+            "Sun, 06 Nov 1994 08:49:37 GMT");
+  EXPECT_EQ(HttpDate(std::chrono::system_clock::from_time_t(1709164800)),
+            "Thu, 29 Feb 2024 00:00:00 GMT");
+  EXPECT_EQ(CurrentHttpDate().size(), 29u);
+}
+
+}  // namespace
+}  // namespace fleetid::server
