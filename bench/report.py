@@ -109,3 +109,60 @@ if pki_file.exists():
     if "crl_build" in figs:
         f = figs["crl_build"]
         print(f"  {'crl_build':<26} {f['count']:>10,.0f} entries in {f['seconds']:.2f} s, {f['crl_bytes']:,} bytes, peak RSS +{f['peak_rss_growth_mb']} MB")
+
+http_file = out / "http.jsonl"
+if http_file.exists():
+    http = {}
+    for line in http_file.read_text().splitlines():
+        if line.startswith("{"):
+            r = json.loads(line)
+            http[(r["server"], r["figure"])] = r
+    pki_figs = figs if pki_file.exists() else {}
+
+    def rate(server, figure):
+        f = http.get((server, figure))
+        return f["requests_per_second"] if f else None
+
+    def verdict(met):
+        return "met" if met else "MISSED"
+
+    def ratio_line(label, value, base, target, detail=""):
+        if value and base:
+            r = value / base
+            print(f"  {label:<40} {r:>7.2f}x  (target >= {target}x: {verdict(r >= target)}){detail}")
+        else:
+            print(f"  {label:<40} {'n/a':>8}")
+
+    print()
+    run = next(iter(http.values()), None)
+    if run:
+        print(f"HTTP (wrk on 127.0.0.1, {run['threads']} threads x {run['connections']} keep-alive "
+              f"connections, {run['seconds']:.0f} s per figure)")
+    print(f"{'server':<13} {'figure':<34} {'req/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'bytes':>6}")
+    for server, figure, label in (
+        ("fleetid", "ocsp_post", "OCSP POST, cached answer"),
+        ("fleetid", "ocsp_get", "OCSP GET /ocsp/{base64}, cached"),
+        ("nginx", "static_get", "static file of the same size"),
+        ("openssl-ocsp", "ocsp_post", "OCSP POST, signs every answer"),
+        ("cfssl", "sign", "/api/v1/cfssl/sign"),
+    ):
+        f = http.get((server, figure))
+        if f:
+            print(f"{server:<13} {label:<34} {f['requests_per_second']:>10,.0f} {f['p50_ms']:>7.2f} "
+                  f"{f['p99_ms']:>7.2f} {f['bytes']:>6}")
+    print()
+    ratio_line("fleetid OCSP POST / nginx static file", rate("fleetid", "ocsp_post"), rate("nginx", "static_get"), 0.7)
+    ratio_line("fleetid OCSP GET / nginx static file", rate("fleetid", "ocsp_get"), rate("nginx", "static_get"), 0.7)
+    ratio_line("fleetid OCSP POST / openssl ocsp", rate("fleetid", "ocsp_post"), rate("openssl-ocsp", "ocsp_post"), 5)
+    post = http.get(("fleetid", "ocsp_post"))
+    if post:
+        label = f"fleetid OCSP POST p99, {post['connections']} connections"
+        print(f"  {label:<40} {post['p99_ms']:>5.2f} ms  (target < 5 ms: {verdict(post['p99_ms'] < 5)})")
+    issue = pki_figs.get("issue_threads_2", {}).get("per_second")
+    cfssl = rate("cfssl", "sign")
+    detail = f"  {issue:,.0f}/s vs {cfssl:,.0f}/s" if issue and cfssl else ""
+    ratio_line("issuance: issue_threads_2 / cfssl sign", issue, cfssl, 1.0, detail)
+    print()
+    print("fleetid's issuance figure is pki_bench's, in process (CSR in, certificate out, key in the")
+    print("token, record committed to SQLite); cfssl's is over HTTP, key in memory, no database.")
+    print("openssl ocsp answers in HTTP/1.0 and closes every connection, so wrk reconnects for each request.")

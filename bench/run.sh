@@ -28,4 +28,7 @@ rm -f "$OUT"/registry.db*
 echo "== CA: issuance, cached OCSP and a large CRL, in process"
 build/release/bench/pki_bench "${BENCH_CRL_ENTRIES:-1000000}" 2>/dev/null >"$OUT/pki.jsonl"
 
+echo "== HTTP: cached OCSP vs nginx and openssl ocsp, cfssl sign (wrk, ${BENCH_HTTP_SECONDS:-10}s each)"
+bench/http_bench.sh
+
 python3 bench/report.py "$OUT"

@@ -3,7 +3,7 @@
 # apt is touched only when something is missing, so a second call costs a few dpkg queries.
 #
 #   scripts/bootstrap.sh            build + test + run dependencies
-#   scripts/bootstrap.sh bench      also the benchmark peers (nginx, wrk, ...)
+#   scripts/bootstrap.sh bench      also the benchmark peers (nginx, wrk, cfssl)
 set -euo pipefail
 
 packages=(
@@ -24,7 +24,7 @@ packages=(
 )
 
 if [[ "${1:-}" == "bench" ]]; then
-  packages+=(nginx-light wrk)
+  packages+=(nginx-light wrk golang-cfssl)
 fi
 
 missing=()
