@@ -14,6 +14,8 @@
 #include <openssl/pem.h>
 
 #include "apps/options.h"
+#include "audit/export.h"
+#include "audit/log.h"
 #include "crypto/crypto.h"
 #include "crypto/keys.h"
 #include "custody/store.h"
@@ -141,6 +143,39 @@ Result<std::string> ReadAll(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+// VerifyAuditExport checks an export offline: it needs the export, the audit public key and,
+// optionally, a head saved earlier; no data directory, token or database. Exit 0 when everything
+// verifies, 1 with every problem named otherwise.
+int VerifyAuditExport(const std::string& in_path, const std::string& key_path,
+                      const std::string& saved_path) {
+  std::ifstream in(in_path, std::ios::binary);
+  if (!in) return Fail(Error(ErrorCode::kNotFound, "cannot read " + in_path));
+  auto exported = audit::ReadExport(in);
+  if (!exported) return Fail(exported.error().Wrap(in_path));
+  auto key_text = ReadAll(key_path);
+  if (!key_text) return Fail(key_text.error());
+  crypto::BioPtr bio(BIO_new_mem_buf(key_text->data(), static_cast<int>(key_text->size())));
+  crypto::EvpPkeyPtr key(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr));
+  if (!key) return Fail(Error(ErrorCode::kInvalidArgument, key_path + " is not a PEM public key"));
+  std::optional<audit::TreeHead> saved;
+  if (!saved_path.empty()) {
+    auto text = ReadAll(saved_path);
+    if (!text) return Fail(text.error());
+    auto head = audit::ParseHeadJson(*text);
+    if (!head) return Fail(head.error().Wrap(saved_path));
+    saved = *head;
+  }
+  const audit::VerifyReport report = audit::VerifyExport(*exported, key.get(), saved);
+  std::cout << Json{{"ok", report.ok()},
+                    {"entries", report.entries},
+                    {"heads_verified", report.heads_verified},
+                    {"problems", report.problems}}
+                   .dump(2)
+            << "\n";
+  return report.ok() ? 0 : 1;
+}
+
+
 int Run(int argc, char** argv) {
   CLI::App app{"fleetid: operate a fleetid device identity authority"};
   app.require_subcommand(1);
@@ -220,11 +255,87 @@ int Run(int argc, char** argv) {
   for (auto* sub : {ca_status, ca_revoke, ca_hold, ca_release}) {
     sub->add_option("serial", cert_serial, "certificate serial (hex)")->required();
   }
+  for (auto* sub : {ca_issue, ca_revoke, ca_hold, ca_release}) {
+    sub->add_option("--operator", operator_name, "who is acting (recorded in the audit log)");
+  }
+
+  auto* audit_cmd = app.add_subcommand("audit", "the tamper-evident audit log")->require_subcommand(1);
+  auto* audit_head = audit_cmd->add_subcommand(
+      "head", "add the entries appended so far to the tree and print a signed tree head");
+  auto* audit_key = audit_cmd->add_subcommand("key", "print the audit public key (PEM)");
+  auto* audit_export = audit_cmd->add_subcommand("export", "write every entry and signed head");
+  std::string audit_out;
+  audit_export->add_option("--out", audit_out, "the export file (JSON Lines)")->required();
+  auto* audit_verify = audit_cmd->add_subcommand(
+      "verify", "verify an export offline with the audit public key; needs no data directory");
+  std::string audit_in;
+  std::string audit_key_path;
+  std::string saved_head_path;
+  audit_verify->add_option("--in", audit_in, "the export file")->required();
+  audit_verify->add_option("--key", audit_key_path, "the audit public key (PEM)")->required();
+  audit_verify->add_option("--saved-head", saved_head_path,
+                           "a tree head kept from earlier (`fleetid audit head` output)");
+  auto* audit_proof = audit_cmd->add_subcommand("proof", "an entry's inclusion proof");
+  std::uint64_t proof_seq = 0;
+  std::uint64_t proof_size = 0;
+  audit_proof->add_option("--seq", proof_seq, "the entry")->required();
+  audit_proof->add_option("--size", proof_size, "the tree size (default: the latest head's)");
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  }
+
+  if (audit_verify->parsed()) return VerifyAuditExport(audit_in, audit_key_path, saved_head_path);
+  if (audit_cmd->parsed()) {
+    auto config = apps::ResolveConfig(flags);
+    if (!config) return Fail(config.error());
+    auto dir = apps::PrepareDataDir(*config);
+    if (!dir) return Fail(dir.error());
+    config->data_dir = *dir;
+    auto opened = custody::OpenCustody(config->custody, config->data_dir, crypto::OpenSslRng::Instance());
+    if (!opened) return Fail(opened.error());
+    auto db = store::Database::Open(config->DatabaseUrl(), 2);
+    if (!db) return Fail(db.error());
+    if (auto migrated = audit::Log::Migrate(**db); !migrated) return Fail(migrated.error());
+    auto signer = audit::AuditSigner(*opened->token, crypto::OpenSslRng::Instance());
+    if (!signer) return Fail(signer.error());
+    if (audit_key->parsed()) {
+      auto pem = crypto::PublicKeyPem((*signer)->public_key());
+      if (!pem) return Fail(pem.error());
+      std::cout << *pem;
+      return 0;
+    }
+    audit::Log log(**db, *signer, SystemClock::Instance());
+    if (audit_head->parsed()) {
+      auto head = log.SignHead();
+      if (!head) return Fail(head.error());
+      std::cout << audit::HeadJson(*head) << "\n";
+      return 0;
+    }
+    if (audit_export->parsed()) {
+      std::ofstream out(audit_out, std::ios::binary | std::ios::trunc);
+      if (!out) return Fail(Error(ErrorCode::kInvalidArgument, "cannot write " + audit_out));
+      auto written = audit::WriteExport(log, out);
+      if (!written) return Fail(written.error());
+      std::cerr << Json{{"entries", *written}, {"file", audit_out}}.dump() << "\n";
+      return 0;
+    }
+    if (audit_proof->parsed()) {
+      if (proof_size == 0) {
+        auto head = log.LatestHead();
+        if (!head) return Fail(head.error());
+        proof_size = head->size;
+      }
+      auto proof = log.InclusionProof(proof_seq, proof_size);
+      if (!proof) return Fail(proof.error());
+      Json path = Json::array();
+      for (const audit::Hash& h : *proof) path.push_back(audit::HashHex(h));
+      std::cout << Json{{"seq", proof_seq}, {"size", proof_size}, {"path", path}}.dump(2) << "\n";
+      return 0;
+    }
+    return 0;
   }
 
   if (ca->parsed()) {
@@ -266,7 +377,8 @@ int Run(int argc, char** argv) {
       if (!text) return Fail(text.error());
       auto der = CsrDer(*text);
       if (!der) return Fail(der.error());
-      auto issued = (*authority)->Issue(*der, {device->serial, device->tenant}, crypto::SuitePolicy());
+      auto issued = (*authority)->Issue(*der, {device->serial, device->tenant}, crypto::SuitePolicy(),
+                                        "operator:" + operator_name);
       if (!issued) return Fail(issued.error());
       const std::string pem = CertPem(issued->der);
       if (out_path_cert.empty()) {
@@ -278,12 +390,15 @@ int Run(int argc, char** argv) {
       return 0;
     }
     if (ca_status->parsed()) return print((*authority)->Get(cert_serial));
-    if (ca_hold->parsed()) return print((*authority)->Revoke(cert_serial, pki::Reason::kCertificateHold));
-    if (ca_release->parsed()) return print((*authority)->Release(cert_serial));
+    const std::string actor = "operator:" + operator_name;
+    if (ca_hold->parsed()) {
+      return print((*authority)->Revoke(cert_serial, pki::Reason::kCertificateHold, actor));
+    }
+    if (ca_release->parsed()) return print((*authority)->Release(cert_serial, actor));
     if (ca_revoke->parsed()) {
       auto why = pki::ParseReason(reason_name);
       if (!why) return Fail(why.error());
-      return print((*authority)->Revoke(cert_serial, *why));
+      return print((*authority)->Revoke(cert_serial, *why, actor));
     }
     return 0;
   }

@@ -12,6 +12,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "apps/audit_routes.h"
 #include "apps/options.h"
 #include "common/log.h"
 #include "crypto/crypto.h"
@@ -19,6 +20,7 @@
 #include "custody/provider.h"
 #include "custody/store.h"
 #include "apps/pki_routes.h"
+#include "audit/log.h"
 #include "pki/pki.h"
 #include "registry/registry.h"
 #include "store/store.h"
@@ -35,6 +37,7 @@ int Fail(const Error& error) {
 }
 
 constexpr std::string_view kTlsKeyLabel = "fleetid-server-tls";
+constexpr int kAuditHeadSeconds = 5;  // how often the audit log's head is signed
 
 nlohmann::json ClientIdentity(pki::Authority& authority, std::span<const std::uint8_t> leaf_der) {
   const unsigned char* p = leaf_der.data();
@@ -173,8 +176,21 @@ int Run(int argc, char** argv) {
   log::Info("certificate authority ready",
             {{"public_url", ca_options.base_url}, {"cas", fmt::format("{}", fmt::join((*authority)->CaNames(), ","))}});
 
+  // The audit log: every registry transition, issuance and revocation appends to it in its own
+  // transaction; the server integrates and signs tree heads on a cadence.
+  auto audit_signer = audit::AuditSigner(*custody->token, crypto::OpenSslRng::Instance());
+  if (!audit_signer) return Fail(audit_signer.error());
+  auto audit_pem = crypto::PublicKeyPem((*audit_signer)->public_key());
+  if (!audit_pem) return Fail(audit_pem.error());
+  audit::Log audit_log(**db, *audit_signer, SystemClock::Instance());
+  auto first_head = audit_log.SignHead();
+  if (!first_head) return Fail(first_head.error());
+  log::Info("audit log ready", {{"size", first_head->size},
+                                {"root", audit::HashHex(first_head->root)}});
+
   server::Router router;
   apps::AddPkiRoutes(router, **authority, SystemClock::Instance());
+  apps::AddAuditRoutes(router, audit_log, *audit_pem);
   // Over HTTPS with a client certificate, /healthz also says who the client is and the status
   // of its certificate: the handshake verified the chain, the authority knows the revocation.
   router.Add("GET", "/healthz", [&authority](const server::HttpRequest& req) {
@@ -207,16 +223,21 @@ int Run(int argc, char** argv) {
                              : std::string("off")},
              {"threads", config->threads}});
 
-  // CRLs that relying parties fetch are rebuilt in the background when due, so a fetch rarely
-  // waits for a build.
-  std::jthread crl_refresher([&authority](std::stop_token stop) {
+  // In the background: CRLs that relying parties fetch are rebuilt when due (so a fetch rarely
+  // waits for a build), and the audit log is integrated and its head signed every few seconds.
+  std::jthread crl_refresher([&authority, &audit_log](const std::stop_token& stop) {
     std::mutex mu;
     std::condition_variable_any wake;
     std::unique_lock lock(mu);
-    for (;;) {
+    for (int tick = 1;; ++tick) {
       wake.wait_for(lock, stop, std::chrono::seconds(1), [] { return false; });
       if (stop.stop_requested()) return;
       (*authority)->RefreshCrls();
+      if (tick % kAuditHeadSeconds == 0) {
+        if (auto head = audit_log.SignHead(); !head) {
+          log::Warn("audit: signing a tree head failed", {{"error", head.error().ToString()}});
+        }
+      }
     }
   });
 

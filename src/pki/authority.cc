@@ -13,6 +13,7 @@
 #include "crypto/csr.h"
 #include "crypto/keys.h"
 #include "custody/provider.h"
+#include "audit/log.h"
 #include "common/log.h"
 #include "pki/pki.h"
 
@@ -365,6 +366,8 @@ Authority::Authority(std::shared_ptr<custody::Token> token, store::Database& db,
 Authority::~Authority() = default;
 
 Result<void> Authority::Migrate(store::Database& db) {
+  // Every issuance and status change appends to the audit log in its own transaction.
+  FLEETID_CHECK_OK(audit::Log::Migrate(db));
   static const std::string pg = PostgresSchema();
   static const std::string pg2 = PostgresDdl(kChangeTimes);
   const store::Migration migrations[] = {{1, "ca, certificates, crl numbers", kSchema, pg},
@@ -610,7 +613,8 @@ std::string Authority::CrlUrl(std::string_view issuer, std::int64_t partition, b
 
 Result<CertificateRecord> Authority::SignAndRecord(CertSpec& spec, Ca& issuing,
                                                    std::string_view subject_id,
-                                                   const Suite& suite, std::int64_t partition) {
+                                                   const Suite& suite, std::int64_t partition,
+                                                   const AuditContext& audit) {
   for (int attempt = 0;; ++attempt) {
     FLEETID_TRY(serial, rng_.Bytes(16));
     serial[0] = static_cast<std::uint8_t>((serial[0] & 0x7f) | 0x01);  // positive, 16 bytes
@@ -636,6 +640,17 @@ Result<CertificateRecord> Authority::SignAndRecord(CertSpec& spec, Ca& issuing,
     // The serial is unique by the table's primary key; a collision of 127 random bits draws again.
     if (!inserted && inserted.error().code() == ErrorCode::kConflict && attempt < 3) continue;
     if (!inserted) return MakeError(inserted.error());
+    FLEETID_TRY(seq, audit::Log::Append(
+                         *tx,
+                         {std::string(audit.actor), "pki.issue", record.serial, nullptr,
+                          {{"device", record.device},
+                           {"issuer", record.issuer},
+                           {"suite", record.suite},
+                           {"not_after", ToUnix(record.not_after)},
+                           {"status", "good"}},
+                          "", "", audit.evidence_digest},
+                         clock_));
+    static_cast<void>(seq);
     FLEETID_CHECK_OK(tx->Commit());
     // The first OCSP query signs and caches the answer; signing two CertID forms here would
     // triple the token signatures of every issuance.
@@ -645,7 +660,8 @@ Result<CertificateRecord> Authority::SignAndRecord(CertSpec& spec, Ca& issuing,
 
 Result<CertificateRecord> Authority::Issue(std::span<const std::uint8_t> csr_der,
                                            const DeviceIdentity& device,
-                                           const crypto::SuitePolicy& policy) {
+                                           const crypto::SuitePolicy& policy,
+                                           std::string_view actor) {
   if (device.serial.empty()) return MakeError(ErrorCode::kInvalidArgument, "no device serial");
   FLEETID_TRY(csr, crypto::VerifyCsr(csr_der));
   FLEETID_TRY(suite, crypto::SuiteOfPublicKey(csr.key.get()));
@@ -664,7 +680,8 @@ Result<CertificateRecord> Authority::Issue(std::span<const std::uint8_t> csr_der
   spec.extensions.push_back(cdp);
   spec.authority_key_id = issuing->authority_key_id.get();
   spec.subject_alt_names = {{GEN_URI, DeviceUri(device.serial)}};
-  return SignAndRecord(spec, *issuing, device.serial, *suite, partition);
+  const std::string evidence = crypto::Hex(crypto::Sha256(csr_der));
+  return SignAndRecord(spec, *issuing, device.serial, *suite, partition, {actor, evidence});
 }
 
 Result<CertificateRecord> Authority::ServerCertificate(std::span<const std::uint8_t> spki,
@@ -733,7 +750,8 @@ Result<CertificateRecord> Authority::IssueServer(std::span<const std::uint8_t> s
     ERR_clear_error();
     spec.subject_alt_names.emplace_back(ip ? GEN_IPADD : GEN_DNS, name);
   }
-  return SignAndRecord(spec, *issuing, "server:" + names.front(), *suite, partition);
+  return SignAndRecord(spec, *issuing, "server:" + names.front(), *suite, partition,
+                       {"system:fleetid-server", ""});
 }
 
 namespace {
@@ -758,19 +776,21 @@ Result<CertificateRecord> Authority::Get(std::string_view serial) {
   return DecodeRecord(rows.front());
 }
 
-Result<CertificateRecord> Authority::Revoke(std::string_view serial, Reason reason) {
+Result<CertificateRecord> Authority::Revoke(std::string_view serial, Reason reason,
+                                            std::string_view actor) {
   if (reason == Reason::kRemoveFromCrl) {
     return MakeError(ErrorCode::kInvalidArgument, "removeFromCRL is not a revocation reason");
   }
-  return ChangeStatus(serial, reason);
+  return ChangeStatus(serial, reason, actor);
 }
 
-Result<CertificateRecord> Authority::Release(std::string_view serial) {
-  return ChangeStatus(serial, std::nullopt);
+Result<CertificateRecord> Authority::Release(std::string_view serial, std::string_view actor) {
+  return ChangeStatus(serial, std::nullopt, actor);
 }
 
 Result<CertificateRecord> Authority::ChangeStatus(std::string_view serial,
-                                                  std::optional<Reason> reason) {
+                                                  std::optional<Reason> reason,
+                                                  std::string_view actor) {
   FLEETID_TRY(current, Get(serial));
   const TimePoint now = clock_.Now();
   if (reason) {
@@ -809,6 +829,18 @@ Result<CertificateRecord> Authority::ChangeStatus(std::string_view serial,
   // Other processes and nodes serving OCSP for this database pick the change up from here.
   FLEETID_CHECK_OK(tx->Exec("INSERT INTO certificate_changes (serial, changed_at) VALUES (?, ?)",
                             {std::string(serial), ToUnix(now)}));
+  auto state = [](const CertificateRecord& r) {
+    nlohmann::json out{{"status", StatusName(r.status)}};
+    if (r.reason) out["reason"] = ReasonName(*r.reason);
+    return out;
+  };
+  FLEETID_TRY(seq, audit::Log::Append(
+                       *tx,
+                       {std::string(actor), reason ? "pki.revoke" : "pki.release",
+                        std::string(serial), state(current), state(next),
+                        reason ? std::string(ReasonName(*reason)) : "", "", ""},
+                       clock_));
+  static_cast<void>(seq);
   FLEETID_CHECK_OK(tx->Commit());
   crl_cache_->MarkDirty(next.issuer, next.partition);
   RefreshOcsp(next);

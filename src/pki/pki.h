@@ -116,10 +116,12 @@ class Authority {
   [[nodiscard]] static Result<void> Migrate(store::Database& db);
 
   // Issue verifies |csr_der| (signature, key suite allowed by |policy|) and issues a certificate
-  // for |device| from the issuing CA of the key's suite. Returns the record, DER included.
+  // for |device| from the issuing CA of the key's suite. Returns the record, DER included. The
+  // record and its audit entry (|actor|, the CSR's SHA-256 as evidence) commit together.
   [[nodiscard]] Result<CertificateRecord> Issue(std::span<const std::uint8_t> csr_der,
                                                 const DeviceIdentity& device,
-                                                const crypto::SuitePolicy& policy);
+                                                const crypto::SuitePolicy& policy,
+                                                std::string_view actor = "system");
 
   // IssueServer issues a TLS server certificate (EKU serverAuth) for the key |spki| (DER
   // SubjectPublicKeyInfo, typically a token key), naming |names| (DNS names or IP addresses) in
@@ -134,8 +136,11 @@ class Authority {
 
   // Revoke marks |serial| revoked with |reason| (kCertificateHold puts it on hold); Release lifts
   // a hold. The OCSP cache holds the new answer before either returns.
-  [[nodiscard]] Result<CertificateRecord> Revoke(std::string_view serial, Reason reason);
-  [[nodiscard]] Result<CertificateRecord> Release(std::string_view serial);
+  // Each change commits with its audit entry, naming |actor|.
+  [[nodiscard]] Result<CertificateRecord> Revoke(std::string_view serial, Reason reason,
+                                                 std::string_view actor = "system");
+  [[nodiscard]] Result<CertificateRecord> Release(std::string_view serial,
+                                                  std::string_view actor = "system");
   [[nodiscard]] Result<CertificateRecord> Get(std::string_view serial);
 
   // Ocsp answers a DER OCSPRequest. It never fails: garbage gets malformedRequest, a CertID of an
@@ -168,12 +173,18 @@ class Authority {
   [[nodiscard]] Result<Ca*> IssuingCa(const crypto::Suite& suite);
   [[nodiscard]] Result<const X509_EXTENSION*> DistributionPoint(Ca& ca, std::int64_t partition);
   std::string CrlUrl(std::string_view issuer, std::int64_t partition, bool delta) const;
+  struct AuditContext {
+    std::string_view actor;
+    std::string evidence_digest;
+  };
   [[nodiscard]] Result<CertificateRecord> SignAndRecord(CertSpec& spec, Ca& issuing,
                                                         std::string_view subject_id,
                                                         const crypto::Suite& suite,
-                                                        std::int64_t partition);
+                                                        std::int64_t partition,
+                                                        const AuditContext& audit);
   [[nodiscard]] Result<CertificateRecord> ChangeStatus(std::string_view serial,
-                                                       std::optional<Reason> reason);
+                                                       std::optional<Reason> reason,
+                                                       std::string_view actor);
   void RefreshOcsp(const CertificateRecord& record);
   struct CrlCache;
   struct CrlEntry;

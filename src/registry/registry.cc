@@ -3,8 +3,18 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "audit/log.h"
+
 namespace fleetid::registry {
 namespace {
+
+// "operator:alice", "device:GW-0001", "scheduler:..." — who, as the audit log records it.
+std::string AuditActor(const Actor& actor) {
+  const char* kind = actor.kind == kDevice      ? "device"
+                     : actor.kind == kScheduler ? "scheduler"
+                                                : "operator";
+  return fmt::format("{}:{}", kind, actor.id);
+}
 
 using store::Row;
 using store::TxMode;
@@ -180,6 +190,8 @@ Registry::Registry(store::Database& db, Clock& clock, CredentialEffects* effects
     : db_(db), clock_(clock), effects_(effects), options_(std::move(options)) {}
 
 Result<void> Registry::Migrate(store::Database& db) {
+  // Every transition appends to the audit log in its own transaction.
+  FLEETID_CHECK_OK(audit::Log::Migrate(db));
   static const std::string pg = PostgresSchema();
   const store::Migration migrations[] = {{1, "devices, credentials, history", kSchemaSqlite, pg}};
   FLEETID_TRY(applied, db.Migrate("registry", migrations));
@@ -263,6 +275,17 @@ Result<ImportReport> Registry::Import(std::string_view batch_id,
   FLEETID_CHECK_OK(tx->Exec("INSERT INTO import_batches (batch_id, actor, at, devices) "
                             "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                             {std::string(batch_id), actor.id, now, report.imported}));
+  if (report.imported > 0) {
+    FLEETID_TRY(seq, audit::Log::Append(
+                         *tx,
+                         {AuditActor(actor), "registry.import", std::string(batch_id), nullptr,
+                          {{"imported", report.imported},
+                           {"already_present", report.already_present},
+                           {"state", manufactured}},
+                          "", options_.policy_version, ""},
+                         clock_));
+    static_cast<void>(seq);
+  }
   FLEETID_CHECK_OK(tx->Commit());
   return report;
 }
@@ -386,6 +409,15 @@ Result<Device> Registry::TransitionOnce(const TransitionRequest& request) {
        std::string(StateName(device.state)), std::string(StateName(next.state)),
        request.actor.id, request.reason, ToUnix(now), options_.policy_version,
        request.evidence_digest}));
+  FLEETID_TRY(seq, audit::Log::Append(
+                       *tx,
+                       {AuditActor(request.actor), "registry." + std::string(EventName(request.event)),
+                        device.serial,
+                        {{"state", StateName(device.state)}, {"version", device.version}},
+                        {{"state", StateName(next.state)}, {"version", next.version}},
+                        request.reason, options_.policy_version, request.evidence_digest},
+                       clock_));
+  static_cast<void>(seq);
   if (rule->action == CredentialAction::kRevokeCessation) {
     for (const auto& [kind, value] : {std::pair<std::string, std::string>{"serial", device.serial},
                                       {"idevid", device.idevid_fingerprint}}) {
@@ -469,10 +501,10 @@ Result<DevicePage> Registry::Query(const DeviceQuery& q) {
   }
   std::string sql = fmt::format("SELECT {} FROM devices WHERE id > ?", kDeviceColumns);
   std::vector<Value> params = {q.after};
-  auto add = [&](std::string_view clause, Value v) {
+  auto add = [&](std::string_view clause, const Value& v) {
     sql += " AND ";
     sql += clause;
-    params.push_back(std::move(v));
+    params.push_back(v);
   };
   if (q.state) add("state = ?", std::string(StateName(*q.state)));
   if (!q.tenant.empty()) add("tenant = ?", q.tenant);

@@ -948,11 +948,12 @@ class HttpServer::Impl {
   // per second than one io_context shared by every thread).
   static std::vector<std::unique_ptr<net::io_context>> MakeContexts(int threads) {
     std::vector<std::unique_ptr<net::io_context>> contexts;
+    contexts.reserve(static_cast<std::size_t>(threads));
     for (int i = 0; i < threads; ++i) contexts.push_back(std::make_unique<net::io_context>(1));
     return contexts;
   }
 
-  void RunThread(net::io_context& context) {
+  static void RunThread(net::io_context& context) {
     for (;;) {
       try {
         context.run();
