@@ -146,12 +146,17 @@ Result<std::string> ReadAll(const std::string& path) {
 // VerifyAuditExport checks an export offline: it needs the export, the audit public key and,
 // optionally, a head saved earlier; no data directory, token or database. Exit 0 when everything
 // verifies, 1 with every problem named otherwise.
-int VerifyAuditExport(const std::string& in_path, const std::string& key_path,
+int VerifyAuditExport(const std::vector<std::string>& in_paths, const std::string& key_path,
                       const std::string& saved_path) {
-  std::ifstream in(in_path, std::ios::binary);
-  if (!in) return Fail(Error(ErrorCode::kNotFound, "cannot read " + in_path));
-  auto exported = audit::ReadExport(in);
-  if (!exported) return Fail(exported.error().Wrap(in_path));
+  audit::Export exported;
+  for (const std::string& in_path : in_paths) {
+    std::ifstream in(in_path, std::ios::binary);
+    if (!in) return Fail(Error(ErrorCode::kNotFound, "cannot read " + in_path));
+    auto part = audit::ReadExport(in);
+    if (!part) return Fail(part.error().Wrap(in_path));
+    std::move(part->entries.begin(), part->entries.end(), std::back_inserter(exported.entries));
+    std::move(part->heads.begin(), part->heads.end(), std::back_inserter(exported.heads));
+  }
   auto key_text = ReadAll(key_path);
   if (!key_text) return Fail(key_text.error());
   crypto::BioPtr bio(BIO_new_mem_buf(key_text->data(), static_cast<int>(key_text->size())));
@@ -165,7 +170,7 @@ int VerifyAuditExport(const std::string& in_path, const std::string& key_path,
     if (!head) return Fail(head.error().Wrap(saved_path));
     saved = *head;
   }
-  const audit::VerifyReport report = audit::VerifyExport(*exported, key.get(), saved);
+  const audit::VerifyReport report = audit::VerifyExport(exported, key.get(), saved);
   std::cout << Json{{"ok", report.ok()},
                     {"entries", report.entries},
                     {"heads_verified", report.heads_verified},
@@ -268,10 +273,18 @@ int Run(int argc, char** argv) {
   audit_export->add_option("--out", audit_out, "the export file (JSON Lines)")->required();
   auto* audit_verify = audit_cmd->add_subcommand(
       "verify", "verify an export offline with the audit public key; needs no data directory");
-  std::string audit_in;
+  std::vector<std::string> audit_in;
   std::string audit_key_path;
   std::string saved_head_path;
-  audit_verify->add_option("--in", audit_in, "the export file")->required();
+  audit_verify->add_option("--in", audit_in,
+                           "the export file; give an archive and a later export, in order, to "
+                           "verify them as one log")
+      ->required();
+  auto* audit_archive = audit_cmd->add_subcommand(
+      "archive", "move the entries before a size to a file (proofs keep working)");
+  std::uint64_t archive_before = 0;
+  audit_archive->add_option("--before", archive_before, "archive entries 0 .. before-1")->required();
+  audit_archive->add_option("--out", audit_out, "the archive file (an export)")->required();
   audit_verify->add_option("--key", audit_key_path, "the audit public key (PEM)")->required();
   audit_verify->add_option("--saved-head", saved_head_path,
                            "a tree head kept from earlier (`fleetid audit head` output)");
@@ -320,6 +333,21 @@ int Run(int argc, char** argv) {
       auto written = audit::WriteExport(log, out);
       if (!written) return Fail(written.error());
       std::cerr << Json{{"entries", *written}, {"file", audit_out}}.dump() << "\n";
+      return 0;
+    }
+    if (audit_archive->parsed()) {
+      // The file first, complete and flushed; only then are the entries deleted.
+      {
+        std::ofstream out(audit_out, std::ios::binary | std::ios::trunc);
+        if (!out) return Fail(Error(ErrorCode::kInvalidArgument, "cannot write " + audit_out));
+        auto written = audit::WriteExport(log, out, archive_before);
+        if (!written) return Fail(written.error());
+        out.close();
+        if (!out) return Fail(Error(ErrorCode::kUnavailable, "writing " + audit_out + " failed"));
+      }
+      auto archived = log.Archive(archive_before);
+      if (!archived) return Fail(archived.error());
+      std::cerr << Json{{"archived", *archived}, {"file", audit_out}}.dump() << "\n";
       return 0;
     }
     if (audit_proof->parsed()) {

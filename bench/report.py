@@ -166,3 +166,37 @@ if http_file.exists():
     print("fleetid's issuance figure is pki_bench's, in process (CSR in, certificate out, key in the")
     print("token, record committed to SQLite); cfssl's is over HTTP, key in memory, no database.")
     print("openssl ocsp answers in HTTP/1.0 and closes every connection, so wrk reconnects for each request.")
+
+audit_file = out / "audit.jsonl"
+if audit_file.exists():
+    a = {}
+    for line in audit_file.read_text().splitlines():
+        if line.startswith("{"):
+            r = json.loads(line)
+            a[r["figure"]] = r
+    print()
+    print("Audit log (SQLite; heads signed in the token)")
+    sha = a.get("sha256_entry_sized")
+    if sha:
+        print(f"  {'SHA-256 of an entry-sized input (baseline)':<46} {sha['per_second']:>12,.0f}/s  ({sha['bytes']} bytes)")
+    for key, label in (("leaf_hash", "leaf hash (0x00 || entry)"),
+                       ("append_durable_1_per_tx", "durable appends, 1 per transaction"),
+                       ("append_durable_100_per_tx", "durable appends, 100 per transaction"),
+                       ("integrate", "entries integrated into the tree")):
+        f = a.get(key)
+        if f:
+            extra = ""
+            if key == "append_durable_100_per_tx":
+                extra = f"  (target >= 20,000/s: {'met' if f['per_second'] >= 20000 else 'MISSED'})"
+            print(f"  {label:<46} {f['per_second']:>12,.0f}/s{extra}")
+    for name, f in sorted(a.items(), key=lambda kv: kv[1].get("count", 0)):
+        if name.startswith(("inclusion_proof_at_", "consistency_proof_at_")):
+            kind, size = name.rsplit("_at_", 1)
+            ms = f["ms_per_proof"]
+            print(f"  {kind.replace('_', ' ') + ' at ' + format(int(size), ','):<46} {ms:>12.3f} ms  (target < 1 ms: {'met' if ms < 1 else 'MISSED'})")
+        elif name.startswith("grow_to_"):
+            print(f"  {'grew the log to ' + format(int(f['count']), ','):<46} {f['seconds']:>10.1f} s   ({f['per_second']:,.0f} entries/s)")
+    ex, ve = a.get("export"), a.get("verify_export")
+    if ex and ve:
+        print(f"  {'export of ' + format(int(ex['count']), ',') + ' entries':<46} {ex['seconds']:>10.2f} s   ({ex['bytes']:,} bytes)")
+        print(f"  {'offline verification of that export':<46} {ve['seconds']:>10.2f} s   ({ve['per_second']:,.0f} entries/s; SHA-256 alone would take {ve['count'] / sha['per_second']:.2f} s)" if sha else "")

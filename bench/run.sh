@@ -24,9 +24,15 @@ trap 'tests/pg/pg.sh stop "$PGDIR"' EXIT
 PGURL=$(tests/pg/pg.sh start "$PGDIR")
 build/release/bench/registry_bench "$PGURL" "$DEVICES" 2>/dev/null >>"$OUT/registry.jsonl"
 rm -f "$OUT"/registry.db*
+# Stopped now, not at exit: its autovacuum after a million rows would take a core from the rest.
+tests/pg/pg.sh stop "$PGDIR"
+trap - EXIT
 
 echo "== CA: issuance, cached OCSP and a large CRL, in process"
 build/release/bench/pki_bench "${BENCH_CRL_ENTRIES:-1000000}" 2>/dev/null >"$OUT/pki.jsonl"
+
+echo "== audit log: durable appends, tree growth, proofs at ${BENCH_AUDIT_SIZES:-1000000,10000000} entries, export verification"
+build/release/bench/audit_bench "${BENCH_AUDIT_SIZES:-1000000,10000000}" 2>/dev/null >"$OUT/audit.jsonl"
 
 echo "== HTTP: cached OCSP vs nginx and openssl ocsp, cfssl sign (wrk, ${BENCH_HTTP_SECONDS:-10}s each)"
 bench/http_bench.sh

@@ -68,14 +68,14 @@ Result<TreeHead> ParseHeadJson(std::string_view line) {
   return HeadFromJson(doc);
 }
 
-Result<std::uint64_t> WriteExport(Log& log, std::ostream& out) {
-  // Everything committed is exported, integrated or not: the verifier recomputes the tree.
+Result<std::uint64_t> WriteExport(Log& log, std::ostream& out, std::uint64_t before) {
+  // Everything committed is exported, integrated first: the verifier recomputes the tree.
   FLEETID_TRY(integrated, log.Integrate());
-  static_cast<void>(integrated);
-  FLEETID_TRY(size, log.TreeSize());
+  const std::uint64_t end = std::min(integrated, before);
+  FLEETID_TRY(first, log.FirstSeq());
   std::uint64_t written = 0;
-  for (std::uint64_t start = 0; start < size; start += 1000) {
-    FLEETID_TRY(batch, log.Entries(start, std::min(size, start + 1000)));
+  for (std::uint64_t start = first; start < end; start += 1000) {
+    FLEETID_TRY(batch, log.Entries(start, std::min(end, start + 1000)));
     for (const StoredEntry& e : batch) {
       out << Json{{"kind", "entry"},
                   {"seq", e.seq},
@@ -87,7 +87,9 @@ Result<std::uint64_t> WriteExport(Log& log, std::ostream& out) {
     }
   }
   FLEETID_TRY(heads, log.Heads());
-  for (const TreeHead& head : heads) out << HeadJson(head) << '\n';
+  for (const TreeHead& head : heads) {
+    if (head.size <= before) out << HeadJson(head) << '\n';
+  }
   if (!out) return MakeError(ErrorCode::kUnavailable, "writing the export failed");
   return written;
 }

@@ -8,6 +8,7 @@
 #define FLEETID_AUDIT_EXPORT_H_
 
 #include <iosfwd>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -27,8 +28,12 @@ struct Export {
   std::vector<TreeHead> heads;
 };
 
-// WriteExport writes every entry and every signed head of |log| to |out|.
-[[nodiscard]] Result<std::uint64_t> WriteExport(Log& log, std::ostream& out);
+// WriteExport writes the entries of |log| still held (all of them unless some were archived)
+// before |before|, and every signed head of a size up to |before|, to |out|. Returns the number
+// of entries written.
+[[nodiscard]] Result<std::uint64_t> WriteExport(
+    Log& log, std::ostream& out,
+    std::uint64_t before = std::numeric_limits<std::uint64_t>::max());
 
 // ReadExport parses an export; kInvalidArgument naming the line for anything malformed.
 [[nodiscard]] Result<Export> ReadExport(std::istream& in);
@@ -42,7 +47,8 @@ struct VerifyReport {
   bool ok() const { return problems.empty(); }
 };
 
-// VerifyExport recomputes the tree from the entries, checks that each entry is canonical, sits
+// VerifyExport recomputes the tree from the entries (an archive followed by a later export read
+// into one Export verify as one log), checks that each entry is canonical, sits
 // at the position its seq names and matches the leaf hash recorded when it was appended, and
 // checks every head's signature with |audit_key| and its root against the recomputed tree. With
 // |saved|, a head the verifier kept from earlier, it also checks that the log still extends it.

@@ -276,6 +276,25 @@ Result<std::uint64_t> Log::TreeSize() {
   return StoredTreeSize(*tx);
 }
 
+Result<std::uint64_t> Log::FirstSeq() {
+  FLEETID_TRY(tx, db_.Begin(TxMode::kRead));
+  FLEETID_TRY(rows, tx->Query("SELECT MIN(seq) FROM audit_entries"));
+  if (!rows.empty() && !rows.front().IsNull(0)) return static_cast<std::uint64_t>(rows.front().Int(0));
+  return StoredTreeSize(*tx);
+}
+
+Result<std::uint64_t> Log::Archive(std::uint64_t before) {
+  FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
+  FLEETID_TRY(size, StoredTreeSize(*tx));
+  if (before > size) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "only entries already in the tree ({}) can be archived, not {}", size, before);
+  }
+  FLEETID_TRY(deleted, tx->Exec("DELETE FROM audit_entries WHERE seq < ?", {Signed(before)}));
+  FLEETID_CHECK_OK(tx->Commit());
+  return static_cast<std::uint64_t>(deleted);
+}
+
 Result<std::vector<Hash>> Log::InclusionProof(std::uint64_t seq, std::uint64_t size) {
   FLEETID_TRY(tx, db_.Begin(TxMode::kRead));
   FLEETID_TRY(tree_size, StoredTreeSize(*tx));

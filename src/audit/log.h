@@ -100,6 +100,14 @@ class Log {
   [[nodiscard]] Result<std::vector<Hash>> ConsistencyProof(std::uint64_t first, std::uint64_t second);
   [[nodiscard]] Result<Hash> RootAt(std::uint64_t size);
   [[nodiscard]] Result<std::uint64_t> TreeSize();
+  // FirstSeq is the oldest entry still held (entries before it were archived).
+  [[nodiscard]] Result<std::uint64_t> FirstSeq();
+
+  // Archive deletes the entries before |before| (which must already be in the tree). The tree's
+  // stored nodes stay, so roots and proofs for archived entries still work; their bodies live on
+  // in the archive file the caller wrote first (`fleetid audit archive`). Returns how many were
+  // deleted.
+  [[nodiscard]] Result<std::uint64_t> Archive(std::uint64_t before);
 
  private:
   store::Database& db_;

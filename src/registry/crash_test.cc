@@ -1,13 +1,18 @@
 // Kill a process (SIGKILL) in the middle of a batch import and of a loop of transitions; the
-// database must then hold only whole transactions, and every registry invariant must hold.
+// database must then hold only whole transactions, every registry invariant must hold, and the
+// audit log (appended in the same transactions) must agree with the registry and verify.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <csignal>
 #include <cstdio>
+#include <sstream>
 #include <thread>
 
+#include "audit/export.h"
+#include "audit/log.h"
 #include "registry/registry.h"
 #include "store/test_db.h"
 
@@ -68,6 +73,41 @@ struct Child {
 
 class CrashTest : public ::testing::TestWithParam<Backend> {};
 
+// ExpectAuditAgrees checks that the audit log and the registry agree after the crashes: one
+// entry per recorded transition and per imported batch (each appended in the transaction that
+// made the change), and the whole log, integrated now, verifies from an export.
+void ExpectAuditAgrees(store::Database& db) {
+  auto tx = db.Begin(store::TxMode::kRead);
+  ASSERT_TRUE(tx);
+  const std::int64_t transitions = (*(*tx)->Query("SELECT COUNT(*) FROM transitions"))[0].Int(0);
+  const std::int64_t batches =
+      (*(*tx)->Query("SELECT COUNT(*) FROM import_batches WHERE devices > 0"))[0].Int(0);
+  tx->reset();
+  FakeClock clock(SystemClock::Instance().Now());
+  audit::Log log(db, nullptr, clock);
+  auto size = log.Integrate();
+  ASSERT_TRUE(size) << size.error();
+  std::int64_t transition_entries = 0;
+  std::int64_t import_entries = 0;
+  for (std::uint64_t start = 0; start < *size; start += 1000) {
+    auto entries = log.Entries(start, start + 1000);
+    ASSERT_TRUE(entries);
+    for (const audit::StoredEntry& e : *entries) {
+      const std::string action = nlohmann::json::parse(e.body).at("action");
+      (action == "registry.import" ? import_entries : transition_entries) += 1;
+    }
+  }
+  EXPECT_EQ(transition_entries, transitions) << "a transition without its audit entry, or back";
+  EXPECT_EQ(import_entries, batches);
+  std::stringstream file;
+  ASSERT_TRUE(audit::WriteExport(log, file));
+  auto exported = audit::ReadExport(file);
+  ASSERT_TRUE(exported);
+  const audit::VerifyReport report = audit::VerifyExport(*exported, nullptr, std::nullopt);
+  EXPECT_TRUE(report.ok()) << (report.problems.empty() ? "" : report.problems.front());
+  EXPECT_EQ(report.entries, *size);
+}
+
 TEST_P(CrashTest, KilledBatchImportLeavesAllOrNothing) {
   TestDb db(GetParam());
   ASSERT_TRUE(Registry::Migrate(db.db()));
@@ -94,6 +134,8 @@ TEST_P(CrashTest, KilledBatchImportLeavesAllOrNothing) {
   }
   auto tx = db.db().Begin(store::TxMode::kRead);
   EXPECT_EQ((*(*tx)->Query("SELECT COUNT(*) FROM devices"))[0].Int(0), kDevices);
+  tx->reset();
+  ExpectAuditAgrees(db.db());
 }
 
 TEST_P(CrashTest, KilledTransitionLoopLeavesConsistentHistory) {
@@ -147,6 +189,7 @@ TEST_P(CrashTest, KilledTransitionLoopLeavesConsistentHistory) {
       }
     }
   }
+  ExpectAuditAgrees(db.db());
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, CrashTest,

@@ -3,8 +3,9 @@
 # real binaries has its entry; each entry's inclusion proof from the HTTP API verifies against a
 # signed tree head (checked with `openssl dgst -verify` and an independent RFC 9162 verifier in
 # Python, tests/vectors/rfc9162_gen.py); a head saved earlier is proven consistent with the newest;
-# and `fleetid audit verify` accepts the export, then names the entry when one byte of it is
-# changed in the database, and catches a rollback with the saved head.
+# `fleetid audit verify` accepts the export; archived entries keep their proofs and verify with a
+# later export; and the verifier names the entry when one byte of it is changed in the database,
+# and catches a rollback with the saved head.
 SERVER=$1
 CLI=$2
 source "$(dirname "$0")/lib.sh"
@@ -97,6 +98,27 @@ expect "fleetid audit verify accepts the untouched log (rc $rc)" test "$rc" = 0
 kill -TERM "$PID"; wait_exit "$PID" 15
 expect "the server stops cleanly ($RC)" test "$RC" = 0
 
+# Archival: entries 0 and 1 move to a file; their proofs still work, and the archive followed
+# by a later export verifies as one log (the later export alone does not).
+"${F[@]}" audit archive --before 2 --out "$W/archive.jsonl" 2>/dev/null
+"${F[@]}" audit proof --seq 0 --size "$SIZE" >"$W/proof0.json"
+expect "an archived entry's inclusion proof still verifies" python3 - "$VECTORS" "$W" "$SIZE" <<'PY'
+import hashlib, json, sys
+sys.path.insert(0, sys.argv[1])
+import rfc9162_gen as r
+w, size = sys.argv[2], int(sys.argv[3])
+entry = [json.loads(l) for l in open(f"{w}/archive.jsonl") if json.loads(l)["kind"] == "entry"][0]
+proof = json.load(open(f"{w}/proof0.json"))
+root = bytes.fromhex(json.load(open(f"{w}/head.json"))["root"])
+leaf = hashlib.sha256(b"\x00" + entry["body"].encode()).digest()
+sys.exit(not r.verify_inclusion(0, size, leaf, [bytes.fromhex(p) for p in proof["path"]], root))
+PY
+"${F[@]}" audit export --out "$W/live.jsonl" 2>/dev/null
+out=$("$CLI" audit verify --in "$W/live.jsonl" --key "$W/audit.pem" 2>&1) && rc=0 || rc=$?
+expect "the later export alone misses the archived entries ($out)" grep -q "position 0: the entry there is seq 2" <<<"$out"
+out=$("$CLI" audit verify --in "$W/archive.jsonl" --in "$W/live.jsonl" --key "$W/audit.pem" --saved-head "$W/head.json" 2>&1) && rc=0 || rc=$?
+expect "the archive and the later export verify as one log (rc $rc)" test "$rc" = 0
+
 # Tampering with the database: one byte of entry 2, then a rollback.
 python3 -c "
 import sqlite3; c=sqlite3.connect('$DATA/fleetid.db')
@@ -104,7 +126,7 @@ b=bytes(c.execute('SELECT body FROM audit_entries WHERE seq=2').fetchone()[0])
 i=b.index(b'alice'); b=b[:i]+b'A'+b[i+1:]
 c.execute('UPDATE audit_entries SET body=? WHERE seq=2',(b,)); c.commit()"
 "${F[@]}" audit export --out "$W/tampered.jsonl" 2>/dev/null
-out=$("$CLI" audit verify --in "$W/tampered.jsonl" --key "$W/audit.pem" 2>&1) && rc=0 || rc=$?
+out=$("$CLI" audit verify --in "$W/archive.jsonl" --in "$W/tampered.jsonl" --key "$W/audit.pem" 2>&1) && rc=0 || rc=$?
 expect "a changed byte fails verification (rc $rc)" test "$rc" = 1
 expect "and the verifier names the entry ($out)" grep -q "entry 2: its body is not what was appended" <<<"$out"
 python3 -c "
@@ -112,6 +134,6 @@ import sqlite3; c=sqlite3.connect('$DATA/fleetid.db')
 c.execute('DELETE FROM audit_entries WHERE seq >= 3'); c.execute('DELETE FROM audit_heads WHERE size > 3')
 c.execute('UPDATE audit_state SET next_seq=3, tree_size=3'); c.commit()"
 "${F[@]}" audit export --out "$W/rolled.jsonl" 2>/dev/null
-out=$("$CLI" audit verify --in "$W/rolled.jsonl" --key "$W/audit.pem" --saved-head "$W/head.json" 2>&1) && rc=0 || rc=$?
+out=$("$CLI" audit verify --in "$W/archive.jsonl" --in "$W/rolled.jsonl" --key "$W/audit.pem" --saved-head "$W/head.json" 2>&1) && rc=0 || rc=$?
 expect "a rollback is caught by the saved head (rc $rc): $out" grep -q "saved head at size $SIZE: the export holds only 3 entries" <<<"$out"
 finish

@@ -173,4 +173,5 @@ expect "no 500 was answered" bash -c '! grep -q "status=500" "$1"' _ "$W/server.
 
 kill -TERM "$PID"; wait_exit "$PID" 15
 expect "the server stops cleanly ($RC)" test "$RC" = 0
+audit_covers "$CLI" "$DATA"
 finish

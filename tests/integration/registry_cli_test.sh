@@ -55,4 +55,5 @@ wait_for_log "$W/server.log" "msg=listening"
 expect "the server opens the same registry" grep -q "msg=\"registry ready\" database=sqlite:$DATA/fleetid.db devices=3" "$W/server.log"
 kill -TERM "$PID"; wait_exit "$PID" 15
 
+audit_covers "$CLI" "$DATA"
 finish
