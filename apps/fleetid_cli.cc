@@ -85,6 +85,24 @@ Result<Devices> OpenDevices(const apps::CommonFlags& flags) {
   return out;
 }
 
+// Context is what the ca and audit commands work on: the configuration, the token and the
+// database (migrated, the audit log's tables included).
+struct Context {
+  ServerConfig config;
+  std::shared_ptr<custody::Token> token;
+  Devices devices;
+};
+
+Result<Context> OpenContext(const apps::CommonFlags& flags) {
+  FLEETID_TRY(config, apps::ResolveConfig(flags));
+  FLEETID_TRY(dir, apps::PrepareDataDir(config));
+  config.data_dir = dir;
+  FLEETID_TRY(opened,
+              custody::OpenCustody(config.custody, config.data_dir, crypto::OpenSslRng::Instance()));
+  FLEETID_TRY(devices, OpenDevices(flags));
+  return Context{std::move(config), opened.token, std::move(devices)};
+}
+
 std::string CertPem(std::span<const std::uint8_t> der) {
   const unsigned char* p = der.data();
   crypto::X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
@@ -302,17 +320,10 @@ int Run(int argc, char** argv) {
 
   if (audit_verify->parsed()) return VerifyAuditExport(audit_in, audit_key_path, saved_head_path);
   if (audit_cmd->parsed()) {
-    auto config = apps::ResolveConfig(flags);
-    if (!config) return Fail(config.error());
-    auto dir = apps::PrepareDataDir(*config);
-    if (!dir) return Fail(dir.error());
-    config->data_dir = *dir;
-    auto opened = custody::OpenCustody(config->custody, config->data_dir, crypto::OpenSslRng::Instance());
-    if (!opened) return Fail(opened.error());
-    auto db = store::Database::Open(config->DatabaseUrl(), 2);
-    if (!db) return Fail(db.error());
-    if (auto migrated = audit::Log::Migrate(**db); !migrated) return Fail(migrated.error());
-    auto signer = audit::AuditSigner(*opened->token, crypto::OpenSslRng::Instance());
+    auto context = OpenContext(flags);
+    if (!context) return Fail(context.error());
+    store::Database& db = *context->devices.db;
+    auto signer = audit::AuditSigner(*context->token, crypto::OpenSslRng::Instance());
     if (!signer) return Fail(signer.error());
     if (audit_key->parsed()) {
       auto pem = crypto::PublicKeyPem((*signer)->public_key());
@@ -320,7 +331,7 @@ int Run(int argc, char** argv) {
       std::cout << *pem;
       return 0;
     }
-    audit::Log log(**db, *signer, SystemClock::Instance());
+    audit::Log log(db, *signer, SystemClock::Instance());
     if (audit_head->parsed()) {
       auto head = log.SignHead();
       if (!head) return Fail(head.error());
@@ -367,18 +378,12 @@ int Run(int argc, char** argv) {
   }
 
   if (ca->parsed()) {
-    auto config = apps::ResolveConfig(flags);
-    if (!config) return Fail(config.error());
-    auto dir = apps::PrepareDataDir(*config);
-    if (!dir) return Fail(dir.error());
-    config->data_dir = *dir;
-    auto opened = custody::OpenCustody(config->custody, config->data_dir, crypto::OpenSslRng::Instance());
-    if (!opened) return Fail(opened.error());
-    auto devs = OpenDevices(flags);
-    if (!devs) return Fail(devs.error());
+    auto context = OpenContext(flags);
+    if (!context) return Fail(context.error());
+    Devices* devs = &context->devices;
     pki::AuthorityOptions options;
-    options.base_url = config->PublicUrl();
-    auto authority = pki::Authority::Open(opened->token, *devs->db, SystemClock::Instance(),
+    options.base_url = context->config.PublicUrl();
+    auto authority = pki::Authority::Open(context->token, *devs->db, SystemClock::Instance(),
                                           crypto::OpenSslRng::Instance(), options);
     if (!authority) return Fail(authority.error());
     // `openssl x509 -serial` prints upper case; fleetid stores lower case.

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "audit/export.h"
+#include "bench/bench_util.h"
 #include "audit/log.h"
 #include "crypto/crypto.h"
 #include "custody/store.h"
@@ -24,17 +25,9 @@
 namespace fleetid {
 namespace {
 
-using Steady = std::chrono::steady_clock;
-
-double Seconds(Steady::time_point since) {
-  return std::chrono::duration<double>(Steady::now() - since).count();
-}
-
-void Print(const std::string& figure, double n, double seconds, const std::string& extra = "") {
-  std::printf("{\"figure\":\"%s\",\"count\":%.0f,\"seconds\":%.3f,\"per_second\":%.1f%s}\n",
-              figure.c_str(), n, seconds, n / seconds, extra.c_str());
-  std::fflush(stdout);
-}
+using bench::Print;
+using bench::Seconds;
+using bench::Steady;
 
 audit::Entry Sample(std::uint64_t i) {
   return {"operator:alice", "registry.provision", fmt::format("GW-{:08}", i),

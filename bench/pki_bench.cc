@@ -4,8 +4,6 @@
 //   OCSP: answers from the pre-signed cache;
 //   CRL: building and signing a CRL of N revoked certificates, with its time and peak memory.
 // Prints one JSON object per line.
-#include <sys/resource.h>
-
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -15,6 +13,7 @@
 #include <openssl/err.h>
 #include <openssl/ocsp.h>
 
+#include "bench/bench_util.h"
 #include "crypto/crypto.h"
 #include "custody/store.h"
 #include "pki/pki.h"
@@ -22,23 +21,10 @@
 namespace fleetid {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double Seconds(Clock::time_point since) {
-  return std::chrono::duration<double>(Clock::now() - since).count();
-}
-
-void Print(const std::string& figure, double n, double seconds, const std::string& extra = "") {
-  std::printf("{\"figure\":\"%s\",\"count\":%.0f,\"seconds\":%.3f,\"per_second\":%.1f%s}\n",
-              figure.c_str(), n, seconds, n / seconds, extra.c_str());
-  std::fflush(stdout);
-}
-
-long MaxRssKb() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_maxrss;
-}
+using bench::MaxRssKb;
+using bench::Print;
+using bench::Seconds;
+using Clock = bench::Steady;
 
 std::vector<std::uint8_t> Csr(EVP_PKEY* key) {
   crypto::X509ReqPtr req(X509_REQ_new());
@@ -125,7 +111,12 @@ int Run(const std::filesystem::path& dir, int crl_entries) {
   // A CRL of |crl_entries| revoked certificates in one partition.
   {
     auto tx = (*db)->Begin(store::TxMode::kWrite);
-    const std::int64_t partition = 42;
+    // This hour's partition: the authority serves CRLs only for partitions that can hold
+    // unexpired certificates.
+    const std::int64_t partition =
+        std::chrono::duration_cast<std::chrono::hours>(
+            SystemClock::Instance().Now().time_since_epoch())
+            .count();
     const std::int64_t far = 4102444800;  // 2100-01-01
     for (int i = 0; i < crl_entries; ++i) {
       if (!(*tx)->Exec("INSERT INTO certificates (serial, issuer, device, suite, not_before, "

@@ -36,32 +36,6 @@ CREATE TABLE audit_state (
 INSERT INTO audit_state (id, next_seq, tree_size) VALUES (1, 0, 0);
 )sql";
 
-constexpr std::string_view kPostgresSchema = R"sql(
-CREATE TABLE audit_entries (
-  seq BIGINT PRIMARY KEY,
-  body BYTEA NOT NULL,
-  leaf_hash BYTEA NOT NULL
-);
-CREATE TABLE audit_nodes (
-  level INTEGER NOT NULL,
-  idx BIGINT NOT NULL,
-  hash BYTEA NOT NULL,
-  PRIMARY KEY (level, idx)
-);
-CREATE TABLE audit_heads (
-  size BIGINT PRIMARY KEY,
-  time_ms BIGINT NOT NULL,
-  root BYTEA NOT NULL,
-  signature BYTEA NOT NULL
-);
-CREATE TABLE audit_state (
-  id INTEGER PRIMARY KEY CHECK (id = 1),
-  next_seq BIGINT NOT NULL,
-  tree_size BIGINT NOT NULL
-);
-INSERT INTO audit_state (id, next_seq, tree_size) VALUES (1, 0, 0);
-)sql";
-
 std::int64_t Signed(std::uint64_t v) { return static_cast<std::int64_t>(v); }
 
 Result<Hash> ToHash(const store::Blob& blob) {
@@ -143,7 +117,8 @@ std::vector<std::uint8_t> TreeHeadMessage(std::uint64_t size, std::int64_t time_
 }
 
 Result<void> Log::Migrate(store::Database& db) {
-  const store::Migration migrations[] = {{1, "entries, nodes, heads", kSchema, kPostgresSchema}};
+  static const std::string pg = store::PostgresDdl(kSchema);
+  const store::Migration migrations[] = {{1, "entries, nodes, heads", kSchema, pg}};
   FLEETID_TRY(applied, db.Migrate("audit", migrations));
   static_cast<void>(applied);
   return {};

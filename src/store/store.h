@@ -92,6 +92,11 @@ struct Migration {
   std::string_view postgres_sql;  // empty: the same text as sqlite_sql
 };
 
+// PostgresDdl translates schema text written for SQLite to PostgreSQL: a rowid alias
+// "id INTEGER PRIMARY KEY," becomes an identity column, INTEGER becomes BIGINT and BLOB becomes
+// BYTEA. Components write their migrations once and give this as the PostgreSQL text.
+std::string PostgresDdl(std::string_view sqlite_ddl);
+
 // Database is a connection pool. Thread-safe.
 class Database {
  public:

@@ -12,13 +12,8 @@ source "$(dirname "$0")/lib.sh"
 VECTORS=$(cd "$(dirname "$0")/../vectors" && pwd)
 
 DATA=$W/var
-PORT=$(free_port)
-HPORT=$(free_port)
-URL=http://127.0.0.1:$PORT
+start_server "$SERVER" "$DATA"
 F=("$CLI" --data "$DATA" --public-url "$URL")
-"$SERVER" --data "$DATA" --listen "127.0.0.1:$PORT" --https-listen "127.0.0.1:$HPORT" >"$W/server.log" 2>&1 &
-PID=$!; PIDS+=("$PID")
-wait_for_log "$W/server.log" "msg=listening"
 expect "the audit log is ready at start" grep -q 'msg="audit log ready"' "$W/server.log"
 
 fp() { printf '%064x' "$1"; }
@@ -129,6 +124,21 @@ c.execute('UPDATE audit_entries SET body=? WHERE seq=2',(b,)); c.commit()"
 out=$("$CLI" audit verify --in "$W/archive.jsonl" --in "$W/tampered.jsonl" --key "$W/audit.pem" 2>&1) && rc=0 || rc=$?
 expect "a changed byte fails verification (rc $rc)" test "$rc" = 1
 expect "and the verifier names the entry ($out)" grep -q "entry 2: its body is not what was appended" <<<"$out"
+# Two entries swapped, then one deleted: each named by position.
+python3 -c "
+import sqlite3; c=sqlite3.connect('$DATA/fleetid.db')
+c.execute('UPDATE audit_entries SET seq=-1 WHERE seq=3'); c.execute('UPDATE audit_entries SET seq=3 WHERE seq=4')
+c.execute('UPDATE audit_entries SET seq=4 WHERE seq=-1'); c.commit()"
+"${F[@]}" audit export --out "$W/swapped.jsonl" 2>/dev/null
+out=$("$CLI" audit verify --in "$W/archive.jsonl" --in "$W/swapped.jsonl" --key "$W/audit.pem" 2>&1) && rc=0 || rc=$?
+expect "two reordered entries are named ($out)" grep -q "entry 3: its body names another seq" <<<"$out"
+python3 -c "
+import sqlite3; c=sqlite3.connect('$DATA/fleetid.db')
+c.execute('UPDATE audit_entries SET seq=-1 WHERE seq=3'); c.execute('UPDATE audit_entries SET seq=3 WHERE seq=4')
+c.execute('UPDATE audit_entries SET seq=4 WHERE seq=-1'); c.execute('DELETE FROM audit_entries WHERE seq=3'); c.commit()"
+"${F[@]}" audit export --out "$W/deleted.jsonl" 2>/dev/null
+out=$("$CLI" audit verify --in "$W/archive.jsonl" --in "$W/deleted.jsonl" --key "$W/audit.pem" 2>&1) && rc=0 || rc=$?
+expect "a deleted entry is named ($out)" grep -q "position 3: the entry there is seq 4" <<<"$out"
 python3 -c "
 import sqlite3; c=sqlite3.connect('$DATA/fleetid.db')
 c.execute('DELETE FROM audit_entries WHERE seq >= 3'); c.execute('DELETE FROM audit_heads WHERE size > 3')

@@ -9,13 +9,8 @@ CLI=$2
 source "$(dirname "$0")/lib.sh"
 
 DATA=$W/var
-PORT=$(free_port)
-HPORT=$(free_port)
-URL=http://127.0.0.1:$PORT
+start_server "$SERVER" "$DATA"
 F=("$CLI" --data "$DATA" --public-url "$URL")
-"$SERVER" --data "$DATA" --listen "127.0.0.1:$PORT" --https-listen "127.0.0.1:$HPORT" >"$W/server.log" 2>&1 &
-PID=$!; PIDS+=("$PID")
-wait_for_log "$W/server.log" "msg=listening"
 expect "the CA hierarchy is ready at start" grep -q 'msg="certificate authority ready"' "$W/server.log"
 
 fp() { printf '%064x' "$1"; }

@@ -36,6 +36,18 @@ wait_for_log() {
   return 1
 }
 
+# start_server SERVER DATA: starts fleetid-server on DATA with free HTTP and HTTPS ports and waits
+# until it listens. Sets PORT, HPORT, URL (its plain-HTTP base) and PID; its log is
+# $W/server.log.
+start_server() {
+  PORT=$(free_port)
+  HPORT=$(free_port)
+  URL=http://127.0.0.1:$PORT
+  "$1" --data "$2" --listen "127.0.0.1:$PORT" --https-listen "127.0.0.1:$HPORT" >"$W/server.log" 2>&1 &
+  PID=$!; PIDS+=("$PID")
+  wait_for_log "$W/server.log" "msg=listening"
+}
+
 # wait_exit PID SECONDS: waits for PID (a child of this shell) to exit and sets RC to its exit
 # status, or to 124 if it is still running after SECONDS.
 wait_exit() {

@@ -47,11 +47,7 @@ expect "listing by state finds the other two" test "$(python3 -c 'import json,sy
 out=$("$CLI" --data "$DATA" devices counts)
 expect "counts per state" python3 -c 'import json,sys;c=json.load(sys.stdin);assert c=={"manufactured":2,"provisioned":1},c' <<<"$out"
 
-PORT=$(free_port)
-HPORT=$(free_port)
-"$SERVER" --data "$DATA" --listen "127.0.0.1:$PORT" --https-listen "127.0.0.1:$HPORT" >"$W/server.log" 2>&1 &
-PID=$!; PIDS+=("$PID")
-wait_for_log "$W/server.log" "msg=listening"
+start_server "$SERVER" "$DATA"
 expect "the server opens the same registry" grep -q "msg=\"registry ready\" database=sqlite:$DATA/fleetid.db devices=3" "$W/server.log"
 kill -TERM "$PID"; wait_exit "$PID" 15
 
