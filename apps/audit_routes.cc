@@ -1,5 +1,6 @@
 #include "apps/audit_routes.h"
 
+#include <algorithm>
 #include <charconv>
 #include <map>
 #include <nlohmann/json.hpp>

@@ -44,7 +44,7 @@ Result<TreeHead> HeadFromJson(const Json& doc) {
     FLEETID_TRY(signature, Unhex(doc.at("signature").get<std::string>()));
     head.signature = std::move(signature);
     return head;
-  } catch (const Json::exception& e) {
+  } catch (const Json::exception&) {
     return MakeError(ErrorCode::kInvalidArgument, "a tree head needs size, time_ms, root and signature");
   }
 }
