@@ -32,6 +32,39 @@ HttpResponse Binary(std::string content_type, std::span<const std::uint8_t> body
   return r;
 }
 
+// Matches reports whether an If-None-Match header names |etag| (RFC 9110 §13.1.2: a list of
+// entity tags, weak comparison, or "*").
+bool Matches(std::string_view if_none_match, std::string_view etag) {
+  while (!if_none_match.empty()) {
+    const std::size_t comma = if_none_match.find(',');
+    std::string_view tag = if_none_match.substr(0, comma);
+    if_none_match = comma == std::string_view::npos ? "" : if_none_match.substr(comma + 1);
+    while (!tag.empty() && (tag.front() == ' ' || tag.front() == '\t')) tag.remove_prefix(1);
+    while (!tag.empty() && (tag.back() == ' ' || tag.back() == '\t')) tag.remove_suffix(1);
+    if (tag.starts_with("W/")) tag.remove_prefix(2);
+    if (tag == "*" || tag == etag) return true;
+  }
+  return false;
+}
+
+// Cacheable answers a GET for a cacheable body: 304 with the caching headers when the client
+// already holds this entity, the body otherwise.
+HttpResponse Cacheable(const HttpRequest& req, std::string content_type,
+                       std::span<const std::uint8_t> body, TimePoint now, TimePoint this_update,
+                       TimePoint next_update, const std::string& etag) {
+  HttpResponse r;
+  const std::string_view if_none_match = req.Header("If-None-Match");
+  if (!if_none_match.empty() && Matches(if_none_match, etag)) {
+    r.status = 304;
+    r.content_type.clear();
+  } else {
+    r = Binary(std::move(content_type), body);
+  }
+  AddCaching(r, now, this_update, next_update, etag);
+  return r;
+}
+
+
 HttpResponse OcspResponse(const pki::OcspAnswer& answer, const Clock& clock) {
   HttpResponse r = Binary("application/ocsp-response", answer.der);
   if (answer.cacheable) {
@@ -87,7 +120,10 @@ void AddPkiRoutes(server::Router& router, pki::Authority& authority, const Clock
   router.Add("GET", "/ocsp/*", [&authority, &clock](const HttpRequest& req) {
     auto der = Base64Decode(PercentDecode(std::string_view(req.path).substr(6)));
     if (!der) der.emplace();  // answered as malformedRequest
-    return OcspResponse(authority.Ocsp(*der), clock);
+    const pki::OcspAnswer answer = authority.Ocsp(*der);
+    if (!answer.cacheable) return OcspResponse(answer, clock);
+    return Cacheable(req, "application/ocsp-response", answer.der, clock.Now(), answer.this_update,
+                     answer.next_update, answer.etag);
   });
   // GET /crl/{issuer}/{partition}.crl: the distribution point written into each certificate;
   // /crl/{issuer}/{partition}-delta.crl: its delta CRL (the full CRL's freshestCRL).
@@ -110,9 +146,8 @@ void AddPkiRoutes(server::Router& router, pki::Authority& authority, const Clock
     }
     auto crl = authority.Crl(issuer, partition, delta);
     if (!crl) return HttpResponse::FromError(crl.error());
-    HttpResponse r = Binary("application/pkix-crl", crl->der);
-    AddCaching(r, clock.Now(), crl->this_update, crl->next_update, crl->etag);
-    return r;
+    return Cacheable(req, "application/pkix-crl", crl->der, clock.Now(), crl->this_update,
+                     crl->next_update, crl->etag);
   });
   // GET /ca/{name}.crt: AIA caIssuers.
   router.Add("GET", "/ca/*", [&authority](const HttpRequest& req) {

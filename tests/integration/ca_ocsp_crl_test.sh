@@ -60,6 +60,11 @@ out=$(openssl ocsp -respin "$W/get.der" -issuer "$W/issuing.pem" -cert "$W/dev1.
 expect "GET /ocsp/{base64} answers good" grep -q "dev1.pem: good" <<<"$out"
 expect "a cacheable answer carries max-age (RFC 5019)" grep -qi "cache-control: max-age=" "$W/get.headers"
 expect "and Content-Type application/ocsp-response" grep -qi "content-type: application/ocsp-response" "$W/get.headers"
+etag=$(grep -i '^etag:' "$W/get.headers" | cut -d' ' -f2 | tr -d '\r')
+code=$(curl -s -o "$W/304.body" -w '%{http_code}' -H "If-None-Match: $etag" "$URL/ocsp/$b64")
+expect "a client holding the answer gets 304 Not Modified ($code, $etag)" test "$code" = 304 -a ! -s "$W/304.body"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'If-None-Match: "another"' "$URL/ocsp/$b64")
+expect "another entity tag gets the answer ($code)" test "$code" = 200
 
 "${F[@]}" ca revoke "$SERIAL" --reason keyCompromise >"$W/revoke.json"
 expect "the operator tool revokes" grep -q '"status": "revoked"' "$W/revoke.json"
