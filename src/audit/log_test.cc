@@ -6,28 +6,30 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <sstream>
 #include <thread>
 
 #include "audit/export.h"
 #include "crypto/crypto.h"
 #include "custody/test_token.h"
+#include "store/test_db.h"
 
 namespace fleetid::audit {
 namespace {
 
-class LogTest : public ::testing::Test {
+using store::testing::Backend;
+using store::testing::TestDb;
+
+class LogTest : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
-    const std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    dir_ = custody::testing::DataDir() / ("audit-" + name);
-    std::filesystem::create_directories(dir_);
-    auto db = store::Database::Open("sqlite:" + (dir_ / "audit.db").string());
-    ASSERT_TRUE(db) << db.error();
-    db_ = std::move(*db);
+    test_db_ = std::make_unique<TestDb>(GetParam());
+    db_ = &test_db_->db();
     ASSERT_TRUE(Log::Migrate(*db_));
     auto& token = *custody::testing::Opened().token;
-    const std::string label = "audit-" + name;
+    const std::string label =
+        "audit-" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name());
     auto key = token.GenerateKey(label, crypto::GetSuite(crypto::SuiteId::kEd25519),
                                  crypto::OpenSslRng::Instance());
     ASSERT_TRUE(key) << key.error();
@@ -50,14 +52,14 @@ class LogTest : public ::testing::Test {
     return seq ? *seq : 0;
   }
 
-  std::filesystem::path dir_;
-  std::unique_ptr<store::Database> db_;
+  std::unique_ptr<TestDb> test_db_;
+  store::Database* db_ = nullptr;
   FakeClock clock_{TimePoint(std::chrono::milliseconds(1798000000123))};
   crypto::EvpPkeyPtr public_key_;
   std::unique_ptr<Log> log_;
 };
 
-TEST_F(LogTest, EntriesAreCanonicalJson) {
+TEST_P(LogTest, EntriesAreCanonicalJson) {
   Entry entry{"operator:alice", "pki.revoke", "0a1b", nullptr, {{"status", "revoked"}},
               "keyCompromise", "policy-7", std::string(64, 'e')};
   auto body = EncodeEntry(42, 1798000000123, entry);
@@ -73,7 +75,7 @@ TEST_F(LogTest, EntriesAreCanonicalJson) {
   EXPECT_EQ(bad.error().code(), ErrorCode::kInvalidArgument);
 }
 
-TEST_F(LogTest, AppendsCommitOrRollBackWithTheCallersTransaction) {
+TEST_P(LogTest, AppendsCommitOrRollBackWithTheCallersTransaction) {
   EXPECT_EQ(AppendOne("GW-1"), 0u);
   {
     auto tx = db_->Begin(store::TxMode::kWrite);
@@ -98,7 +100,7 @@ TEST_F(LogTest, AppendsCommitOrRollBackWithTheCallersTransaction) {
   EXPECT_NE((*entries)[1].body.find("\"subject\":\"GW-3\""), std::string::npos);
 }
 
-TEST_F(LogTest, SignedHeadsProveInclusionAndConsistency) {
+TEST_P(LogTest, SignedHeadsProveInclusionAndConsistency) {
   std::vector<TreeHead> heads;
   for (int batch = 0; batch < 5; ++batch) {
     for (int i = 0; i < 13 + batch * 7; ++i) AppendOne("GW-" + std::to_string(batch) + "-" + std::to_string(i));
@@ -136,7 +138,7 @@ TEST_F(LogTest, SignedHeadsProveInclusionAndConsistency) {
   EXPECT_EQ(log_->InclusionProof(0, last.size + 1).error().code(), ErrorCode::kInvalidArgument);
 }
 
-TEST_F(LogTest, ConcurrentAppendsBecomeOneTreeUpdate) {
+TEST_P(LogTest, ConcurrentAppendsBecomeOneTreeUpdate) {
   std::vector<std::thread> writers;
   for (int t = 0; t < 4; ++t) {
     writers.emplace_back([this, t] {
@@ -158,6 +160,45 @@ TEST_F(LogTest, ConcurrentAppendsBecomeOneTreeUpdate) {
   }
   EXPECT_EQ(recomputed.Root(), *root);
 }
+
+TEST_P(LogTest, IntegratorsOfSeveralNodesAgree) {
+  // Two more logs on the same database stand for other authority nodes integrating while
+  // requests append: their integrations serialise on the state row and build one tree.
+  Log node_b(*db_, nullptr, clock_);
+  Log node_c(*db_, nullptr, clock_);
+  std::atomic<bool> done{false};
+  std::atomic<int> failures{0};
+  auto integrate = [&](Log& log) {
+    while (!done) {
+      if (!log.Integrate()) ++failures;
+    }
+  };
+  std::thread b(integrate, std::ref(node_b));
+  std::thread c(integrate, std::ref(node_c));
+  for (int i = 0; i < 150; ++i) AppendOne("N-" + std::to_string(i));
+  done = true;
+  b.join();
+  c.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto size = log_->Integrate();
+  ASSERT_TRUE(size);
+  EXPECT_EQ(*size, 150u);
+  CompactRange recomputed;
+  auto entries = log_->Entries(0, 150);
+  ASSERT_TRUE(entries);
+  for (const StoredEntry& e : *entries) {
+    recomputed.Append(LeafHash({reinterpret_cast<const std::uint8_t*>(e.body.data()), e.body.size()}));
+  }
+  auto root = log_->RootAt(150);
+  ASSERT_TRUE(root);
+  EXPECT_EQ(recomputed.Root(), *root);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, LogTest,
+                         ::testing::Values(Backend::kSqlite, Backend::kPostgres),
+                         [](const auto& param_info) {
+                           return store::testing::BackendName(param_info.param);
+                         });
 
 }  // namespace
 }  // namespace fleetid::audit
@@ -189,7 +230,8 @@ class TamperTest : public LogTest {
   void Sql(const std::string& sql, std::initializer_list<store::Value> params = {}) {
     auto tx = db_->Begin(store::TxMode::kWrite);
     ASSERT_TRUE(tx);
-    ASSERT_TRUE((*tx)->Exec(sql, params));
+    auto done = (*tx)->Exec(sql, params);
+    ASSERT_TRUE(done) << done.error();
     ASSERT_TRUE((*tx)->Commit());
   }
 
@@ -209,7 +251,7 @@ std::string Joined(const VerifyReport& r) {
   return out;
 }
 
-TEST_F(TamperTest, AnUntouchedLogVerifies) {
+TEST_P(TamperTest, AnUntouchedLogVerifies) {
   Build();
   const VerifyReport report = Verify(heads_.front());
   EXPECT_TRUE(report.ok()) << Joined(report);
@@ -217,7 +259,7 @@ TEST_F(TamperTest, AnUntouchedLogVerifies) {
   EXPECT_EQ(report.heads_verified, 4u);
 }
 
-TEST_F(TamperTest, OneChangedByteNamesTheEntry) {
+TEST_P(TamperTest, OneChangedByteNamesTheEntry) {
   Build();
   Sql("UPDATE audit_entries SET body = REPLACE(body, 'GW-17', 'GW-18') WHERE seq = 17");
   VerifyReport report = Verify();
@@ -238,7 +280,7 @@ TEST_F(TamperTest, OneChangedByteNamesTheEntry) {
       << Joined(report);
 }
 
-TEST_F(TamperTest, ADeletedEntryIsNamed) {
+TEST_P(TamperTest, ADeletedEntryIsNamed) {
   Build();
   Sql("DELETE FROM audit_entries WHERE seq = 33");
   const VerifyReport report = Verify();
@@ -246,7 +288,7 @@ TEST_F(TamperTest, ADeletedEntryIsNamed) {
   EXPECT_TRUE(Says(report, "head at size 40: its root does not match")) << Joined(report);
 }
 
-TEST_F(TamperTest, TwoReorderedEntriesAreNamed) {
+TEST_P(TamperTest, TwoReorderedEntriesAreNamed) {
   Build();
   Sql("UPDATE audit_entries SET seq = -1 WHERE seq = 5");
   Sql("UPDATE audit_entries SET seq = 5 WHERE seq = 6");
@@ -256,7 +298,7 @@ TEST_F(TamperTest, TwoReorderedEntriesAreNamed) {
   EXPECT_TRUE(Says(report, "entry 6: its body names another seq")) << Joined(report);
 }
 
-TEST_F(TamperTest, ARollbackIsCaughtByASavedHead) {
+TEST_P(TamperTest, ARollbackIsCaughtByASavedHead) {
   Build();
   const TreeHead saved = heads_.back();  // size 60, kept by an auditor
   Sql("DELETE FROM audit_entries WHERE seq >= 40");
@@ -267,6 +309,12 @@ TEST_F(TamperTest, ARollbackIsCaughtByASavedHead) {
   // Without the saved head the truncated log is self-consistent: that is what saved heads are for.
   EXPECT_TRUE(Verify().ok());
 }
+
+// The tampering edits the SQLite file directly, as an operator with the database file would.
+INSTANTIATE_TEST_SUITE_P(Sqlite, TamperTest, ::testing::Values(Backend::kSqlite),
+                         [](const auto& param_info) {
+                           return store::testing::BackendName(param_info.param);
+                         });
 
 }  // namespace
 }  // namespace fleetid::audit
