@@ -225,7 +225,7 @@ int Run(int argc, char** argv) {
 
   // In the background: CRLs that relying parties fetch are rebuilt when due (so a fetch rarely
   // waits for a build), and the audit log is integrated and its head signed every few seconds.
-  std::jthread crl_refresher([&authority, &audit_log](const std::stop_token& stop) {
+  std::jthread background([&authority, &audit_log](const std::stop_token& stop) {
     std::mutex mu;
     std::condition_variable_any wake;
     std::unique_lock lock(mu);
@@ -244,8 +244,8 @@ int Run(int argc, char** argv) {
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   log::Info("stopping", {{"signal", signal_number == SIGINT ? "SIGINT" : "SIGTERM"}});
-  crl_refresher.request_stop();
-  crl_refresher.join();
+  background.request_stop();
+  background.join();
   if (https) https->Stop();
   (*http)->Stop();
   https.reset();
