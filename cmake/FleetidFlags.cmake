@@ -38,3 +38,11 @@ function(fleetid_test name)
                         GTest::gtest_main)
   gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 120)
 endfunction()
+
+# fleetid_discover_db_tests(target): registers |target|'s tests, which run against SQLite and the
+# throwaway PostgreSQL cluster that the store.postgres.start fixture brings up.
+function(fleetid_discover_db_tests target)
+  gtest_discover_tests(${target} DISCOVERY_TIMEOUT 60
+    PROPERTIES TIMEOUT 300 FIXTURES_REQUIRED postgres
+               ENVIRONMENT "FLEETID_TEST_PG_URL_FILE=${FLEETID_PG_DIR}/url;FLEETID_PG_SH=${PROJECT_SOURCE_DIR}/tests/pg/pg.sh")
+endfunction()

@@ -270,34 +270,33 @@ Result<std::uint64_t> Log::Archive(std::uint64_t before) {
   return static_cast<std::uint64_t>(deleted);
 }
 
-Result<std::vector<Hash>> Log::InclusionProof(std::uint64_t seq, std::uint64_t size) {
-  FLEETID_TRY(tx, db_.Begin(TxMode::kRead));
+namespace {
+
+// InTree runs |fn| on the stored tree, in one read transaction, if the tree holds |size| entries.
+template <typename Fn>
+auto InTree(store::Database& db, std::uint64_t size, Fn&& fn) -> decltype(fn(std::declval<NodeReader&>())) {
+  FLEETID_TRY(tx, db.Begin(TxMode::kRead));
   FLEETID_TRY(tree_size, StoredTreeSize(*tx));
   if (size > tree_size) {
     return MakeError(ErrorCode::kInvalidArgument, "the tree has {} entries, not {}", tree_size, size);
   }
   StoredNodes nodes(*tx);
-  return audit::InclusionProof(nodes, seq, size);
+  return fn(nodes);
+}
+
+}  // namespace
+
+Result<std::vector<Hash>> Log::InclusionProof(std::uint64_t seq, std::uint64_t size) {
+  return InTree(db_, size, [&](NodeReader& nodes) { return audit::InclusionProof(nodes, seq, size); });
 }
 
 Result<std::vector<Hash>> Log::ConsistencyProof(std::uint64_t first, std::uint64_t second) {
-  FLEETID_TRY(tx, db_.Begin(TxMode::kRead));
-  FLEETID_TRY(tree_size, StoredTreeSize(*tx));
-  if (second > tree_size) {
-    return MakeError(ErrorCode::kInvalidArgument, "the tree has {} entries, not {}", tree_size, second);
-  }
-  StoredNodes nodes(*tx);
-  return audit::ConsistencyProof(nodes, first, second);
+  return InTree(db_, second,
+                [&](NodeReader& nodes) { return audit::ConsistencyProof(nodes, first, second); });
 }
 
 Result<Hash> Log::RootAt(std::uint64_t size) {
-  FLEETID_TRY(tx, db_.Begin(TxMode::kRead));
-  FLEETID_TRY(tree_size, StoredTreeSize(*tx));
-  if (size > tree_size) {
-    return MakeError(ErrorCode::kInvalidArgument, "the tree has {} entries, not {}", tree_size, size);
-  }
-  StoredNodes nodes(*tx);
-  return Root(nodes, size);
+  return InTree(db_, size, [&](NodeReader& nodes) { return Root(nodes, size); });
 }
 
 Result<std::shared_ptr<custody::Signer>> AuditSigner(custody::Token& token, Rng& rng) {
