@@ -25,6 +25,12 @@ printf '%s\n' $files | xargs -P "$(nproc)" -n 4 "$TIDY" -p build/dev --quiet \
   { grep -v -E '^[0-9]+ warnings? (and [0-9]+ errors? )?generated\.$|^Suppressed [0-9]+ warnings|^Use -header-filter' || true; } \
   >build/lint.log || true
 cat build/lint.log
+# A clang-tidy that crashes prints no finding, and xargs then stops starting the rest: a crash is
+# a failure, never a clean run.
+if grep -q -E 'terminated by signal|Stack dump|Segmentation fault' build/lint.log; then
+  echo "lint: clang-tidy crashed; the files after it were not checked (build/lint.log)" >&2
+  exit 1
+fi
 if grep -q -E '(warning|error):' build/lint.log; then
   echo "lint: clang-tidy found problems (build/lint.log)" >&2
   exit 1

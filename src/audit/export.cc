@@ -146,11 +146,11 @@ VerifyReport VerifyExport(const Export& exported, EVP_PKEY* audit_key,
     }
     pending.emplace(head.size, Pending{&head, false});
   }
-  if (saved) {
-    if (!VerifyHead(*saved, audit_key)) {
-      problem(fmt::format("saved head at size {}: its signature does not verify", saved->size));
+  if (const TreeHead* kept = saved.has_value() ? &saved.value() : nullptr; kept != nullptr) {
+    if (!VerifyHead(*kept, audit_key)) {
+      problem(fmt::format("saved head at size {}: its signature does not verify", kept->size));
     } else {
-      pending.emplace(saved->size, Pending{&*saved, true});
+      pending.emplace(kept->size, Pending{kept, true});
     }
   }
 
@@ -203,10 +203,11 @@ VerifyReport VerifyExport(const Export& exported, EVP_PKEY* audit_key,
     ++report.entries;
     check_heads();
   }
-  for (const auto& [size, head] : pending) {
+  // (No structured binding here: clang-tidy 16's optional-access analysis crashes on one.)
+  for (const auto& left : pending) {
     problem(fmt::format("{}head at size {}: the export holds only {} entries (the log was rolled "
                         "back or truncated)",
-                        head.saved ? "saved " : "", size, range.size()));
+                        left.second.saved ? "saved " : "", left.first, range.size()));
   }
   return report;
 }

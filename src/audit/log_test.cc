@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <sstream>
 #include <thread>
@@ -140,6 +141,7 @@ TEST_P(LogTest, SignedHeadsProveInclusionAndConsistency) {
 
 TEST_P(LogTest, ConcurrentAppendsBecomeOneTreeUpdate) {
   std::vector<std::thread> writers;
+  writers.reserve(4);
   for (int t = 0; t < 4; ++t) {
     writers.emplace_back([this, t] {
       for (int i = 0; i < 50; ++i) AppendOne("T" + std::to_string(t) + "-" + std::to_string(i));
@@ -236,10 +238,9 @@ class TamperTest : public LogTest {
   }
 
   static bool Says(const VerifyReport& report, const std::string& text) {
-    for (const std::string& p : report.problems) {
-      if (p.find(text) != std::string::npos) return true;
-    }
-    return false;
+    return std::ranges::any_of(report.problems, [&text](const std::string& p) {
+      return p.find(text) != std::string::npos;
+    });
   }
 
   std::vector<TreeHead> heads_;

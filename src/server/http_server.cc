@@ -866,7 +866,7 @@ class HttpServer::Impl {
     DoAccept();
     threads_.reserve(contexts_.size());
     for (auto& context : contexts_) {
-      threads_.emplace_back([this, ctx = context.get()] { RunThread(*ctx); });
+      threads_.emplace_back([ctx = context.get()] { RunThread(*ctx); });
       thread_ids_.push_back(threads_.back().get_id());
     }
   }
