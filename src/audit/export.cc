@@ -1,7 +1,6 @@
 #include "audit/export.h"
 
 #include <algorithm>
-#include <charconv>
 #include <istream>
 #include <map>
 #include <ostream>
@@ -15,21 +14,6 @@ using Json = nlohmann::json;
 
 std::string Hex(std::span<const std::uint8_t> bytes) { return crypto::Hex(bytes); }
 
-Result<std::vector<std::uint8_t>> Unhex(const std::string& hex) {
-  if (hex.size() % 2 != 0) return MakeError(ErrorCode::kInvalidArgument, "odd-length hex");
-  std::vector<std::uint8_t> out;
-  out.reserve(hex.size() / 2);
-  for (std::size_t i = 0; i < hex.size(); i += 2) {
-    unsigned v = 0;
-    auto [end, ec] = std::from_chars(hex.data() + i, hex.data() + i + 2, v, 16);
-    if (ec != std::errc() || end != hex.data() + i + 2) {
-      return MakeError(ErrorCode::kInvalidArgument, "not hex");
-    }
-    out.push_back(static_cast<std::uint8_t>(v));
-  }
-  return out;
-}
-
 std::span<const std::uint8_t> Bytes(const std::string& s) {
   return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
 }
@@ -41,7 +25,7 @@ Result<TreeHead> HeadFromJson(const Json& doc) {
     head.time_ms = doc.at("time_ms").get<std::int64_t>();
     FLEETID_TRY(root, HashFromHex(doc.at("root").get<std::string>()));
     head.root = root;
-    FLEETID_TRY(signature, Unhex(doc.at("signature").get<std::string>()));
+    FLEETID_TRY(signature, crypto::Unhex(doc.at("signature").get<std::string>()));
     head.signature = std::move(signature);
     return head;
   } catch (const Json::exception&) {

@@ -110,20 +110,8 @@ std::string HashHex(const Hash& hash) { return crypto::Hex(hash); }
 
 Result<Hash> HashFromHex(std::string_view hex) {
   Hash out;
-  if (hex.size() != 2 * out.size()) {
-    return MakeError(ErrorCode::kInvalidArgument, "a hash is 64 hex digits, not {}", hex.size());
-  }
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    auto digit = [](char c) -> int {
-      if (c >= '0' && c <= '9') return c - '0';
-      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-      return -1;
-    };
-    const int hi = digit(hex[2 * i]);
-    const int lo = digit(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return MakeError(ErrorCode::kInvalidArgument, "a hash is hex digits");
-    out[i] = static_cast<std::uint8_t>(hi * 16 + lo);
+  if (!crypto::Unhex(hex, out)) {
+    return MakeError(ErrorCode::kInvalidArgument, "a hash is 64 hex digits");
   }
   return out;
 }

@@ -50,6 +50,29 @@ std::string Hex(std::span<const std::uint8_t> bytes) {
   return out;
 }
 
+bool Unhex(std::string_view hex, std::span<std::uint8_t> out) {
+  if (hex.size() != 2 * out.size()) return false;
+  auto digit = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const int hi = digit(hex[2 * i]);
+    const int lo = digit(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out[i] = static_cast<std::uint8_t>(hi * 16 + lo);
+  }
+  return true;
+}
+
+Result<std::vector<std::uint8_t>> Unhex(std::string_view hex) {
+  std::vector<std::uint8_t> out(hex.size() / 2);
+  if (!Unhex(hex, out)) return MakeError(ErrorCode::kInvalidArgument, "not an even number of hex digits");
+  return out;
+}
+
 Error OpenSslError(ErrorCode code, std::string_view what) {
   unsigned long first = ERR_get_error();
   std::string reason;

@@ -30,6 +30,11 @@ bool ConstantTimeEquals(std::span<const std::uint8_t> a, std::span<const std::ui
 
 std::string Hex(std::span<const std::uint8_t> bytes);
 
+// Unhex decodes |hex| (either case) into |out|, which must be exactly half its length; false for
+// anything else. The allocating form returns kInvalidArgument.
+bool Unhex(std::string_view hex, std::span<std::uint8_t> out);
+[[nodiscard]] Result<std::vector<std::uint8_t>> Unhex(std::string_view hex);
+
 inline std::span<const std::uint8_t> AsBytes(std::string_view s) {
   return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
 }

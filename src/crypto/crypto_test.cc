@@ -16,6 +16,18 @@ TEST(CryptoTest, Sha256KnownAnswer) {
   EXPECT_EQ(Hex(*sha384).substr(0, 16), "cb00753f45a35e8b");
 }
 
+TEST(CryptoTest, UnhexIsTheInverseOfHex) {
+  const std::vector<std::uint8_t> bytes = {0x00, 0x7f, 0x80, 0xff, 0x0a};
+  auto back = Unhex(Hex(bytes));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(*back, bytes);
+  EXPECT_EQ(*Unhex("0AfF"), (std::vector<std::uint8_t>{0x0a, 0xff}));
+  EXPECT_FALSE(Unhex("abc")) << "odd length";
+  EXPECT_FALSE(Unhex("0g")) << "not a hex digit";
+  std::uint8_t two[2];
+  EXPECT_FALSE(Unhex("00", two)) << "wrong output size";
+}
+
 TEST(CryptoTest, UnknownDigestIsInvalidArgument) {
   auto result = Digest("NOT-A-DIGEST", AsBytes("x"));
   ASSERT_FALSE(result);

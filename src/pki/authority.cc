@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <array>
-#include <charconv>
 #include <limits>
 #include <mutex>
 
@@ -1034,15 +1033,9 @@ class RevokedList {
  public:
   Result<void> Add(std::string_view serial_hex, std::int64_t revoked_at, Reason reason) {
     std::uint8_t bytes[kMaxSerial];
-    if (serial_hex.empty() || serial_hex.size() % 2 != 0 || serial_hex.size() / 2 > kMaxSerial) {
+    if (serial_hex.empty() || serial_hex.size() / 2 > kMaxSerial ||
+        !crypto::Unhex(serial_hex, std::span(bytes, serial_hex.size() / 2))) {
       return MakeError(ErrorCode::kInternal, "stored serial '{}' is not hex", serial_hex);
-    }
-    for (std::size_t i = 0; i < serial_hex.size(); i += 2) {
-      const auto parsed =
-          std::from_chars(serial_hex.data() + i, serial_hex.data() + i + 2, bytes[i / 2], 16);
-      if (parsed.ec != std::errc() || parsed.ptr != serial_hex.data() + i + 2) {
-        return MakeError(ErrorCode::kInternal, "stored serial '{}' is not hex", serial_hex);
-      }
     }
     // An INTEGER's content is minimal: no leading zero bytes (the sign is in the type).
     std::size_t skip = 0;
