@@ -18,7 +18,12 @@
 #include "audit/log.h"
 #include "crypto/crypto.h"
 #include "crypto/keys.h"
+#include "custody/provider.h"
 #include "custody/store.h"
+#include "enroll/factory.h"
+#include "enroll/service.h"
+#include <sys/wait.h>
+#include <unistd.h>
 #include "pki/pki.h"
 #include "registry/registry.h"
 #include "store/store.h"
@@ -199,6 +204,203 @@ int VerifyAuditExport(const std::vector<std::string>& in_paths, const std::strin
 }
 
 
+// --- factory and enrollment ----------------------------------------------------------------
+
+namespace fs = std::filesystem;
+
+constexpr std::string_view kFactoryToken = "factory";
+
+Result<std::vector<std::uint8_t>> CertDerFromFile(const std::string& path) {
+  FLEETID_TRY(text, ReadAll(path));
+  crypto::BioPtr bio(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
+  crypto::X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  if (!cert) {
+    const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+    cert.reset(d2i_X509(nullptr, &p, static_cast<long>(text.size())));
+  }
+  if (!cert) return MakeError(ErrorCode::kInvalidArgument, "'{}' is not a certificate", path);
+  return enroll::CertificateDer(cert.get());
+}
+
+Result<void> WriteFile(const fs::path& path, std::string_view data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << data;
+  if (!out.flush()) return MakeError(ErrorCode::kUnavailable, "cannot write '{}'", path.string());
+  return {};
+}
+
+// FactoryToken opens the factory's own token store (|dir|/custody) and its manufacturer key.
+struct FactoryKey {
+  std::shared_ptr<custody::Token> token;
+  crypto::EvpPkeyPtr key;
+};
+
+Result<FactoryKey> OpenFactory(const fs::path& dir, bool create) {
+  FLEETID_TRY(module, custody::OpenSoftHsmStore(dir / "custody"));
+  FLEETID_TRY(opened, custody::OpenOrCreateToken(module, kFactoryToken, dir / "custody",
+                                                 crypto::OpenSslRng::Instance(), create));
+  if (create && !opened.token->FindKey(enroll::kManufacturerKeyLabel)) {
+    FLEETID_TRY(made, opened.token->GenerateKey(enroll::kManufacturerKeyLabel,
+                                                crypto::GetSuite(crypto::SuiteId::kEcdsaP256Sha256),
+                                                crypto::OpenSslRng::Instance()));
+    (void)made;
+  }
+  FLEETID_TRY(signer, opened.token->GetSigner(enroll::kManufacturerKeyLabel));
+  FLEETID_TRY(key, custody::TokenPkey(std::shared_ptr<custody::Signer>(std::move(signer))));
+  return FactoryKey{opened.token, std::move(key)};
+}
+
+int FactoryInit(const fs::path& dir, const std::string& name) {
+  auto factory = OpenFactory(dir, true);
+  if (!factory) return Fail(factory.error());
+  const fs::path cert_path = dir / "manufacturer.pem";
+  if (!fs::exists(cert_path)) {
+    auto der = enroll::MakeManufacturerCa(factory->key.get(), name, SystemClock::Instance(),
+                                          crypto::OpenSslRng::Instance());
+    if (!der) return Fail(der.error());
+    if (auto w = WriteFile(cert_path, CertPem(*der)); !w) return Fail(w.error());
+    if (auto w = WriteFile(dir / "manufacturer.name", name); !w) return Fail(w.error());
+  }
+  auto der = CertDerFromFile(cert_path.string());
+  if (!der) return Fail(der.error());
+  std::cout << Json{{"manufacturer", name},
+                    {"certificate", cert_path.string()},
+                    {"fingerprint", crypto::Hex(crypto::Sha256(*der))}}
+                   .dump(2)
+            << "\n";
+  return 0;
+}
+
+struct MakeBatch {
+  std::string factory_dir;
+  std::string out_dir;
+  int count = 1;
+  std::string model = "sensor-1";
+  std::string firmware_path;
+  std::string firmware_version = "1.0.0";
+  std::string prefix = "SN";
+  std::string station = "line-1";
+  std::string agent;
+  std::string suite = "ecdsa-p256-sha256";
+};
+
+// RunAgent runs fleetid-agent |args| and waits for it.
+Result<void> RunAgent(const std::string& agent, const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  argv.push_back(const_cast<char*>(agent.c_str()));
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) return MakeError(ErrorCode::kUnavailable, "fork failed");
+  if (pid == 0) {
+    ::execv(agent.c_str(), argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  if (::waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return MakeError(ErrorCode::kUnavailable, "'{}' failed (status {})", agent, status);
+  }
+  return {};
+}
+
+int FactoryMake(const MakeBatch& b) {
+  const fs::path factory_dir(b.factory_dir);
+  const fs::path out(b.out_dir);
+  auto name = ReadAll((factory_dir / "manufacturer.name").string());
+  auto ca_der = CertDerFromFile((factory_dir / "manufacturer.pem").string());
+  if (!name || !ca_der) {
+    return Fail(Error(ErrorCode::kNotFound, "no manufacturer in '" + b.factory_dir +
+                                                "': run `fleetid factory init` first"));
+  }
+  auto firmware = ReadAll(b.firmware_path);
+  if (!firmware) return Fail(firmware.error());
+  if (b.count < 1 || b.count > 100000) return Fail(Error(ErrorCode::kInvalidArgument, "--count is 1..100000"));
+  auto raw = crypto::OpenSslRng::Instance().Bytes(3);
+  if (!raw) return Fail(raw.error());
+  enroll::Manifest m;
+  m.batch = "B-" + crypto::Hex(*raw);
+  m.manufacturer = *name;
+  m.model = b.model;
+  m.station = b.station;
+  m.manufactured_at = std::chrono::duration_cast<std::chrono::seconds>(
+                          SystemClock::Instance().Now().time_since_epoch())
+                          .count();
+  const std::string fw_sha256 = crypto::Hex(crypto::Sha256(*firmware));
+  std::error_code ec;
+  fs::create_directories(out / "devices", ec);
+  std::string serial_list;
+  std::vector<std::string> serials;
+  for (int i = 1; i <= b.count; ++i) {
+    serials.push_back(fmt::format("{}-{}-{:05d}", b.prefix, crypto::Hex(*raw), i));
+    serial_list += serials.back() + "\n";
+  }
+  if (auto w = WriteFile(out / "serials.txt", serial_list); !w) return Fail(w.error());
+  // Each device's secure element makes its IDevID key and a CSR signed with it: the agent runs
+  // as the device would on the factory line, in a process (and SoftHSM2 store) of its own.
+  std::string agent = b.agent;
+  if (agent.empty()) agent = (fs::read_symlink("/proc/self/exe", ec).parent_path() / "fleetid-agent").string();
+  if (auto r = RunAgent(agent, {"se-init", "--batch", out.string(), "--suite", b.suite}); !r) {
+    return Fail(r.error());
+  }
+  auto factory = OpenFactory(factory_dir, false);
+  if (!factory) return Fail(factory.error());
+  for (const std::string& serial : serials) {
+    const fs::path dev = out / "devices" / serial;
+    auto csr = ReadAll((dev / "idevid.csr").string());
+    if (!csr) return Fail(csr.error());
+    auto cert = enroll::IssueIdevid(factory->key.get(), *ca_der, crypto::AsBytes(*csr),
+                                    {serial, b.model, *name}, SystemClock::Instance(),
+                                    crypto::OpenSslRng::Instance());
+    if (!cert) return Fail(cert.error().Wrap(serial));
+    if (auto w = WriteFile(dev / "idevid.pem", CertPem(*cert)); !w) return Fail(w.error());
+    const Json device{{"serial", serial},
+                      {"model", b.model},
+                      {"manufacturer", *name},
+                      {"firmware_version", b.firmware_version},
+                      {"firmware_sha256", fw_sha256}};
+    if (auto w = WriteFile(dev / "device.json", device.dump(2) + "\n"); !w) return Fail(w.error());
+    m.devices.push_back({serial, crypto::Hex(crypto::Sha256(*cert)), b.firmware_version, fw_sha256});
+  }
+  if (auto w = WriteFile(out / "manufacturer.pem", CertPem(*ca_der)); !w) return Fail(w.error());
+  auto jws = enroll::SignManifest(factory->key.get(), *ca_der, m);
+  if (!jws) return Fail(jws.error());
+  if (auto w = WriteFile(out / "manifest.jws", *jws + "\n"); !w) return Fail(w.error());
+  std::cout << Json{{"batch", m.batch}, {"devices", serials}, {"manifest", (out / "manifest.jws").string()},
+                    {"firmware_sha256", fw_sha256}}
+                   .dump(2)
+            << "\n";
+  return 0;
+}
+
+// Enrollment opens what the manufacturer, batch, reference and lifecycle commands work on.
+struct Enrollment {
+  Context context;
+  std::unique_ptr<pki::Authority> authority;
+  std::unique_ptr<enroll::PkiEffects> effects;
+  std::unique_ptr<registry::Registry> registry;
+  std::unique_ptr<enroll::Service> service;
+};
+
+Result<Enrollment> OpenEnrollment(const apps::CommonFlags& flags) {
+  FLEETID_TRY(context, OpenContext(flags));
+  FLEETID_CHECK_OK(enroll::Service::Migrate(*context.devices.db));
+  pki::AuthorityOptions options;
+  options.base_url = context.config.PublicUrl();
+  FLEETID_TRY(authority, pki::Authority::Open(context.token, *context.devices.db,
+                                              SystemClock::Instance(),
+                                              crypto::OpenSslRng::Instance(), options));
+  Enrollment e{std::move(context), std::move(authority), nullptr, nullptr, nullptr};
+  e.effects = std::make_unique<enroll::PkiEffects>(*e.authority);
+  e.registry = std::make_unique<registry::Registry>(*e.context.devices.db, SystemClock::Instance(),
+                                                    e.effects.get(), registry::RegistryOptions{});
+  e.service = std::make_unique<enroll::Service>(*e.context.devices.db, *e.registry, *e.authority,
+                                                *e.effects, SystemClock::Instance(),
+                                                crypto::OpenSslRng::Instance(),
+                                                enroll::ServiceOptions{});
+  return e;
+}
+
+
 int Run(int argc, char** argv) {
   CLI::App app{"fleetid: operate a fleetid device identity authority"};
   app.require_subcommand(1);
@@ -312,10 +514,132 @@ int Run(int argc, char** argv) {
   audit_proof->add_option("--seq", proof_seq, "the entry")->required();
   audit_proof->add_option("--size", proof_size, "the tree size (default: the latest head's)");
 
+
+  // --- factory, manufacturers, batches, reference values, lifecycle ---
+  auto* factory = app.add_subcommand("factory", "a manufacturer's factory (its own token)")->require_subcommand(1);
+  std::string factory_dir = "./var/factory";
+  std::string maker_name = "Example Devices";
+  auto* factory_init = factory->add_subcommand("init", "create the manufacturer CA (key in the factory token)");
+  factory_init->add_option("--name", maker_name, "manufacturer name");
+  MakeBatch make_batch;
+  auto* factory_make = factory->add_subcommand("make", "make a batch of devices: secure elements, IDevIDs, signed manifest");
+  factory_make->add_option("--out", make_batch.out_dir, "batch directory")->required();
+  factory_make->add_option("--count", make_batch.count, "devices");
+  factory_make->add_option("--model", make_batch.model, "device model");
+  factory_make->add_option("--firmware", make_batch.firmware_path, "firmware image (its SHA-256 is the measurement)")->required();
+  factory_make->add_option("--firmware-version", make_batch.firmware_version);
+  factory_make->add_option("--prefix", make_batch.prefix, "serial prefix");
+  factory_make->add_option("--station", make_batch.station, "factory station");
+  factory_make->add_option("--suite", make_batch.suite, "IDevID key suite");
+  factory_make->add_option("--agent", make_batch.agent, "the fleetid-agent binary (default: beside fleetid)");
+  for (auto* sub : {factory_init, factory_make}) sub->add_option("--dir", factory_dir, "factory directory");
+
+  auto* maker = app.add_subcommand("manufacturer", "manufacturers whose IDevIDs the authority trusts")->require_subcommand(1);
+  auto* maker_add = maker->add_subcommand("add", "register a manufacturer CA certificate");
+  std::string maker_cert;
+  maker_add->add_option("--cert", maker_cert, "the manufacturer CA certificate (PEM or DER)")->required();
+  maker_add->add_option("--name", maker_name, "manufacturer name (as its manifests say)")->required();
+  auto* maker_list = maker->add_subcommand("list", "list registered manufacturers");
+
+  auto* import_manifest = devices->add_subcommand("import-manifest", "verify and import a signed factory batch manifest");
+  import_manifest->add_option("manifest", in_path, "manifest.jws")->required();
+
+  auto* attest_cmd = app.add_subcommand("attest", "attestation: reference values and counters")->require_subcommand(1);
+  auto* reference = attest_cmd->add_subcommand("reference", "accept a firmware measurement for a model");
+  std::string ref_model;
+  std::string ref_digest;
+  std::string ref_firmware;
+  reference->add_option("--model", ref_model)->required();
+  reference->add_option("--digest", ref_digest, "hex SHA-256 of the firmware image");
+  reference->add_option("--firmware", ref_firmware, "the firmware image (hashed here)");
+  auto* attest_counters = attest_cmd->add_subcommand("counters", "refused nonces and appraisal results");
+
+  std::vector<std::pair<CLI::App*, registry::Event>> lifecycle;
+  for (const auto& [cmd, event, help] :
+       std::initializer_list<std::tuple<const char*, registry::Event, const char*>>{
+           {"suspend", registry::Event::kSuspend, "suspend: credentials on hold"},
+           {"resume", registry::Event::kResume, "resume: holds lifted"},
+           {"quarantine", registry::Event::kQuarantine, "quarantine: credentials revoked (keyCompromise)"},
+           {"decommission", registry::Event::kDecommission, "order decommissioning (the device erases its keys at its next contact)"},
+           {"cancel-decommission", registry::Event::kCancelDecommission, "cancel decommissioning within the grace period"}}) {
+    auto* sub = devices->add_subcommand(cmd, help);
+    sub->add_option("serial", serial)->required();
+    sub->add_option("--reason", reason, "why (recorded)")->required();
+    lifecycle.emplace_back(sub, event);
+  }
+  for (auto* sub : {maker_add, import_manifest, reference}) {
+    sub->add_option("--operator", operator_name, "who is acting (recorded in the audit log)");
+  }
+  for (auto& [sub, event] : lifecycle) {
+    sub->add_option("--operator", operator_name, "who is acting (recorded in the audit log)");
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  }
+
+  if (factory_init->parsed()) return FactoryInit(factory_dir, maker_name);
+  if (factory_make->parsed()) {
+    make_batch.factory_dir = factory_dir;
+    return FactoryMake(make_batch);
+  }
+  const bool lifecycle_parsed =
+      std::ranges::any_of(lifecycle, [](const auto& l) { return l.first->parsed(); });
+  if (maker->parsed() || import_manifest->parsed() || attest_cmd->parsed() || lifecycle_parsed) {
+    auto e = OpenEnrollment(flags);
+    if (!e) return Fail(e.error());
+    enroll::Service& service = *e->service;
+    const std::string actor = "operator:" + operator_name;
+    if (maker_add->parsed()) {
+      auto der = CertDerFromFile(maker_cert);
+      if (!der) return Fail(der.error());
+      auto m = service.AddManufacturer(*der, maker_name, actor);
+      if (!m) return Fail(m.error());
+      std::cout << Json{{"manufacturer", m->name}, {"fingerprint", m->fingerprint}}.dump(2) << "\n";
+    } else if (maker_list->parsed()) {
+      auto all = service.Manufacturers();
+      if (!all) return Fail(all.error());
+      Json out = Json::array();
+      for (const auto& m : *all) out.push_back({{"manufacturer", m.name}, {"fingerprint", m.fingerprint}});
+      std::cout << out.dump(2) << "\n";
+    } else if (import_manifest->parsed()) {
+      auto text = ReadAll(in_path);
+      if (!text) return Fail(text.error());
+      while (!text->empty() && (text->back() == '\n' || text->back() == '\r')) text->pop_back();
+      auto report = service.ImportManifest(*text, operator_name);
+      if (!report) return Fail(report.error().Wrap(in_path));
+      std::cout << Json{{"imported", report->imported}, {"already_present", report->already_present}}.dump(2)
+                << "\n";
+    } else if (reference->parsed()) {
+      if (!ref_firmware.empty()) {
+        auto fw = ReadAll(ref_firmware);
+        if (!fw) return Fail(fw.error());
+        ref_digest = crypto::Hex(crypto::Sha256(*fw));
+      }
+      if (auto r = service.AddReferenceValue(ref_model, ref_digest, actor); !r) return Fail(r.error());
+      std::cout << Json{{"model", ref_model}, {"firmware_sha256", ref_digest}}.dump(2) << "\n";
+    } else if (attest_counters->parsed()) {
+      auto c = service.Counters();
+      if (!c) return Fail(c.error());
+      std::cout << Json(*c).dump(2) << "\n";
+    } else {
+      for (const auto& [sub, event] : lifecycle) {
+        if (!sub->parsed()) continue;
+        auto d = e->registry->Get(serial);
+        if (!d) return Fail(d.error());
+        registry::TransitionRequest req;
+        req.serial = serial;
+        req.event = event;
+        req.expected_version = d->version;
+        req.actor = registry::Actor{registry::kOperator, operator_name, {"admin"}};
+        req.reason = reason;
+        auto next = e->registry->Transition(req);
+        if (!next) return Fail(next.error());
+        std::cout << DeviceJson(*next).dump(2) << "\n";
+      }
+    }
+    return 0;
   }
 
   if (audit_verify->parsed()) return VerifyAuditExport(audit_in, audit_key_path, saved_head_path);

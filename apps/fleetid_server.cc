@@ -13,6 +13,8 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/audit_routes.h"
+#include "apps/est_routes.h"
+#include "enroll/service.h"
 #include "apps/options.h"
 #include "common/log.h"
 #include "crypto/crypto.h"
@@ -60,7 +62,8 @@ nlohmann::json ClientIdentity(pki::Authority& authority, std::span<const std::ui
 // authority's own hierarchy (reused across restarts while it has a third of its life left), and
 // client certificates verified against the hierarchy.
 Result<server::TlsOptions> ServerTls(custody::Token& token, pki::Authority& authority,
-                                     const std::vector<std::string>& names) {
+                                     const std::vector<std::string>& names,
+                                     const std::vector<enroll::Manufacturer>& manufacturers) {
   const crypto::Suite& suite = crypto::GetSuite(crypto::SuiteId::kEcdsaP256Sha256);
   if (auto found = token.FindKey(kTlsKeyLabel); !found) {
     if (found.error().code() != ErrorCode::kNotFound) return MakeError(found.error());
@@ -88,6 +91,12 @@ Result<server::TlsOptions> ServerTls(custody::Token& token, pki::Authority& auth
   for (const std::string& name : authority.CaNames()) {
     FLEETID_TRY(der, authority.CaCertificate(name));
     FLEETID_TRY(anchor, parse(der));
+    tls.client_trust_anchors.emplace_back(anchor.get());
+  }
+  // IDevIDs chain to a registered manufacturer's CA; which anchor verified a chain decides what
+  // the client may do (enroll with an IDevID, renew with an LDevID).
+  for (const enroll::Manufacturer& m : manufacturers) {
+    FLEETID_TRY(anchor, parse(m.der));
     tls.client_trust_anchors.emplace_back(anchor.get());
   }
   tls.client_auth = server::TlsOptions::ClientAuth::kOptional;
@@ -160,7 +169,7 @@ int Run(int argc, char** argv) {
   const std::string db_url = config->DatabaseUrl();
   auto db = store::Database::Open(db_url, config->threads + 2);
   if (!db) return Fail(db.error());
-  if (auto migrated = registry::Registry::Migrate(**db); !migrated) return Fail(migrated.error());
+  if (auto migrated = enroll::Service::Migrate(**db); !migrated) return Fail(migrated.error());
   auto counts = registry::Registry(**db, SystemClock::Instance(), nullptr, {}).CountByState();
   if (!counts) return Fail(counts.error());
   std::int64_t devices = 0;
@@ -188,8 +197,17 @@ int Run(int argc, char** argv) {
   log::Info("audit log ready", {{"size", first_head->size},
                                 {"root", audit::HashHex(first_head->root)}});
 
+  // Enrollment: the registry acts on credentials through the CA in its own transactions.
+  enroll::PkiEffects effects(**authority);
+  registry::Registry registry(**db, SystemClock::Instance(), &effects, {});
+  enroll::Service enrollment(**db, registry, **authority, effects, SystemClock::Instance(),
+                             crypto::OpenSslRng::Instance(), {});
+  auto manufacturers = enrollment.Manufacturers();
+  if (!manufacturers) return Fail(manufacturers.error());
+
   server::Router router;
   apps::AddPkiRoutes(router, **authority, SystemClock::Instance());
+  apps::AddEstRoutes(router, enrollment);
   apps::AddAuditRoutes(router, audit_log, *audit_pem);
   // Over HTTPS with a client certificate, /healthz also says who the client is and the status
   // of its certificate: the handshake verified the chain, the authority knows the revocation.
@@ -204,7 +222,7 @@ int Run(int argc, char** argv) {
   options.threads = config->threads;
   std::unique_ptr<server::HttpServer> https;
   if (config->https_enabled) {
-    auto tls = ServerTls(*custody->token, **authority, config->TlsNames());
+    auto tls = ServerTls(*custody->token, **authority, config->TlsNames(), *manufacturers);
     if (!tls) return Fail(tls.error());
     server::HttpServerOptions https_options = options;
     https_options.address = config->https_listen.host;
@@ -225,7 +243,11 @@ int Run(int argc, char** argv) {
 
   // In the background: CRLs that relying parties fetch are rebuilt when due (so a fetch rarely
   // waits for a build), and the audit log is integrated and its head signed every few seconds.
-  std::jthread background([&authority, &audit_log](const std::stop_token& stop) {
+  // Manufacturers registered while the server runs (by `fleetid manufacturer add`) become
+  // client trust anchors within a second.
+  std::size_t known_manufacturers = manufacturers->size();
+  std::jthread background([&authority, &audit_log, &enrollment, &https,
+                           &known_manufacturers](const std::stop_token& stop) {
     std::mutex mu;
     std::condition_variable_any wake;
     std::unique_lock lock(mu);
@@ -233,6 +255,19 @@ int Run(int argc, char** argv) {
       wake.wait_for(lock, stop, std::chrono::seconds(1), [] { return false; });
       if (stop.stop_requested()) return;
       (*authority)->RefreshCrls();
+      if (auto makers = enrollment.Manufacturers(); https && makers && makers->size() != known_manufacturers) {
+        for (const enroll::Manufacturer& m : *makers) {
+          const unsigned char* p = m.der.data();
+          crypto::X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(m.der.size())));
+          if (!cert) continue;
+          if (auto added = https->AddClientTrustAnchor(server::X509Ref(cert.get())); !added) {
+            log::Warn("enroll: a manufacturer CA could not be trusted",
+                      {{"manufacturer", m.name}, {"error", added.error().ToString()}});
+          }
+        }
+        known_manufacturers = makers->size();
+        log::Info("enroll: manufacturer trust anchors", {{"count", known_manufacturers}});
+      }
       if (tick % kAuditHeadSeconds == 0) {
         if (auto head = audit_log.SignHead(); !head) {
           log::Warn("audit: signing a tree head failed", {{"error", head.error().ToString()}});

@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 #include <openssl/ocsp.h>
 #include <openssl/param_build.h>
+#include <openssl/pkcs7.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
@@ -42,6 +43,8 @@ using Asn1TimePtr = std::unique_ptr<ASN1_TIME, Deleter<&ASN1_TIME_free>>;
 using Asn1EnumeratedPtr = std::unique_ptr<ASN1_ENUMERATED, Deleter<&ASN1_ENUMERATED_free>>;
 using Asn1BitStringPtr = std::unique_ptr<ASN1_BIT_STRING, Deleter<&ASN1_BIT_STRING_free>>;
 using X509ExtensionPtr = std::unique_ptr<X509_EXTENSION, Deleter<&X509_EXTENSION_free>>;
+using Pkcs7Ptr = std::unique_ptr<PKCS7, Deleter<&PKCS7_free>>;
+using X509AttributePtr = std::unique_ptr<X509_ATTRIBUTE, Deleter<&X509_ATTRIBUTE_free>>;
 using X509CrlPtr = std::unique_ptr<X509_CRL, Deleter<&X509_CRL_free>>;
 using X509RevokedPtr = std::unique_ptr<X509_REVOKED, Deleter<&X509_REVOKED_free>>;
 using X509StorePtr = std::unique_ptr<X509_STORE, Deleter<&X509_STORE_free>>;

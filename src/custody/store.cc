@@ -146,33 +146,19 @@ Result<crypto::SecretBuffer> ReadPinEnv(const std::string& name) {
   return crypto::SecretBuffer::FromString(value);
 }
 
-Result<OpenedToken> OpenEmbedded(const fs::path& data_dir, std::string_view token_label,
-                                 Rng& rng) {
+Result<std::shared_ptr<Module>> OpenSoftHsmStore(const fs::path& store_dir) {
   std::error_code ec;
-  const fs::path dir = fs::absolute(data_dir, ec) / "custody";
+  const fs::path dir = fs::absolute(store_dir, ec);
   const fs::path tokens = dir / "tokens";
   const fs::path conf = dir / "softhsm2.conf";
-  const fs::path so_pin_path = dir / "so.pin";
-  const fs::path user_pin_path = dir / "user.pin";
-  const bool fresh = !fs::exists(user_pin_path);
-
   FLEETID_CHECK_OK(MakePrivateDir(dir));
   FLEETID_CHECK_OK(MakePrivateDir(tokens));
-  FLEETID_CHECK_OK(WriteIfMissing(conf, fmt::format("# fleetid embedded token store\n"
+  FLEETID_CHECK_OK(WriteIfMissing(conf, fmt::format("# fleetid SoftHSM2 token store\n"
                                                     "directories.tokendir = {}\n"
                                                     "objectstore.backend = file\n"
                                                     "log.level = ERROR\n"
                                                     "slots.removable = false\n",
                                                     tokens.string())));
-  if (fresh) {
-    // PINs are written before the token is initialised: a crash in between leaves PINs for a
-    // token that is initialised on the next start, never a token whose PIN is lost.
-    FLEETID_TRY(so_pin, GeneratePin(rng));
-    FLEETID_TRY(user_pin, GeneratePin(rng));
-    FLEETID_CHECK_OK(WriteSecretFile(so_pin_path, so_pin));
-    FLEETID_CHECK_OK(WriteSecretFile(user_pin_path, user_pin));
-  }
-
   const char* current = std::getenv("SOFTHSM2_CONF");
   FLEETID_TRY(module_path, FindSoftHsmModule());
   if (current == nullptr || conf.string() != current) {
@@ -180,28 +166,55 @@ Result<OpenedToken> OpenEmbedded(const fs::path& data_dir, std::string_view toke
     // store in this process would silently keep using that one.
     ::setenv("SOFTHSM2_CONF", conf.c_str(), 1);
   }
-  FLEETID_TRY(module, Module::Load(module_path));
-  FLEETID_TRY(user_pin, ReadPinFile(user_pin_path));
+  return Module::Load(module_path);
+}
 
+Result<OpenedToken> OpenOrCreateToken(const std::shared_ptr<Module>& module,
+                                      std::string_view token_label, const fs::path& pin_dir,
+                                      Rng& rng, bool create) {
+  const fs::path so_pin_path = pin_dir / "so.pin";
+  const fs::path user_pin_path = pin_dir / "user.pin";
   bool created = false;
   auto slot = module->FindToken(token_label);
-  if (!slot && slot.error().code() == ErrorCode::kNotFound) {
+  if (!slot && slot.error().code() == ErrorCode::kNotFound && create) {
+    if (!fs::exists(user_pin_path)) {
+      // PINs are written before the token is initialised: a crash in between leaves PINs for a
+      // token that is initialised on the next open, never a token whose PIN is lost.
+      FLEETID_CHECK_OK(MakePrivateDir(pin_dir));
+      FLEETID_TRY(so_pin, GeneratePin(rng));
+      FLEETID_TRY(user_pin, GeneratePin(rng));
+      FLEETID_CHECK_OK(WriteSecretFile(so_pin_path, so_pin));
+      FLEETID_CHECK_OK(WriteSecretFile(user_pin_path, user_pin));
+    }
     FLEETID_TRY(so_pin, ReadPinFile(so_pin_path));
+    FLEETID_TRY(user_pin, ReadPinFile(user_pin_path));
     FLEETID_TRY(new_slot, module->InitToken(token_label, so_pin, user_pin));
     (void)new_slot;
     created = true;
-    log::Info("custody: initialised embedded token",
-              {{"token", token_label}, {"store", dir.string()}});
   } else if (!slot) {
     return MakeError(slot.error());
   }
+  FLEETID_TRY(user_pin, ReadPinFile(user_pin_path));
   FLEETID_TRY(token, Token::Open(module, token_label, user_pin));
   OpenedToken out;
   out.token = std::move(token);
-  out.module_path = module_path;
+  out.module_path = module->path();
+  out.created = created;
+  return out;
+}
+
+Result<OpenedToken> OpenEmbedded(const fs::path& data_dir, std::string_view token_label,
+                                 Rng& rng) {
+  std::error_code ec;
+  const fs::path dir = fs::absolute(data_dir, ec) / "custody";
+  FLEETID_TRY(module, OpenSoftHsmStore(dir));
+  FLEETID_TRY(out, OpenOrCreateToken(module, token_label, dir, rng, true));
+  if (out.created) {
+    log::Info("custody: initialised embedded token",
+              {{"token", token_label}, {"store", dir.string()}});
+  }
   out.embedded = true;
   out.store_dir = dir;
-  out.created = created;
   return out;
 }
 

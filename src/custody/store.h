@@ -29,6 +29,19 @@ struct OpenedToken {
 // SoftHSM2 is not installed.
 [[nodiscard]] Result<std::filesystem::path> FindSoftHsmModule();
 
+// OpenSoftHsmStore makes |store_dir| a SoftHSM2 token store of its own on first use (its
+// softhsm2.conf and token directory, 0700), points SOFTHSM2_CONF at it and loads SoftHSM2. One
+// store per process: SoftHSM2 reads its configuration once. Call it before other threads exist.
+[[nodiscard]] Result<std::shared_ptr<Module>> OpenSoftHsmStore(const std::filesystem::path& store_dir);
+
+// OpenOrCreateToken logs in to the token |token_label| of |module| with the user PIN in
+// |pin_dir|/user.pin. With |create|, a missing token is initialised in a free slot, with SO and
+// user PINs generated into |pin_dir| (0600 files, written before the token is initialised).
+[[nodiscard]] Result<OpenedToken> OpenOrCreateToken(const std::shared_ptr<Module>& module,
+                                                    std::string_view token_label,
+                                                    const std::filesystem::path& pin_dir, Rng& rng,
+                                                    bool create);
+
 // OpenEmbedded opens (creating on first use) the SoftHSM2 token store in |data_dir|/custody:
 // its own softhsm2.conf and token directory (the system token directory is never touched), and
 // generated SO and user PINs kept in 0600 files beside them. It points SOFTHSM2_CONF at that

@@ -594,7 +594,8 @@ std::string Authority::CrlUrl(std::string_view issuer, std::int64_t partition, b
 Result<CertificateRecord> Authority::SignAndRecord(CertSpec& spec, Ca& issuing,
                                                    std::string_view subject_id,
                                                    const Suite& suite, std::int64_t partition,
-                                                   const AuditContext& audit) {
+                                                   const AuditContext& audit,
+                                                   store::Transaction* outer, bool hold) {
   for (int attempt = 0;; ++attempt) {
     FLEETID_TRY(serial, rng_.Bytes(16));
     serial[0] = static_cast<std::uint8_t>((serial[0] & 0x7f) | 0x01);  // positive, 16 bytes
@@ -609,17 +610,37 @@ Result<CertificateRecord> Authority::SignAndRecord(CertSpec& spec, Ca& issuing,
     record.not_after = spec.not_after;
     record.partition = partition;
     record.der = CertDer(cert.get());
-    FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
+    std::unique_ptr<store::Transaction> own;
+    if (outer == nullptr) {
+      FLEETID_TRY(begun, db_.Begin(TxMode::kWrite));
+      own = std::move(begun);
+    }
+    store::Transaction* tx = outer != nullptr ? outer : own.get();
+    store::Value reason = nullptr;
+    store::Value revoked_at = nullptr;
+    if (hold) {
+      record.status = Status::kOnHold;
+      record.reason = Reason::kCertificateHold;
+      record.revoked_at = std::chrono::floor<std::chrono::seconds>(clock_.Now());
+      reason = static_cast<std::int64_t>(Reason::kCertificateHold);
+      revoked_at = ToUnix(*record.revoked_at);
+    }
     auto inserted = tx->Exec(
         "INSERT INTO certificates (serial, issuer, device, suite, not_before, not_after, status, "
-        "partition_id, der) VALUES (?, ?, ?, ?, ?, ?, 'good', ?, ?)",
+        "reason, revoked_at, partition_id, der) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         {record.serial, record.issuer, record.device, record.suite,
          ToUnix(std::chrono::floor<std::chrono::seconds>(record.not_before)),
-         ToUnix(std::chrono::floor<std::chrono::seconds>(record.not_after)), partition,
+         ToUnix(std::chrono::floor<std::chrono::seconds>(record.not_after)),
+         std::string(StatusName(record.status)), reason, revoked_at, partition,
          store::Blob(record.der)});
-    // The serial is unique by the table's primary key; a collision of 127 random bits draws again.
-    if (!inserted && inserted.error().code() == ErrorCode::kConflict && attempt < 3) continue;
+    // The serial is unique by the table's primary key; a collision of 127 random bits draws
+    // again (in a transaction of our own: a failed statement may end the caller's).
+    if (!inserted && inserted.error().code() == ErrorCode::kConflict && attempt < 3 && own) continue;
     if (!inserted) return MakeError(inserted.error());
+    if (hold) {
+      FLEETID_CHECK_OK(tx->Exec("INSERT INTO certificate_changes (serial, changed_at) VALUES (?, ?)",
+                                {record.serial, ToUnix(clock_.Now())}));
+    }
     FLEETID_TRY(seq, audit::Log::Append(
                          *tx,
                          {std::string(audit.actor), "pki.issue", record.serial, nullptr,
@@ -627,11 +648,12 @@ Result<CertificateRecord> Authority::SignAndRecord(CertSpec& spec, Ca& issuing,
                            {"issuer", record.issuer},
                            {"suite", record.suite},
                            {"not_after", ToUnix(record.not_after)},
-                           {"status", "good"}},
+                           {"status", StatusName(record.status)}},
                           "", "", audit.evidence_digest},
                          clock_));
     static_cast<void>(seq);
-    FLEETID_CHECK_OK(tx->Commit());
+    if (own) FLEETID_CHECK_OK(own->Commit());
+    if (hold && own) crl_cache_->MarkDirty(record.issuer, record.partition);
     // The first OCSP query signs and caches the answer; signing two CertID forms here would
     // triple the token signatures of every issuance.
     return record;
@@ -642,6 +664,22 @@ Result<CertificateRecord> Authority::Issue(std::span<const std::uint8_t> csr_der
                                            const DeviceIdentity& device,
                                            const crypto::SuitePolicy& policy,
                                            std::string_view actor) {
+  return IssueImpl(nullptr, csr_der, device, policy, actor, false);
+}
+
+Result<CertificateRecord> Authority::IssueIn(store::Transaction& tx,
+                                             std::span<const std::uint8_t> csr_der,
+                                             const DeviceIdentity& device,
+                                             const crypto::SuitePolicy& policy,
+                                             std::string_view actor, bool pending) {
+  return IssueImpl(&tx, csr_der, device, policy, actor, pending);
+}
+
+Result<CertificateRecord> Authority::IssueImpl(store::Transaction* tx,
+                                               std::span<const std::uint8_t> csr_der,
+                                               const DeviceIdentity& device,
+                                               const crypto::SuitePolicy& policy,
+                                               std::string_view actor, bool pending) {
   if (device.serial.empty()) return MakeError(ErrorCode::kInvalidArgument, "no device serial");
   FLEETID_TRY(csr, crypto::VerifyCsr(csr_der));
   FLEETID_TRY(suite, crypto::SuiteOfPublicKey(csr.key.get()));
@@ -661,7 +699,8 @@ Result<CertificateRecord> Authority::Issue(std::span<const std::uint8_t> csr_der
   spec.authority_key_id = issuing->authority_key_id.get();
   spec.subject_alt_names = {{GEN_URI, DeviceUri(device.serial)}};
   const std::string evidence = crypto::Hex(crypto::Sha256(csr_der));
-  return SignAndRecord(spec, *issuing, device.serial, *suite, partition, {actor, evidence});
+  return SignAndRecord(spec, *issuing, device.serial, *suite, partition, {actor, evidence}, tx,
+                       pending);
 }
 
 Result<CertificateRecord> Authority::ServerCertificate(std::span<const std::uint8_t> spki,
@@ -731,7 +770,7 @@ Result<CertificateRecord> Authority::IssueServer(std::span<const std::uint8_t> s
     spec.subject_alt_names.emplace_back(ip ? GEN_IPADD : GEN_DNS, name);
   }
   return SignAndRecord(spec, *issuing, "server:" + names.front(), *suite, partition,
-                       {"system:fleetid-server", ""});
+                       {"system:fleetid-server", ""}, nullptr, false);
 }
 
 namespace {
@@ -771,7 +810,32 @@ Result<CertificateRecord> Authority::Release(std::string_view serial, std::strin
 Result<CertificateRecord> Authority::ChangeStatus(std::string_view serial,
                                                   std::optional<Reason> reason,
                                                   std::string_view actor) {
-  FLEETID_TRY(current, Get(serial));
+  FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
+  FLEETID_TRY(next, ChangeStatusIn(*tx, serial, reason, actor));
+  FLEETID_CHECK_OK(tx->Commit());
+  Publish(next);
+  return next;
+}
+
+Result<CertificateRecord> Authority::GetIn(store::Transaction& tx, std::string_view serial) {
+  if (!IsSerialHex(serial)) {
+    return MakeError(ErrorCode::kInvalidArgument, "a serial is lower-case hex");
+  }
+  FLEETID_TRY(rows, tx.Query(fmt::format("SELECT {} FROM certificates WHERE serial = ?",
+                                         kRecordColumns),
+                             {std::string(serial)}));
+  if (rows.empty()) return MakeError(ErrorCode::kNotFound, "no certificate with serial {}", serial);
+  return DecodeRecord(rows.front());
+}
+
+Result<CertificateRecord> Authority::ChangeStatusIn(store::Transaction& tx,
+                                                    std::string_view serial,
+                                                    std::optional<Reason> reason,
+                                                    std::string_view actor) {
+  if (reason == Reason::kRemoveFromCrl) {
+    return MakeError(ErrorCode::kInvalidArgument, "removeFromCRL is not a revocation reason");
+  }
+  FLEETID_TRY(current, GetIn(tx, serial));
   const TimePoint now = clock_.Now();
   if (reason) {
     if (current.status == Status::kRevoked) {
@@ -794,37 +858,38 @@ Result<CertificateRecord> Authority::ChangeStatus(std::string_view serial,
     next.reason.reset();
     next.revoked_at.reset();
   }
-  FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
   store::Value reason_value = nullptr;
   store::Value revoked_value = nullptr;
   if (next.reason) reason_value = static_cast<std::int64_t>(*next.reason);
   if (next.revoked_at) revoked_value = ToUnix(*next.revoked_at);
-  FLEETID_TRY(changed, tx->Exec("UPDATE certificates SET status = ?, reason = ?, revoked_at = ? "
-                                "WHERE serial = ? AND status = ?",
-                                {std::string(StatusName(next.status)), reason_value, revoked_value,
-                                 std::string(serial), std::string(StatusName(current.status))}));
+  FLEETID_TRY(changed, tx.Exec("UPDATE certificates SET status = ?, reason = ?, revoked_at = ? "
+                               "WHERE serial = ? AND status = ?",
+                               {std::string(StatusName(next.status)), reason_value, revoked_value,
+                                std::string(serial), std::string(StatusName(current.status))}));
   if (changed != 1) {
     return MakeError(ErrorCode::kConflict, "certificate {} changed concurrently", serial);
   }
   // Other processes and nodes serving OCSP for this database pick the change up from here.
-  FLEETID_CHECK_OK(tx->Exec("INSERT INTO certificate_changes (serial, changed_at) VALUES (?, ?)",
-                            {std::string(serial), ToUnix(now)}));
+  FLEETID_CHECK_OK(tx.Exec("INSERT INTO certificate_changes (serial, changed_at) VALUES (?, ?)",
+                           {std::string(serial), ToUnix(now)}));
   auto state = [](const CertificateRecord& r) {
     nlohmann::json out{{"status", StatusName(r.status)}};
     if (r.reason) out["reason"] = ReasonName(*r.reason);
     return out;
   };
   FLEETID_TRY(seq, audit::Log::Append(
-                       *tx,
+                       tx,
                        {std::string(actor), reason ? "pki.revoke" : "pki.release",
                         std::string(serial), state(current), state(next),
                         reason ? std::string(ReasonName(*reason)) : "", "", ""},
                        clock_));
   static_cast<void>(seq);
-  FLEETID_CHECK_OK(tx->Commit());
-  crl_cache_->MarkDirty(next.issuer, next.partition);
-  RefreshOcsp(next);
   return next;
+}
+
+void Authority::Publish(const CertificateRecord& changed) {
+  crl_cache_->MarkDirty(changed.issuer, changed.partition);
+  RefreshOcsp(changed);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -123,6 +123,15 @@ class Authority {
                                                 const crypto::SuitePolicy& policy,
                                                 std::string_view actor = "system");
 
+  // IssueIn is Issue inside the caller's write transaction |tx| (nothing is committed here). With
+  // |pending| the certificate is born on hold (certificateHold): a rotation's new credential,
+  // which becomes good (Release) once the device proves it holds the key.
+  [[nodiscard]] Result<CertificateRecord> IssueIn(store::Transaction& tx,
+                                                  std::span<const std::uint8_t> csr_der,
+                                                  const DeviceIdentity& device,
+                                                  const crypto::SuitePolicy& policy,
+                                                  std::string_view actor, bool pending);
+
   // IssueServer issues a TLS server certificate (EKU serverAuth) for the key |spki| (DER
   // SubjectPublicKeyInfo, typically a token key), naming |names| (DNS names or IP addresses) in
   // its subjectAltName. The record's device is "server:<first name>".
@@ -142,6 +151,17 @@ class Authority {
   [[nodiscard]] Result<CertificateRecord> Release(std::string_view serial,
                                                   std::string_view actor = "system");
   [[nodiscard]] Result<CertificateRecord> Get(std::string_view serial);
+  [[nodiscard]] Result<CertificateRecord> GetIn(store::Transaction& tx, std::string_view serial);
+
+  // ChangeStatusIn revokes (|reason|), holds (kCertificateHold) or releases (nullopt) |serial|
+  // inside the caller's transaction, with its audit entry. After the commit, the caller passes
+  // the record to Publish, which replaces cached OCSP answers and marks the CRL for a rebuild
+  // (other nodes notice within kChangePollInterval anyway).
+  [[nodiscard]] Result<CertificateRecord> ChangeStatusIn(store::Transaction& tx,
+                                                         std::string_view serial,
+                                                         std::optional<Reason> reason,
+                                                         std::string_view actor);
+  void Publish(const CertificateRecord& changed);
 
   // Ocsp answers a DER OCSPRequest. It never fails: garbage gets malformedRequest, a CertID of an
   // issuer fleetid does not run gets unauthorized.
@@ -181,7 +201,13 @@ class Authority {
                                                         std::string_view subject_id,
                                                         const crypto::Suite& suite,
                                                         std::int64_t partition,
-                                                        const AuditContext& audit);
+                                                        const AuditContext& audit,
+                                                        store::Transaction* outer, bool hold);
+  [[nodiscard]] Result<CertificateRecord> IssueImpl(store::Transaction* tx,
+                                                    std::span<const std::uint8_t> csr_der,
+                                                    const DeviceIdentity& device,
+                                                    const crypto::SuitePolicy& policy,
+                                                    std::string_view actor, bool pending);
   [[nodiscard]] Result<CertificateRecord> ChangeStatus(std::string_view serial,
                                                        std::optional<Reason> reason,
                                                        std::string_view actor);

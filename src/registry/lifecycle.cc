@@ -24,6 +24,9 @@ constexpr TransitionRule kRules[] = {
   {E::kQuarantine,           S::kActive,          S::kQuarantined,    kOp | kSched,   "security",    V::kReason,              A::kRevokeCompromise},
   {E::kQuarantine,           S::kSuspended,       S::kQuarantined,    kOp | kSched,   "security",    V::kReason,              A::kRevokeCompromise},
   {E::kReattest,             S::kQuarantined,     S::kActive,         kDev,           "",            V::kAttestation,         A::kIssue},
+  // Re-enrollment with the IDevID after the operational certificate lapsed (an outage longer
+  // than its life); the enrollment service checks that no current credential is still valid.
+  {E::kReattest,             S::kActive,          S::kActive,         kDev,           "",            V::kAttestation,         A::kIssue},
   {E::kUpdate,               S::kActive,          S::kActive,         kDev | kOp,     "operator",    V::kFirmwareMeasurement, A::kNone},
   {E::kRotate,               S::kActive,          S::kActive,         kDev,           "",            V::kPossession,          A::kSupersede},
   {E::kDecommission,         S::kManufactured,    S::kDecommissioning, kOp,           "admin",       V::kReason,              A::kHold},
@@ -34,15 +37,17 @@ constexpr TransitionRule kRules[] = {
   // Back to the state the device was in before decommissioning began (recorded on the device).
   {E::kCancelDecommission,   S::kDecommissioning, S::kDecommissioning, kOp,          "admin",       V::kReason,              A::kRelease},
   {E::kFinalizeDecommission, S::kDecommissioning, S::kDecommissioned, kSched,         "",            V::kNone,                A::kRevokeCessation},
+  // The device's receipt that it destroyed its operational keys ends the grace period early.
+  {E::kErased,               S::kDecommissioning, S::kDecommissioned, kDev,           "",            V::kReceipt,             A::kRevokeCessation},
 };
 // clang-format on
 
 constexpr std::array<std::string_view, 7> kStateNames = {
     "manufactured", "provisioned", "active", "suspended", "quarantined", "decommissioning",
     "decommissioned"};
-constexpr std::array<std::string_view, 11> kEventNames = {
+constexpr std::array<std::string_view, 12> kEventNames = {
     "provision", "activate", "suspend", "resume", "quarantine", "reattest", "updated", "rotated",
-    "decommission", "cancel_decommission", "finalize_decommission"};
+    "decommission", "cancel_decommission", "finalize_decommission", "erased"};
 
 }  // namespace
 

@@ -34,6 +34,7 @@ enum class Event {
   kDecommission,
   kCancelDecommission,
   kFinalizeDecommission,
+  kErased,   // the device reports its keys destroyed (signed receipt): decommissioned at once
 };
 
 // Who may cause a transition. An operator additionally needs the named role.
@@ -49,6 +50,7 @@ enum class Evidence {
   kAttestation,       // fresh, verified attestation evidence (digest recorded)
   kFirmwareMeasurement,
   kPossession,        // proof of possession of the new key
+  kReceipt,           // a decommissioning receipt signed by the device (digest recorded)
 };
 
 // What the transition does to the device's credentials, carried out through the PKI in the same

@@ -291,6 +291,50 @@ Result<Device> Registry::Transition(const TransitionRequest& request) {
 
 Result<Device> Registry::TransitionOnce(const TransitionRequest& request) {
   FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
+  FLEETID_TRY(next, TransitionIn(*tx, request));
+  FLEETID_CHECK_OK(tx->Commit());
+  if (effects_ != nullptr) effects_->Committed();
+  return next;
+}
+
+Result<Device> Registry::GetIn(store::Transaction& tx, std::string_view serial) {
+  return LoadDevice(tx, serial);
+}
+
+Result<Device> Registry::GetByIdevid(store::Transaction& tx, std::string_view idevid_fingerprint) {
+  FLEETID_TRY(rows, tx.Query(fmt::format("SELECT {} FROM devices WHERE idevid_fingerprint = ?",
+                                         kDeviceColumns),
+                             {std::string(idevid_fingerprint)}));
+  if (rows.empty()) {
+    return MakeError(ErrorCode::kNotFound, "no device has the IDevID {}", idevid_fingerprint);
+  }
+  return DecodeDevice(rows.front());
+}
+
+Result<std::vector<Credential>> Registry::Credentials(store::Transaction& tx,
+                                                      std::int64_t device_id) {
+  FLEETID_TRY(rows, tx.Query("SELECT cert_serial, role, not_after FROM credentials "
+                             "WHERE device_id = ? ORDER BY not_after, cert_serial",
+                             {device_id}));
+  std::vector<Credential> out;
+  out.reserve(rows.size());
+  for (const Row& r : rows) out.push_back({r.Text(0), r.Text(1), FromUnix(r.Int(2))});
+  return out;
+}
+
+Result<void> Registry::SetCredentialRole(store::Transaction& tx, std::string_view cert_serial,
+                                         std::string_view role) {
+  if (role != "current" && role != "pending" && role != "superseded") {
+    return MakeError(ErrorCode::kInvalidArgument, "unknown credential role '{}'", role);
+  }
+  FLEETID_TRY(changed, tx.Exec("UPDATE credentials SET role = ? WHERE cert_serial = ?",
+                               {std::string(role), std::string(cert_serial)}));
+  if (changed != 1) return MakeError(ErrorCode::kNotFound, "no credential {}", cert_serial);
+  return {};
+}
+
+Result<Device> Registry::TransitionIn(store::Transaction& txr, const TransitionRequest& request) {
+  store::Transaction* tx = &txr;
   FLEETID_TRY(device, LoadDevice(*tx, request.serial));
   if (device.version != request.expected_version) {
     return MakeError(ErrorCode::kConflict,
@@ -324,6 +368,7 @@ Result<Device> Registry::TransitionOnce(const TransitionRequest& request) {
     case Evidence::kAttestation:
     case Evidence::kFirmwareMeasurement:
     case Evidence::kPossession:
+    case Evidence::kReceipt:
       if (!IsHexDigest(request.evidence_digest)) {
         return MakeError(ErrorCode::kInvalidArgument,
                          "'{}' needs the SHA-256 digest of its evidence (64 hex characters)",
@@ -421,7 +466,6 @@ Result<Device> Registry::TransitionOnce(const TransitionRequest& request) {
     }
     FLEETID_CHECK_OK(effects_->Apply(*tx, next, rule->action));
   }
-  FLEETID_CHECK_OK(tx->Commit());
   return next;
 }
 

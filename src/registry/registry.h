@@ -122,6 +122,17 @@ class CredentialEffects {
   virtual ~CredentialEffects() = default;
   [[nodiscard]] virtual Result<void> Apply(store::Transaction& tx, const Device& device,
                                            CredentialAction action) = 0;
+  // Committed is called on the same thread after the transaction of the last Apply committed
+  // (Registry::Transition only; a caller of TransitionIn commits, and publishes, itself).
+  virtual void Committed() {}
+};
+
+// Credential is one certificate the registry tracks for a device, by role: "current" (the
+// operational LDevID), "pending" (issued in a rotation, not yet proven) or "superseded".
+struct Credential {
+  std::string cert_serial;
+  std::string role;
+  TimePoint not_after;
 };
 
 struct RegistryOptions {
@@ -153,6 +164,17 @@ class Registry {
   // the history record and the credential effects commit together.
   [[nodiscard]] Result<Device> Transition(const TransitionRequest& request);
 
+  // TransitionIn is Transition inside the caller's write transaction |tx|, for changes that
+  // must commit together with others (enrollment: the certificate, the consumed evidence, the
+  // transition). Nothing is committed here; on an error the caller rolls back.
+  [[nodiscard]] Result<Device> TransitionIn(store::Transaction& tx, const TransitionRequest& request);
+
+  // Device lookups inside a transaction: by serial, and by the IDevID certificate's
+  // fingerprint (kNotFound if no device has it).
+  [[nodiscard]] static Result<Device> GetIn(store::Transaction& tx, std::string_view serial);
+  [[nodiscard]] static Result<Device> GetByIdevid(store::Transaction& tx,
+                                                  std::string_view idevid_fingerprint);
+
   // FinalizeDecommissions moves every device whose grace period has ended to decommissioned.
   // Returns how many it moved.
   [[nodiscard]] Result<int> FinalizeDecommissions();
@@ -170,6 +192,11 @@ class Registry {
   [[nodiscard]] static Result<void> AddCredential(store::Transaction& tx, std::int64_t device_id,
                                            std::string_view cert_serial, std::string_view role,
                                            TimePoint not_after);
+  [[nodiscard]] static Result<std::vector<Credential>> Credentials(store::Transaction& tx,
+                                                                   std::int64_t device_id);
+  [[nodiscard]] static Result<void> SetCredentialRole(store::Transaction& tx,
+                                                      std::string_view cert_serial,
+                                                      std::string_view role);
 
  private:
   [[nodiscard]] Result<Device> TransitionOnce(const TransitionRequest& request);

@@ -939,6 +939,24 @@ class HttpServer::Impl {
   }
 
   std::string address() const { return bound_.address().to_string(); }
+  Result<void> AddClientTrustAnchor(const X509Ref& anchor) {
+    if (!anchor) return MakeError(ErrorCode::kInvalidArgument, "a trust anchor must not be null");
+    if (!state_->tls_context || state_->options.tls->client_auth == TlsOptions::ClientAuth::kNone) {
+      return MakeError(ErrorCode::kConflict,
+                       "this listener does not ask for client certificates");
+    }
+    // X509_STORE locks itself: handshakes in flight keep verifying while the anchor is added.
+    X509_STORE* store = SSL_CTX_get_cert_store(state_->tls_context->native_handle());
+    ERR_clear_error();
+    if (X509_STORE_add_cert(store, anchor.get()) != 1) {
+      if (ERR_GET_REASON(ERR_peek_last_error()) != X509_R_CERT_ALREADY_IN_HASH_TABLE) {
+        return MakeError(ErrorCode::kInternal, "adding a client trust anchor: {}", OpenSslErrors());
+      }
+      ERR_clear_error();
+    }
+    return {};
+  }
+
   std::uint16_t port() const { return bound_.port(); }
 
  private:
@@ -1061,5 +1079,9 @@ std::string HttpServer::address() const { return impl_->address(); }
 std::uint16_t HttpServer::port() const { return impl_->port(); }
 
 void HttpServer::Stop() { impl_->Stop(); }
+
+Result<void> HttpServer::AddClientTrustAnchor(const X509Ref& anchor) {
+  return impl_->AddClientTrustAnchor(anchor);
+}
 
 }  // namespace fleetid::server

@@ -248,6 +248,11 @@ class HttpServer {
   // joins the threads. Idempotent; concurrent callers all return once the server has stopped.
   void Stop();
 
+  // AddClientTrustAnchor adds an anchor for client certificates while the server runs (a
+  // manufacturer CA registered after start); later handshakes accept chains ending at it.
+  // kFailedPrecondition on a listener that does not ask for client certificates.
+  [[nodiscard]] Result<void> AddClientTrustAnchor(const X509Ref& anchor);
+
  private:
   class Impl;
   explicit HttpServer(std::unique_ptr<Impl> impl);

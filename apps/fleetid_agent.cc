@@ -1,0 +1,197 @@
+// fleetid-agent: the device side. It keeps the device's keys in its secure element (a PKCS#11
+// token), enrolls over EST with attested evidence, renews and rotates, keeps what it needs for
+// offline use, and obeys a decommissioning order by destroying its keys.
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+#include <openssl/pem.h>
+
+#include "agent/agent.h"
+#include "common/log.h"
+#include "crypto/crypto.h"
+#include "crypto/handles.h"
+#include "crypto/suite.h"
+
+namespace fleetid {
+namespace {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+
+int Fail(const Error& error) {
+  std::cerr << "fleetid-agent: " << error.ToString() << "\n";
+  return 1;
+}
+
+Result<std::vector<std::uint8_t>> ReadPemCert(const std::string& path) {
+  crypto::BioPtr bio(BIO_new_file(path.c_str(), "r"));
+  crypto::X509Ptr cert(bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  if (!cert) return MakeError(ErrorCode::kInvalidArgument, "'{}' is not a PEM certificate", path);
+  const int len = i2d_X509(cert.get(), nullptr);
+  std::vector<std::uint8_t> der(static_cast<std::size_t>(len));
+  unsigned char* p = der.data();
+  i2d_X509(cert.get(), &p);
+  return der;
+}
+
+Json StateJson(agent::Agent& a) {
+  const agent::AgentState& s = a.state();
+  Json keys = Json::array();
+  if (auto labels = a.LdevidKeys()) keys = *labels;
+  return Json{{"serial", a.serial()},
+              {"current_key", s.current_label},
+              {"current_cert", s.current_cert},
+              {"pending_key", s.pending_label},
+              {"pending_cert", s.pending_cert},
+              {"renew_at", s.renew_at},
+              {"decommissioned", s.decommissioned},
+              {"receipt_delivered", s.receipt_delivered},
+              {"ldevid_keys_in_token", keys}};
+}
+
+int Run(int argc, char** argv) {
+  CLI::App app{"fleetid-agent: a device's identity, kept in its secure element"};
+  app.require_subcommand(1);
+  std::string batch = ".";
+  std::string device;
+  std::string server = "https://127.0.0.1:8443";
+  std::string trust;
+  std::string firmware;
+  std::string suite_name = "ecdsa-p256-sha256";
+  auto* se_init = app.add_subcommand("se-init", "factory step: make each device's IDevID key in its secure element");
+  se_init->add_option("--batch", batch, "batch directory (serials.txt, devices/)")->required();
+  se_init->add_option("--suite", suite_name, "IDevID key suite");
+
+  auto* once = app.add_subcommand("once", "do what is due once: enroll, finish or start a rotation, poll, OCSP");
+  bool force_rotate = false;
+  once->add_flag("--rotate", force_rotate, "rotate now even if renewal is not due");
+  auto* run = app.add_subcommand("run", "keep the identity alive: once, then again when due");
+  int poll_seconds = 300;
+  run->add_option("--poll", poll_seconds, "poll the authority at least this often (seconds)");
+  auto* status = app.add_subcommand("status", "print the agent's state and the LDevID keys in the token");
+  auto* simulate = app.add_subcommand("simulate", "enroll N devices of a batch from one process (load and demo)");
+  int count = 0;
+  int threads = 2;
+  bool per_request = false;
+  simulate->add_option("--count", count, "devices (default: all in the batch)");
+  simulate->add_option("--threads", threads, "concurrent devices");
+  simulate->add_flag("--per-request-connections", per_request,
+                     "a fresh mutual-TLS connection for every request (as three curl calls would)");
+  for (auto* sub : {once, run, status}) {
+    sub->add_option("--device", device, "the device's serial (its directory in the batch)")->required();
+  }
+  for (auto* sub : {once, run, status, simulate}) {
+    sub->add_option("--batch", batch, "batch directory");
+    sub->add_option("--server", server, "the authority's HTTPS front");
+    sub->add_option("--trust", trust, "the authority's root certificate (PEM), given out of band")->required();
+    sub->add_option("--firmware", firmware, "measure this firmware image instead of the factory's record");
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  if (se_init->parsed()) {
+    auto suite = crypto::FindSuite(suite_name);
+    if (!suite) return Fail(suite.error());
+    auto made = agent::SeInit(batch, **suite, crypto::OpenSslRng::Instance());
+    if (!made) return Fail(made.error());
+    std::cerr << "fleetid-agent: " << *made << " secure elements ready\n";
+    return 0;
+  }
+
+  agent::AgentOptions options;
+  options.server = server;
+  auto anchor = ReadPemCert(trust);
+  if (!anchor) return Fail(anchor.error());
+  options.trust_anchor = *anchor;
+  if (!firmware.empty()) {
+    std::ifstream in(firmware, std::ios::binary);
+    if (!in) return Fail(Error(ErrorCode::kNotFound, "cannot read " + firmware));
+    const std::string image((std::istreambuf_iterator<char>(in)), {});
+    options.firmware_sha256 = crypto::Hex(crypto::Sha256(image));
+  }
+  auto module = agent::OpenSecureElements(batch);
+  if (!module) return Fail(module.error());
+  Clock& clock = SystemClock::Instance();
+  Rng& rng = crypto::OpenSslRng::Instance();
+
+  if (simulate->parsed()) {
+    std::vector<fs::path> dirs;
+    for (const auto& entry : fs::directory_iterator(fs::path(batch) / "devices")) dirs.push_back(entry.path());
+    std::sort(dirs.begin(), dirs.end());
+    if (count > 0 && static_cast<std::size_t>(count) < dirs.size()) dirs.resize(static_cast<std::size_t>(count));
+    std::vector<std::unique_ptr<agent::Agent>> agents;
+    for (const fs::path& dir : dirs) {
+      auto a = agent::Agent::Open(*module, dir, options, clock, rng);
+      if (!a) return Fail(a.error().Wrap(dir.string()));
+      agents.push_back(std::move(*a));
+    }
+    std::atomic<std::size_t> next{0};
+    std::atomic<int> failed{0};
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::jthread> workers;
+    for (int t = 0; t < std::max(1, threads); ++t) {
+      workers.emplace_back([&] {
+        for (std::size_t i = next++; i < agents.size(); i = next++) {
+          if (auto r = agents[i]->Enroll(per_request); !r) {
+            if (failed++ < 3) std::cerr << agents[i]->serial() << ": " << r.error().ToString() << "\n";
+          }
+        }
+      });
+    }
+    workers.clear();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const auto ok = static_cast<double>(agents.size()) - failed.load();
+    std::cout << Json{{"devices", agents.size()},
+                      {"enrolled", ok},
+                      {"failed", failed.load()},
+                      {"seconds", seconds},
+                      {"connections", per_request ? "per-request" : "one-per-enrollment"},
+                      {"enrollments_per_second", ok / seconds}}
+                     .dump()
+              << "\n";
+    return failed == 0 ? 0 : 1;
+  }
+
+  auto a = agent::Agent::Open(*module, fs::path(batch) / "devices" / device, options, clock, rng);
+  if (!a) return Fail(a.error());
+  if (status->parsed()) {
+    std::cout << StateJson(**a).dump(2) << "\n";
+    return 0;
+  }
+  if (once->parsed()) {
+    if (auto r = (*a)->Once(force_rotate); !r) return Fail(r.error());
+    std::cout << StateJson(**a).dump(2) << "\n";
+    return 0;
+  }
+  // run: until decommissioned; errors are logged and retried at the next wake.
+  for (;;) {
+    if (auto r = (*a)->Once(false); !r) {
+      log::Warn("agent: will retry", {{"device", device}, {"error", r.error().ToString()}});
+    }
+    if ((*a)->state().decommissioned && (*a)->state().receipt_delivered) return 0;
+    std::this_thread::sleep_until(std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            (*a)->NextWake(std::chrono::seconds(poll_seconds)).time_since_epoch())));
+  }
+}
+
+}  // namespace
+}  // namespace fleetid
+
+int main(int argc, char** argv) {
+  try {
+    return fleetid::Run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "fleetid-agent: unexpected exception: " << e.what() << "\n";
+    return 70;
+  }
+}

@@ -1,0 +1,615 @@
+#include "agent/agent.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ocsp.h>
+#include <openssl/pem.h>
+#include <openssl/pkcs7.h>
+#include <openssl/x509.h>
+
+#include <fstream>
+#include <iterator>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "common/failpoint.h"
+#include "common/log.h"
+#include "crypto/crypto.h"
+#include "crypto/handles.h"
+#include "crypto/jws.h"
+#include "crypto/keys.h"
+#include "custody/provider.h"
+#include "custody/store.h"
+
+namespace fleetid::agent {
+namespace {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+
+constexpr std::string_view kEvidenceProfile = "urn:fleetid:evidence:1";
+constexpr std::string_view kEvidenceType = "fleetid-evidence+jws";
+constexpr std::string_view kReceiptType = "fleetid-receipt+jws";
+
+std::int64_t Unix(TimePoint t) {
+  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
+
+Result<std::string> ReadFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return MakeError(ErrorCode::kNotFound, "cannot read '{}'", path.string());
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// WriteFileAtomic writes through a temporary file, fsync and rename: a crash leaves the old
+// file or the new one, never half of either.
+Result<void> WriteFileAtomic(const fs::path& path, std::string_view data) {
+  const fs::path tmp = path.string() + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return MakeError(ErrorCode::kUnavailable, "cannot write '{}'", tmp.string());
+  std::size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n <= 0) break;
+    done += static_cast<std::size_t>(n);
+  }
+  const bool ok = done == data.size() && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    return MakeError(ErrorCode::kUnavailable, "cannot write '{}'", path.string());
+  }
+  return {};
+}
+
+Result<crypto::X509Ptr> ParseDer(std::span<const std::uint8_t> der) {
+  const unsigned char* p = der.data();
+  crypto::X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  if (!cert) return MakeError(ErrorCode::kInvalidArgument, "not a DER certificate");
+  return cert;
+}
+
+std::vector<std::uint8_t> Der(X509* cert) {
+  const int len = i2d_X509(cert, nullptr);
+  std::vector<std::uint8_t> out(static_cast<std::size_t>(std::max(len, 0)));
+  unsigned char* p = out.data();
+  i2d_X509(cert, &p);
+  return out;
+}
+
+std::string Pem(X509* cert) {
+  crypto::BioPtr bio(BIO_new(BIO_s_mem()));
+  PEM_write_bio_X509(bio.get(), cert);
+  char* data = nullptr;
+  const long n = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, static_cast<std::size_t>(n));
+}
+
+Result<std::vector<crypto::X509Ptr>> ReadPemCerts(const fs::path& path) {
+  FLEETID_TRY(text, ReadFile(path));
+  crypto::BioPtr bio(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
+  std::vector<crypto::X509Ptr> out;
+  while (X509* c = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) out.emplace_back(c);
+  ERR_clear_error();
+  if (out.empty())
+    return MakeError(ErrorCode::kInvalidArgument, "'{}' holds no PEM certificate", path.string());
+  return out;
+}
+
+// CertsFromEst decodes an EST certs-only answer (base64 of a CMS SignedData).
+Result<std::vector<crypto::X509Ptr>> CertsFromEst(std::string_view body) {
+  FLEETID_TRY(der, crypto::Base64Decode(body));
+  const unsigned char* p = der.data();
+  crypto::Pkcs7Ptr p7(d2i_PKCS7(nullptr, &p, static_cast<long>(der.size())));
+  if (!p7 || PKCS7_type_is_signed(p7.get()) == 0 || p7->d.sign == nullptr ||
+      p7->d.sign->cert == nullptr) {
+    return MakeError(ErrorCode::kInvalidArgument, "the EST answer is not a certs-only CMS");
+  }
+  std::vector<crypto::X509Ptr> out;
+  for (int i = 0; i < sk_X509_num(p7->d.sign->cert); ++i) {
+    X509* c = sk_X509_value(p7->d.sign->cert, i);
+    X509_up_ref(c);
+    out.emplace_back(c);
+  }
+  if (out.empty())
+    return MakeError(ErrorCode::kInvalidArgument, "the EST answer holds no certificate");
+  return out;
+}
+
+Error ReplyError(std::string_view what, const HttpReply& reply) {
+  const ErrorCode code = reply.status == 401   ? ErrorCode::kUnauthenticated
+                         : reply.status == 403 ? ErrorCode::kPermissionDenied
+                         : reply.status == 404 ? ErrorCode::kNotFound
+                         : reply.status == 409 ? ErrorCode::kConflict
+                         : reply.status < 500  ? ErrorCode::kInvalidArgument
+                                               : ErrorCode::kUnavailable;
+  std::string body = reply.body.substr(0, 400);
+  while (!body.empty() && (body.back() == '\n' || body.back() == '\r')) body.pop_back();
+  return Error(code, fmt::format("{}: HTTP {}: {}", what, reply.status, body));
+}
+
+Result<std::string> SerialOf(X509* cert) {
+  const ASN1_INTEGER* s = X509_get0_serialNumber(cert);
+  return crypto::Hex(
+      std::span(ASN1_STRING_get0_data(s), static_cast<std::size_t>(ASN1_STRING_length(s))));
+}
+
+Result<TimePoint> NotAfter(X509* cert) {
+  int days = 0;
+  int secs = 0;
+  crypto::Asn1TimePtr epoch(ASN1_TIME_set(nullptr, 0));
+  if (ASN1_TIME_diff(&days, &secs, epoch.get(), X509_get0_notAfter(cert)) != 1) {
+    return MakeError(ErrorCode::kInvalidArgument, "unreadable notAfter");
+  }
+  return TimePoint(std::chrono::seconds(std::int64_t{days} * 86400 + secs));
+}
+
+Result<TimePoint> NotBefore(X509* cert) {
+  int days = 0;
+  int secs = 0;
+  crypto::Asn1TimePtr epoch(ASN1_TIME_set(nullptr, 0));
+  if (ASN1_TIME_diff(&days, &secs, epoch.get(), X509_get0_notBefore(cert)) != 1) {
+    return MakeError(ErrorCode::kInvalidArgument, "unreadable notBefore");
+  }
+  return TimePoint(std::chrono::seconds(std::int64_t{days} * 86400 + secs));
+}
+
+}  // namespace
+
+Result<std::shared_ptr<custody::Module>> OpenSecureElements(const fs::path& batch) {
+  return custody::OpenSoftHsmStore(batch / "se");
+}
+
+Result<int> SeInit(const fs::path& batch, const crypto::Suite& suite, Rng& rng) {
+  FLEETID_TRY(list, ReadFile(batch / "serials.txt"));
+  FLEETID_TRY(module, OpenSecureElements(batch));
+  int made = 0;
+  std::size_t pos = 0;
+  while (pos < list.size()) {
+    std::size_t nl = list.find('\n', pos);
+    if (nl == std::string::npos) nl = list.size();
+    const std::string serial = list.substr(pos, nl - pos);
+    pos = nl + 1;
+    if (serial.empty()) continue;
+    const fs::path dir = batch / "devices" / serial;
+    FLEETID_TRY(opened, custody::OpenOrCreateToken(module, serial, dir, rng, true));
+    if (!opened.token->FindKey(kIdevidLabel)) {
+      FLEETID_TRY(key, opened.token->GenerateKey(kIdevidLabel, suite, rng));
+      (void)key;
+    }
+    FLEETID_TRY(pub, opened.token->PublicKey(kIdevidLabel));
+    FLEETID_TRY(signer, opened.token->GetSigner(kIdevidLabel));
+    FLEETID_TRY(pkey, custody::TokenPkey(std::shared_ptr<custody::Signer>(std::move(signer))));
+    crypto::X509ReqPtr req(X509_REQ_new());
+    crypto::X509NamePtr name(X509_NAME_new());
+    if (!req || !name ||
+        X509_NAME_add_entry_by_NID(name.get(), NID_serialNumber, MBSTRING_UTF8,
+                                   reinterpret_cast<const unsigned char*>(serial.data()),
+                                   static_cast<int>(serial.size()), -1, 0) != 1 ||
+        X509_REQ_set_subject_name(req.get(), name.get()) != 1 ||
+        X509_REQ_set_pubkey(req.get(), pub.get()) != 1 ||
+        X509_REQ_sign(req.get(), pkey.get(), suite.digest_name.empty() ? nullptr : EVP_sha256()) <=
+            0) {
+      return MakeError(crypto::OpenSslError(ErrorCode::kInternal, "IDevID CSR"));
+    }
+    const int len = i2d_X509_REQ(req.get(), nullptr);
+    std::string der(static_cast<std::size_t>(len), '\0');
+    auto* p = reinterpret_cast<unsigned char*>(der.data());
+    i2d_X509_REQ(req.get(), &p);
+    FLEETID_CHECK_OK(WriteFileAtomic(dir / "idevid.csr", der));
+    ++made;
+  }
+  return made;
+}
+
+Result<std::unique_ptr<Agent>> Agent::Open(std::shared_ptr<custody::Module> module,
+                                           const fs::path& device_dir, AgentOptions options,
+                                           Clock& clock, Rng& rng) {
+  FLEETID_TRY(text, ReadFile(device_dir / "device.json"));
+  const Json device = Json::parse(text, nullptr, false);
+  if (!device.is_object() || !device.contains("serial")) {
+    return MakeError(ErrorCode::kInvalidArgument, "'{}' is not a device description",
+                     (device_dir / "device.json").string());
+  }
+  const std::string serial = device.value("serial", "");
+  FLEETID_TRY(opened, custody::OpenOrCreateToken(module, serial, device_dir, rng, false));
+  std::unique_ptr<Agent> agent(new Agent(opened.token, device_dir, std::move(options), clock, rng));
+  agent->serial_ = serial;
+  agent->model_ = device.value("model", "");
+  agent->firmware_sha256_ =
+      agent->options_.firmware_sha256.value_or(device.value("firmware_sha256", ""));
+  FLEETID_TRY(idevid, ReadPemCerts(device_dir / "idevid.pem"));
+  agent->idevid_der_ = Der(idevid.front().get());
+  FLEETID_TRY(url, ParseUrl(agent->options_.server));
+  agent->url_ = url;
+  FLEETID_TRY(anon, ClientTls::Make({agent->options_.trust_anchor}));
+  agent->anonymous_ = anon;
+  if (auto saved = ReadFile(device_dir / "state.json")) {
+    const Json s = Json::parse(*saved, nullptr, false);
+    if (!s.is_object()) return MakeError(ErrorCode::kInvalidArgument, "state.json is corrupt");
+    AgentState& st = agent->state_;
+    st.generation = s.value("generation", 0);
+    st.current_label = s.value("current_label", "");
+    st.current_cert = s.value("current_cert", "");
+    st.pending_label = s.value("pending_label", "");
+    st.pending_cert = s.value("pending_cert", "");
+    st.renew_at = s.value("renew_at", std::int64_t{0});
+    st.decommissioned = s.value("decommissioned", false);
+    st.receipt_delivered = s.value("receipt_delivered", false);
+  }
+  return agent;
+}
+
+Result<void> Agent::SaveState() {
+  const Json s{
+      {"generation", state_.generation},         {"current_label", state_.current_label},
+      {"current_cert", state_.current_cert},     {"pending_label", state_.pending_label},
+      {"pending_cert", state_.pending_cert},     {"renew_at", state_.renew_at},
+      {"decommissioned", state_.decommissioned}, {"receipt_delivered", state_.receipt_delivered}};
+  return WriteFileAtomic(dir_ / "state.json", s.dump(2) + "\n");
+}
+
+Result<std::vector<std::uint8_t>> Agent::ReadCert(const std::string& name) const {
+  FLEETID_TRY(certs, ReadPemCerts(dir_ / name));
+  return Der(certs.front().get());
+}
+
+Result<std::unique_ptr<Connection>> Agent::Connect(const std::string& key_label,
+                                                   const std::vector<std::uint8_t>& cert) {
+  FLEETID_TRY(signer, token_->GetSigner(key_label));
+  FLEETID_TRY(pkey, custody::TokenPkey(std::shared_ptr<custody::Signer>(std::move(signer))));
+  FLEETID_TRY(tls, ClientTls::Make({options_.trust_anchor}, {cert}, std::move(pkey)));
+  return Connection::Connect(url_.host, url_.port, tls);
+}
+
+Result<void> Agent::EnsureKey(const std::string& label) {
+  auto found = token_->FindKey(label);
+  if (found) return {};
+  if (found.error().code() != ErrorCode::kNotFound) return MakeError(found.error());
+  FLEETID_TRY(
+      made, token_->GenerateKey(label, crypto::GetSuite(crypto::SuiteId::kEcdsaP256Sha256), rng_));
+  (void)made;
+  return {};
+}
+
+Result<std::vector<std::uint8_t>> Agent::Csr(const std::string& label) {
+  FLEETID_TRY(pub, token_->PublicKey(label));
+  FLEETID_TRY(signer, token_->GetSigner(label));
+  FLEETID_TRY(pkey, custody::TokenPkey(std::shared_ptr<custody::Signer>(std::move(signer))));
+  crypto::X509ReqPtr req(X509_REQ_new());
+  crypto::X509NamePtr name(X509_NAME_new());
+  if (!req || !name ||
+      X509_NAME_add_entry_by_NID(name.get(), NID_commonName, MBSTRING_UTF8,
+                                 reinterpret_cast<const unsigned char*>(serial_.data()),
+                                 static_cast<int>(serial_.size()), -1, 0) != 1 ||
+      X509_REQ_set_subject_name(req.get(), name.get()) != 1 ||
+      X509_REQ_set_pubkey(req.get(), pub.get()) != 1 ||
+      X509_REQ_sign(req.get(), pkey.get(), EVP_sha256()) <= 0) {
+    return MakeError(crypto::OpenSslError(ErrorCode::kInternal, "CSR"));
+  }
+  const int len = i2d_X509_REQ(req.get(), nullptr);
+  std::vector<std::uint8_t> der(static_cast<std::size_t>(len));
+  unsigned char* p = der.data();
+  i2d_X509_REQ(req.get(), &p);
+  return der;
+}
+
+Result<std::string> Agent::Evidence(
+    Connection& conn, std::string_view purpose, const std::string& signing_label,
+    const std::string& new_label,
+    const std::function<Result<std::unique_ptr<Connection>>()>& reconnect, bool fresh_per_request) {
+  FLEETID_TRY(reply, conn.Request("POST", "/attest/v1/nonce", Json{{"purpose", purpose}}.dump(),
+                                  "application/json"));
+  if (reply.status != 200) return MakeError(ReplyError("nonce", reply));
+  const Json nonce = Json::parse(reply.body, nullptr, false);
+  if (!nonce.is_object() || !nonce.contains("nonce")) {
+    return MakeError(ErrorCode::kUnavailable, "the nonce answer is malformed");
+  }
+  FLEETID_TRY(pub, token_->PublicKey(new_label));
+  FLEETID_TRY(spki, crypto::PublicKeyDer(pub.get()));
+  const Json claims{{"eat_profile", kEvidenceProfile},
+                    {"eat_nonce", nonce["nonce"]},
+                    {"serial", serial_},
+                    {"hwmodel", model_},
+                    {"fw_sha256", firmware_sha256_},
+                    {"swname", "fleetid-agent"},
+                    {"swversion", kAgentVersion},
+                    {"key_sha256", crypto::Hex(crypto::Sha256(spki))},
+                    {"iat", Unix(clock_.Now())}};
+  FLEETID_TRY(signer, token_->GetSigner(signing_label));
+  FLEETID_TRY(pkey, custody::TokenPkey(std::shared_ptr<custody::Signer>(std::move(signer))));
+  FLEETID_TRY(jws, crypto::SignJws(pkey.get(), {{"typ", kEvidenceType}}, claims.dump()));
+  Connection* use = &conn;
+  std::unique_ptr<Connection> fresh;
+  if (fresh_per_request) {
+    FLEETID_TRY(c, reconnect());
+    fresh = std::move(c);
+    use = fresh.get();
+  }
+  FLEETID_TRY(appraised, use->Request("POST", "/attest/v1/evidence", jws, "application/jose"));
+  if (appraised.status != 200) return MakeError(ReplyError("evidence", appraised));
+  return jws;
+}
+
+Result<void> Agent::ComputeRenewal(const std::vector<std::uint8_t>& der) {
+  FLEETID_TRY(cert, ParseDer(der));
+  FLEETID_TRY(nb, NotBefore(cert.get()));
+  FLEETID_TRY(na, NotAfter(cert.get()));
+  const auto life = std::chrono::duration_cast<std::chrono::seconds>(na - nb);
+  FLEETID_TRY(r, rng_.Bytes(4));
+  const double u = static_cast<double>((std::uint32_t{r[0]} << 24) | (std::uint32_t{r[1]} << 16) |
+                                       (std::uint32_t{r[2]} << 8) | r[3]) /
+                   4294967296.0;
+  const auto at = nb + std::chrono::seconds(static_cast<std::int64_t>(
+                           static_cast<double>(life.count()) *
+                           (options_.renew_fraction - options_.jitter_fraction * u)));
+  state_.renew_at = Unix(at);
+  return {};
+}
+
+bool Agent::CurrentUsable() const {
+  if (state_.current_label.empty()) return false;
+  auto der = ReadCert(state_.current_cert);
+  if (!der) return false;
+  auto cert = ParseDer(*der);
+  if (!cert) return false;
+  auto na = NotAfter(cert->get());
+  return na && clock_.Now() < *na;
+}
+
+Result<void> Agent::Enroll(bool fresh_per_request) {
+  // A key made by an interrupted enrollment is used again; otherwise a new generation.
+  if (state_.pending_label.empty() || !state_.current_label.empty()) {
+    if (!state_.pending_label.empty()) {
+      static_cast<void>(token_->DestroyKey(state_.pending_label));  // an abandoned rotation
+    }
+    state_.generation += 1;
+    state_.pending_label = fmt::format("ldevid-{}", state_.generation);
+    state_.pending_cert.clear();
+    FLEETID_CHECK_OK(SaveState());
+  }
+  const std::string label = state_.pending_label;
+  FLEETID_CHECK_OK(EnsureKey(label));
+  FLEETID_TRY(csr, Csr(label));
+  auto reconnect = [this]() { return Connect(std::string(kIdevidLabel), idevid_der_); };
+  FLEETID_TRY(conn, reconnect());
+  FLEETID_TRY(evidence, Evidence(*conn, "enroll", std::string(kIdevidLabel), label, reconnect,
+                                 fresh_per_request));
+  (void)evidence;
+  if (fresh_per_request) {
+    FLEETID_TRY(c, reconnect());
+    conn = std::move(c);
+  }
+  FLEETID_TRY(reply, conn->Request("POST", "/.well-known/est/simpleenroll",
+                                   crypto::Base64Encode(csr), "application/pkcs10"));
+  if (reply.status != 200) return MakeError(ReplyError("simpleenroll", reply));
+  FLEETID_TRY(certs, CertsFromEst(reply.body));
+  const std::string file = label + ".pem";
+  FLEETID_CHECK_OK(WriteFileAtomic(dir_ / file, Pem(certs.front().get())));
+  const std::string old = state_.current_label;
+  state_.current_label = label;
+  state_.current_cert = file;
+  state_.pending_label.clear();
+  state_.pending_cert.clear();
+  FLEETID_CHECK_OK(ComputeRenewal(Der(certs.front().get())));
+  FLEETID_CHECK_OK(SaveState());
+  if (!old.empty() && old != label) static_cast<void>(token_->DestroyKey(old));
+  // The authority's chain, for verifying it and relying parties offline.
+  auto cacerts = conn->Request("GET", "/.well-known/est/cacerts");
+  if (cacerts && cacerts->status == 200) {
+    if (auto chain = CertsFromEst(cacerts->body)) {
+      std::string pem;
+      for (const crypto::X509Ptr& c : *chain) pem += Pem(c.get());
+      FLEETID_CHECK_OK(WriteFileAtomic(dir_ / "ca.pem", pem));
+    }
+  }
+  log::Info("agent: enrolled", {{"device", serial_}, {"key", label}});
+  return {};
+}
+
+Result<void> Agent::Rotate() {
+  if (state_.current_label.empty()) return MakeError(ErrorCode::kConflict, "not enrolled");
+  if (state_.pending_label.empty()) {
+    state_.generation += 1;
+    state_.pending_label = fmt::format("ldevid-{}", state_.generation);
+    state_.pending_cert.clear();
+    FLEETID_CHECK_OK(SaveState());  // before the key exists: a crash leaves a known label
+    FLEETID_CHECK_OK(EnsureKey(state_.pending_label));
+    Failpoint("agent-after-keygen");
+  }
+  return FinishRotation();
+}
+
+Result<void> Agent::FinishRotation() {
+  const std::string label = state_.pending_label;
+  FLEETID_CHECK_OK(EnsureKey(label));
+  if (state_.pending_cert.empty()) {
+    FLEETID_TRY(current, ReadCert(state_.current_cert));
+    auto reconnect = [this, current]() { return Connect(state_.current_label, current); };
+    FLEETID_TRY(conn, reconnect());
+    FLEETID_TRY(csr, Csr(label));
+    FLEETID_TRY(evidence,
+                Evidence(*conn, "reenroll", state_.current_label, label, reconnect, false));
+    (void)evidence;
+    FLEETID_TRY(reply, conn->Request("POST", "/.well-known/est/simplereenroll",
+                                     crypto::Base64Encode(csr), "application/pkcs10"));
+    if (reply.status != 200) return MakeError(ReplyError("simplereenroll", reply));
+    FLEETID_TRY(certs, CertsFromEst(reply.body));
+    const std::string file = label + ".pem";
+    FLEETID_CHECK_OK(WriteFileAtomic(dir_ / file, Pem(certs.front().get())));
+    state_.pending_cert = file;
+    FLEETID_CHECK_OK(SaveState());
+    Failpoint("agent-after-issue");
+  }
+  // Proof of possession: a TLS handshake signed by the new key, presenting the new certificate.
+  FLEETID_TRY(pending, ReadCert(state_.pending_cert));
+  FLEETID_TRY(conn, Connect(label, pending));
+  FLEETID_TRY(reply,
+              conn->Request("POST", "/device/v1/rotation/confirm", "{}", "application/json"));
+  if (reply.status == 409) {
+    // The authority replaced this pending certificate with a later one (or never kept it):
+    // drop it; the next rotation starts afresh.
+    static_cast<void>(token_->DestroyKey(label));
+    state_.pending_label.clear();
+    state_.pending_cert.clear();
+    FLEETID_CHECK_OK(SaveState());
+    return MakeError(ReplyError("confirm", reply));
+  }
+  if (reply.status != 200) return MakeError(ReplyError("confirm", reply));
+  Failpoint("agent-after-confirm");
+  const std::string old = state_.current_label;
+  state_.current_label = label;
+  state_.current_cert = state_.pending_cert;
+  state_.pending_label.clear();
+  state_.pending_cert.clear();
+  FLEETID_CHECK_OK(ComputeRenewal(pending));
+  FLEETID_CHECK_OK(SaveState());
+  // Only now, with the new credential current on both sides, does the old key go.
+  if (!old.empty() && old != label) {
+    if (auto gone = token_->DestroyKey(old); !gone && gone.error().code() != ErrorCode::kNotFound) {
+      return MakeError(gone.error());
+    }
+  }
+  log::Info("agent: rotated", {{"device", serial_}, {"key", label}});
+  return {};
+}
+
+Result<std::string> Agent::Poll() {
+  std::unique_ptr<Connection> conn;
+  if (!state_.current_label.empty()) {
+    FLEETID_TRY(current, ReadCert(state_.current_cert));
+    FLEETID_TRY(c, Connect(state_.current_label, current));
+    conn = std::move(c);
+  } else {
+    FLEETID_TRY(c, Connect(std::string(kIdevidLabel), idevid_der_));
+    conn = std::move(c);
+  }
+  FLEETID_TRY(reply, conn->Request("GET", "/device/v1/status"));
+  if (reply.status != 200) return MakeError(ReplyError("status", reply));
+  const Json status = Json::parse(reply.body, nullptr, false);
+  if (!status.is_object())
+    return MakeError(ErrorCode::kUnavailable, "the status answer is malformed");
+  if (status.value("order", Json()).is_string() && status["order"] == "decommission" &&
+      !state_.current_label.empty()) {
+    FLEETID_CHECK_OK(Decommission());
+    return std::string("decommissioned");
+  }
+  return status.value("state", "");
+}
+
+Result<std::vector<std::string>> Agent::LdevidKeys() {
+  FLEETID_TRY(keys, token_->ListKeys());
+  std::vector<std::string> out;
+  for (const custody::KeyAttributes& k : keys) {
+    if (k.label.starts_with("ldevid-")) out.push_back(k.label);
+  }
+  return out;
+}
+
+Result<void> Agent::Decommission() {
+  FLEETID_TRY(current, ReadCert(state_.current_cert));
+  FLEETID_TRY(cert, ParseDer(current));
+  FLEETID_TRY(kid, SerialOf(cert.get()));
+  FLEETID_TRY(labels, LdevidKeys());
+  Json destroyed = Json::array();
+  for (const std::string& label : labels) {
+    FLEETID_TRY(pub, token_->PublicKey(label));
+    FLEETID_TRY(spki, crypto::PublicKeyDer(pub.get()));
+    destroyed.push_back({{"label", label}, {"key_sha256", crypto::Hex(crypto::Sha256(spki))}});
+  }
+  const Json claims{{"serial", serial_}, {"destroyed", destroyed}, {"iat", Unix(clock_.Now())}};
+  // Signed while the key still exists; delivered after every LDevID key is gone.
+  FLEETID_TRY(signer, token_->GetSigner(state_.current_label));
+  FLEETID_TRY(pkey, custody::TokenPkey(std::shared_ptr<custody::Signer>(std::move(signer))));
+  FLEETID_TRY(receipt,
+              crypto::SignJws(pkey.get(), {{"typ", kReceiptType}, {"kid", kid}}, claims.dump()));
+  pkey.reset();
+  FLEETID_CHECK_OK(WriteFileAtomic(dir_ / "receipt.jws", receipt + "\n"));
+  for (const std::string& label : labels) FLEETID_CHECK_OK(token_->DestroyKey(label));
+  state_.decommissioned = true;
+  state_.current_label.clear();
+  state_.pending_label.clear();
+  state_.pending_cert.clear();
+  FLEETID_CHECK_OK(SaveState());
+  Failpoint("agent-after-erase");
+  log::Info("agent: keys destroyed", {{"device", serial_}, {"keys", labels.size()}});
+  return DeliverReceipt();
+}
+
+Result<void> Agent::DeliverReceipt() {
+  FLEETID_TRY(receipt, ReadFile(dir_ / "receipt.jws"));
+  FLEETID_TRY(conn, Connection::Connect(url_.host, url_.port, anonymous_));
+  FLEETID_TRY(reply, conn->Request("POST", "/device/v1/receipt", receipt, "application/jose"));
+  if (reply.status != 200) return MakeError(ReplyError("receipt", reply));
+  state_.receipt_delivered = true;
+  FLEETID_CHECK_OK(SaveState());
+  log::Info("agent: decommissioning receipt delivered", {{"device", serial_}});
+  return {};
+}
+
+Result<void> Agent::RefreshOcsp() {
+  if (state_.current_label.empty()) return {};
+  FLEETID_TRY(der, ReadCert(state_.current_cert));
+  FLEETID_TRY(cert, ParseDer(der));
+  FLEETID_TRY(chain, ReadPemCerts(dir_ / "ca.pem"));
+  X509* issuer = nullptr;
+  for (const crypto::X509Ptr& c : chain) {
+    if (X509_check_issued(c.get(), cert.get()) == X509_V_OK) issuer = c.get();
+  }
+  STACK_OF(OPENSSL_STRING)* urls = X509_get1_ocsp(cert.get());
+  const std::string url = urls != nullptr && sk_OPENSSL_STRING_num(urls) > 0
+                              ? std::string(sk_OPENSSL_STRING_value(urls, 0))
+                              : std::string();
+  X509_email_free(urls);
+  if (issuer == nullptr || url.empty()) {
+    return MakeError(ErrorCode::kNotFound, "no issuer or OCSP URL for the current certificate");
+  }
+  FLEETID_TRY(where, ParseUrl(url));
+  crypto::OcspRequestPtr req(OCSP_REQUEST_new());
+  OCSP_CERTID* id = OCSP_cert_to_id(nullptr, cert.get(), issuer);
+  if (!req || id == nullptr || OCSP_request_add0_id(req.get(), id) == nullptr) {
+    OCSP_CERTID_free(id);
+    return MakeError(crypto::OpenSslError(ErrorCode::kInternal, "OCSP request"));
+  }
+  const int len = i2d_OCSP_REQUEST(req.get(), nullptr);
+  std::string body(static_cast<std::size_t>(len), '\0');
+  auto* p = reinterpret_cast<unsigned char*>(body.data());
+  i2d_OCSP_REQUEST(req.get(), &p);
+  FLEETID_TRY(conn, Connection::Connect(where.host, where.port, nullptr));
+  FLEETID_TRY(reply, conn->Request("POST", where.path.empty() ? "/" : where.path, body,
+                                   "application/ocsp-request"));
+  if (reply.status != 200) return MakeError(ReplyError("ocsp", reply));
+  return WriteFileAtomic(dir_ / "ocsp.der", reply.body);
+}
+
+Result<void> Agent::Once(bool force_rotate) {
+  if (state_.decommissioned) {
+    if (!state_.receipt_delivered) return DeliverReceipt();
+    return {};
+  }
+  if (!state_.pending_label.empty() && !state_.current_label.empty()) {
+    FLEETID_CHECK_OK(FinishRotation());
+  }
+  if (!CurrentUsable()) {
+    // First boot, or an outage longer than the certificate's life: the IDevID and fresh
+    // evidence (the authority decides whether policy allows it).
+    FLEETID_CHECK_OK(Enroll());
+  }
+  FLEETID_TRY(state, Poll());
+  if (state == "decommissioned" || state_.decommissioned) return {};
+  if (force_rotate || Unix(clock_.Now()) >= state_.renew_at) FLEETID_CHECK_OK(Rotate());
+  if (auto ocsp = RefreshOcsp(); !ocsp) {
+    log::Warn("agent: OCSP refresh failed",
+              {{"device", serial_}, {"error", ocsp.error().ToString()}});
+  }
+  return {};
+}
+
+TimePoint Agent::NextWake(std::chrono::seconds poll) const {
+  const TimePoint renew{std::chrono::seconds(state_.renew_at)};
+  return std::min(renew, clock_.Now() + poll);
+}
+
+}  // namespace fleetid::agent

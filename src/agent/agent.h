@@ -1,0 +1,136 @@
+// fleetid-agent's logic: one device's identity life on the device side. Its keys live only in
+// its secure element (a PKCS#11 token; SoftHSM2 stands in for the chip), and OpenSSL uses them
+// through the fleetid-token provider for CSRs, evidence and TLS client authentication.
+//
+// Files of a device (its directory in a factory batch): device.json (serial, model, firmware),
+// the secure element's PIN files, idevid.pem, and the agent's own state: state.json, the
+// LDevID certificates, ca.pem (the authority's chain from EST /cacerts), ocsp.der (the latest
+// OCSP answer for the current LDevID, for offline use), receipt.jws (decommissioning).
+#ifndef FLEETID_AGENT_AGENT_H_
+#define FLEETID_AGENT_AGENT_H_
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/https_client.h"
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/rng.h"
+#include "custody/custody.h"
+
+namespace fleetid::agent {
+
+inline constexpr std::string_view kAgentVersion = "0.1.0";
+inline constexpr std::string_view kIdevidLabel = "idevid";
+
+// SeInit is the factory step that runs on each new device: it initialises the device's secure
+// element (a token labelled with the serial in the batch's SoftHSM2 store, PINs in the device's
+// directory), generates the IDevID key inside it and writes idevid.csr (DER) signed by that key.
+// Devices are the serials listed in |batch|/serials.txt.
+[[nodiscard]] Result<int> SeInit(const std::filesystem::path& batch, const crypto::Suite& suite,
+                                 Rng& rng);
+
+// OpenSecureElements loads the batch's SoftHSM2 store (one per process).
+[[nodiscard]] Result<std::shared_ptr<custody::Module>> OpenSecureElements(
+    const std::filesystem::path& batch);
+
+struct AgentOptions {
+  std::string server;                          // https://host:port of the authority's HTTPS front
+  std::string ocsp_url;                        // http://host:port/ocsp; empty: no OCSP fetch
+  std::vector<std::uint8_t> trust_anchor;      // DER: the authority's root, given out of band
+  std::optional<std::string> firmware_sha256;  // the measurement to report (default: device.json)
+  double renew_fraction = 2.0 / 3.0;           // renew at this fraction of the lifetime ...
+  double jitter_fraction = 0.05;               // ... minus up to this fraction, at random
+};
+
+struct AgentState {
+  int generation = 0;           // the last LDevID key generation made
+  std::string current_label;    // token label of the current LDevID key
+  std::string current_cert;     // file name of its certificate
+  std::string pending_label;    // a rotation in progress: the new key ...
+  std::string pending_cert;     // ... and its (pending) certificate once issued
+  std::int64_t renew_at = 0;    // Unix seconds
+  bool decommissioned = false;  // keys destroyed; receipt.jws holds the receipt
+  bool receipt_delivered = false;
+};
+
+// Agent is one device. Not thread-safe; several agents may run in one process (--simulate).
+class Agent {
+ public:
+  [[nodiscard]] static Result<std::unique_ptr<Agent>> Open(std::shared_ptr<custody::Module> module,
+                                                           const std::filesystem::path& device_dir,
+                                                           AgentOptions options, Clock& clock,
+                                                           Rng& rng);
+
+  const std::string& serial() const { return serial_; }
+  const AgentState& state() const { return state_; }
+
+  // Once does what is due, in order: deliver an undelivered receipt; finish a rotation left
+  // half-done; enroll with the IDevID if there is no usable LDevID; poll for orders (and obey a
+  // decommissioning); rotate if renewal is due (or |force_rotate|); refresh the OCSP answer.
+  [[nodiscard]] Result<void> Once(bool force_rotate = false);
+
+  // Enroll enrolls with the IDevID and fresh evidence over one mutual-TLS connection
+  // (nonce, evidence, simpleenroll). |fresh_per_request| opens a new connection per request.
+  [[nodiscard]] Result<void> Enroll(bool fresh_per_request = false);
+  // Rotate makes a new key, has it certified (pending), proves possession, destroys the old key.
+  [[nodiscard]] Result<void> Rotate();
+  // Poll asks the authority for orders; returns the device state it reports.
+  [[nodiscard]] Result<std::string> Poll();
+  // Decommission signs a receipt naming the LDevID keys, destroys them, and delivers it.
+  [[nodiscard]] Result<void> Decommission();
+  [[nodiscard]] Result<void> RefreshOcsp();
+
+  // NextWake is when Once should run again: the renewal time, capped by |poll|.
+  TimePoint NextWake(std::chrono::seconds poll) const;
+
+  // LdevidKeys lists the LDevID key labels in the token.
+  [[nodiscard]] Result<std::vector<std::string>> LdevidKeys();
+
+ private:
+  Agent(std::shared_ptr<custody::Token> token, std::filesystem::path dir, AgentOptions options,
+        Clock& clock, Rng& rng)
+      : token_(std::move(token)),
+        dir_(std::move(dir)),
+        options_(std::move(options)),
+        clock_(clock),
+        rng_(rng) {}
+
+  [[nodiscard]] Result<void> SaveState();
+  [[nodiscard]] Result<std::unique_ptr<Connection>> Connect(const std::string& key_label,
+                                                            const std::vector<std::uint8_t>& cert);
+  [[nodiscard]] Result<std::string> Evidence(
+      Connection& conn, std::string_view purpose, const std::string& signing_label,
+      const std::string& new_label,
+      const std::function<Result<std::unique_ptr<Connection>>()>& reconnect,
+      bool fresh_per_request);
+  [[nodiscard]] Result<std::vector<std::uint8_t>> Csr(const std::string& label);
+  [[nodiscard]] Result<void> EnsureKey(const std::string& label);
+  [[nodiscard]] Result<std::vector<std::uint8_t>> ReadCert(const std::string& name) const;
+  [[nodiscard]] Result<void> ComputeRenewal(const std::vector<std::uint8_t>& der);
+  [[nodiscard]] Result<void> FinishRotation();
+  [[nodiscard]] Result<void> DeliverReceipt();
+  bool CurrentUsable() const;
+
+  std::shared_ptr<custody::Token> token_;
+  std::filesystem::path dir_;
+  AgentOptions options_;
+  Clock& clock_;
+  Rng& rng_;
+  std::string serial_;
+  std::string model_;
+  std::string firmware_sha256_;
+  std::vector<std::uint8_t> idevid_der_;
+  std::shared_ptr<ClientTls> anonymous_;
+  Url url_;
+  AgentState state_;
+};
+
+}  // namespace fleetid::agent
+
+#endif  // FLEETID_AGENT_AGENT_H_

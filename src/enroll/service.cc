@@ -1,0 +1,865 @@
+#include "enroll/service.h"
+
+#include <openssl/objects.h>
+#include <openssl/pkcs7.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "audit/log.h"
+#include "common/failpoint.h"
+#include "crypto/crypto.h"
+#include "crypto/csr.h"
+#include "crypto/handles.h"
+#include "crypto/jws.h"
+#include "enroll/factory.h"
+
+namespace fleetid::enroll {
+namespace {
+
+using Json = nlohmann::json;
+using store::Row;
+using store::TxMode;
+
+// clang-format off
+constexpr std::string_view kSchemaSqlite = R"sql(
+CREATE TABLE manufacturers (
+  fingerprint TEXT PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  der BLOB NOT NULL,
+  added_by TEXT NOT NULL,
+  added_at INTEGER NOT NULL
+);
+CREATE TABLE reference_values (
+  model TEXT NOT NULL,
+  firmware_sha256 TEXT NOT NULL,
+  added_by TEXT NOT NULL,
+  added_at INTEGER NOT NULL,
+  PRIMARY KEY (model, firmware_sha256)
+);
+CREATE TABLE attest_nonces (
+  nonce TEXT PRIMARY KEY,
+  device TEXT NOT NULL,
+  purpose TEXT NOT NULL,
+  expires_at INTEGER NOT NULL,
+  consumed_at INTEGER
+);
+CREATE TABLE appraisals (
+  id INTEGER PRIMARY KEY,
+  device TEXT NOT NULL,
+  purpose TEXT NOT NULL,
+  key_sha256 TEXT NOT NULL,
+  evidence_sha256 TEXT NOT NULL,
+  firmware_sha256 TEXT NOT NULL,
+  result TEXT NOT NULL,
+  detail TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  used_at INTEGER
+);
+CREATE INDEX appraisals_by_key ON appraisals (device, purpose, key_sha256);
+CREATE TABLE attest_counters (
+  name TEXT PRIMARY KEY,
+  value INTEGER NOT NULL
+);
+CREATE TABLE receipts (
+  device TEXT PRIMARY KEY,
+  cert_serial TEXT NOT NULL,
+  receipt TEXT NOT NULL,
+  at INTEGER NOT NULL
+);
+)sql";
+// clang-format on
+
+std::int64_t Unix(TimePoint t) {
+  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
+
+bool IsHex64(std::string_view s) {
+  return s.size() == 64 && std::ranges::all_of(s, [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+std::string SerialHex(X509* cert) {
+  const ASN1_INTEGER* serial = X509_get0_serialNumber(cert);
+  return crypto::Hex(std::span(ASN1_STRING_get0_data(serial),
+                               static_cast<std::size_t>(ASN1_STRING_length(serial))));
+}
+
+std::string DeviceActor(std::string_view serial) { return fmt::format("device:{}", serial); }
+
+bool Live(const pki::CertificateRecord& r) { return r.status != pki::Status::kRevoked; }
+
+// The records whose status changed in this thread's current transaction, published after commit.
+thread_local std::vector<pki::CertificateRecord> t_changed;
+
+}  // namespace
+
+std::string_view PurposeName(Purpose purpose) {
+  return purpose == Purpose::kEnroll ? "enroll" : "reenroll";
+}
+
+Result<Purpose> ParsePurpose(std::string_view name) {
+  if (name == "enroll") return Purpose::kEnroll;
+  if (name == "reenroll") return Purpose::kReenroll;
+  return MakeError(ErrorCode::kInvalidArgument, "purpose is 'enroll' or 'reenroll', not '{}'", name);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+Result<void> PkiEffects::Apply(store::Transaction& tx, const registry::Device& device,
+                               registry::CredentialAction action) {
+  using A = registry::CredentialAction;
+  if (action == A::kNone || action == A::kIssue || action == A::kSupersede) return {};
+  FLEETID_TRY(credentials, registry::Registry::Credentials(tx, device.id));
+  const std::string actor = "system:lifecycle";
+  for (const registry::Credential& c : credentials) {
+    FLEETID_TRY(record, authority_.GetIn(tx, c.cert_serial));
+    std::optional<pki::Reason> reason;
+    bool release = false;
+    switch (action) {
+      case A::kHold:
+        if (c.role == "current" && record.status == pki::Status::kGood) {
+          reason = pki::Reason::kCertificateHold;
+        }
+        break;
+      case A::kRelease:
+        release = c.role == "current" && record.status == pki::Status::kOnHold;
+        break;
+      case A::kRevokeCompromise:
+        if (c.role != "superseded" && Live(record)) reason = pki::Reason::kKeyCompromise;
+        break;
+      case A::kRevokeCessation:
+        if (Live(record)) reason = pki::Reason::kCessationOfOperation;
+        break;
+      default:
+        break;
+    }
+    if (!reason && !release) continue;
+    FLEETID_TRY(changed, authority_.ChangeStatusIn(tx, c.cert_serial, reason, actor));
+    t_changed.push_back(std::move(changed));
+  }
+  return {};
+}
+
+void PkiEffects::Committed() {
+  for (const pki::CertificateRecord& r : t_changed) authority_.Publish(r);
+  t_changed.clear();
+}
+
+// ---------------------------------------------------------------------------------------------
+
+struct Service::Identified {
+  bool idevid = false;  // anchored at a registered manufacturer; otherwise an LDevID
+  registry::Device device;
+  crypto::X509Ptr leaf;
+  std::vector<std::uint8_t> leaf_der;
+  std::optional<pki::CertificateRecord> record;  // LDevID only
+  std::string role;                              // LDevID only: its credential role
+};
+
+Service::Service(store::Database& db, registry::Registry& registry, pki::Authority& authority,
+                 PkiEffects& effects, Clock& clock, Rng& rng, ServiceOptions options)
+    : db_(db),
+      registry_(registry),
+      authority_(authority),
+      effects_(effects),
+      clock_(clock),
+      rng_(rng),
+      options_(std::move(options)) {
+  fleet_anchors_.push_back(authority_.RootDer());
+  for (const std::string& name : authority_.CaNames()) {
+    if (auto der = authority_.CaCertificate(name)) fleet_anchors_.push_back(*der);
+  }
+}
+
+Result<void> Service::Migrate(store::Database& db) {
+  FLEETID_CHECK_OK(registry::Registry::Migrate(db));
+  FLEETID_CHECK_OK(pki::Authority::Migrate(db));
+  static const std::string pg = store::PostgresDdl(kSchemaSqlite);
+  const store::Migration migrations[] = {
+      {1, "manufacturers, reference values, nonces, appraisals, receipts", kSchemaSqlite, pg}};
+  FLEETID_TRY(applied, db.Migrate("enroll", migrations));
+  (void)applied;
+  return {};
+}
+
+bool Service::IsFleetAnchor(std::span<const std::uint8_t> anchor_der) const {
+  return std::ranges::any_of(fleet_anchors_, [&](const std::vector<std::uint8_t>& a) {
+    return std::ranges::equal(a, anchor_der);
+  });
+}
+
+Result<std::optional<Manufacturer>> Service::ManufacturerByFingerprint(store::Transaction& tx,
+                                                                       const std::string& fp) {
+  FLEETID_TRY(rows, tx.Query("SELECT name, fingerprint, der FROM manufacturers WHERE fingerprint = ?",
+                             {fp}));
+  if (rows.empty()) return std::optional<Manufacturer>();
+  return std::optional<Manufacturer>(Manufacturer{rows[0].Text(0), rows[0].Text(1), rows[0].Bytes(2)});
+}
+
+Result<Service::Identified> Service::Identify(store::Transaction& tx, const ClientChain& chain) {
+  if (chain.empty()) {
+    return MakeError(ErrorCode::kUnauthenticated,
+                     "a client certificate (the IDevID or an LDevID) is required");
+  }
+  Identified out;
+  out.leaf_der = chain.front();
+  FLEETID_TRY(leaf, ParseCertificate(out.leaf_der));
+  out.leaf = std::move(leaf);
+  if (IsFleetAnchor(chain.back())) {
+    auto record = authority_.GetIn(tx, SerialHex(out.leaf.get()));
+    if (!record || record->der != out.leaf_der) {
+      return MakeError(ErrorCode::kPermissionDenied, "the client certificate is not one fleetid issued");
+    }
+    auto device = registry::Registry::GetIn(tx, record->device);
+    if (!device) {
+      return MakeError(ErrorCode::kPermissionDenied, "the client certificate is not a device's");
+    }
+    out.device = std::move(*device);
+    FLEETID_TRY(credentials, registry::Registry::Credentials(tx, out.device.id));
+    for (const registry::Credential& c : credentials) {
+      if (c.cert_serial == record->serial) out.role = c.role;
+    }
+    out.record = std::move(*record);
+    return out;
+  }
+  FLEETID_TRY(maker, ManufacturerByFingerprint(tx, crypto::Hex(crypto::Sha256(chain.back()))));
+  if (!maker) {
+    return MakeError(ErrorCode::kPermissionDenied,
+                     "the client certificate does not chain to a registered manufacturer");
+  }
+  auto device = registry::Registry::GetByIdevid(tx, crypto::Hex(crypto::Sha256(out.leaf_der)));
+  if (!device || device->manufacturer != maker->name) {
+    return MakeError(ErrorCode::kPermissionDenied,
+                     "this IDevID is not in any imported batch of {}", maker->name);
+  }
+  out.idevid = true;
+  out.device = std::move(*device);
+  return out;
+}
+
+Result<void> Service::Count(std::string_view counter) {
+  FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
+  FLEETID_TRY(changed, tx->Exec("UPDATE attest_counters SET value = value + 1 WHERE name = ?",
+                                {std::string(counter)}));
+  if (changed == 0) {
+    FLEETID_CHECK_OK(tx->Exec("INSERT INTO attest_counters (name, value) VALUES (?, 1)",
+                              {std::string(counter)}));
+  }
+  FLEETID_TRY(seq, audit::Log::Append(*tx,
+                                      {"system:attest", "attest.refused", std::string(counter),
+                                       nullptr, nullptr, std::string(counter), "", ""},
+                                      clock_));
+  (void)seq;
+  return tx->Commit();
+}
+
+// --- operators -------------------------------------------------------------------------------
+
+Result<Manufacturer> Service::AddManufacturer(std::span<const std::uint8_t> ca_der,
+                                              std::string_view name, std::string_view actor) {
+  FLEETID_TRY(cert, ParseCertificate(ca_der));
+  if (name.empty() || name.size() > 64) {
+    return MakeError(ErrorCode::kInvalidArgument, "a manufacturer name has 1 to 64 characters");
+  }
+  if (X509_check_ca(cert.get()) == 0) {
+    return MakeError(ErrorCode::kInvalidArgument, "the manufacturer certificate is not a CA");
+  }
+  Manufacturer m{std::string(name), crypto::Hex(crypto::Sha256(ca_der)),
+                 std::vector<std::uint8_t>(ca_der.begin(), ca_der.end())};
+  FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
+  FLEETID_TRY(existing, ManufacturerByFingerprint(*tx, m.fingerprint));
+  if (existing) {
+    if (existing->name != m.name) {
+      return MakeError(ErrorCode::kConflict, "that certificate is registered as '{}'", existing->name);
+    }
+    return m;
+  }
+  auto inserted = tx->Exec("INSERT INTO manufacturers (fingerprint, name, der, added_by, added_at) "
+                           "VALUES (?, ?, ?, ?, ?)",
+                           {m.fingerprint, m.name, store::Blob(m.der), std::string(actor),
+                            Unix(clock_.Now())});
+  if (!inserted) {
+    return MakeError(ErrorCode::kConflict, "a manufacturer named '{}' is registered already", name);
+  }
+  FLEETID_TRY(seq, audit::Log::Append(*tx,
+                                      {std::string(actor), "enroll.manufacturer.add", m.name,
+                                       nullptr, {{"fingerprint", m.fingerprint}}, "", "",
+                                       m.fingerprint},
+                                      clock_));
+  (void)seq;
+  FLEETID_CHECK_OK(tx->Commit());
+  return m;
+}
+
+Result<std::vector<Manufacturer>> Service::Manufacturers() {
+  FLEETID_TRY(tx, db_.Begin(TxMode::kRead));
+  FLEETID_TRY(rows, tx->Query("SELECT name, fingerprint, der FROM manufacturers ORDER BY name"));
+  std::vector<Manufacturer> out;
+  for (const Row& r : rows) out.push_back({r.Text(0), r.Text(1), r.Bytes(2)});
+  return out;
+}
+
+Result<void> Service::AddReferenceValue(std::string_view model, std::string_view firmware_sha256,
+                                        std::string_view actor) {
+  if (model.empty() || !IsHex64(firmware_sha256)) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "a reference value is a model and a lower-case hex SHA-256 firmware digest");
+  }
+  FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
+  FLEETID_TRY(rows, tx->Query("SELECT 1 FROM reference_values WHERE model = ? AND firmware_sha256 = ?",
+                              {std::string(model), std::string(firmware_sha256)}));
+  if (!rows.empty()) return {};
+  FLEETID_CHECK_OK(tx->Exec("INSERT INTO reference_values (model, firmware_sha256, added_by, "
+                            "added_at) VALUES (?, ?, ?, ?)",
+                            {std::string(model), std::string(firmware_sha256), std::string(actor),
+                             Unix(clock_.Now())}));
+  FLEETID_TRY(seq, audit::Log::Append(*tx,
+                                      {std::string(actor), "attest.reference.add",
+                                       std::string(model), nullptr,
+                                       {{"firmware_sha256", firmware_sha256}}, "", "", ""},
+                                      clock_));
+  (void)seq;
+  return tx->Commit();
+}
+
+Result<registry::ImportReport> Service::ImportManifest(std::string_view jws, std::string_view actor) {
+  FLEETID_TRY(parsed, ParseManifest(jws));
+  std::optional<Manufacturer> maker;
+  {
+    FLEETID_TRY(tx, db_.Begin(TxMode::kRead));
+    FLEETID_TRY(found, ManufacturerByFingerprint(*tx, parsed.signer_sha256));
+    maker = std::move(found);
+  }
+  if (!maker) {
+    return MakeError(ErrorCode::kPermissionDenied,
+                     "the manifest is signed by a manufacturer that is not registered");
+  }
+  FLEETID_CHECK_OK(VerifyManifest(jws, maker->der));
+  const Manifest& m = parsed.manifest;
+  if (m.manufacturer != maker->name) {
+    return MakeError(ErrorCode::kPermissionDenied,
+                     "the manifest claims manufacturer '{}' but is signed by '{}'", m.manufacturer,
+                     maker->name);
+  }
+  std::vector<registry::ManufacturingRecord> records;
+  records.reserve(m.devices.size());
+  for (const ManifestDevice& d : m.devices) {
+    registry::ManufacturingRecord r;
+    r.serial = d.serial;
+    r.model = m.model;
+    r.manufacturer = m.manufacturer;
+    r.idevid_fingerprint = d.idevid_sha256;
+    r.firmware_version = d.firmware_version;
+    r.firmware_digest = d.firmware_sha256;
+    r.station = m.station;
+    r.manufactured_at = TimePoint(std::chrono::seconds(m.manufactured_at));
+    records.push_back(std::move(r));
+  }
+  return registry_.Import(m.batch, records,
+                          registry::Actor{registry::kOperator, std::string(actor), {}});
+}
+
+// --- attestation -----------------------------------------------------------------------------
+
+Result<Nonce> Service::IssueNonce(const ClientChain& chain, Purpose purpose) {
+  FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
+  FLEETID_TRY(who, Identify(*tx, chain));
+  if ((purpose == Purpose::kEnroll) != who.idevid) {
+    return MakeError(ErrorCode::kPermissionDenied, "a nonce to {} is asked for with the {}",
+                     PurposeName(purpose), purpose == Purpose::kEnroll ? "IDevID" : "current LDevID");
+  }
+  FLEETID_TRY(raw, rng_.Bytes(32));
+  Nonce nonce{crypto::Base64UrlEncode(raw), clock_.Now() + options_.nonce_ttl};
+  FLEETID_CHECK_OK(tx->Exec("INSERT INTO attest_nonces (nonce, device, purpose, expires_at) "
+                            "VALUES (?, ?, ?, ?)",
+                            {nonce.value, who.device.serial, std::string(PurposeName(purpose)),
+                             Unix(nonce.expires_at)}));
+  FLEETID_TRY(seq, audit::Log::Append(*tx,
+                                      {DeviceActor(who.device.serial), "attest.nonce",
+                                       who.device.serial, nullptr,
+                                       {{"purpose", PurposeName(purpose)},
+                                        {"expires_at", Unix(nonce.expires_at)}},
+                                       "", "", crypto::Hex(crypto::Sha256(nonce.value))},
+                                      clock_));
+  (void)seq;
+  FLEETID_CHECK_OK(tx->Commit());
+  return nonce;
+}
+
+Result<Appraisal> Service::Appraise(const ClientChain& chain, std::string_view evidence) {
+  FLEETID_TRY(jws, crypto::ParseJws(evidence));
+  if (jws.header.value("typ", "") != kEvidenceType) {
+    return MakeError(ErrorCode::kInvalidArgument, "evidence is a JWS of typ {}", kEvidenceType);
+  }
+  const Json claims = Json::parse(jws.payload, nullptr, false);
+  auto text = [&](const char* name) -> std::string {
+    return claims.is_object() && claims.contains(name) && claims[name].is_string()
+               ? claims[name].get<std::string>()
+               : std::string();
+  };
+  const std::string nonce = text("eat_nonce");
+  const std::string serial = text("serial");
+  const std::string firmware = text("fw_sha256");
+  const std::string key_sha256 = text("key_sha256");
+  if (text("eat_profile") != kEvidenceProfile || nonce.empty() || serial.empty() ||
+      !IsHex64(firmware) || !IsHex64(key_sha256)) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "evidence claims need eat_profile {}, eat_nonce, serial, and fw_sha256 and "
+                     "key_sha256 as lower-case hex SHA-256",
+                     kEvidenceProfile);
+  }
+  const std::string evidence_sha256 = crypto::Hex(crypto::Sha256(evidence));
+
+  std::string refusal;  // the counter to bump once the transaction is closed
+  auto appraise = [&]() -> Result<Appraisal> {
+    FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
+    FLEETID_TRY(who, Identify(*tx, chain));
+    EVP_PKEY* key = X509_get0_pubkey(who.leaf.get());
+    if (key == nullptr || !crypto::VerifyJws(jws, key)) {
+      return MakeError(ErrorCode::kUnauthenticated,
+                       "the evidence is not signed by the key of the client certificate");
+    }
+    FLEETID_TRY(rows, tx->Query("SELECT device, purpose, expires_at, consumed_at FROM attest_nonces "
+                                "WHERE nonce = ?",
+                                {nonce}));
+    if (rows.empty()) {
+      refusal = "nonce_unknown";
+      return MakeError(ErrorCode::kPermissionDenied, "the evidence's nonce was never issued");
+    }
+    if (!rows[0].IsNull(3)) {
+      refusal = "nonce_replayed";
+      return MakeError(ErrorCode::kPermissionDenied, "the nonce was used already: replay refused");
+    }
+    const Purpose purpose = who.idevid ? Purpose::kEnroll : Purpose::kReenroll;
+    if (rows[0].Text(0) != who.device.serial || rows[0].Text(1) != PurposeName(purpose)) {
+      refusal = "nonce_misbound";
+      return MakeError(ErrorCode::kPermissionDenied,
+                       "the nonce was issued to another device or for another purpose");
+    }
+    const TimePoint now = clock_.Now();
+    if (rows[0].Int(2) <= Unix(now)) {
+      refusal = "nonce_expired";
+      return MakeError(ErrorCode::kPermissionDenied, "the nonce expired; ask for a fresh one");
+    }
+    FLEETID_TRY(consumed, tx->Exec("UPDATE attest_nonces SET consumed_at = ? WHERE nonce = ? AND "
+                                   "consumed_at IS NULL",
+                                   {Unix(now), nonce}));
+    if (consumed != 1) {
+      refusal = "nonce_replayed";
+      return MakeError(ErrorCode::kPermissionDenied, "the nonce was used already: replay refused");
+    }
+    Appraisal out;
+    out.device = who.device.serial;
+    out.evidence_sha256 = evidence_sha256;
+    FLEETID_TRY(refs, tx->Query("SELECT 1 FROM reference_values WHERE model = ? AND "
+                                "firmware_sha256 = ?",
+                                {who.device.model, firmware}));
+    if (serial != who.device.serial) {
+      out.detail = fmt::format("the evidence names device '{}', not '{}'", serial, who.device.serial);
+    } else if (refs.empty()) {
+      out.detail = fmt::format("firmware measurement {} is not an accepted value for model {}",
+                               firmware, who.device.model);
+    } else {
+      out.passed = true;
+      out.detail = "accepted";
+    }
+    FLEETID_TRY(ids, tx->Query("INSERT INTO appraisals (device, purpose, key_sha256, "
+                               "evidence_sha256, firmware_sha256, result, detail, at) VALUES "
+                               "(?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                               {out.device, std::string(PurposeName(purpose)), key_sha256,
+                                evidence_sha256, firmware, out.passed ? "pass" : "fail",
+                                out.detail, Unix(now)}));
+    out.id = ids.at(0).Int(0);
+    FLEETID_TRY(seq, audit::Log::Append(*tx,
+                                        {DeviceActor(out.device), "attest.appraise", out.device,
+                                         nullptr,
+                                         {{"result", out.passed ? "pass" : "fail"},
+                                          {"purpose", PurposeName(purpose)},
+                                          {"key_sha256", key_sha256},
+                                          {"fw_sha256", firmware},
+                                          {"swversion", text("swversion")}},
+                                         out.passed ? "" : out.detail, "", evidence_sha256},
+                                        clock_));
+    (void)seq;
+    FLEETID_CHECK_OK(tx->Commit());
+    return out;
+  };
+  auto result = appraise();
+  if (!refusal.empty()) FLEETID_CHECK_OK(Count(refusal));
+  if (result && !result->passed) {
+    return MakeError(ErrorCode::kPermissionDenied, "appraisal failed: {}", result->detail);
+  }
+  return result;
+}
+
+// --- enrollment ------------------------------------------------------------------------------
+
+namespace {
+
+// UseAppraisal finds the newest unused passing appraisal of |device| for |purpose| that names the
+// key |key_sha256| and is younger than |ttl|, and marks it used. Returns its evidence digest.
+Result<std::string> UseAppraisal(store::Transaction& tx, const std::string& device,
+                                 Purpose purpose, const std::string& key_sha256, TimePoint now,
+                                 std::chrono::seconds ttl) {
+  FLEETID_TRY(rows, tx.Query("SELECT id, evidence_sha256 FROM appraisals WHERE device = ? AND "
+                             "purpose = ? AND key_sha256 = ? AND result = 'pass' AND "
+                             "used_at IS NULL AND at >= ? ORDER BY id DESC LIMIT 1",
+                             {device, std::string(PurposeName(purpose)), key_sha256,
+                              Unix(now - ttl)}));
+  if (rows.empty()) {
+    return MakeError(ErrorCode::kPermissionDenied,
+                     "no fresh, passing evidence names the key in this CSR: send evidence for "
+                     "it first");
+  }
+  FLEETID_TRY(used, tx.Exec("UPDATE appraisals SET used_at = ? WHERE id = ? AND used_at IS NULL",
+                            {Unix(now), rows[0].Int(0)}));
+  if (used != 1) return MakeError(ErrorCode::kConflict, "the evidence was used concurrently");
+  return rows[0].Text(1);
+}
+
+}  // namespace
+
+Result<pki::CertificateRecord> Service::Enroll(const ClientChain& chain,
+                                               std::span<const std::uint8_t> csr_der) {
+  FLEETID_TRY(csr, crypto::VerifyCsr(csr_der));
+  const std::string key_sha256 = crypto::Hex(crypto::Sha256(csr.spki));
+  std::vector<pki::CertificateRecord> changed;
+  pki::CertificateRecord issued;
+  {
+    FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
+    FLEETID_TRY(who, Identify(*tx, chain));
+    if (!who.idevid) {
+      return MakeError(ErrorCode::kPermissionDenied,
+                       "simpleenroll takes the IDevID; renew an LDevID with simplereenroll");
+    }
+    const registry::Device& device = who.device;
+    FLEETID_TRY(dead, tx->Query("SELECT 1 FROM tombstones WHERE (kind = 'serial' AND value = ?) OR "
+                                "(kind = 'idevid' AND value = ?)",
+                                {device.serial, device.idevid_fingerprint}));
+    if (!dead.empty()) {
+      return MakeError(ErrorCode::kPermissionDenied,
+                       "'{}' is a decommissioned identity and can never enroll again",
+                       device.serial);
+    }
+    const TimePoint now = clock_.Now();
+    FLEETID_TRY(credentials, registry::Registry::Credentials(*tx, device.id));
+    registry::Event event = registry::Event::kActivate;
+    switch (device.state) {
+      case registry::State::kProvisioned:
+        break;
+      case registry::State::kQuarantined:
+        event = registry::Event::kReattest;
+        break;
+      case registry::State::kActive: {
+        if (!options_.idevid_reenroll_after_expiry) {
+          return MakeError(ErrorCode::kPermissionDenied,
+                           "'{}' is active and policy does not allow enrolling again with the "
+                           "IDevID",
+                           device.serial);
+        }
+        for (const registry::Credential& c : credentials) {
+          if (c.role != "current" || c.not_after <= now) continue;
+          FLEETID_TRY(record, authority_.GetIn(*tx, c.cert_serial));
+          if (record.status == pki::Status::kGood) {
+            return MakeError(ErrorCode::kConflict,
+                             "'{}' holds a valid LDevID ({}): renew it with simplereenroll",
+                             device.serial, c.cert_serial);
+          }
+        }
+        event = registry::Event::kReattest;
+        break;
+      }
+      default:
+        return MakeError(ErrorCode::kPermissionDenied, "'{}' is {}: enrollment refused",
+                         device.serial, registry::StateName(device.state));
+    }
+    FLEETID_TRY(evidence, UseAppraisal(*tx, device.serial, Purpose::kEnroll, key_sha256, now,
+                                       options_.evidence_ttl));
+    for (const registry::Credential& c : credentials) {
+      if (c.role == "superseded") continue;
+      FLEETID_TRY(record, authority_.GetIn(*tx, c.cert_serial));
+      if (Live(record)) {
+        FLEETID_TRY(revoked, authority_.ChangeStatusIn(*tx, c.cert_serial, pki::Reason::kSuperseded,
+                                                       DeviceActor(device.serial)));
+        changed.push_back(std::move(revoked));
+      }
+      FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(*tx, c.cert_serial, "superseded"));
+    }
+    FLEETID_TRY(record, authority_.IssueIn(*tx, csr_der, {device.serial, device.tenant},
+                                           policy_, DeviceActor(device.serial), false));
+    FLEETID_CHECK_OK(registry::Registry::AddCredential(*tx, device.id, record.serial, "current",
+                                                       record.not_after));
+    registry::TransitionRequest req;
+    req.serial = device.serial;
+    req.event = event;
+    req.expected_version = device.version;
+    req.actor = registry::Actor{registry::kDevice, device.serial, {}};
+    req.evidence_digest = evidence;
+    FLEETID_TRY(next, registry_.TransitionIn(*tx, req));
+    (void)next;
+    FLEETID_CHECK_OK(tx->Commit());
+    issued = std::move(record);
+  }
+  for (const pki::CertificateRecord& r : changed) authority_.Publish(r);
+  return issued;
+}
+
+Result<pki::CertificateRecord> Service::Reenroll(const ClientChain& chain,
+                                                 std::span<const std::uint8_t> csr_der) {
+  FLEETID_TRY(csr, crypto::VerifyCsr(csr_der));
+  const std::string key_sha256 = crypto::Hex(crypto::Sha256(csr.spki));
+  std::vector<pki::CertificateRecord> changed;
+  pki::CertificateRecord issued;
+  {
+    FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
+    FLEETID_TRY(who, Identify(*tx, chain));
+    if (who.idevid) {
+      return MakeError(ErrorCode::kPermissionDenied,
+                       "simplereenroll takes the current LDevID; enroll with the IDevID at "
+                       "simpleenroll");
+    }
+    const registry::Device& device = who.device;
+    if (who.role != "current" || who.record->status != pki::Status::kGood) {
+      return MakeError(ErrorCode::kPermissionDenied,
+                       "certificate {} is {} ({}): only the current, good LDevID may renew",
+                       who.record->serial, pki::StatusName(who.record->status),
+                       who.role.empty() ? "untracked" : who.role);
+    }
+    if (device.state != registry::State::kActive) {
+      return MakeError(ErrorCode::kPermissionDenied, "'{}' is {}: renewal refused", device.serial,
+                       registry::StateName(device.state));
+    }
+    FLEETID_TRY(current_spki, SpkiDer(who.leaf.get()));
+    if (current_spki == csr.spki) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "a rotation needs a new key; this CSR carries the current one");
+    }
+    const TimePoint now = clock_.Now();
+    FLEETID_TRY(evidence, UseAppraisal(*tx, device.serial, Purpose::kReenroll, key_sha256, now,
+                                       options_.evidence_ttl));
+    (void)evidence;  // recorded by the appraisal and the issuance's audit entry
+    FLEETID_TRY(credentials, registry::Registry::Credentials(*tx, device.id));
+    for (const registry::Credential& c : credentials) {
+      if (c.role != "pending") continue;
+      // An earlier, unfinished rotation: its certificate was never proven and is abandoned.
+      FLEETID_TRY(record, authority_.GetIn(*tx, c.cert_serial));
+      if (Live(record)) {
+        FLEETID_TRY(revoked, authority_.ChangeStatusIn(*tx, c.cert_serial, pki::Reason::kSuperseded,
+                                                       DeviceActor(device.serial)));
+        changed.push_back(std::move(revoked));
+      }
+      FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(*tx, c.cert_serial, "superseded"));
+    }
+    FLEETID_TRY(record, authority_.IssueIn(*tx, csr_der, {device.serial, device.tenant},
+                                           policy_, DeviceActor(device.serial), true));
+    FLEETID_CHECK_OK(registry::Registry::AddCredential(*tx, device.id, record.serial, "pending",
+                                                       record.not_after));
+    Failpoint("server-reenroll-before-commit");
+    FLEETID_CHECK_OK(tx->Commit());
+    Failpoint("server-reenroll-after-commit");
+    issued = std::move(record);
+  }
+  for (const pki::CertificateRecord& r : changed) authority_.Publish(r);
+  authority_.Publish(issued);
+  return issued;
+}
+
+Result<pki::CertificateRecord> Service::Confirm(const ClientChain& chain) {
+  std::vector<pki::CertificateRecord> changed;
+  pki::CertificateRecord now_current;
+  {
+    FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
+    FLEETID_TRY(who, Identify(*tx, chain));
+    if (who.idevid) {
+      return MakeError(ErrorCode::kPermissionDenied,
+                       "a rotation is confirmed with the new certificate, not the IDevID");
+    }
+    const registry::Device& device = who.device;
+    if (who.role == "current" && who.record->status == pki::Status::kGood) {
+      return *who.record;  // confirmed before: the answer was lost, the retry is harmless
+    }
+    if (who.role != "pending" || who.record->status != pki::Status::kOnHold) {
+      return MakeError(ErrorCode::kConflict,
+                       "certificate {} is not a pending rotation (it is {}, {})",
+                       who.record->serial, who.role.empty() ? "untracked" : who.role,
+                       pki::StatusName(who.record->status));
+    }
+    if (device.state != registry::State::kActive) {
+      return MakeError(ErrorCode::kPermissionDenied, "'{}' is {}: rotation refused", device.serial,
+                       registry::StateName(device.state));
+    }
+    FLEETID_TRY(credentials, registry::Registry::Credentials(*tx, device.id));
+    for (const registry::Credential& c : credentials) {
+      if (c.role != "current") continue;
+      FLEETID_TRY(record, authority_.GetIn(*tx, c.cert_serial));
+      if (Live(record)) {
+        FLEETID_TRY(revoked, authority_.ChangeStatusIn(*tx, c.cert_serial, pki::Reason::kSuperseded,
+                                                       DeviceActor(device.serial)));
+        changed.push_back(std::move(revoked));
+      }
+      FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(*tx, c.cert_serial, "superseded"));
+    }
+    FLEETID_TRY(released, authority_.ChangeStatusIn(*tx, who.record->serial, std::nullopt,
+                                                    DeviceActor(device.serial)));
+    FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(*tx, who.record->serial, "current"));
+    registry::TransitionRequest req;
+    req.serial = device.serial;
+    req.event = registry::Event::kRotate;
+    req.expected_version = device.version;
+    req.actor = registry::Actor{registry::kDevice, device.serial, {}};
+    req.evidence_digest = crypto::Hex(crypto::Sha256(who.leaf_der));
+    FLEETID_TRY(next, registry_.TransitionIn(*tx, req));
+    (void)next;
+    Failpoint("server-confirm-before-commit");
+    FLEETID_CHECK_OK(tx->Commit());
+    Failpoint("server-confirm-after-commit");
+    now_current = released;
+    changed.push_back(std::move(released));
+  }
+  for (const pki::CertificateRecord& r : changed) authority_.Publish(r);
+  return now_current;
+}
+
+Result<DeviceStatus> Service::Status(const ClientChain& chain) {
+  FLEETID_TRY(tx, db_.Begin(TxMode::kRead));
+  FLEETID_TRY(who, Identify(*tx, chain));
+  DeviceStatus out;
+  out.device = who.device;
+  out.decommission_ordered = who.device.state == registry::State::kDecommissioning ||
+                             who.device.state == registry::State::kDecommissioned;
+  FLEETID_TRY(credentials, registry::Registry::Credentials(*tx, who.device.id));
+  for (const registry::Credential& c : credentials) {
+    if (c.role != "current") continue;
+    FLEETID_TRY(record, authority_.GetIn(*tx, c.cert_serial));
+    out.current = std::move(record);
+  }
+  return out;
+}
+
+Result<registry::Device> Service::RecordReceipt(std::string_view receipt) {
+  FLEETID_TRY(jws, crypto::ParseJws(receipt));
+  if (jws.header.value("typ", "") != kReceiptType || !jws.header.contains("kid") ||
+      !jws.header["kid"].is_string()) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "a receipt is a JWS of typ {} whose kid is the signing certificate's serial",
+                     kReceiptType);
+  }
+  const Json claims = Json::parse(jws.payload, nullptr, false);
+  if (!claims.is_object() || !claims.contains("serial") || !claims["serial"].is_string() ||
+      !claims.contains("destroyed") || !claims["destroyed"].is_array()) {
+    return MakeError(ErrorCode::kInvalidArgument, "a receipt names the device and the keys destroyed");
+  }
+  const std::string kid = jws.header["kid"].get<std::string>();
+  const std::string receipt_sha256 = crypto::Hex(crypto::Sha256(receipt));
+  registry::Device result;
+  {
+    FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
+    auto record = authority_.GetIn(*tx, kid);
+    if (!record) {
+      return MakeError(ErrorCode::kPermissionDenied, "the receipt's kid names no fleetid certificate");
+    }
+    FLEETID_TRY(cert, ParseCertificate(record->der));
+    EVP_PKEY* key = X509_get0_pubkey(cert.get());
+    if (key == nullptr || !crypto::VerifyJws(jws, key)) {
+      return MakeError(ErrorCode::kUnauthenticated,
+                       "the receipt is not signed by the certificate it names");
+    }
+    FLEETID_TRY(device, registry::Registry::GetIn(*tx, record->device));
+    if (claims["serial"].get<std::string>() != device.serial) {
+      return MakeError(ErrorCode::kPermissionDenied, "the receipt names another device");
+    }
+    FLEETID_TRY(seen, tx->Query("SELECT 1 FROM receipts WHERE device = ?", {device.serial}));
+    if (!seen.empty() && device.state == registry::State::kDecommissioned) return device;
+    if (device.state != registry::State::kDecommissioning) {
+      return MakeError(ErrorCode::kConflict, "'{}' is {}: no decommissioning was ordered",
+                       device.serial, registry::StateName(device.state));
+    }
+    FLEETID_CHECK_OK(tx->Exec("INSERT INTO receipts (device, cert_serial, receipt, at) VALUES "
+                              "(?, ?, ?, ?)",
+                              {device.serial, kid, std::string(receipt), Unix(clock_.Now())}));
+    registry::TransitionRequest req;
+    req.serial = device.serial;
+    req.event = registry::Event::kErased;
+    req.expected_version = device.version;
+    req.actor = registry::Actor{registry::kDevice, device.serial, {}};
+    req.evidence_digest = receipt_sha256;
+    FLEETID_TRY(next, registry_.TransitionIn(*tx, req));
+    FLEETID_CHECK_OK(tx->Commit());
+    result = std::move(next);
+  }
+  effects_.Committed();
+  return result;
+}
+
+// --- EST helpers -----------------------------------------------------------------------------
+
+Result<std::vector<std::uint8_t>> CertsOnly(std::span<const std::vector<std::uint8_t>> certs) {
+  crypto::Pkcs7Ptr p7(PKCS7_new());
+  if (!p7 || PKCS7_set_type(p7.get(), NID_pkcs7_signed) != 1 ||
+      PKCS7_content_new(p7.get(), NID_pkcs7_data) != 1) {
+    return MakeError(crypto::OpenSslError(ErrorCode::kInternal, "certs-only CMS"));
+  }
+  for (const std::vector<std::uint8_t>& der : certs) {
+    FLEETID_TRY(cert, ParseCertificate(der));
+    if (PKCS7_add_certificate(p7.get(), cert.get()) != 1) {  // takes its own reference
+      return MakeError(crypto::OpenSslError(ErrorCode::kInternal, "certs-only CMS"));
+    }
+  }
+  const int len = i2d_PKCS7(p7.get(), nullptr);
+  if (len <= 0) return MakeError(crypto::OpenSslError(ErrorCode::kInternal, "certs-only CMS"));
+  std::vector<std::uint8_t> out(static_cast<std::size_t>(len));
+  unsigned char* p = out.data();
+  i2d_PKCS7(p7.get(), &p);
+  return out;
+}
+
+Result<std::vector<std::uint8_t>> Service::CaCerts() const {
+  return CertsOnly(fleet_anchors_);
+}
+
+Result<std::vector<std::uint8_t>> Service::CsrAttrs() const {
+  // CsrAttrs ::= SEQUENCE OF AttrOrOID (RFC 7030 §4.5.2): the signature algorithm and the key
+  // (an EC key on P-256) fleetid prefers.
+  crypto::Asn1SequencePtr seq(sk_ASN1_TYPE_new_null());
+  ASN1_TYPE* sig = ASN1_TYPE_new();
+  if (!seq || sig == nullptr) return MakeError(ErrorCode::kInternal, "out of memory");
+  ASN1_TYPE_set(sig, V_ASN1_OBJECT, OBJ_nid2obj(NID_ecdsa_with_SHA256));
+  sk_ASN1_TYPE_push(seq.get(), sig);
+  crypto::X509AttributePtr attr(X509_ATTRIBUTE_create(NID_X9_62_id_ecPublicKey, V_ASN1_OBJECT,
+                                                      OBJ_nid2obj(NID_X9_62_prime256v1)));
+  unsigned char* der = nullptr;
+  const int len = attr ? i2d_X509_ATTRIBUTE(attr.get(), &der) : -1;
+  const crypto::OpenSslBytesPtr owner(der);
+  ASN1_STRING* body = ASN1_STRING_type_new(V_ASN1_SEQUENCE);
+  ASN1_TYPE* attr_type = ASN1_TYPE_new();
+  if (len <= 0 || body == nullptr || attr_type == nullptr ||
+      ASN1_STRING_set(body, der, len) != 1) {
+    ASN1_STRING_free(body);
+    ASN1_TYPE_free(attr_type);
+    return MakeError(crypto::OpenSslError(ErrorCode::kInternal, "CsrAttrs"));
+  }
+  ASN1_TYPE_set(attr_type, V_ASN1_SEQUENCE, body);
+  sk_ASN1_TYPE_push(seq.get(), attr_type);
+  unsigned char* out = nullptr;
+  const int out_len = i2d_ASN1_SEQUENCE_ANY(seq.get(), &out);
+  const crypto::OpenSslBytesPtr out_owner(out);
+  if (out_len <= 0) return MakeError(crypto::OpenSslError(ErrorCode::kInternal, "CsrAttrs"));
+  return std::vector<std::uint8_t>(out, out + out_len);
+}
+
+Result<std::map<std::string, std::int64_t>> Service::Counters() {
+  FLEETID_TRY(tx, db_.Begin(TxMode::kRead));
+  std::map<std::string, std::int64_t> out;
+  FLEETID_TRY(rows, tx->Query("SELECT name, value FROM attest_counters"));
+  for (const Row& r : rows) out[r.Text(0)] = r.Int(1);
+  FLEETID_TRY(results, tx->Query("SELECT result, COUNT(*) FROM appraisals GROUP BY result"));
+  for (const Row& r : results) out["appraisals_" + r.Text(0)] = r.Int(1);
+  return out;
+}
+
+}  // namespace fleetid::enroll

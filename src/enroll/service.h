@@ -1,0 +1,169 @@
+// Attested enrollment: the authority's side of a device's life after the factory. Registered
+// manufacturers and reference values, single-use attestation nonces, appraisal of signed
+// evidence (RFC 9334 roles: the device is the attester, this service the verifier and relying
+// party), EST enrollment (RFC 7030) with the IDevID, rotation with the LDevID, and
+// decommissioning receipts. Transport-free: apps/est_routes.cc maps HTTP onto it. The wire
+// formats are in docs/enrollment.md.
+#ifndef FLEETID_ENROLL_SERVICE_H_
+#define FLEETID_ENROLL_SERVICE_H_
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/rng.h"
+#include "crypto/suite.h"
+#include "pki/pki.h"
+#include "registry/registry.h"
+#include "store/store.h"
+
+namespace fleetid::enroll {
+
+// ClientChain is the certificate chain a TLS handshake verified (server::HttpRequest::
+// client_chain): the client's leaf first, the trust anchor that verified it last, all DER.
+using ClientChain = std::vector<std::vector<std::uint8_t>>;
+
+struct Manufacturer {
+  std::string name;
+  std::string fingerprint;  // hex SHA-256 of the CA certificate
+  std::vector<std::uint8_t> der;
+};
+
+enum class Purpose { kEnroll, kReenroll };
+std::string_view PurposeName(Purpose purpose);
+[[nodiscard]] Result<Purpose> ParsePurpose(std::string_view name);
+
+struct Nonce {
+  std::string value;  // base64url of 32 random bytes
+  TimePoint expires_at;
+};
+
+struct Appraisal {
+  std::int64_t id = 0;
+  std::string device;
+  bool passed = false;
+  std::string detail;           // why it failed, or "accepted"
+  std::string evidence_sha256;  // hex SHA-256 of the evidence JWS
+};
+
+struct DeviceStatus {
+  registry::Device device;
+  std::optional<pki::CertificateRecord> current;  // the current LDevID, if any
+  bool decommission_ordered = false;
+};
+
+struct ServiceOptions {
+  std::chrono::seconds nonce_ttl{60};
+  // A passing appraisal must be used by an enrollment within this.
+  std::chrono::seconds evidence_ttl{300};
+  // An active device whose LDevID has lapsed (an outage longer than its life) may enroll again
+  // with its IDevID and fresh evidence.
+  bool idevid_reenroll_after_expiry = true;
+};
+
+inline constexpr std::string_view kEvidenceProfile = "urn:fleetid:evidence:1";
+inline constexpr std::string_view kEvidenceType = "fleetid-evidence+jws";
+inline constexpr std::string_view kReceiptType = "fleetid-receipt+jws";
+
+// PkiEffects carries the registry's fleet-wide credential actions out through the CA in the
+// registry's transaction: hold, release, and revocation (keyCompromise, cessationOfOperation)
+// of a device's live certificates. Issuing and superseding name one certificate, so the
+// enrollment service does those itself. Committed publishes the changes (OCSP, CRLs).
+class PkiEffects final : public registry::CredentialEffects {
+ public:
+  explicit PkiEffects(pki::Authority& authority) : authority_(authority) {}
+  [[nodiscard]] Result<void> Apply(store::Transaction& tx, const registry::Device& device,
+                                   registry::CredentialAction action) override;
+  void Committed() override;
+
+ private:
+  pki::Authority& authority_;
+};
+
+// Service is thread-safe.
+class Service {
+ public:
+  Service(store::Database& db, registry::Registry& registry, pki::Authority& authority,
+          PkiEffects& effects, Clock& clock, Rng& rng, ServiceOptions options);
+
+  // Migrate creates the enrollment tables (and the registry's and CA's).
+  [[nodiscard]] static Result<void> Migrate(store::Database& db);
+
+  // --- operators ---
+  [[nodiscard]] Result<Manufacturer> AddManufacturer(std::span<const std::uint8_t> ca_der,
+                                                     std::string_view name, std::string_view actor);
+  [[nodiscard]] Result<std::vector<Manufacturer>> Manufacturers();
+  [[nodiscard]] Result<void> AddReferenceValue(std::string_view model,
+                                               std::string_view firmware_sha256,
+                                               std::string_view actor);
+  // ImportManifest verifies a batch manifest against the registered manufacturer it names and
+  // imports its devices as manufactured.
+  [[nodiscard]] Result<registry::ImportReport> ImportManifest(std::string_view jws,
+                                                              std::string_view actor);
+
+  // --- devices (over mutual TLS) ---
+  [[nodiscard]] Result<Nonce> IssueNonce(const ClientChain& chain, Purpose purpose);
+  // Appraise verifies evidence signed by the client's own key and records the result. A
+  // failing appraisal is recorded and answered kPermissionDenied with the reason.
+  [[nodiscard]] Result<Appraisal> Appraise(const ClientChain& chain, std::string_view evidence);
+  // Enroll is EST simpleenroll with the IDevID: the device's first LDevID (or a new one after
+  // quarantine or a lapse).
+  [[nodiscard]] Result<pki::CertificateRecord> Enroll(const ClientChain& chain,
+                                                      std::span<const std::uint8_t> csr_der);
+  // Reenroll is EST simplereenroll with the current LDevID: the new certificate is issued on
+  // hold (pending) until Confirm.
+  [[nodiscard]] Result<pki::CertificateRecord> Reenroll(const ClientChain& chain,
+                                                        std::span<const std::uint8_t> csr_der);
+  // Confirm completes a rotation, called over TLS authenticated by the pending certificate's
+  // key (the proof of possession): the old certificate is revoked (superseded) and the new one
+  // made current in one transaction. Idempotent for an already current certificate.
+  [[nodiscard]] Result<pki::CertificateRecord> Confirm(const ClientChain& chain);
+  // Status answers a device's poll (IDevID or any of its LDevIDs, even revoked ones).
+  [[nodiscard]] Result<DeviceStatus> Status(const ClientChain& chain);
+  // RecordReceipt records a decommissioning receipt (a JWS signed by one of the device's LDevID
+  // keys before it destroyed them) and completes the decommissioning.
+  [[nodiscard]] Result<registry::Device> RecordReceipt(std::string_view receipt);
+
+  // EST /cacerts (certs-only CMS, DER) and /csrattrs (CsrAttrs, DER).
+  [[nodiscard]] Result<std::vector<std::uint8_t>> CaCerts() const;
+  [[nodiscard]] Result<std::vector<std::uint8_t>> CsrAttrs() const;
+  // Counters: refused nonces by cause, appraisals by result.
+  [[nodiscard]] Result<std::map<std::string, std::int64_t>> Counters();
+
+  // IsManufacturerAnchor / IsFleetAnchor say which trust anchor verified a client chain.
+  bool IsFleetAnchor(std::span<const std::uint8_t> anchor_der) const;
+
+ private:
+  struct Identified;
+  [[nodiscard]] Result<Identified> Identify(store::Transaction& tx, const ClientChain& chain);
+  [[nodiscard]] Result<std::optional<Manufacturer>> ManufacturerByFingerprint(
+      store::Transaction& tx, const std::string& fingerprint);
+  [[nodiscard]] Result<void> Count(std::string_view counter);
+
+  store::Database& db_;
+  registry::Registry& registry_;
+  pki::Authority& authority_;
+  PkiEffects& effects_;
+  Clock& clock_;
+  Rng& rng_;
+  ServiceOptions options_;
+  crypto::SuitePolicy policy_;  // the default: every suite allowed, P-256 preferred
+  std::vector<std::vector<std::uint8_t>> fleet_anchors_;
+};
+
+// PkcsCertsOnly wraps DER certificates in a certs-only CMS SignedData (RFC 7030 §4.1.3).
+[[nodiscard]] Result<std::vector<std::uint8_t>> CertsOnly(
+    std::span<const std::vector<std::uint8_t>> certs);
+
+}  // namespace fleetid::enroll
+
+#endif  // FLEETID_ENROLL_SERVICE_H_
