@@ -282,6 +282,9 @@ struct MakeBatch {
   std::string station = "line-1";
   std::string agent;
   std::string suite = "ecdsa-p256-sha256";
+  // SERIAL=CSR_PATH: devices whose secure element is not one fleetid-agent drives (a third-party
+  // device stack); their CSR comes from the element's own tooling.
+  std::vector<std::string> external;
 };
 
 // RunAgent runs fleetid-agent |args| and waits for it.
@@ -314,7 +317,7 @@ int FactoryMake(const MakeBatch& b) {
   }
   auto firmware = ReadAll(b.firmware_path);
   if (!firmware) return Fail(firmware.error());
-  if (b.count < 1 || b.count > 100000) return Fail(Error(ErrorCode::kInvalidArgument, "--count is 1..100000"));
+  if (b.count < 0 || b.count > 100000 || (b.count == 0 && b.external.empty())) return Fail(Error(ErrorCode::kInvalidArgument, "--count is 1..100000"));
   auto raw = crypto::OpenSslRng::Instance().Bytes(3);
   if (!raw) return Fail(raw.error());
   enroll::Manifest m;
@@ -341,6 +344,24 @@ int FactoryMake(const MakeBatch& b) {
   if (agent.empty()) agent = (fs::read_symlink("/proc/self/exe", ec).parent_path() / "fleetid-agent").string();
   if (auto r = RunAgent(agent, {"se-init", "--batch", out.string(), "--suite", b.suite}); !r) {
     return Fail(r.error());
+  }
+  for (const std::string& ext : b.external) {
+    const std::size_t eq = ext.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return Fail(Error(ErrorCode::kInvalidArgument, "--external is SERIAL=CSR_PATH"));
+    }
+    const std::string serial = ext.substr(0, eq);
+    auto text = ReadAll(ext.substr(eq + 1));
+    if (!text) return Fail(text.error());
+    auto der = CsrDer(*text);
+    if (!der) return Fail(der.error());
+    fs::create_directories(out / "devices" / serial, ec);
+    if (auto w = WriteFile(out / "devices" / serial / "idevid.csr",
+                           std::string(der->begin(), der->end()));
+        !w) {
+      return Fail(w.error());
+    }
+    serials.push_back(serial);
   }
   auto factory = OpenFactory(factory_dir, false);
   if (!factory) return Fail(factory.error());
@@ -532,6 +553,8 @@ int Run(int argc, char** argv) {
   factory_make->add_option("--station", make_batch.station, "factory station");
   factory_make->add_option("--suite", make_batch.suite, "IDevID key suite");
   factory_make->add_option("--agent", make_batch.agent, "the fleetid-agent binary (default: beside fleetid)");
+  factory_make->add_option("--external", make_batch.external,
+                           "SERIAL=CSR: also certify a device whose own stack made its key and CSR");
   for (auto* sub : {factory_init, factory_make}) sub->add_option("--dir", factory_dir, "factory directory");
 
   auto* maker = app.add_subcommand("manufacturer", "manufacturers whose IDevIDs the authority trusts")->require_subcommand(1);
