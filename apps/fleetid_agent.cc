@@ -74,6 +74,7 @@ int Run(int argc, char** argv) {
   int poll_seconds = 300;
   run->add_option("--poll", poll_seconds, "poll the authority at least this often (seconds)");
   auto* status = app.add_subcommand("status", "print the agent's state and the LDevID keys in the token");
+  auto* enroll = app.add_subcommand("enroll", "enroll now with the IDevID and fresh evidence");
   auto* simulate = app.add_subcommand("simulate", "enroll N devices of a batch from one process (load and demo)");
   int count = 0;
   int threads = 2;
@@ -82,10 +83,10 @@ int Run(int argc, char** argv) {
   simulate->add_option("--threads", threads, "concurrent devices");
   simulate->add_flag("--per-request-connections", per_request,
                      "a fresh mutual-TLS connection for every request (as three curl calls would)");
-  for (auto* sub : {once, run, status}) {
+  for (auto* sub : {once, run, status, enroll}) {
     sub->add_option("--device", device, "the device's serial (its directory in the batch)")->required();
   }
-  for (auto* sub : {once, run, status, simulate}) {
+  for (auto* sub : {once, run, status, enroll, simulate}) {
     sub->add_option("--batch", batch, "batch directory");
     sub->add_option("--server", server, "the authority's HTTPS front");
     sub->add_option("--trust", trust, "the authority's root certificate (PEM), given out of band")->required();
@@ -164,6 +165,11 @@ int Run(int argc, char** argv) {
   auto a = agent::Agent::Open(*module, fs::path(batch) / "devices" / device, options, clock, rng);
   if (!a) return Fail(a.error());
   if (status->parsed()) {
+    std::cout << StateJson(**a).dump(2) << "\n";
+    return 0;
+  }
+  if (enroll->parsed()) {
+    if (auto r = (*a)->Enroll(); !r) return Fail(r.error());
     std::cout << StateJson(**a).dump(2) << "\n";
     return 0;
   }

@@ -478,7 +478,7 @@ Result<void> Agent::FinishRotation() {
 
 Result<std::string> Agent::Poll() {
   std::unique_ptr<Connection> conn;
-  if (!state_.current_label.empty()) {
+  if (CurrentUsable()) {
     FLEETID_TRY(current, ReadCert(state_.current_cert));
     FLEETID_TRY(c, Connect(state_.current_label, current));
     conn = std::move(c);
@@ -589,20 +589,21 @@ Result<void> Agent::Once(bool force_rotate) {
     if (!state_.receipt_delivered) return DeliverReceipt();
     return {};
   }
-  if (!state_.pending_label.empty() && !state_.current_label.empty()) {
+  // Orders first: a device ordered decommissioned must not renew, whatever else is pending.
+  FLEETID_TRY(state, Poll());
+  if (state == "decommissioned" || state_.decommissioned) return {};
+  if (!state_.pending_label.empty() && !state_.current_label.empty() && CurrentUsable()) {
     FLEETID_CHECK_OK(FinishRotation());
   }
   if (!CurrentUsable()) {
     // First boot, or an outage longer than the certificate's life: the IDevID and fresh
     // evidence (the authority decides whether policy allows it).
     FLEETID_CHECK_OK(Enroll());
+  } else if (force_rotate || Unix(clock_.Now()) >= state_.renew_at) {
+    FLEETID_CHECK_OK(Rotate());
   }
-  FLEETID_TRY(state, Poll());
-  if (state == "decommissioned" || state_.decommissioned) return {};
-  if (force_rotate || Unix(clock_.Now()) >= state_.renew_at) FLEETID_CHECK_OK(Rotate());
   if (auto ocsp = RefreshOcsp(); !ocsp) {
-    log::Warn("agent: OCSP refresh failed",
-              {{"device", serial_}, {"error", ocsp.error().ToString()}});
+    log::Warn("agent: OCSP refresh failed", {{"device", serial_}, {"error", ocsp.error().ToString()}});
   }
   return {};
 }
