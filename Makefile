@@ -6,7 +6,7 @@ DATA ?= ./var
 LISTEN ?= 127.0.0.1:8080
 SOURCES = $(shell git ls-files '*.cc' '*.h' 2>/dev/null)
 
-.PHONY: all bootstrap build release run test test-dev test-asan bench fmt fmt-check lint clean
+.PHONY: all bootstrap build release run demo test test-dev test-asan bench fmt fmt-check lint clean
 
 all: build
 
@@ -24,6 +24,10 @@ release: bootstrap
 # Starts the authority on its embedded defaults: SQLite and a SoftHSM2 token under $(DATA).
 run: release
 	./build/release/apps/fleetid-server --data $(DATA) --listen $(LISTEN)
+
+# A device's life, from the factory to retirement, with every command printed (scripts/demo.sh).
+demo: release
+	scripts/demo.sh
 
 # The whole suite, normally and under AddressSanitizer + UndefinedBehaviorSanitizer.
 test: test-dev test-asan release lint
