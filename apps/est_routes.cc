@@ -91,9 +91,9 @@ void AddEstRoutes(server::Router& router, enroll::Service& service) {
     if (!p7) return EstError(p7.error());
     return EstOk("application/pkcs7-mime", *p7);
   });
-  router.Add("GET", "/.well-known/est/csrattrs", [&service](const HttpRequest& req) {
+  router.Add("GET", "/.well-known/est/csrattrs", [](const HttpRequest& req) {
     if (auto refused = NeedsTls(req)) return *refused;
-    auto attrs = service.CsrAttrs();
+    auto attrs = enroll::Service::CsrAttrs();
     if (!attrs) return EstError(attrs.error());
     return EstOk("application/csrattrs", *attrs);
   });
@@ -115,7 +115,7 @@ void AddEstRoutes(server::Router& router, enroll::Service& service) {
     const Json body = Json::parse(req.body, nullptr, false);
     if (!body.is_object() || !body.contains("purpose") || !body["purpose"].is_string()) {
       return HttpResponse::JsonError(400, "invalid_argument",
-                                     "the body is {\"purpose\": \"enroll\" | \"reenroll\"}");
+                                     R"(the body is {"purpose": "enroll" | "reenroll"})");
     }
     auto purpose = enroll::ParsePurpose(body["purpose"].get<std::string>());
     if (!purpose) return HttpResponse::FromError(purpose.error());

@@ -54,6 +54,78 @@ Json StateJson(agent::Agent& a) {
               {"ldevid_keys_in_token", keys}};
 }
 
+int PrintState(agent::Agent& a) {
+  std::cout << StateJson(a).dump(2) << "\n";
+  return 0;
+}
+
+int Finish(agent::Agent& a, const Result<void>& done) {
+  if (!done) return Fail(done.error());
+  return PrintState(a);
+}
+
+// RunForever keeps the identity alive until the device is retired; errors are logged and retried
+// at the next wake.
+int RunForever(agent::Agent& a, int poll_seconds) {
+  for (;;) {
+    if (auto r = a.Once(false); !r) {
+      log::Warn("agent: will retry", {{"device", a.serial()}, {"error", r.error().ToString()}});
+    }
+    if (a.state().decommissioned && a.state().receipt_delivered) return 0;
+    std::this_thread::sleep_until(std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            a.NextWake(std::chrono::seconds(poll_seconds)).time_since_epoch())));
+  }
+}
+
+// Simulate enrolls the first |count| devices of |batch| (all when 0) from |threads| threads and
+// prints the rate: N devices, one token each, one process.
+int Simulate(const std::shared_ptr<custody::Module>& module, const agent::AgentOptions& options,
+             const std::string& batch, int count, int threads, bool per_request) {
+  std::vector<fs::path> dirs;
+  for (const auto& entry : fs::directory_iterator(fs::path(batch) / "devices")) {
+    dirs.push_back(entry.path());
+  }
+  std::sort(dirs.begin(), dirs.end());
+  if (count > 0 && static_cast<std::size_t>(count) < dirs.size()) {
+    dirs.resize(static_cast<std::size_t>(count));
+  }
+  std::vector<std::unique_ptr<agent::Agent>> agents;
+  for (const fs::path& dir : dirs) {
+    auto a = agent::Agent::Open(module, dir, options, SystemClock::Instance(),
+                                crypto::OpenSslRng::Instance());
+    if (!a) return Fail(a.error().Wrap(dir.string()));
+    agents.push_back(std::move(*a));
+  }
+  std::atomic<std::size_t> next{0};
+  std::atomic<int> failed{0};
+  const auto start = std::chrono::steady_clock::now();
+  {
+    std::vector<std::jthread> workers;
+    for (int t = 0; t < std::max(1, threads); ++t) {
+      workers.emplace_back([&] {
+        for (std::size_t i = next++; i < agents.size(); i = next++) {
+          if (auto r = agents[i]->Enroll(per_request); !r) {
+            if (failed++ < 3) std::cerr << agents[i]->serial() << ": " << r.error().ToString() << "\n";
+          }
+        }
+      });
+    }
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto enrolled = static_cast<std::int64_t>(agents.size()) - failed.load();
+  std::cout << Json{{"devices", agents.size()},
+                    {"enrolled", enrolled},
+                    {"failed", failed.load()},
+                    {"seconds", seconds},
+                    {"connections", per_request ? "per-request" : "one-per-enrollment"},
+                    {"enrollments_per_second", static_cast<double>(enrolled) / seconds}}
+                   .dump()
+            << "\n";
+  return failed == 0 ? 0 : 1;
+}
+
 int Run(int argc, char** argv) {
   CLI::App app{"fleetid-agent: a device's identity, kept in its secure element"};
   app.require_subcommand(1);
@@ -120,74 +192,16 @@ int Run(int argc, char** argv) {
   }
   auto module = agent::OpenSecureElements(batch);
   if (!module) return Fail(module.error());
-  Clock& clock = SystemClock::Instance();
-  Rng& rng = crypto::OpenSslRng::Instance();
 
-  if (simulate->parsed()) {
-    std::vector<fs::path> dirs;
-    for (const auto& entry : fs::directory_iterator(fs::path(batch) / "devices")) dirs.push_back(entry.path());
-    std::sort(dirs.begin(), dirs.end());
-    if (count > 0 && static_cast<std::size_t>(count) < dirs.size()) dirs.resize(static_cast<std::size_t>(count));
-    std::vector<std::unique_ptr<agent::Agent>> agents;
-    for (const fs::path& dir : dirs) {
-      auto a = agent::Agent::Open(*module, dir, options, clock, rng);
-      if (!a) return Fail(a.error().Wrap(dir.string()));
-      agents.push_back(std::move(*a));
-    }
-    std::atomic<std::size_t> next{0};
-    std::atomic<int> failed{0};
-    const auto start = std::chrono::steady_clock::now();
-    std::vector<std::jthread> workers;
-    for (int t = 0; t < std::max(1, threads); ++t) {
-      workers.emplace_back([&] {
-        for (std::size_t i = next++; i < agents.size(); i = next++) {
-          if (auto r = agents[i]->Enroll(per_request); !r) {
-            if (failed++ < 3) std::cerr << agents[i]->serial() << ": " << r.error().ToString() << "\n";
-          }
-        }
-      });
-    }
-    workers.clear();
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const auto ok = static_cast<double>(agents.size()) - failed.load();
-    std::cout << Json{{"devices", agents.size()},
-                      {"enrolled", ok},
-                      {"failed", failed.load()},
-                      {"seconds", seconds},
-                      {"connections", per_request ? "per-request" : "one-per-enrollment"},
-                      {"enrollments_per_second", ok / seconds}}
-                     .dump()
-              << "\n";
-    return failed == 0 ? 0 : 1;
-  }
-
-  auto a = agent::Agent::Open(*module, fs::path(batch) / "devices" / device, options, clock, rng);
+  if (simulate->parsed()) return Simulate(*module, options, batch, count, threads, per_request);
+  auto a = agent::Agent::Open(*module, fs::path(batch) / "devices" / device, options,
+                              SystemClock::Instance(), crypto::OpenSslRng::Instance());
   if (!a) return Fail(a.error());
-  if (status->parsed()) {
-    std::cout << StateJson(**a).dump(2) << "\n";
-    return 0;
-  }
-  if (enroll->parsed()) {
-    if (auto r = (*a)->Enroll(); !r) return Fail(r.error());
-    std::cout << StateJson(**a).dump(2) << "\n";
-    return 0;
-  }
-  if (once->parsed()) {
-    if (auto r = (*a)->Once(force_rotate); !r) return Fail(r.error());
-    std::cout << StateJson(**a).dump(2) << "\n";
-    return 0;
-  }
-  // run: until decommissioned; errors are logged and retried at the next wake.
-  for (;;) {
-    if (auto r = (*a)->Once(false); !r) {
-      log::Warn("agent: will retry", {{"device", device}, {"error", r.error().ToString()}});
-    }
-    if ((*a)->state().decommissioned && (*a)->state().receipt_delivered) return 0;
-    std::this_thread::sleep_until(std::chrono::system_clock::time_point(
-        std::chrono::duration_cast<std::chrono::system_clock::duration>(
-            (*a)->NextWake(std::chrono::seconds(poll_seconds)).time_since_epoch())));
-  }
+  agent::Agent& one = **a;
+  if (status->parsed()) return PrintState(one);
+  if (enroll->parsed()) return Finish(one, one.Enroll());
+  if (once->parsed()) return Finish(one, one.Once(force_rotate));
+  return RunForever(one, poll_seconds);
 }
 
 }  // namespace

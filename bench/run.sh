@@ -37,4 +37,7 @@ build/release/bench/audit_bench "${BENCH_AUDIT_SIZES:-1000000,10000000}" 2>/dev/
 echo "== HTTP: cached OCSP vs nginx and openssl ocsp, cfssl sign (wrk, ${BENCH_HTTP_SECONDS:-10}s each)"
 bench/http_bench.sh
 
+echo "== enrollment: attested EST over fresh mutual-TLS connections vs openssl s_server + s_time (${BENCH_TLS_SECONDS:-10}s)"
+bench/enroll_bench.sh
+
 python3 bench/report.py "$OUT"

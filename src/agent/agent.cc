@@ -204,7 +204,7 @@ Result<int> SeInit(const fs::path& batch, const crypto::Suite& suite, Rng& rng) 
   return made;
 }
 
-Result<std::unique_ptr<Agent>> Agent::Open(std::shared_ptr<custody::Module> module,
+Result<std::unique_ptr<Agent>> Agent::Open(const std::shared_ptr<custody::Module>& module,
                                            const fs::path& device_dir, AgentOptions options,
                                            Clock& clock, Rng& rng) {
   FLEETID_TRY(text, ReadFile(device_dir / "device.json"));

@@ -62,7 +62,7 @@ struct AgentState {
 // Agent is one device. Not thread-safe; several agents may run in one process (--simulate).
 class Agent {
  public:
-  [[nodiscard]] static Result<std::unique_ptr<Agent>> Open(std::shared_ptr<custody::Module> module,
+  [[nodiscard]] static Result<std::unique_ptr<Agent>> Open(const std::shared_ptr<custody::Module>& module,
                                                            const std::filesystem::path& device_dir,
                                                            AgentOptions options, Clock& clock,
                                                            Rng& rng);

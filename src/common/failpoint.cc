@@ -12,7 +12,7 @@ void Failpoint(std::string_view name) {
     return v == nullptr ? std::string() : "," + std::string(v) + ",";
   }();
   if (armed.empty()) return;
-  if (armed.find("," + std::string(name) + ",") != std::string::npos) std::raise(SIGKILL);
+  if (armed.find("," + std::string(name) + ",") != std::string::npos) static_cast<void>(std::raise(SIGKILL));
 }
 
 }  // namespace fleetid

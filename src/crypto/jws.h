@@ -37,6 +37,7 @@ std::string Base64UrlEncode(std::span<const std::uint8_t> data);
 [[nodiscard]] Result<std::string> SignJws(EVP_PKEY* key, nlohmann::json header,
                                           std::string_view payload);
 
+// NOLINTNEXTLINE(bugprone-exception-escape): json members; nothing here is noexcept-bound
 struct Jws {
   nlohmann::json header;       // the protected header, parsed
   std::string payload;         // decoded
@@ -44,7 +45,7 @@ struct Jws {
   std::vector<std::uint8_t> signature;
 };
 
-inline constexpr std::size_t kMaxJwsBytes = 64 * 1024;
+inline constexpr std::size_t kMaxJwsBytes = std::size_t{64} * 1024;
 
 // ParseJws splits and decodes a compact JWS without verifying it. kInvalidArgument for anything
 // that is not three base64url parts with a JSON object header carrying a string "alg", for

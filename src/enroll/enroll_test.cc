@@ -220,6 +220,9 @@ TEST_P(EnrollTest, EnrollRotateDecommissionAndNeverAgain) {
   ASSERT_TRUE(status);
   EXPECT_TRUE(status->decommission_ordered);
   const Json claims{{"serial", d.serial}, {"destroyed", Json::array({KeyHash(k2.get())})}};
+  // A superseded key no longer speaks for the device.
+  auto stale = crypto::SignJws(k1.get(), {{"typ", kReceiptType}, {"kid", first->serial}}, claims.dump());
+  EXPECT_EQ(service_->RecordReceipt(*stale).error().code(), ErrorCode::kPermissionDenied);
   auto receipt = crypto::SignJws(k2.get(), {{"typ", kReceiptType}, {"kid", pending->serial}}, claims.dump());
   auto done = service_->RecordReceipt(*receipt);
   ASSERT_TRUE(done) << done.error();
@@ -231,11 +234,13 @@ TEST_P(EnrollTest, EnrollRotateDecommissionAndNeverAgain) {
   EXPECT_EQ(authority_->Get(pending->serial)->reason, pki::Reason::kCessationOfOperation);
   EXPECT_TRUE(service_->RecordReceipt(*receipt));  // delivered twice: recorded once
 
-  // The IDevID can never enroll again, even with fresh, valid evidence.
-  auto nonce = service_->IssueNonce(d.idevid_chain, Purpose::kEnroll);
-  auto k3 = NewKey();
+  // The IDevID can never enroll again: no nonce, and no certificate even for a CSR.
   const Snapshot before = Snap(d.serial);
-  auto again = Enroll(d, k3.get());
+  auto nonce = service_->IssueNonce(d.idevid_chain, Purpose::kEnroll);
+  ASSERT_FALSE(nonce);
+  EXPECT_EQ(nonce.error().code(), ErrorCode::kPermissionDenied);
+  auto k3 = NewKey();
+  auto again = service_->Enroll(d.idevid_chain, Csr(k3.get()));
   ASSERT_FALSE(again);
   EXPECT_EQ(again.error().code(), ErrorCode::kPermissionDenied);
   EXPECT_NE(again.error().message().find("never enroll again"), std::string::npos) << again.error();
@@ -342,7 +347,8 @@ TEST_P(EnrollTest, SuspendedAndDecommissioningDevicesAreRefused) {
   const ClientChain l1 = LdevidChain(*cert);
   const Snapshot before = Snap(dev->serial);
   auto nonce = service_->IssueNonce(l1, Purpose::kReenroll);
-  ASSERT_TRUE(nonce);  // a nonce changes nothing; the renewal itself is refused
+  ASSERT_FALSE(nonce);  // refused early: no evidence can be made
+  EXPECT_NE(nonce.error().message().find("suspended"), std::string::npos) << nonce.error();
   auto k2 = NewKey();
   auto renewed = service_->Reenroll(l1, Csr(k2.get()));
   ASSERT_FALSE(renewed);
@@ -362,7 +368,8 @@ TEST_P(EnrollTest, SuspendedAndDecommissioningDevicesAreRefused) {
   ASSERT_TRUE(registry_->Transition(order));
   const Snapshot before2 = Snap(dev2->serial);
   auto k3 = NewKey();
-  auto refused = Enroll(devices[1], k3.get());
+  EXPECT_FALSE(service_->IssueNonce(devices[1].idevid_chain, Purpose::kEnroll));
+  auto refused = service_->Enroll(devices[1].idevid_chain, Csr(k3.get()));
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code(), ErrorCode::kPermissionDenied);
   EXPECT_NE(refused.error().message().find("decommissioning"), std::string::npos) << refused.error();

@@ -71,8 +71,8 @@ struct SignedManifest {
   std::string signer_sha256;
   Manifest manifest;
 };
-[[nodiscard]] Result<SignedManifest> ParseManifest(std::string_view jws);
-[[nodiscard]] Result<void> VerifyManifest(std::string_view jws, std::span<const std::uint8_t> ca_der);
+[[nodiscard]] Result<SignedManifest> ParseManifest(std::string_view text);
+[[nodiscard]] Result<void> VerifyManifest(std::string_view text, std::span<const std::uint8_t> ca_der);
 
 // Helpers shared with the authority.
 [[nodiscard]] Result<crypto::X509Ptr> ParseCertificate(std::span<const std::uint8_t> der);

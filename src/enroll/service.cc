@@ -117,7 +117,7 @@ Result<void> PkiEffects::Apply(store::Transaction& tx, const registry::Device& d
   FLEETID_TRY(credentials, registry::Registry::Credentials(tx, device.id));
   const std::string actor = "system:lifecycle";
   for (const registry::Credential& c : credentials) {
-    FLEETID_TRY(record, authority_.GetIn(tx, c.cert_serial));
+    FLEETID_TRY(record, pki::Authority::GetIn(tx, c.cert_serial));
     std::optional<pki::Reason> reason;
     bool release = false;
     switch (action) {
@@ -157,7 +157,7 @@ struct Service::Identified {
   registry::Device device;
   crypto::X509Ptr leaf;
   std::vector<std::uint8_t> leaf_der;
-  std::optional<pki::CertificateRecord> record;  // LDevID only
+  pki::CertificateRecord record;  // LDevID only
   std::string role;                              // LDevID only: its credential role
 };
 
@@ -169,7 +169,7 @@ Service::Service(store::Database& db, registry::Registry& registry, pki::Authori
       effects_(effects),
       clock_(clock),
       rng_(rng),
-      options_(std::move(options)) {
+      options_(options) {
   fleet_anchors_.push_back(authority_.RootDer());
   for (const std::string& name : authority_.CaNames()) {
     if (auto der = authority_.CaCertificate(name)) fleet_anchors_.push_back(*der);
@@ -193,13 +193,17 @@ bool Service::IsFleetAnchor(std::span<const std::uint8_t> anchor_der) const {
   });
 }
 
-Result<std::optional<Manufacturer>> Service::ManufacturerByFingerprint(store::Transaction& tx,
-                                                                       const std::string& fp) {
+namespace {
+
+Result<std::optional<Manufacturer>> ManufacturerByFingerprint(store::Transaction& tx,
+                                                              const std::string& fp) {
   FLEETID_TRY(rows, tx.Query("SELECT name, fingerprint, der FROM manufacturers WHERE fingerprint = ?",
                              {fp}));
   if (rows.empty()) return std::optional<Manufacturer>();
   return std::optional<Manufacturer>(Manufacturer{rows[0].Text(0), rows[0].Text(1), rows[0].Bytes(2)});
 }
+
+}  // namespace
 
 Result<Service::Identified> Service::Identify(store::Transaction& tx, const ClientChain& chain) {
   if (chain.empty()) {
@@ -211,7 +215,7 @@ Result<Service::Identified> Service::Identify(store::Transaction& tx, const Clie
   FLEETID_TRY(leaf, ParseCertificate(out.leaf_der));
   out.leaf = std::move(leaf);
   if (IsFleetAnchor(chain.back())) {
-    auto record = authority_.GetIn(tx, SerialHex(out.leaf.get()));
+    auto record = pki::Authority::GetIn(tx, SerialHex(out.leaf.get()));
     if (!record || record->der != out.leaf_der) {
       return MakeError(ErrorCode::kPermissionDenied, "the client certificate is not one fleetid issued");
     }
@@ -372,6 +376,23 @@ Result<Nonce> Service::IssueNonce(const ClientChain& chain, Purpose purpose) {
   if ((purpose == Purpose::kEnroll) != who.idevid) {
     return MakeError(ErrorCode::kPermissionDenied, "a nonce to {} is asked for with the {}",
                      PurposeName(purpose), purpose == Purpose::kEnroll ? "IDevID" : "current LDevID");
+  }
+  // Refused early: a device that could not use the evidence gets no nonce to make it with.
+  const registry::State state = who.device.state;
+  const bool may = purpose == Purpose::kEnroll
+                       ? (state == registry::State::kProvisioned ||
+                          state == registry::State::kQuarantined ||
+                          state == registry::State::kActive)
+                       : (state == registry::State::kActive && who.role == "current" &&
+                          who.record.status == pki::Status::kGood);
+  if (state == registry::State::kDecommissioned) {
+    return MakeError(ErrorCode::kPermissionDenied,
+                     "'{}' is a decommissioned identity and can never enroll again",
+                     who.device.serial);
+  }
+  if (!may) {
+    return MakeError(ErrorCode::kPermissionDenied, "'{}' is {}: it may not {} now",
+                     who.device.serial, registry::StateName(state), PurposeName(purpose));
   }
   FLEETID_TRY(raw, rng_.Bytes(32));
   Nonce nonce{crypto::Base64UrlEncode(raw), clock_.Now() + options_.nonce_ttl};
@@ -564,7 +585,7 @@ Result<pki::CertificateRecord> Service::Enroll(const ClientChain& chain,
         }
         for (const registry::Credential& c : credentials) {
           if (c.role != "current" || c.not_after <= now) continue;
-          FLEETID_TRY(record, authority_.GetIn(*tx, c.cert_serial));
+          FLEETID_TRY(record, pki::Authority::GetIn(*tx, c.cert_serial));
           if (record.status == pki::Status::kGood) {
             return MakeError(ErrorCode::kConflict,
                              "'{}' holds a valid LDevID ({}): renew it with simplereenroll",
@@ -582,7 +603,7 @@ Result<pki::CertificateRecord> Service::Enroll(const ClientChain& chain,
                                        options_.evidence_ttl));
     for (const registry::Credential& c : credentials) {
       if (c.role == "superseded") continue;
-      FLEETID_TRY(record, authority_.GetIn(*tx, c.cert_serial));
+      FLEETID_TRY(record, pki::Authority::GetIn(*tx, c.cert_serial));
       if (Live(record)) {
         FLEETID_TRY(revoked, authority_.ChangeStatusIn(*tx, c.cert_serial, pki::Reason::kSuperseded,
                                                        DeviceActor(device.serial)));
@@ -624,15 +645,15 @@ Result<pki::CertificateRecord> Service::Reenroll(const ClientChain& chain,
                        "simpleenroll");
     }
     const registry::Device& device = who.device;
-    if (who.role != "current" || who.record->status != pki::Status::kGood) {
-      return MakeError(ErrorCode::kPermissionDenied,
-                       "certificate {} is {} ({}): only the current, good LDevID may renew",
-                       who.record->serial, pki::StatusName(who.record->status),
-                       who.role.empty() ? "untracked" : who.role);
-    }
     if (device.state != registry::State::kActive) {
       return MakeError(ErrorCode::kPermissionDenied, "'{}' is {}: renewal refused", device.serial,
                        registry::StateName(device.state));
+    }
+    if (who.role != "current" || who.record.status != pki::Status::kGood) {
+      return MakeError(ErrorCode::kPermissionDenied,
+                       "certificate {} is {} ({}): only the current, good LDevID may renew",
+                       who.record.serial, pki::StatusName(who.record.status),
+                       who.role.empty() ? "untracked" : who.role);
     }
     FLEETID_TRY(current_spki, SpkiDer(who.leaf.get()));
     if (current_spki == csr.spki) {
@@ -647,7 +668,7 @@ Result<pki::CertificateRecord> Service::Reenroll(const ClientChain& chain,
     for (const registry::Credential& c : credentials) {
       if (c.role != "pending") continue;
       // An earlier, unfinished rotation: its certificate was never proven and is abandoned.
-      FLEETID_TRY(record, authority_.GetIn(*tx, c.cert_serial));
+      FLEETID_TRY(record, pki::Authority::GetIn(*tx, c.cert_serial));
       if (Live(record)) {
         FLEETID_TRY(revoked, authority_.ChangeStatusIn(*tx, c.cert_serial, pki::Reason::kSuperseded,
                                                        DeviceActor(device.serial)));
@@ -680,14 +701,14 @@ Result<pki::CertificateRecord> Service::Confirm(const ClientChain& chain) {
                        "a rotation is confirmed with the new certificate, not the IDevID");
     }
     const registry::Device& device = who.device;
-    if (who.role == "current" && who.record->status == pki::Status::kGood) {
-      return *who.record;  // confirmed before: the answer was lost, the retry is harmless
+    if (who.role == "current" && who.record.status == pki::Status::kGood) {
+      return who.record;  // confirmed before: the answer was lost, the retry is harmless
     }
-    if (who.role != "pending" || who.record->status != pki::Status::kOnHold) {
+    if (who.role != "pending" || who.record.status != pki::Status::kOnHold) {
       return MakeError(ErrorCode::kConflict,
                        "certificate {} is not a pending rotation (it is {}, {})",
-                       who.record->serial, who.role.empty() ? "untracked" : who.role,
-                       pki::StatusName(who.record->status));
+                       who.record.serial, who.role.empty() ? "untracked" : who.role,
+                       pki::StatusName(who.record.status));
     }
     if (device.state != registry::State::kActive) {
       return MakeError(ErrorCode::kPermissionDenied, "'{}' is {}: rotation refused", device.serial,
@@ -696,7 +717,7 @@ Result<pki::CertificateRecord> Service::Confirm(const ClientChain& chain) {
     FLEETID_TRY(credentials, registry::Registry::Credentials(*tx, device.id));
     for (const registry::Credential& c : credentials) {
       if (c.role != "current") continue;
-      FLEETID_TRY(record, authority_.GetIn(*tx, c.cert_serial));
+      FLEETID_TRY(record, pki::Authority::GetIn(*tx, c.cert_serial));
       if (Live(record)) {
         FLEETID_TRY(revoked, authority_.ChangeStatusIn(*tx, c.cert_serial, pki::Reason::kSuperseded,
                                                        DeviceActor(device.serial)));
@@ -704,9 +725,9 @@ Result<pki::CertificateRecord> Service::Confirm(const ClientChain& chain) {
       }
       FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(*tx, c.cert_serial, "superseded"));
     }
-    FLEETID_TRY(released, authority_.ChangeStatusIn(*tx, who.record->serial, std::nullopt,
+    FLEETID_TRY(released, authority_.ChangeStatusIn(*tx, who.record.serial, std::nullopt,
                                                     DeviceActor(device.serial)));
-    FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(*tx, who.record->serial, "current"));
+    FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(*tx, who.record.serial, "current"));
     registry::TransitionRequest req;
     req.serial = device.serial;
     req.event = registry::Event::kRotate;
@@ -735,7 +756,7 @@ Result<DeviceStatus> Service::Status(const ClientChain& chain) {
   FLEETID_TRY(credentials, registry::Registry::Credentials(*tx, who.device.id));
   for (const registry::Credential& c : credentials) {
     if (c.role != "current") continue;
-    FLEETID_TRY(record, authority_.GetIn(*tx, c.cert_serial));
+    FLEETID_TRY(record, pki::Authority::GetIn(*tx, c.cert_serial));
     out.current = std::move(record);
   }
   return out;
@@ -759,7 +780,7 @@ Result<registry::Device> Service::RecordReceipt(std::string_view receipt) {
   registry::Device result;
   {
     FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
-    auto record = authority_.GetIn(*tx, kid);
+    auto record = pki::Authority::GetIn(*tx, kid);
     if (!record) {
       return MakeError(ErrorCode::kPermissionDenied, "the receipt's kid names no fleetid certificate");
     }
@@ -770,6 +791,16 @@ Result<registry::Device> Service::RecordReceipt(std::string_view receipt) {
                        "the receipt is not signed by the certificate it names");
     }
     FLEETID_TRY(device, registry::Registry::GetIn(*tx, record->device));
+    // Only the device's latest keys speak for it: not a superseded key, nor one revoked as
+    // compromised, whose holder may not be the device.
+    FLEETID_TRY(credentials, registry::Registry::Credentials(*tx, device.id));
+    const bool latest = std::ranges::any_of(credentials, [&](const registry::Credential& c) {
+      return c.cert_serial == kid && (c.role == "current" || c.role == "pending");
+    });
+    if (!latest || record->reason == pki::Reason::kKeyCompromise) {
+      return MakeError(ErrorCode::kPermissionDenied,
+                       "the receipt is signed by a key that no longer speaks for the device");
+    }
     if (claims["serial"].get<std::string>() != device.serial) {
       return MakeError(ErrorCode::kPermissionDenied, "the receipt names another device");
     }
@@ -822,7 +853,7 @@ Result<std::vector<std::uint8_t>> Service::CaCerts() const {
   return CertsOnly(fleet_anchors_);
 }
 
-Result<std::vector<std::uint8_t>> Service::CsrAttrs() const {
+Result<std::vector<std::uint8_t>> Service::CsrAttrs() {
   // CsrAttrs ::= SEQUENCE OF AttrOrOID (RFC 7030 §4.5.2): the signature algorithm and the key
   // (an EC key on P-256) fleetid prefers.
   crypto::Asn1SequencePtr seq(sk_ASN1_TYPE_new_null());

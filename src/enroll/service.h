@@ -135,7 +135,7 @@ class Service {
 
   // EST /cacerts (certs-only CMS, DER) and /csrattrs (CsrAttrs, DER).
   [[nodiscard]] Result<std::vector<std::uint8_t>> CaCerts() const;
-  [[nodiscard]] Result<std::vector<std::uint8_t>> CsrAttrs() const;
+  [[nodiscard]] static Result<std::vector<std::uint8_t>> CsrAttrs();
   // Counters: refused nonces by cause, appraisals by result.
   [[nodiscard]] Result<std::map<std::string, std::int64_t>> Counters();
 
@@ -145,8 +145,6 @@ class Service {
  private:
   struct Identified;
   [[nodiscard]] Result<Identified> Identify(store::Transaction& tx, const ClientChain& chain);
-  [[nodiscard]] Result<std::optional<Manufacturer>> ManufacturerByFingerprint(
-      store::Transaction& tx, const std::string& fingerprint);
   [[nodiscard]] Result<void> Count(std::string_view counter);
 
   store::Database& db_;

@@ -151,7 +151,8 @@ class Authority {
   [[nodiscard]] Result<CertificateRecord> Release(std::string_view serial,
                                                   std::string_view actor = "system");
   [[nodiscard]] Result<CertificateRecord> Get(std::string_view serial);
-  [[nodiscard]] Result<CertificateRecord> GetIn(store::Transaction& tx, std::string_view serial);
+  [[nodiscard]] static Result<CertificateRecord> GetIn(store::Transaction& tx,
+                                                      std::string_view serial);
 
   // ChangeStatusIn revokes (|reason|), holds (kCertificateHold) or releases (nullopt) |serial|
   // inside the caller's transaction, with its audit entry. After the commit, the caller passes

@@ -941,7 +941,8 @@ class HttpServer::Impl {
   std::string address() const { return bound_.address().to_string(); }
   Result<void> AddClientTrustAnchor(const X509Ref& anchor) {
     if (!anchor) return MakeError(ErrorCode::kInvalidArgument, "a trust anchor must not be null");
-    if (!state_->tls_context || state_->options.tls->client_auth == TlsOptions::ClientAuth::kNone) {
+    const auto& tls = state_->options.tls;
+    if (!state_->tls_context || !tls || tls->client_auth == TlsOptions::ClientAuth::kNone) {
       return MakeError(ErrorCode::kConflict,
                        "this listener does not ask for client certificates");
     }
