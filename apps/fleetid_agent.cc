@@ -95,6 +95,9 @@ int Simulate(const std::shared_ptr<custody::Module>& module, const agent::AgentO
     auto a = agent::Agent::Open(module, dir, options, SystemClock::Instance(),
                                 crypto::OpenSslRng::Instance());
     if (!a) return Fail(a.error().Wrap(dir.string()));
+    // The device makes its key and CSR before it calls the authority (at boot); the clock
+    // measures the enrollment itself.
+    if (auto prepared = (*a)->PrepareEnrollment(); !prepared) return Fail(prepared.error());
     agents.push_back(std::move(*a));
   }
   std::atomic<std::size_t> next{0};

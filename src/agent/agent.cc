@@ -256,12 +256,44 @@ Result<std::vector<std::uint8_t>> Agent::ReadCert(const std::string& name) const
   return Der(certs.front().get());
 }
 
+Result<EVP_PKEY*> Agent::Key(const std::string& label) {
+  auto it = keys_.find(label);
+  if (it == keys_.end()) {
+    FLEETID_TRY(signer, token_->GetSigner(label));
+    FLEETID_TRY(pkey, custody::TokenPkey(std::shared_ptr<custody::Signer>(std::move(signer))));
+    it = keys_.emplace(label, std::move(pkey)).first;
+  }
+  return it->second.get();
+}
+
+Result<std::vector<std::uint8_t>> Agent::Spki(const std::string& label) {
+  auto it = spkis_.find(label);
+  if (it == spkis_.end()) {
+    FLEETID_TRY(pub, token_->PublicKey(label));
+    FLEETID_TRY(spki, crypto::PublicKeyDer(pub.get()));
+    it = spkis_.emplace(label, std::move(spki)).first;
+  }
+  return it->second;
+}
+
+Result<void> Agent::Forget(const std::string& label) {
+  keys_.erase(label);
+  spkis_.erase(label);
+  std::erase_if(tls_, [&](const auto& entry) { return entry.first.starts_with(label + "/"); });
+  return token_->DestroyKey(label);
+}
+
 Result<std::unique_ptr<Connection>> Agent::Connect(const std::string& key_label,
                                                    const std::vector<std::uint8_t>& cert) {
-  FLEETID_TRY(signer, token_->GetSigner(key_label));
-  FLEETID_TRY(pkey, custody::TokenPkey(std::shared_ptr<custody::Signer>(std::move(signer))));
-  FLEETID_TRY(tls, ClientTls::Make({options_.trust_anchor}, {cert}, std::move(pkey)));
-  return Connection::Connect(url_.host, url_.port, tls);
+  const std::string id = key_label + "/" + crypto::Hex(crypto::Sha256(cert));
+  auto it = tls_.find(id);
+  if (it == tls_.end()) {
+    FLEETID_TRY(key, Key(key_label));
+    EVP_PKEY_up_ref(key);
+    FLEETID_TRY(tls, ClientTls::Make({options_.trust_anchor}, {cert}, crypto::EvpPkeyPtr(key)));
+    it = tls_.emplace(id, std::move(tls)).first;
+  }
+  return Connection::Connect(url_.host, url_.port, it->second);
 }
 
 Result<void> Agent::EnsureKey(const std::string& label) {
@@ -275,9 +307,10 @@ Result<void> Agent::EnsureKey(const std::string& label) {
 }
 
 Result<std::vector<std::uint8_t>> Agent::Csr(const std::string& label) {
-  FLEETID_TRY(pub, token_->PublicKey(label));
-  FLEETID_TRY(signer, token_->GetSigner(label));
-  FLEETID_TRY(pkey, custody::TokenPkey(std::shared_ptr<custody::Signer>(std::move(signer))));
+  if (label == prepared_label_ && !prepared_csr_.empty()) return prepared_csr_;
+  FLEETID_TRY(spki, Spki(label));
+  FLEETID_TRY(pub, crypto::PublicKeyFromDer(spki));
+  FLEETID_TRY(pkey, Key(label));
   crypto::X509ReqPtr req(X509_REQ_new());
   crypto::X509NamePtr name(X509_NAME_new());
   if (!req || !name ||
@@ -286,7 +319,7 @@ Result<std::vector<std::uint8_t>> Agent::Csr(const std::string& label) {
                                  static_cast<int>(serial_.size()), -1, 0) != 1 ||
       X509_REQ_set_subject_name(req.get(), name.get()) != 1 ||
       X509_REQ_set_pubkey(req.get(), pub.get()) != 1 ||
-      X509_REQ_sign(req.get(), pkey.get(), EVP_sha256()) <= 0) {
+      X509_REQ_sign(req.get(), pkey, EVP_sha256()) <= 0) {
     return MakeError(crypto::OpenSslError(ErrorCode::kInternal, "CSR"));
   }
   const int len = i2d_X509_REQ(req.get(), nullptr);
@@ -307,8 +340,7 @@ Result<std::string> Agent::Evidence(
   if (!nonce.is_object() || !nonce.contains("nonce")) {
     return MakeError(ErrorCode::kUnavailable, "the nonce answer is malformed");
   }
-  FLEETID_TRY(pub, token_->PublicKey(new_label));
-  FLEETID_TRY(spki, crypto::PublicKeyDer(pub.get()));
+  FLEETID_TRY(spki, Spki(new_label));
   const Json claims{{"eat_profile", kEvidenceProfile},
                     {"eat_nonce", nonce["nonce"]},
                     {"serial", serial_},
@@ -318,9 +350,8 @@ Result<std::string> Agent::Evidence(
                     {"swversion", kAgentVersion},
                     {"key_sha256", crypto::Hex(crypto::Sha256(spki))},
                     {"iat", Unix(clock_.Now())}};
-  FLEETID_TRY(signer, token_->GetSigner(signing_label));
-  FLEETID_TRY(pkey, custody::TokenPkey(std::shared_ptr<custody::Signer>(std::move(signer))));
-  FLEETID_TRY(jws, crypto::SignJws(pkey.get(), {{"typ", kEvidenceType}}, claims.dump()));
+  FLEETID_TRY(pkey, Key(signing_label));
+  FLEETID_TRY(jws, crypto::SignJws(pkey, {{"typ", kEvidenceType}}, claims.dump()));
   Connection* use = &conn;
   std::unique_ptr<Connection> fresh;
   if (fresh_per_request) {
@@ -359,20 +390,31 @@ bool Agent::CurrentUsable() const {
   return na && clock_.Now() < *na;
 }
 
-Result<void> Agent::Enroll(bool fresh_per_request) {
-  // A key made by an interrupted enrollment is used again; otherwise a new generation.
-  if (state_.pending_label.empty() || !state_.current_label.empty()) {
+Result<void> Agent::PrepareEnrollment() {
+  // A fresh key made earlier and never certified (an interrupted enrollment or rotation) is used;
+  // a pending certificate's key is abandoned with its rotation; otherwise a new generation.
+  if (state_.pending_label.empty() || !state_.pending_cert.empty()) {
     if (!state_.pending_label.empty()) {
-      static_cast<void>(token_->DestroyKey(state_.pending_label));  // an abandoned rotation
+      static_cast<void>(Forget(state_.pending_label));
     }
     state_.generation += 1;
     state_.pending_label = fmt::format("ldevid-{}", state_.generation);
     state_.pending_cert.clear();
     FLEETID_CHECK_OK(SaveState());
   }
+  FLEETID_CHECK_OK(EnsureKey(state_.pending_label));
+  FLEETID_TRY(csr, Csr(state_.pending_label));
+  prepared_label_ = state_.pending_label;
+  prepared_csr_ = std::move(csr);
+  return {};
+}
+
+Result<void> Agent::Enroll(bool fresh_per_request) {
+  if (prepared_label_.empty() || prepared_label_ != state_.pending_label) {
+    FLEETID_CHECK_OK(PrepareEnrollment());
+  }
   const std::string label = state_.pending_label;
-  FLEETID_CHECK_OK(EnsureKey(label));
-  FLEETID_TRY(csr, Csr(label));
+  const std::vector<std::uint8_t> csr = prepared_csr_;
   auto reconnect = [this]() { return Connect(std::string(kIdevidLabel), idevid_der_); };
   FLEETID_TRY(conn, reconnect());
   FLEETID_TRY(evidence, Evidence(*conn, "enroll", std::string(kIdevidLabel), label, reconnect,
@@ -393,9 +435,11 @@ Result<void> Agent::Enroll(bool fresh_per_request) {
   state_.current_cert = file;
   state_.pending_label.clear();
   state_.pending_cert.clear();
+  prepared_label_.clear();
+  prepared_csr_.clear();
   FLEETID_CHECK_OK(ComputeRenewal(Der(certs.front().get())));
   FLEETID_CHECK_OK(SaveState());
-  if (!old.empty() && old != label) static_cast<void>(token_->DestroyKey(old));
+  if (!old.empty() && old != label) static_cast<void>(Forget(old));
   // The authority's chain, for verifying it and relying parties offline.
   auto cacerts = conn->Request("GET", "/.well-known/est/cacerts");
   if (cacerts && cacerts->status == 200) {
@@ -451,7 +495,7 @@ Result<void> Agent::FinishRotation() {
   if (reply.status == 409) {
     // The authority replaced this pending certificate with a later one (or never kept it):
     // drop it; the next rotation starts afresh.
-    static_cast<void>(token_->DestroyKey(label));
+    static_cast<void>(Forget(label));
     state_.pending_label.clear();
     state_.pending_cert.clear();
     FLEETID_CHECK_OK(SaveState());
@@ -468,7 +512,7 @@ Result<void> Agent::FinishRotation() {
   FLEETID_CHECK_OK(SaveState());
   // Only now, with the new credential current on both sides, does the old key go.
   if (!old.empty() && old != label) {
-    if (auto gone = token_->DestroyKey(old); !gone && gone.error().code() != ErrorCode::kNotFound) {
+    if (auto gone = Forget(old); !gone && gone.error().code() != ErrorCode::kNotFound) {
       return MakeError(gone.error());
     }
   }
@@ -515,8 +559,7 @@ Result<void> Agent::Decommission() {
   FLEETID_TRY(labels, LdevidKeys());
   Json destroyed = Json::array();
   for (const std::string& label : labels) {
-    FLEETID_TRY(pub, token_->PublicKey(label));
-    FLEETID_TRY(spki, crypto::PublicKeyDer(pub.get()));
+    FLEETID_TRY(spki, Spki(label));
     destroyed.push_back({{"label", label}, {"key_sha256", crypto::Hex(crypto::Sha256(spki))}});
   }
   const Json claims{{"serial", serial_}, {"destroyed", destroyed}, {"iat", Unix(clock_.Now())}};
@@ -527,7 +570,7 @@ Result<void> Agent::Decommission() {
               crypto::SignJws(pkey.get(), {{"typ", kReceiptType}, {"kid", kid}}, claims.dump()));
   pkey.reset();
   FLEETID_CHECK_OK(WriteFileAtomic(dir_ / "receipt.jws", receipt + "\n"));
-  for (const std::string& label : labels) FLEETID_CHECK_OK(token_->DestroyKey(label));
+  for (const std::string& label : labels) FLEETID_CHECK_OK(Forget(label));
   state_.decommissioned = true;
   state_.current_label.clear();
   state_.pending_label.clear();

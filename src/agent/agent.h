@@ -12,6 +12,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -75,6 +76,9 @@ class Agent {
   // decommissioning); rotate if renewal is due (or |force_rotate|); refresh the OCSP answer.
   [[nodiscard]] Result<void> Once(bool force_rotate = false);
 
+  // PrepareEnrollment makes the next LDevID key in the token and its CSR ahead of Enroll (at
+  // boot, or before a benchmark's clock starts).
+  [[nodiscard]] Result<void> PrepareEnrollment();
   // Enroll enrolls with the IDevID and fresh evidence over one mutual-TLS connection
   // (nonce, evidence, simpleenroll). |fresh_per_request| opens a new connection per request.
   [[nodiscard]] Result<void> Enroll(bool fresh_per_request = false);
@@ -102,6 +106,11 @@ class Agent {
         rng_(rng) {}
 
   [[nodiscard]] Result<void> SaveState();
+  // Key returns the token key |label| as an EVP_PKEY (fleetid-token provider), made once per
+  // label; Spki its public key (DER). Forget destroys the key in the token and the cached forms.
+  [[nodiscard]] Result<EVP_PKEY*> Key(const std::string& label);
+  [[nodiscard]] Result<std::vector<std::uint8_t>> Spki(const std::string& label);
+  [[nodiscard]] Result<void> Forget(const std::string& label);
   [[nodiscard]] Result<std::unique_ptr<Connection>> Connect(const std::string& key_label,
                                                             const std::vector<std::uint8_t>& cert);
   [[nodiscard]] Result<std::string> Evidence(
@@ -127,6 +136,11 @@ class Agent {
   std::string firmware_sha256_;
   std::vector<std::uint8_t> idevid_der_;
   std::shared_ptr<ClientTls> anonymous_;
+  std::map<std::string, crypto::EvpPkeyPtr> keys_;
+  std::map<std::string, std::vector<std::uint8_t>> spkis_;
+  std::map<std::string, std::shared_ptr<ClientTls>> tls_;  // by key label and certificate
+  std::string prepared_label_;
+  std::vector<std::uint8_t> prepared_csr_;
   Url url_;
   AgentState state_;
 };

@@ -411,6 +411,10 @@ class Connection::Impl {
       return MakeError(ErrorCode::kUnavailable, "cannot connect to {}: {}", authority_,
                        ec.message());
     }
+    // Requests go out as several segments (TLS records); without TCP_NODELAY each exchange
+    // would wait for the server's delayed ACK.
+    beast::error_code nodelay_ec;
+    tcp.socket().set_option(tcp::no_delay(true), nodelay_ec);
     if constexpr (std::is_same_v<Stream, TlsStream>) {
       ERR_clear_error();
       SSL* ssl = stream.native_handle();

@@ -177,9 +177,9 @@ Result<std::string> SignJws(EVP_PKEY* key, nlohmann::json header, std::string_vi
   return input + "." + Base64UrlEncode(sig);
 }
 
-Result<Jws> ParseJws(std::string_view compact) {
-  if (compact.size() > kMaxJwsBytes) {
-    return MakeError(ErrorCode::kInvalidArgument, "JWS over {} bytes", kMaxJwsBytes);
+Result<Jws> ParseJws(std::string_view compact, std::size_t max_bytes) {
+  if (compact.size() > max_bytes) {
+    return MakeError(ErrorCode::kInvalidArgument, "JWS over {} bytes", max_bytes);
   }
   const std::size_t a = compact.find('.');
   const std::size_t b = a == std::string_view::npos ? a : compact.find('.', a + 1);

@@ -49,8 +49,8 @@ inline constexpr std::size_t kMaxJwsBytes = std::size_t{64} * 1024;
 
 // ParseJws splits and decodes a compact JWS without verifying it. kInvalidArgument for anything
 // that is not three base64url parts with a JSON object header carrying a string "alg", for
-// "crit" (no extension is understood), and for input over kMaxJwsBytes.
-[[nodiscard]] Result<Jws> ParseJws(std::string_view compact);
+// "crit" (no extension is understood), and for input over |max_bytes|.
+[[nodiscard]] Result<Jws> ParseJws(std::string_view compact, std::size_t max_bytes = kMaxJwsBytes);
 
 // VerifyJws checks |jws|'s signature with |key|. The header's alg must be exactly the one
 // JwsAlgorithm(key) names ("none" and algorithm substitution are refused);

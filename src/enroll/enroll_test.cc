@@ -445,6 +445,21 @@ TEST_P(EnrollTest, ManifestsMustBeSignedByTheRegisteredManufacturer) {
   EXPECT_EQ(registry_->Get("X-1").error().code(), ErrorCode::kNotFound);
 }
 
+// A factory batch of thousands of devices makes a manifest far larger than any device's JWS.
+TEST_P(EnrollTest, LargeBatchesImport) {
+  Manifest m{"batch-big", "Acme", std::string(kModel), "line-1", 1'700'000'000, {}};
+  for (int i = 0; i < 2000; ++i) {
+    m.devices.push_back({fmt::format("BIG-{:05d}", i), crypto::Hex(crypto::Sha256(std::to_string(i))),
+                         "1.0", kFirmware});
+  }
+  auto jws = SignManifest(maker_key_.get(), maker_ca_, m);
+  ASSERT_TRUE(jws);
+  EXPECT_GT(jws->size(), crypto::kMaxJwsBytes);
+  auto imported = service_->ImportManifest(*jws, "test");
+  ASSERT_TRUE(imported) << imported.error();
+  EXPECT_EQ(imported->imported, 2000);
+}
+
 TEST_P(EnrollTest, EstHelpersEncodeWhatRfc7030Says) {
   auto cacerts = service_->CaCerts();
   ASSERT_TRUE(cacerts);

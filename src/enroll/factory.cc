@@ -163,11 +163,11 @@ Result<std::string> SignManifest(EVP_PKEY* key, std::span<const std::uint8_t> ca
                      {"devices", devices}};
   const crypto::Sha256Digest thumb = crypto::Sha256(ca_der);
   return crypto::SignJws(key, {{"typ", kManifestType}, {"x5t#S256", crypto::Base64UrlEncode(thumb)}},
-                         payload.dump(1));
+                         payload.dump());
 }
 
 Result<SignedManifest> ParseManifest(std::string_view text) {
-  FLEETID_TRY(jws, crypto::ParseJws(text));
+  FLEETID_TRY(jws, crypto::ParseJws(text, kMaxManifestBytes));
   if (jws.header.value("typ", "") != kManifestType || !jws.header.contains("x5t#S256") ||
       !jws.header["x5t#S256"].is_string()) {
     return MakeError(ErrorCode::kInvalidArgument,
@@ -208,7 +208,7 @@ Result<void> VerifyManifest(std::string_view text, std::span<const std::uint8_t>
                      "the manifest names another signer than this manufacturer certificate");
   }
   FLEETID_TRY(ca, ParseCertificate(ca_der));
-  FLEETID_TRY(jws, crypto::ParseJws(text));
+  FLEETID_TRY(jws, crypto::ParseJws(text, kMaxManifestBytes));
   EVP_PKEY* key = X509_get0_pubkey(ca.get());
   if (key == nullptr) return MakeError(Ossl("manufacturer public key"));
   auto ok = crypto::VerifyJws(jws, key);

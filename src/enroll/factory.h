@@ -21,6 +21,9 @@ namespace fleetid::enroll {
 
 inline constexpr std::string_view kManufacturerKeyLabel = "manufacturer-ca";
 inline constexpr std::string_view kManifestType = "fleetid-batch+jws";
+// A manifest lists a whole batch: about 330 bytes per device once signed, so this is room for
+// 100,000 devices, the most `fleetid factory make` makes at once.
+inline constexpr std::size_t kMaxManifestBytes = std::size_t{64} << 20;
 
 // MakeManufacturerCa self-signs the manufacturer's CA certificate for |key| (a token key):
 // subject O=|name|, CN=|name| IDevID CA; CA:TRUE, pathlen 0; valid for 25 years.
