@@ -39,6 +39,9 @@
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 
+#include "crypto/crypto.h"
+#include "crypto/keys.h"
+
 namespace fleetid::agent {
 namespace {
 
@@ -118,53 +121,7 @@ bool IsIdempotent(std::string_view method) {
   return std::ranges::find(kIdempotent, method) != kIdempotent.end();
 }
 
-// OpenSslErrors drains this thread's OpenSSL error queue into one line.
-std::string OpenSslErrors() {
-  std::string out;
-  while (const unsigned long e = ERR_get_error()) {
-    std::array<char, 256> text{};
-    ERR_error_string_n(e, text.data(), text.size());
-    if (!out.empty()) out += "; ";
-    out += text.data();
-  }
-  return out.empty() ? std::string("no OpenSSL error recorded") : out;
-}
-
-// EcSigalgs names the ECDSA scheme for an EC key's curve (RFC 8446 §4.2.3 ties each curve to
-// one hash), or nullptr for another curve.
-const char* EcSigalgs(EVP_PKEY* key) {
-  std::array<char, 64> group{};
-  if (EVP_PKEY_get_group_name(key, group.data(), group.size(), nullptr) != 1) return nullptr;
-  switch (OBJ_txt2nid(group.data())) {
-    case NID_X9_62_prime256v1:
-      return "ecdsa_secp256r1_sha256";
-    case NID_secp384r1:
-      return "ecdsa_secp384r1_sha384";
-    case NID_secp521r1:
-      return "ecdsa_secp521r1_sha512";
-    default:
-      return nullptr;
-  }
-}
-
-// KeySigalgs names the one signature scheme a client key of this type signs CertificateVerify
-// with, or nullptr to keep OpenSSL's list (a key type fleetid has no suite for). A token key
-// signs only with its suite's digest and padding (see custody::TokenPkey); TLS 1.2 would
-// otherwise let the client pick, say, ecdsa+sha384 for a P-256 key, or rsa_pkcs1_sha256.
-const char* KeySigalgs(EVP_PKEY* key) {
-  switch (EVP_PKEY_get_base_id(key)) {
-    case EVP_PKEY_EC:
-      return EcSigalgs(key);
-    case EVP_PKEY_ED25519:
-      return "ed25519";
-    case EVP_PKEY_RSA:
-      return "rsa_pss_rsae_sha256";
-    case EVP_PKEY_RSA_PSS:
-      return "rsa_pss_pss_sha256";
-    default:
-      return nullptr;
-  }
-}
+std::string OpenSslErrors() { return crypto::OpenSslErrorText(); }
 
 Result<std::vector<crypto::X509Ptr>> ParseCertificates(
     const std::vector<std::vector<std::uint8_t>>& ders, std::string_view what) {
@@ -275,7 +232,7 @@ Result<std::shared_ptr<ClientTls>> ClientTls::Make(
     // On a client, the "client sigalgs" are the schemes it may sign CertificateVerify with; the
     // plain sigalgs list is what the ClientHello offers the server for its own signature, which
     // must stay broad (an Ed25519 device talking to a P-256 authority).
-    if (const char* sigalgs = KeySigalgs(key); sigalgs != nullptr) {
+    if (const char* sigalgs = crypto::TlsSignatureScheme(key); sigalgs != nullptr) {
       if (SSL_CTX_set1_client_sigalgs_list(raw, sigalgs) != 1) return internal("client sigalgs");
     }
   }

@@ -85,6 +85,17 @@ Error OpenSslError(ErrorCode code, std::string_view what) {
   return Error(code, fmt::format("{}: {}", what, reason));
 }
 
+std::string OpenSslErrorText() {
+  std::string out;
+  while (const unsigned long e = ERR_get_error()) {
+    std::array<char, 256> text{};
+    ERR_error_string_n(e, text.data(), text.size());
+    if (!out.empty()) out += "; ";
+    out += text.data();
+  }
+  return out.empty() ? std::string("no OpenSSL error recorded") : out;
+}
+
 Result<void> OpenSslRng::Fill(std::span<std::uint8_t> out) {
   std::size_t done = 0;
   while (done < out.size()) {

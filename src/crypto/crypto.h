@@ -43,6 +43,11 @@ inline std::span<const std::uint8_t> AsBytes(std::string_view s) {
 // is "|what|: <first OpenSSL reason>". Never includes key material (OpenSSL reasons do not).
 Error OpenSslError(ErrorCode code, std::string_view what);
 
+// OpenSslErrorText drains this thread's OpenSSL error queue into one line, every entry's full
+// text ("no OpenSSL error recorded" when empty): for TLS failures, where the whole chain of
+// reasons (an alert, a verify error) is what the operator needs.
+std::string OpenSslErrorText();
+
 // OpenSslRng draws from OpenSSL's DRBG (RAND_bytes), seeded from the OS. Thread-safe.
 class OpenSslRng final : public Rng {
  public:

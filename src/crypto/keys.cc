@@ -1,5 +1,9 @@
 #include "crypto/keys.h"
 
+#include <openssl/objects.h>
+
+#include <array>
+
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -7,6 +11,33 @@
 #include "crypto/crypto.h"
 
 namespace fleetid::crypto {
+
+const char* TlsSignatureScheme(EVP_PKEY* key) {
+  switch (EVP_PKEY_get_base_id(key)) {
+    case EVP_PKEY_EC: {
+      std::array<char, 64> group{};
+      if (EVP_PKEY_get_group_name(key, group.data(), group.size(), nullptr) != 1) return nullptr;
+      switch (OBJ_txt2nid(group.data())) {
+        case NID_X9_62_prime256v1:
+          return "ecdsa_secp256r1_sha256";
+        case NID_secp384r1:
+          return "ecdsa_secp384r1_sha384";
+        case NID_secp521r1:
+          return "ecdsa_secp521r1_sha512";
+        default:
+          return nullptr;
+      }
+    }
+    case EVP_PKEY_ED25519:
+      return "ed25519";
+    case EVP_PKEY_RSA:
+      return "rsa_pss_rsae_sha256";
+    case EVP_PKEY_RSA_PSS:
+      return "rsa_pss_pss_sha256";
+    default:
+      return nullptr;
+  }
+}
 namespace {
 
 Result<EvpPkeyPtr> FromParams(const char* type, OSSL_PARAM_BLD* bld) {

@@ -14,6 +14,13 @@
 
 namespace fleetid::crypto {
 
+// TlsSignatureScheme names the one TLS signature scheme (RFC 8446 §4.2.3) a key of this type
+// signs handshakes with, or nullptr to keep OpenSSL's list (a key type fleetid has no suite for).
+// A token key signs only with its suite's digest and padding (custody::TokenPkey), so servers
+// and clients holding one offer exactly this: ecdsa_secp256r1_sha256 for P-256 (and the matching
+// scheme for P-384 and P-521), ed25519, rsa_pss_rsae_sha256 or rsa_pss_pss_sha256.
+const char* TlsSignatureScheme(EVP_PKEY* key);
+
 // EcPublicKey builds a key on |curve_nid| from an uncompressed SEC1 point (0x04||X||Y).
 [[nodiscard]] Result<EvpPkeyPtr> EcPublicKey(int curve_nid, std::span<const std::uint8_t> point);
 

@@ -543,6 +543,27 @@ Result<std::string> UseAppraisal(store::Transaction& tx, const std::string& devi
   return rows[0].Text(1);
 }
 
+// Supersede revokes (superseded) the live certificates of |device| whose credential role is one
+// of |roles|, and marks their credentials superseded; the changed records are added to |changed|
+// for publishing after the commit.
+Result<void> Supersede(store::Transaction& tx, pki::Authority& authority,
+                       const registry::Device& device,
+                       std::initializer_list<std::string_view> roles,
+                       std::vector<pki::CertificateRecord>& changed) {
+  FLEETID_TRY(credentials, registry::Registry::Credentials(tx, device.id));
+  for (const registry::Credential& c : credentials) {
+    if (std::ranges::find(roles, c.role) == roles.end()) continue;
+    FLEETID_TRY(record, pki::Authority::GetIn(tx, c.cert_serial));
+    if (Live(record)) {
+      FLEETID_TRY(revoked, authority.ChangeStatusIn(tx, c.cert_serial, pki::Reason::kSuperseded,
+                                                    DeviceActor(device.serial)));
+      changed.push_back(std::move(revoked));
+    }
+    FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(tx, c.cert_serial, "superseded"));
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<pki::CertificateRecord> Service::Enroll(const ClientChain& chain,
@@ -601,16 +622,7 @@ Result<pki::CertificateRecord> Service::Enroll(const ClientChain& chain,
     }
     FLEETID_TRY(evidence, UseAppraisal(*tx, device.serial, Purpose::kEnroll, key_sha256, now,
                                        options_.evidence_ttl));
-    for (const registry::Credential& c : credentials) {
-      if (c.role == "superseded") continue;
-      FLEETID_TRY(record, pki::Authority::GetIn(*tx, c.cert_serial));
-      if (Live(record)) {
-        FLEETID_TRY(revoked, authority_.ChangeStatusIn(*tx, c.cert_serial, pki::Reason::kSuperseded,
-                                                       DeviceActor(device.serial)));
-        changed.push_back(std::move(revoked));
-      }
-      FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(*tx, c.cert_serial, "superseded"));
-    }
+    FLEETID_CHECK_OK(Supersede(*tx, authority_, device, {"current", "pending"}, changed));
     FLEETID_TRY(record, authority_.IssueIn(*tx, csr_der, {device.serial, device.tenant},
                                            policy_, DeviceActor(device.serial), false));
     FLEETID_CHECK_OK(registry::Registry::AddCredential(*tx, device.id, record.serial, "current",
@@ -664,18 +676,8 @@ Result<pki::CertificateRecord> Service::Reenroll(const ClientChain& chain,
     FLEETID_TRY(evidence, UseAppraisal(*tx, device.serial, Purpose::kReenroll, key_sha256, now,
                                        options_.evidence_ttl));
     (void)evidence;  // recorded by the appraisal and the issuance's audit entry
-    FLEETID_TRY(credentials, registry::Registry::Credentials(*tx, device.id));
-    for (const registry::Credential& c : credentials) {
-      if (c.role != "pending") continue;
-      // An earlier, unfinished rotation: its certificate was never proven and is abandoned.
-      FLEETID_TRY(record, pki::Authority::GetIn(*tx, c.cert_serial));
-      if (Live(record)) {
-        FLEETID_TRY(revoked, authority_.ChangeStatusIn(*tx, c.cert_serial, pki::Reason::kSuperseded,
-                                                       DeviceActor(device.serial)));
-        changed.push_back(std::move(revoked));
-      }
-      FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(*tx, c.cert_serial, "superseded"));
-    }
+    // An earlier, unfinished rotation: its certificate was never proven and is abandoned.
+    FLEETID_CHECK_OK(Supersede(*tx, authority_, device, {"pending"}, changed));
     FLEETID_TRY(record, authority_.IssueIn(*tx, csr_der, {device.serial, device.tenant},
                                            policy_, DeviceActor(device.serial), true));
     FLEETID_CHECK_OK(registry::Registry::AddCredential(*tx, device.id, record.serial, "pending",
@@ -714,17 +716,7 @@ Result<pki::CertificateRecord> Service::Confirm(const ClientChain& chain) {
       return MakeError(ErrorCode::kPermissionDenied, "'{}' is {}: rotation refused", device.serial,
                        registry::StateName(device.state));
     }
-    FLEETID_TRY(credentials, registry::Registry::Credentials(*tx, device.id));
-    for (const registry::Credential& c : credentials) {
-      if (c.role != "current") continue;
-      FLEETID_TRY(record, pki::Authority::GetIn(*tx, c.cert_serial));
-      if (Live(record)) {
-        FLEETID_TRY(revoked, authority_.ChangeStatusIn(*tx, c.cert_serial, pki::Reason::kSuperseded,
-                                                       DeviceActor(device.serial)));
-        changed.push_back(std::move(revoked));
-      }
-      FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(*tx, c.cert_serial, "superseded"));
-    }
+    FLEETID_CHECK_OK(Supersede(*tx, authority_, device, {"current"}, changed));
     FLEETID_TRY(released, authority_.ChangeStatusIn(*tx, who.record.serial, std::nullopt,
                                                     DeviceActor(device.serial)));
     FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(*tx, who.record.serial, "current"));

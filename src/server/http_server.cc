@@ -50,6 +50,8 @@
 #include <nlohmann/json.hpp>
 
 #include "common/log.h"
+#include "crypto/crypto.h"
+#include "crypto/keys.h"
 
 namespace fleetid::server {
 namespace {
@@ -138,51 +140,9 @@ constexpr std::string_view kSessionIdContext = "fleetid";
 // How long a peer has to answer close_notify when the server ends a TLS connection for Stop().
 constexpr std::chrono::seconds kTlsShutdownBound{1};
 
-// OpenSslErrors drains this thread's OpenSSL error queue into one line.
-std::string OpenSslErrors() {
-  std::string out;
-  while (const unsigned long e = ERR_get_error()) {
-    std::array<char, 256> text{};
-    ERR_error_string_n(e, text.data(), text.size());
-    if (!out.empty()) out += "; ";
-    out += text.data();
-  }
-  return out.empty() ? std::string("no OpenSSL error recorded") : out;
-}
+using crypto::TlsSignatureScheme;
 
-// EcSigalgs names the ECDSA scheme for an EC key's curve (RFC 8446 §4.2.3 ties each curve to
-// one hash), or nullptr for another curve.
-const char* EcSigalgs(EVP_PKEY* key) {
-  std::array<char, 64> group{};
-  if (EVP_PKEY_get_group_name(key, group.data(), group.size(), nullptr) != 1) return nullptr;
-  switch (OBJ_txt2nid(group.data())) {
-    case NID_X9_62_prime256v1:
-      return "ecdsa_secp256r1_sha256";
-    case NID_secp384r1:
-      return "ecdsa_secp384r1_sha384";
-    case NID_secp521r1:
-      return "ecdsa_secp521r1_sha512";
-    default:
-      return nullptr;
-  }
-}
-
-// ServerSigalgs names the signature scheme a server key of this type signs TLS handshakes with,
-// or returns nullptr to keep OpenSSL's list (a key type fleetid has no suite for).
-const char* ServerSigalgs(EVP_PKEY* key) {
-  switch (EVP_PKEY_get_base_id(key)) {
-    case EVP_PKEY_EC:
-      return EcSigalgs(key);
-    case EVP_PKEY_ED25519:
-      return "ed25519";
-    case EVP_PKEY_RSA:
-      return "rsa_pss_rsae_sha256";
-    case EVP_PKEY_RSA_PSS:
-      return "rsa_pss_pss_sha256";
-    default:
-      return nullptr;
-  }
-}
+std::string OpenSslErrors() { return crypto::OpenSslErrorText(); }
 
 // MakeTlsContext builds the server's SSL_CTX from |tls|. kInvalidArgument names what is wrong
 // with the options; kInternal if OpenSSL refuses a setting fleetid hard-codes.
@@ -243,7 +203,7 @@ Result<std::unique_ptr<net::ssl::context>> MakeTlsContext(const TlsOptions& tls)
     return MakeError(ErrorCode::kInvalidArgument,
                      "the private key does not match the server certificate: {}", OpenSslErrors());
   }
-  if (const char* sigalgs = ServerSigalgs(key); sigalgs != nullptr) {
+  if (const char* sigalgs = TlsSignatureScheme(key); sigalgs != nullptr) {
     if (SSL_CTX_set1_sigalgs_list(raw, sigalgs) != 1) return internal("server sigalgs");
     if (SSL_CTX_set1_client_sigalgs_list(raw, kClientSigalgs) != 1) {
       return internal("client sigalgs");
