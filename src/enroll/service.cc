@@ -205,7 +205,8 @@ Result<std::optional<Manufacturer>> ManufacturerByFingerprint(store::Transaction
 
 }  // namespace
 
-Result<Service::Identified> Service::Identify(store::Transaction& tx, const ClientChain& chain) {
+Result<Service::Identified> Service::Identify(store::Transaction& tx,
+                                              const ClientChain& chain) const {
   if (chain.empty()) {
     return MakeError(ErrorCode::kUnauthenticated,
                      "a client certificate (the IDevID or an LDevID) is required");

@@ -144,7 +144,8 @@ class Service {
 
  private:
   struct Identified;
-  [[nodiscard]] Result<Identified> Identify(store::Transaction& tx, const ClientChain& chain);
+  [[nodiscard]] Result<Identified> Identify(store::Transaction& tx,
+                                            const ClientChain& chain) const;
   [[nodiscard]] Result<void> Count(std::string_view counter);
 
   store::Database& db_;
