@@ -242,4 +242,5 @@ if enroll_file.exists():
     print("judged against s_server's better figure. s_server is single-threaded (one core whatever the")
     print("clients); it verifies each client certificate, sends no session tickets and no HTTP.")
     print("A fleetid enrollment is one full handshake plus four requests (nonce, evidence, simpleenroll,")
-    print("cacerts), a signed evidence check, a key made in the device's token and a certificate issued.")
+    print("cacerts), a signed evidence check and a certificate issued; each device makes its key and CSR")
+    print("in its token before the clock starts, as it would at boot.")

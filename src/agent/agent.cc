@@ -446,7 +446,8 @@ Result<void> Agent::Enroll(bool fresh_per_request) {
     if (auto chain = CertsFromEst(cacerts->body)) {
       std::string pem;
       for (const crypto::X509Ptr& c : *chain) pem += Pem(c.get());
-      FLEETID_CHECK_OK(WriteFileAtomic(dir_ / "ca.pem", pem));
+      auto kept = ReadFile(dir_ / "ca.pem");
+      if (!kept || *kept != pem) FLEETID_CHECK_OK(WriteFileAtomic(dir_ / "ca.pem", pem));
     }
   }
   log::Info("agent: enrolled", {{"device", serial_}, {"key", label}});

@@ -174,6 +174,8 @@ Service::Service(store::Database& db, registry::Registry& registry, pki::Authori
   for (const std::string& name : authority_.CaNames()) {
     if (auto der = authority_.CaCertificate(name)) fleet_anchors_.push_back(*der);
   }
+  // The hierarchy is fixed for the life of the process: /cacerts is built once.
+  if (auto p7 = CertsOnly(fleet_anchors_)) cacerts_ = std::move(*p7);
 }
 
 Result<void> Service::Migrate(store::Database& db) {
@@ -843,7 +845,8 @@ Result<std::vector<std::uint8_t>> CertsOnly(std::span<const std::vector<std::uin
 }
 
 Result<std::vector<std::uint8_t>> Service::CaCerts() const {
-  return CertsOnly(fleet_anchors_);
+  if (cacerts_.empty()) return CertsOnly(fleet_anchors_);
+  return cacerts_;
 }
 
 Result<std::vector<std::uint8_t>> Service::CsrAttrs() {

@@ -157,6 +157,7 @@ class Service {
   ServiceOptions options_;
   crypto::SuitePolicy policy_;  // the default: every suite allowed, P-256 preferred
   std::vector<std::vector<std::uint8_t>> fleet_anchors_;
+  std::vector<std::uint8_t> cacerts_;  // the certs-only CMS of fleet_anchors_
 };
 
 // PkcsCertsOnly wraps DER certificates in a certs-only CMS SignedData (RFC 7030 §4.1.3).
