@@ -136,22 +136,13 @@ Result<std::string> SerialOf(X509* cert) {
       std::span(ASN1_STRING_get0_data(s), static_cast<std::size_t>(ASN1_STRING_length(s))));
 }
 
-Result<TimePoint> NotAfter(X509* cert) {
+// TimeOf converts a certificate's notBefore or notAfter.
+Result<TimePoint> TimeOf(const ASN1_TIME* t) {
   int days = 0;
   int secs = 0;
   crypto::Asn1TimePtr epoch(ASN1_TIME_set(nullptr, 0));
-  if (ASN1_TIME_diff(&days, &secs, epoch.get(), X509_get0_notAfter(cert)) != 1) {
-    return MakeError(ErrorCode::kInvalidArgument, "unreadable notAfter");
-  }
-  return TimePoint(std::chrono::seconds(std::int64_t{days} * 86400 + secs));
-}
-
-Result<TimePoint> NotBefore(X509* cert) {
-  int days = 0;
-  int secs = 0;
-  crypto::Asn1TimePtr epoch(ASN1_TIME_set(nullptr, 0));
-  if (ASN1_TIME_diff(&days, &secs, epoch.get(), X509_get0_notBefore(cert)) != 1) {
-    return MakeError(ErrorCode::kInvalidArgument, "unreadable notBefore");
+  if (ASN1_TIME_diff(&days, &secs, epoch.get(), t) != 1) {
+    return MakeError(ErrorCode::kInvalidArgument, "unreadable certificate validity");
   }
   return TimePoint(std::chrono::seconds(std::int64_t{days} * 86400 + secs));
 }
@@ -366,8 +357,8 @@ Result<std::string> Agent::Evidence(
 
 Result<void> Agent::ComputeRenewal(const std::vector<std::uint8_t>& der) {
   FLEETID_TRY(cert, ParseDer(der));
-  FLEETID_TRY(nb, NotBefore(cert.get()));
-  FLEETID_TRY(na, NotAfter(cert.get()));
+  FLEETID_TRY(nb, TimeOf(X509_get0_notBefore(cert.get())));
+  FLEETID_TRY(na, TimeOf(X509_get0_notAfter(cert.get())));
   const auto life = std::chrono::duration_cast<std::chrono::seconds>(na - nb);
   FLEETID_TRY(r, rng_.Bytes(4));
   const double u = static_cast<double>((std::uint32_t{r[0]} << 24) | (std::uint32_t{r[1]} << 16) |
@@ -386,7 +377,7 @@ bool Agent::CurrentUsable() const {
   if (!der) return false;
   auto cert = ParseDer(*der);
   if (!cert) return false;
-  auto na = NotAfter(cert->get());
+  auto na = TimeOf(X509_get0_notAfter(cert->get()));
   return na && clock_.Now() < *na;
 }
 

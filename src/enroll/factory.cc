@@ -198,20 +198,19 @@ Result<SignedManifest> ParseManifest(std::string_view text) {
   if (out.manifest.batch.empty() || out.manifest.devices.empty()) {
     return MakeError(ErrorCode::kInvalidArgument, "the manifest names no batch or no devices");
   }
+  out.jws = std::move(jws);
   return out;
 }
 
-Result<void> VerifyManifest(std::string_view text, std::span<const std::uint8_t> ca_der) {
-  FLEETID_TRY(parsed, ParseManifest(text));
+Result<void> VerifyManifest(const SignedManifest& parsed, std::span<const std::uint8_t> ca_der) {
   if (parsed.signer_sha256 != crypto::Hex(crypto::Sha256(ca_der))) {
     return MakeError(ErrorCode::kPermissionDenied,
                      "the manifest names another signer than this manufacturer certificate");
   }
   FLEETID_TRY(ca, ParseCertificate(ca_der));
-  FLEETID_TRY(jws, crypto::ParseJws(text, kMaxManifestBytes));
   EVP_PKEY* key = X509_get0_pubkey(ca.get());
   if (key == nullptr) return MakeError(Ossl("manufacturer public key"));
-  auto ok = crypto::VerifyJws(jws, key);
+  auto ok = crypto::VerifyJws(parsed.jws, key);
   if (!ok) {
     return MakeError(ErrorCode::kPermissionDenied,
                      "the manifest signature does not verify with the manufacturer's key");

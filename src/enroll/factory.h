@@ -16,6 +16,7 @@
 #include "common/error.h"
 #include "common/rng.h"
 #include "crypto/handles.h"
+#include "crypto/jws.h"
 
 namespace fleetid::enroll {
 
@@ -68,14 +69,18 @@ struct Manifest {
                                                const Manifest& manifest);
 
 // ParseManifest reads a manifest JWS without verifying it, returning the certificate thumbprint
-// (hex SHA-256) its header names and the manifest. VerifyManifest checks the signature with the
-// manufacturer certificate |ca_der| and that the thumbprint is that certificate's.
+// (hex SHA-256) its header names, the manifest and the parsed JWS. VerifyManifest checks the
+// signature with the manufacturer certificate |ca_der| and that the thumbprint is that
+// certificate's.
+// NOLINTNEXTLINE(bugprone-exception-escape): holds a Jws (json members), like crypto::Jws
 struct SignedManifest {
   std::string signer_sha256;
   Manifest manifest;
+  crypto::Jws jws;
 };
 [[nodiscard]] Result<SignedManifest> ParseManifest(std::string_view text);
-[[nodiscard]] Result<void> VerifyManifest(std::string_view text, std::span<const std::uint8_t> ca_der);
+[[nodiscard]] Result<void> VerifyManifest(const SignedManifest& parsed,
+                                          std::span<const std::uint8_t> ca_der);
 
 // Helpers shared with the authority.
 [[nodiscard]] Result<crypto::X509Ptr> ParseCertificate(std::span<const std::uint8_t> der);

@@ -346,7 +346,7 @@ Result<registry::ImportReport> Service::ImportManifest(std::string_view jws, std
     return MakeError(ErrorCode::kPermissionDenied,
                      "the manifest is signed by a manufacturer that is not registered");
   }
-  FLEETID_CHECK_OK(VerifyManifest(jws, maker->der));
+  FLEETID_CHECK_OK(VerifyManifest(parsed, maker->der));
   const Manifest& m = parsed.manifest;
   if (m.manufacturer != maker->name) {
     return MakeError(ErrorCode::kPermissionDenied,
