@@ -1,3 +1,4 @@
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/ocsp.h>
 #include <openssl/sha.h>
@@ -8,12 +9,12 @@
 #include <limits>
 #include <mutex>
 
+#include "audit/log.h"
+#include "common/log.h"
 #include "crypto/crypto.h"
 #include "crypto/csr.h"
 #include "crypto/keys.h"
 #include "custody/provider.h"
-#include "audit/log.h"
-#include "common/log.h"
 #include "pki/pki.h"
 
 namespace fleetid::pki {
@@ -23,7 +24,8 @@ struct Authority::CertSpec {
   X509_NAME* subject = nullptr;
   TimePoint not_before;
   TimePoint not_after;
-  std::span<const std::uint8_t> spki;         // the subject's SubjectPublicKeyInfo (DER)
+  std::span<const std::uint8_t> spki;  // the subject's SubjectPublicKeyInfo (DER)
+  std::string key_fingerprint;         // KeyFingerprint of |spki|; empty for CA keys
   std::vector<const X509_EXTENSION*> extensions;
   const X509_EXTENSION* authority_key_id = nullptr;  // nullptr: self-signed, made from the key
   std::vector<std::pair<int, std::string>> subject_alt_names;  // GEN_URI, GEN_DNS, GEN_IPADD
@@ -86,10 +88,29 @@ constexpr std::string_view kChangeTimes = R"sql(
 ALTER TABLE certificate_changes ADD COLUMN changed_at INTEGER;
 )sql";
 
+// Public keys revoked for keyCompromise or cACompromise, by the SHA-256 of their DER
+// SubjectPublicKeyInfo: never certified again.
+constexpr std::string_view kCompromisedKeys = R"sql(
+CREATE TABLE compromised_keys (
+  spki_sha256 TEXT PRIMARY KEY,
+  serial TEXT NOT NULL,
+  reason INTEGER NOT NULL,
+  recorded_at INTEGER NOT NULL
+);
+)sql";
+
 std::int64_t ToUnix(TimePoint t) {
   return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
 }
 TimePoint FromUnix(std::int64_t s) { return TimePoint(std::chrono::seconds(s)); }
+
+std::int64_t ASN1TimeToUnix(const ASN1_TIME* t) {
+  int days = 0;
+  int secs = 0;
+  const Asn1TimePtr epoch(ASN1_TIME_set(nullptr, 0));
+  if (ASN1_TIME_diff(&days, &secs, epoch.get(), t) != 1) return 0;
+  return std::int64_t{days} * 86400 + secs;
+}
 
 Error Ossl(std::string_view what) { return crypto::OpenSslError(ErrorCode::kInternal, what); }
 
@@ -109,7 +130,8 @@ Result<X509Ptr> ParseCert(std::span<const std::uint8_t> der) {
 }
 
 const EVP_MD* DigestOf(const Suite& suite) {
-  return suite.digest_name.empty() ? nullptr : EVP_get_digestbyname(std::string(suite.digest_name).c_str());
+  return suite.digest_name.empty() ? nullptr
+                                   : EVP_get_digestbyname(std::string(suite.digest_name).c_str());
 }
 
 // URN namespace-specific strings allow a limited alphabet (RFC 8141 §2); anything else in a
@@ -167,12 +189,13 @@ Result<X509Ptr> BuildAndSign(const Authority::CertSpec& spec, X509* issuer, EVP_
   Asn1TimePtr na(ASN1_TIME_set(nullptr, static_cast<time_t>(ToUnix(spec.not_after))));
   // The serial is positive (its top bit is clear), so its bytes are the INTEGER's content.
   if (!cert || !serial_int || !nb || !na || spec.serial.empty() || (spec.serial[0] & 0x80) != 0 ||
-      ASN1_STRING_set(serial_int.get(), spec.serial.data(), static_cast<int>(spec.serial.size())) != 1 ||
+      ASN1_STRING_set(serial_int.get(), spec.serial.data(), static_cast<int>(spec.serial.size())) !=
+          1 ||
       X509_set_version(cert.get(), X509_VERSION_3) != 1 ||
       X509_set_serialNumber(cert.get(), serial_int.get()) != 1 ||
       X509_set_subject_name(cert.get(), spec.subject) != 1 ||
-      X509_set_issuer_name(cert.get(), issuer != nullptr ? X509_get_subject_name(issuer)
-                                                         : spec.subject) != 1 ||
+      X509_set_issuer_name(cert.get(),
+                           issuer != nullptr ? X509_get_subject_name(issuer) : spec.subject) != 1 ||
       X509_set1_notBefore(cert.get(), nb.get()) != 1 ||
       X509_set1_notAfter(cert.get(), na.get()) != 1) {
     return MakeError(Ossl("building certificate"));
@@ -185,7 +208,8 @@ Result<X509Ptr> BuildAndSign(const Authority::CertSpec& spec, X509* issuer, EVP_
   }
   const std::vector<std::uint8_t> key_id = KeyId(X509_get0_pubkey_bitstr(cert.get()));
   crypto::Asn1OctetStringPtr ski(ASN1_OCTET_STRING_new());
-  if (!ski || ASN1_OCTET_STRING_set(ski.get(), key_id.data(), static_cast<int>(key_id.size())) != 1 ||
+  if (!ski ||
+      ASN1_OCTET_STRING_set(ski.get(), key_id.data(), static_cast<int>(key_id.size())) != 1 ||
       X509_add1_ext_i2d(cert.get(), NID_subject_key_identifier, ski.get(), 0, 0) != 1) {
     return MakeError(Ossl("subjectKeyIdentifier"));
   }
@@ -195,7 +219,8 @@ Result<X509Ptr> BuildAndSign(const Authority::CertSpec& spec, X509* issuer, EVP_
     }
   } else {
     FLEETID_TRY(aki, AuthorityKeyIdExtension(key_id));
-    if (X509_add_ext(cert.get(), aki.get(), -1) != 1) return MakeError(Ossl("authorityKeyIdentifier"));
+    if (X509_add_ext(cert.get(), aki.get(), -1) != 1)
+      return MakeError(Ossl("authorityKeyIdentifier"));
   }
   if (!spec.subject_alt_names.empty()) {
     GeneralNamesPtr names(sk_GENERAL_NAME_new_null());
@@ -242,6 +267,23 @@ std::string EntityTag(std::span<const std::uint8_t> der) {
   return "\"" + crypto::Hex(digest) + "\"";
 }
 
+// CacheSerial is the hex of |serial|'s DER encoding: the exact INTEGER, sign included.
+std::string CacheSerial(const ASN1_INTEGER* serial) {
+  unsigned char* der = nullptr;
+  const int len = i2d_ASN1_INTEGER(serial, &der);
+  if (len <= 0) return {};
+  const crypto::OpenSslBytesPtr owner(der);
+  return crypto::Hex({der, static_cast<std::size_t>(len)});
+}
+
+std::string CacheSerialOfHex(const std::string& serial_hex) {
+  BIGNUM* raw = nullptr;
+  if (BN_hex2bn(&raw, serial_hex.c_str()) == 0) return {};
+  crypto::BignumPtr bn(raw);
+  crypto::Asn1IntegerPtr serial(BN_to_ASN1_INTEGER(bn.get(), nullptr));
+  return serial ? CacheSerial(serial.get()) : std::string();
+}
+
 std::string SerialHex(const ASN1_INTEGER* serial) {
   crypto::BignumPtr bn(ASN1_INTEGER_to_BN(serial, nullptr));
   if (!bn || BN_is_negative(bn.get())) return {};
@@ -250,7 +292,41 @@ std::string SerialHex(const ASN1_INTEGER* serial) {
   return crypto::Hex(bytes);
 }
 
+// KeyFingerprint is the hex SHA-256 of |spki|, the DER SubjectPublicKeyInfo of |key|, with an
+// EC point in its uncompressed form: one key has one fingerprint however its point was encoded.
+Result<std::string> KeyFingerprint(EVP_PKEY* key, std::span<const std::uint8_t> spki) {
+  char form[32] = {};
+  if (EVP_PKEY_get_base_id(key) == EVP_PKEY_EC &&
+      EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, form,
+                                     sizeof(form), nullptr) == 1 &&
+      std::string_view(form) != OSSL_PKEY_EC_POINT_CONVERSION_FORMAT_UNCOMPRESSED) {
+    EvpPkeyPtr copy(EVP_PKEY_dup(key));
+    if (!copy ||
+        EVP_PKEY_set_utf8_string_param(copy.get(), OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT,
+                                       OSSL_PKEY_EC_POINT_CONVERSION_FORMAT_UNCOMPRESSED) != 1) {
+      return MakeError(Ossl("re-encoding an EC public key"));
+    }
+    FLEETID_TRY(der, crypto::PublicKeyDer(copy.get()));
+    return crypto::Hex(crypto::Sha256(der));
+  }
+  ERR_clear_error();
+  return crypto::Hex(crypto::Sha256(spki));
+}
+
+Result<bool> CompromisedIn(store::Transaction& tx, const std::string& fingerprint) {
+  FLEETID_TRY(rows,
+              tx.Query("SELECT 1 FROM compromised_keys WHERE spki_sha256 = ?", {fingerprint}));
+  return !rows.empty();
+}
+
 }  // namespace
+
+Result<bool> Authority::KeyCompromisedIn(store::Transaction& tx,
+                                         std::span<const std::uint8_t> spki) {
+  FLEETID_TRY(key, crypto::PublicKeyFromDer(spki));
+  FLEETID_TRY(fingerprint, KeyFingerprint(key.get(), spki));
+  return CompromisedIn(tx, fingerprint);
+}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -261,7 +337,7 @@ struct Authority::Ca {
   std::vector<std::uint8_t> der;
   EvpPkeyPtr key;
   const EVP_MD* md = nullptr;  // the suite's digest; nullptr for Ed25519
-  X509Ptr ocsp_cert;  // issuing CAs only
+  X509Ptr ocsp_cert;           // issuing CAs only
   EvpPkeyPtr ocsp_key;
   // Extension templates: the authorityKeyIdentifier of everything this CA signs, what every
   // device certificate carries, and the CRL distribution point of each issuance partition.
@@ -275,8 +351,30 @@ struct Authority::Ca {
 
 struct Authority::OcspCache {
   std::shared_mutex mu;
-  // (CA name, hash NID, serial hex) -> pre-signed answer.
+  // (CA name, hash NID, hex of the serial's DER INTEGER) -> pre-signed answer. Only serials this
+  // authority issued: their number bounds the cache, and the exact INTEGER (sign included) keeps
+  // 0 and -1 apart.
   std::map<std::tuple<std::string, int, std::string>, OcspAnswer> answers;
+
+  // A token bucket for signed "unknown" answers, refilled at ocsp_unknown_per_second.
+  std::mutex budget_mu;
+  double budget = -1;  // < 0: full at first use
+  TimePoint refilled;
+
+  bool TakeUnknown(TimePoint now, int per_second) {
+    std::lock_guard lock(budget_mu);
+    const double cap = std::max(per_second, 0);
+    if (budget < 0) {
+      budget = cap;
+    } else if (now > refilled) {
+      budget = std::min(
+          cap, budget + std::chrono::duration<double>(now - refilled).count() * per_second);
+    }
+    refilled = std::max(refilled, now);
+    if (budget < 1) return false;
+    budget -= 1;
+    return true;
+  }
 };
 
 struct Authority::CrlEntry {
@@ -293,32 +391,42 @@ struct Authority::CrlCache {
   void MarkDirty(const std::string& issuer, std::int64_t partition) {
     std::lock_guard lock(mu);
     for (bool delta : {false, true}) {
-      if (auto it = crls.find({issuer, partition, delta}); it != crls.end()) it->second.dirty = true;
+      if (auto it = crls.find({issuer, partition, delta}); it != crls.end())
+        it->second.dirty = true;
     }
   }
 };
 
 std::string_view ReasonName(Reason reason) {
   switch (reason) {
-    case Reason::kUnspecified: return "unspecified";
-    case Reason::kKeyCompromise: return "keyCompromise";
-    case Reason::kCaCompromise: return "cACompromise";
-    case Reason::kAffiliationChanged: return "affiliationChanged";
-    case Reason::kSuperseded: return "superseded";
-    case Reason::kCessationOfOperation: return "cessationOfOperation";
-    case Reason::kCertificateHold: return "certificateHold";
-    case Reason::kRemoveFromCrl: return "removeFromCRL";
-    case Reason::kPrivilegeWithdrawn: return "privilegeWithdrawn";
-    case Reason::kAaCompromise: return "aACompromise";
+    case Reason::kUnspecified:
+      return "unspecified";
+    case Reason::kKeyCompromise:
+      return "keyCompromise";
+    case Reason::kCaCompromise:
+      return "cACompromise";
+    case Reason::kAffiliationChanged:
+      return "affiliationChanged";
+    case Reason::kSuperseded:
+      return "superseded";
+    case Reason::kCessationOfOperation:
+      return "cessationOfOperation";
+    case Reason::kCertificateHold:
+      return "certificateHold";
+    case Reason::kRemoveFromCrl:
+      return "removeFromCRL";
+    case Reason::kPrivilegeWithdrawn:
+      return "privilegeWithdrawn";
+    case Reason::kAaCompromise:
+      return "aACompromise";
   }
   return "unspecified";
 }
 
 Result<Reason> ParseReason(std::string_view name) {
   for (Reason r : {Reason::kUnspecified, Reason::kKeyCompromise, Reason::kCaCompromise,
-                   Reason::kAffiliationChanged, Reason::kSuperseded,
-                   Reason::kCessationOfOperation, Reason::kCertificateHold,
-                   Reason::kPrivilegeWithdrawn, Reason::kAaCompromise}) {
+                   Reason::kAffiliationChanged, Reason::kSuperseded, Reason::kCessationOfOperation,
+                   Reason::kCertificateHold, Reason::kPrivilegeWithdrawn, Reason::kAaCompromise}) {
     if (ReasonName(r) == name) return r;
   }
   return MakeError(ErrorCode::kInvalidArgument, "unknown revocation reason '{}'", name);
@@ -326,9 +434,12 @@ Result<Reason> ParseReason(std::string_view name) {
 
 std::string_view StatusName(Status status) {
   switch (status) {
-    case Status::kGood: return "good";
-    case Status::kRevoked: return "revoked";
-    case Status::kOnHold: return "hold";
+    case Status::kGood:
+      return "good";
+    case Status::kRevoked:
+      return "revoked";
+    case Status::kOnHold:
+      return "hold";
   }
   return "good";
 }
@@ -350,8 +461,10 @@ Result<void> Authority::Migrate(store::Database& db) {
   FLEETID_CHECK_OK(audit::Log::Migrate(db));
   static const std::string pg = store::PostgresDdl(kSchema);
   static const std::string pg2 = store::PostgresDdl(kChangeTimes);
+  static const std::string pg3 = store::PostgresDdl(kCompromisedKeys);
   const store::Migration migrations[] = {{1, "ca, certificates, crl numbers", kSchema, pg},
-                                         {2, "status change times", kChangeTimes, pg2}};
+                                         {2, "status change times", kChangeTimes, pg2},
+                                         {3, "compromised keys", kCompromisedKeys, pg3}};
   FLEETID_TRY(applied, db.Migrate("pki", migrations));
   (void)applied;
   return {};
@@ -457,15 +570,15 @@ Result<void> Authority::LoadOrCreate() {
         parent = cas_.front().get();
         subject = Name(fmt::format("fleetid Issuing CA {}", want.suite->name), "fleetid");
         spec.not_after = now + std::chrono::hours(24 * 365 * 5);
-        conf = {{NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
-                {NID_key_usage, "critical,keyCertSign,cRLSign"},
-                {NID_info_access, fmt::format("caIssuers;URI:{}/ca/root.crt", options_.base_url)},
-                {NID_crl_distribution_points,
-                 fmt::format("URI:{}/crl/root/0.crl", options_.base_url)}};
+        conf = {
+            {NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
+            {NID_key_usage, "critical,keyCertSign,cRLSign"},
+            {NID_info_access, fmt::format("caIssuers;URI:{}/ca/root.crt", options_.base_url)},
+            {NID_crl_distribution_points, fmt::format("URI:{}/crl/root/0.crl", options_.base_url)}};
       } else {
         parent = cas_.back().get();
         subject = Name(fmt::format("fleetid OCSP {}", want.suite->name), "fleetid");
-        spec.not_after = now + std::chrono::hours(24 * 365);
+        spec.not_after = now + options_.ocsp_signer_lifetime;
         // RFC 6960 §4.2.2.2.1: the delegated responder's own status is not checked.
         conf = {{NID_basic_constraints, "critical,CA:FALSE"},
                 {NID_key_usage, "critical,digitalSignature"},
@@ -487,10 +600,11 @@ Result<void> Authority::LoadOrCreate() {
       // public key decoded (BuildAndSign sets the key's bits only).
       FLEETID_TRY(reparsed, ParseCert(CertDer(built.get())));
       cert = std::move(reparsed);
-      FLEETID_CHECK_OK(tx->Exec("INSERT INTO ca_certificates (name, role, suite, key_label, der) "
-                                "VALUES (?, ?, ?, ?, ?)",
-                                {want.name, want.role, std::string(want.suite->name), label,
-                                 store::Blob(CertDer(cert.get()))}));
+      FLEETID_CHECK_OK(
+          tx->Exec("INSERT INTO ca_certificates (name, role, suite, key_label, der) "
+                   "VALUES (?, ?, ?, ?, ?)",
+                   {want.name, want.role, std::string(want.suite->name), label,
+                    store::Blob(CertDer(cert.get()))}));
       FLEETID_CHECK_OK(tx->Commit());
     }
     if (want.role == "ocsp") {
@@ -509,8 +623,7 @@ Result<void> Authority::LoadOrCreate() {
     FLEETID_TRY(aki, AuthorityKeyIdExtension(KeyId(X509_get0_pubkey_bitstr(ca->cert.get()))));
     ca->authority_key_id = std::move(aki);
     if (want.role == "issuing") {
-      for (const auto& [nid, value] :
-           std::initializer_list<std::pair<int, std::string>>{
+      for (const auto& [nid, value] : std::initializer_list<std::pair<int, std::string>>{
                {NID_basic_constraints, "critical,CA:FALSE"},
                {NID_key_usage, "critical,digitalSignature"},
                {NID_ext_key_usage, "clientAuth"},
@@ -522,7 +635,77 @@ Result<void> Authority::LoadOrCreate() {
     }
     cas_.push_back(std::move(ca));
   }
+  return RecordCaCertificates();
+}
+
+// RecordCaCertificates keeps a certificate record for every issuing CA (issued by the root, its
+// partition 0) and OCSP signer (a long-lived certificate of its issuing CA), so they are revoked,
+// listed in CRLs and answered for like any other certificate. Hierarchies made before these
+// records existed get theirs at the next start.
+Result<void> Authority::RecordCaCertificates() {
+  for (std::size_t i = 1; i < cas_.size(); ++i) {
+    const Ca& ca = *cas_[i];
+    struct Recorded {
+      X509* cert;
+      std::string issuer;
+      std::string subject;
+    };
+    for (const Recorded& r : {Recorded{ca.cert.get(), "root", "ca:" + ca.name},
+                              Recorded{ca.ocsp_cert.get(), ca.name, "ca:ocsp-" + ca.name}}) {
+      if (r.cert == nullptr) continue;
+      const std::string serial = SerialHex(X509_get0_serialNumber(r.cert));
+      FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
+      FLEETID_TRY(rows, tx->Query("SELECT 1 FROM certificates WHERE serial = ?", {serial}));
+      if (!rows.empty()) continue;
+      const std::int64_t not_before = ASN1TimeToUnix(X509_get0_notBefore(r.cert));
+      const std::int64_t not_after = ASN1TimeToUnix(X509_get0_notAfter(r.cert));
+      const std::int64_t partition =
+          r.issuer == "root" ? 0 : PartitionOf(CertificateClass::kLongLived, FromUnix(not_before));
+      FLEETID_CHECK_OK(tx->Exec(
+          "INSERT INTO certificates (serial, issuer, device, suite, not_before, not_after, status, "
+          "reason, revoked_at, partition_id, der) VALUES (?, ?, ?, ?, ?, ?, 'good', NULL, NULL, "
+          "?, ?)",
+          {serial, r.issuer, r.subject, std::string(ca.suite->name), not_before, not_after,
+           partition, store::Blob(CertDer(r.cert))}));
+      FLEETID_TRY(seq, audit::Log::Append(*tx,
+                                          {"system",
+                                           "pki.issue",
+                                           serial,
+                                           nullptr,
+                                           {{"device", r.subject},
+                                            {"issuer", r.issuer},
+                                            {"suite", std::string(ca.suite->name)},
+                                            {"not_after", not_after},
+                                            {"status", "good"}},
+                                           "",
+                                           "",
+                                           ""},
+                                          clock_));
+      static_cast<void>(seq);
+      FLEETID_CHECK_OK(tx->Commit());
+    }
+  }
   return {};
+}
+
+std::int64_t Authority::PartitionOf(CertificateClass klass, TimePoint issued) const {
+  if (klass == CertificateClass::kDevice) return ToUnix(issued) / options_.partition_span.count();
+  return -1 - ToUnix(issued) / options_.long_partition_span.count();
+}
+
+bool Authority::PartitionLive(std::int64_t partition, TimePoint now) const {
+  // A partition holds certificates issued within its span; the last of them expires one
+  // lifetime after the span ends.
+  std::int64_t span = options_.partition_span.count();
+  std::int64_t lifetime = options_.leaf_lifetime.count();
+  std::int64_t index = partition;
+  if (partition < 0) {
+    span = options_.long_partition_span.count();
+    lifetime = std::max(options_.server_lifetime, options_.ocsp_signer_lifetime).count();
+    index = -1 - partition;
+  }
+  const std::int64_t current = ToUnix(now) / span;
+  return index <= current && (index + 1) * span + lifetime > ToUnix(now);
 }
 
 std::vector<std::string> Authority::CaNames() const {
@@ -553,7 +736,9 @@ Result<CertificateRecord> DecodeRecord(const store::Row& r) {
   c.not_before = FromUnix(r.Int(4));
   c.not_after = FromUnix(r.Int(5));
   const std::string status = r.Text(6);
-  c.status = status == "revoked" ? Status::kRevoked : status == "hold" ? Status::kOnHold : Status::kGood;
+  c.status = status == "revoked" ? Status::kRevoked
+             : status == "hold"  ? Status::kOnHold
+                                 : Status::kGood;
   if (!r.IsNull(7)) c.reason = static_cast<Reason>(r.Int(7));
   if (!r.IsNull(8)) c.revoked_at = FromUnix(r.Int(8));
   c.partition = r.Int(9);
@@ -592,8 +777,8 @@ std::string Authority::CrlUrl(std::string_view issuer, std::int64_t partition, b
 }
 
 Result<CertificateRecord> Authority::SignAndRecord(CertSpec& spec, Ca& issuing,
-                                                   std::string_view subject_id,
-                                                   const Suite& suite, std::int64_t partition,
+                                                   std::string_view subject_id, const Suite& suite,
+                                                   std::int64_t partition,
                                                    const AuditContext& audit,
                                                    store::Transaction* outer, bool hold) {
   for (int attempt = 0;; ++attempt) {
@@ -616,6 +801,14 @@ Result<CertificateRecord> Authority::SignAndRecord(CertSpec& spec, Ca& issuing,
       own = std::move(begun);
     }
     store::Transaction* tx = outer != nullptr ? outer : own.get();
+    // A key revoked for keyCompromise is never certified again, for anyone.
+    if (!spec.key_fingerprint.empty()) {
+      FLEETID_TRY(compromised, CompromisedIn(*tx, spec.key_fingerprint));
+      if (compromised) {
+        return MakeError(ErrorCode::kPermissionDenied,
+                         "this public key was revoked as compromised and is never certified again");
+      }
+    }
     store::Value reason = nullptr;
     store::Value revoked_at = nullptr;
     if (hold) {
@@ -635,22 +828,28 @@ Result<CertificateRecord> Authority::SignAndRecord(CertSpec& spec, Ca& issuing,
          store::Blob(record.der)});
     // The serial is unique by the table's primary key; a collision of 127 random bits draws
     // again (in a transaction of our own: a failed statement may end the caller's).
-    if (!inserted && inserted.error().code() == ErrorCode::kConflict && attempt < 3 && own) continue;
+    if (!inserted && inserted.error().code() == ErrorCode::kConflict && attempt < 3 && own)
+      continue;
     if (!inserted) return MakeError(inserted.error());
     if (hold) {
-      FLEETID_CHECK_OK(tx->Exec("INSERT INTO certificate_changes (serial, changed_at) VALUES (?, ?)",
-                                {record.serial, ToUnix(clock_.Now())}));
+      FLEETID_CHECK_OK(
+          tx->Exec("INSERT INTO certificate_changes (serial, changed_at) VALUES (?, ?)",
+                   {record.serial, ToUnix(clock_.Now())}));
     }
-    FLEETID_TRY(seq, audit::Log::Append(
-                         *tx,
-                         {std::string(audit.actor), "pki.issue", record.serial, nullptr,
-                          {{"device", record.device},
-                           {"issuer", record.issuer},
-                           {"suite", record.suite},
-                           {"not_after", ToUnix(record.not_after)},
-                           {"status", StatusName(record.status)}},
-                          "", "", audit.evidence_digest},
-                         clock_));
+    FLEETID_TRY(seq, audit::Log::Append(*tx,
+                                        {std::string(audit.actor),
+                                         "pki.issue",
+                                         record.serial,
+                                         nullptr,
+                                         {{"device", record.device},
+                                          {"issuer", record.issuer},
+                                          {"suite", record.suite},
+                                          {"not_after", ToUnix(record.not_after)},
+                                          {"status", StatusName(record.status)}},
+                                         "",
+                                         "",
+                                         audit.evidence_digest},
+                                        clock_));
     static_cast<void>(seq);
     if (own) FLEETID_CHECK_OK(own->Commit());
     if (hold && own) crl_cache_->MarkDirty(record.issuer, record.partition);
@@ -686,14 +885,17 @@ Result<CertificateRecord> Authority::IssueImpl(store::Transaction* tx,
   FLEETID_CHECK_OK(policy.CheckUsable(*suite));
   FLEETID_TRY(issuing, IssuingCa(*suite));
   const TimePoint now = clock_.Now();
-  const std::int64_t partition = ToUnix(now) / options_.partition_span.count();
+  const std::int64_t partition = PartitionOf(CertificateClass::kDevice, now);
   CertSpec spec;
   X509NamePtr subject = Name(device.serial, device.tenant);
   spec.subject = subject.get();
   spec.spki = csr.spki;
+  FLEETID_TRY(fingerprint, KeyFingerprint(csr.key.get(), csr.spki));
+  spec.key_fingerprint = std::move(fingerprint);
   spec.not_before = now - options_.backdate;
   spec.not_after = now + options_.leaf_lifetime;
-  for (const X509ExtensionPtr& ext : issuing->device_extensions) spec.extensions.push_back(ext.get());
+  for (const X509ExtensionPtr& ext : issuing->device_extensions)
+    spec.extensions.push_back(ext.get());
   FLEETID_TRY(cdp, DistributionPoint(*issuing, partition));
   spec.extensions.push_back(cdp);
   spec.authority_key_id = issuing->authority_key_id.get();
@@ -705,16 +907,17 @@ Result<CertificateRecord> Authority::IssueImpl(store::Transaction* tx,
 
 Result<CertificateRecord> Authority::ServerCertificate(std::span<const std::uint8_t> spki,
                                                        const std::vector<std::string>& names) {
-  if (names.empty()) return MakeError(ErrorCode::kInvalidArgument, "a server certificate needs a name");
+  if (names.empty())
+    return MakeError(ErrorCode::kInvalidArgument, "a server certificate needs a name");
   const TimePoint now = clock_.Now();
   {
     FLEETID_TRY(tx, db_.Begin(TxMode::kRead));
-    FLEETID_TRY(rows, tx->Query(fmt::format("SELECT {} FROM certificates WHERE device = ? AND "
-                                            "status = 'good' AND not_after > ? "
-                                            "ORDER BY not_after DESC LIMIT 1",
-                                            kRecordColumns),
-                                {"server:" + names.front(),
-                                 ToUnix(now + options_.server_lifetime / 3)}));
+    FLEETID_TRY(rows,
+                tx->Query(fmt::format("SELECT {} FROM certificates WHERE device = ? AND "
+                                      "status = 'good' AND not_after > ? "
+                                      "ORDER BY not_after DESC LIMIT 1",
+                                      kRecordColumns),
+                          {"server:" + names.front(), ToUnix(now + options_.server_lifetime / 3)}));
     if (!rows.empty()) {
       FLEETID_TRY(record, DecodeRecord(rows.front()));
       FLEETID_TRY(cert, ParseCert(record.der));
@@ -738,16 +941,19 @@ Result<CertificateRecord> Authority::ServerCertificate(std::span<const std::uint
 
 Result<CertificateRecord> Authority::IssueServer(std::span<const std::uint8_t> spki,
                                                  const std::vector<std::string>& names) {
-  if (names.empty()) return MakeError(ErrorCode::kInvalidArgument, "a server certificate needs a name");
+  if (names.empty())
+    return MakeError(ErrorCode::kInvalidArgument, "a server certificate needs a name");
   FLEETID_TRY(key, crypto::PublicKeyFromDer(spki));
   FLEETID_TRY(suite, crypto::SuiteOfPublicKey(key.get()));
   FLEETID_TRY(issuing, IssuingCa(*suite));
   const TimePoint now = clock_.Now();
-  const std::int64_t partition = ToUnix(now) / options_.partition_span.count();
+  const std::int64_t partition = PartitionOf(CertificateClass::kLongLived, now);
   CertSpec spec;
   X509NamePtr subject = Name(names.front(), "fleetid");
   spec.subject = subject.get();
   spec.spki = spki;
+  FLEETID_TRY(fingerprint, KeyFingerprint(key.get(), spki));
+  spec.key_fingerprint = std::move(fingerprint);
   spec.not_before = now - options_.backdate;
   spec.not_after = now + options_.server_lifetime;
   std::vector<X509ExtensionPtr> extensions;
@@ -773,6 +979,29 @@ Result<CertificateRecord> Authority::IssueServer(std::span<const std::uint8_t> s
                        {"system:fleetid-server", ""}, nullptr, false);
 }
 
+bool RenewalDue(const CertificateRecord& current, TimePoint now) {
+  if (current.status != Status::kGood) return true;
+  return now >= current.not_before + (current.not_after - current.not_before) * 2 / 3;
+}
+
+ServerCertificateKeeper::ServerCertificateKeeper(Authority& authority, const Clock& clock,
+                                                 std::vector<std::uint8_t> spki,
+                                                 std::vector<std::string> names)
+    : authority_(authority), clock_(clock), spki_(std::move(spki)), names_(std::move(names)) {}
+
+Result<std::optional<CertificateRecord>> ServerCertificateKeeper::Check() {
+  if (!current_.serial.empty()) {
+    // Read afresh: a revocation by another process (the operator tool) is in the database.
+    FLEETID_TRY(latest, authority_.Get(current_.serial));
+    current_ = std::move(latest);
+    if (!RenewalDue(current_, clock_.Now())) return std::nullopt;
+  }
+  FLEETID_TRY(next, authority_.ServerCertificate(spki_, names_));
+  if (next.serial == current_.serial) return std::nullopt;
+  current_ = std::move(next);
+  return current_;
+}
+
 namespace {
 
 bool IsSerialHex(std::string_view s) {
@@ -788,9 +1017,9 @@ Result<CertificateRecord> Authority::Get(std::string_view serial) {
     return MakeError(ErrorCode::kInvalidArgument, "a serial is lower-case hex");
   }
   FLEETID_TRY(tx, db_.Begin(TxMode::kAutocommit));
-  FLEETID_TRY(rows, tx->Query(fmt::format("SELECT {} FROM certificates WHERE serial = ?",
-                                          kRecordColumns),
-                              {std::string(serial)}));
+  FLEETID_TRY(rows,
+              tx->Query(fmt::format("SELECT {} FROM certificates WHERE serial = ?", kRecordColumns),
+                        {std::string(serial)}));
   if (rows.empty()) return MakeError(ErrorCode::kNotFound, "no certificate with serial {}", serial);
   return DecodeRecord(rows.front());
 }
@@ -821,15 +1050,14 @@ Result<CertificateRecord> Authority::GetIn(store::Transaction& tx, std::string_v
   if (!IsSerialHex(serial)) {
     return MakeError(ErrorCode::kInvalidArgument, "a serial is lower-case hex");
   }
-  FLEETID_TRY(rows, tx.Query(fmt::format("SELECT {} FROM certificates WHERE serial = ?",
-                                         kRecordColumns),
-                             {std::string(serial)}));
+  FLEETID_TRY(rows,
+              tx.Query(fmt::format("SELECT {} FROM certificates WHERE serial = ?", kRecordColumns),
+                       {std::string(serial)}));
   if (rows.empty()) return MakeError(ErrorCode::kNotFound, "no certificate with serial {}", serial);
   return DecodeRecord(rows.front());
 }
 
-Result<CertificateRecord> Authority::ChangeStatusIn(store::Transaction& tx,
-                                                    std::string_view serial,
+Result<CertificateRecord> Authority::ChangeStatusIn(store::Transaction& tx, std::string_view serial,
                                                     std::optional<Reason> reason,
                                                     std::string_view actor) {
   if (reason == Reason::kRemoveFromCrl) {
@@ -872,17 +1100,29 @@ Result<CertificateRecord> Authority::ChangeStatusIn(store::Transaction& tx,
   // Other processes and nodes serving OCSP for this database pick the change up from here.
   FLEETID_CHECK_OK(tx.Exec("INSERT INTO certificate_changes (serial, changed_at) VALUES (?, ?)",
                            {std::string(serial), ToUnix(now)}));
+  if (reason == Reason::kKeyCompromise || reason == Reason::kCaCompromise) {
+    FLEETID_TRY(cert, ParseCert(current.der));
+    unsigned char* der = nullptr;
+    const int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert.get()), &der);
+    const crypto::OpenSslBytesPtr owner(der);
+    EVP_PKEY* key = X509_get0_pubkey(cert.get());
+    if (len <= 0 || key == nullptr) return MakeError(Ossl("the certificate's public key"));
+    FLEETID_TRY(fingerprint, KeyFingerprint(key, {der, static_cast<std::size_t>(len)}));
+    FLEETID_CHECK_OK(tx.Exec(
+        "INSERT INTO compromised_keys (spki_sha256, serial, reason, "
+        "recorded_at) VALUES (?, ?, ?, ?) ON CONFLICT (spki_sha256) DO NOTHING",
+        {fingerprint, std::string(serial), static_cast<std::int64_t>(*reason), ToUnix(now)}));
+  }
   auto state = [](const CertificateRecord& r) {
     nlohmann::json out{{"status", StatusName(r.status)}};
     if (r.reason) out["reason"] = ReasonName(*r.reason);
     return out;
   };
-  FLEETID_TRY(seq, audit::Log::Append(
-                       tx,
-                       {std::string(actor), reason ? "pki.revoke" : "pki.release",
-                        std::string(serial), state(current), state(next),
-                        reason ? std::string(ReasonName(*reason)) : "", "", ""},
-                       clock_));
+  FLEETID_TRY(seq, audit::Log::Append(tx,
+                                      {std::string(actor), reason ? "pki.revoke" : "pki.release",
+                                       std::string(serial), state(current), state(next),
+                                       reason ? std::string(ReasonName(*reason)) : "", "", ""},
+                                      clock_));
   static_cast<void>(seq);
   return next;
 }
@@ -941,7 +1181,7 @@ void Authority::RefreshOcsp(const CertificateRecord& record) {
     i2d_OCSP_REQUEST(req.get(), &out);
     {
       std::unique_lock lock(ocsp_cache_->mu);
-      ocsp_cache_->answers.erase({ca->name, EVP_MD_get_type(md), record.serial});
+      ocsp_cache_->answers.erase({ca->name, EVP_MD_get_type(md), CacheSerialOfHex(record.serial)});
     }
     static_cast<void>(Ocsp(der));  // signs and caches
   }
@@ -950,9 +1190,9 @@ void Authority::RefreshOcsp(const CertificateRecord& record) {
 void Authority::SyncChanges() {
   const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
   auto last = last_sync_.load(std::memory_order_relaxed);
-  if (now - last < std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                       kChangePollInterval)
-                       .count() ||
+  if (now - last <
+          std::chrono::duration_cast<std::chrono::steady_clock::duration>(kChangePollInterval)
+              .count() ||
       !last_sync_.compare_exchange_strong(last, now)) {
     return;
   }
@@ -966,11 +1206,58 @@ void Authority::SyncChanges() {
   for (const store::Row& r : *rows) {
     {
       std::unique_lock lock(ocsp_cache_->mu);
-      for (int nid : {NID_sha1, NID_sha256}) ocsp_cache_->answers.erase({r.Text(2), nid, r.Text(1)});
+      const std::string key = CacheSerialOfHex(r.Text(1));
+      for (int nid : {NID_sha1, NID_sha256}) ocsp_cache_->answers.erase({r.Text(2), nid, key});
     }
     crl_cache_->MarkDirty(r.Text(2), r.Int(3));
     change_cursor_.store(std::max(change_cursor_.load(), r.Int(0)));
   }
+}
+
+namespace {
+
+// RFC 5280 §4.1.2.2: certificate users must handle serials of up to 20 octets; no conforming
+// CA issues a longer one.
+constexpr int kMaxSerialOctets = 20;
+// RFC 8954 §2.1: Nonce ::= OCTET STRING(SIZE(1..32)).
+constexpr int kMaxNonceOctets = 32;
+
+// NonceLength is the length of a nonce extension's value: the content of the OCTET STRING that
+// RFC 8954 puts in extnValue, or the raw extnValue of clients that send the bytes bare.
+int NonceLength(const X509_EXTENSION* ext) {
+  const ASN1_OCTET_STRING* value = X509_EXTENSION_get_data(const_cast<X509_EXTENSION*>(ext));
+  const unsigned char* p = ASN1_STRING_get0_data(value);
+  const long len = ASN1_STRING_length(value);
+  crypto::Asn1OctetStringPtr inner(d2i_ASN1_OCTET_STRING(nullptr, &p, len));
+  if (inner && p == ASN1_STRING_get0_data(value) + len) return ASN1_STRING_length(inner.get());
+  ERR_clear_error();
+  return static_cast<int>(len);
+}
+
+// RequestExtensionsOk applies RFC 6960 §4.4 to the request's extensions (|top|) or a single
+// request's: a nonce is understood (top level only, 1 to 32 octets), any other extension is
+// ignored unless it is critical.
+template <typename GetCount, typename GetExt>
+bool RequestExtensionsOk(GetCount count, GetExt get, bool top) {
+  for (int i = 0; i < count(); ++i) {
+    const X509_EXTENSION* ext = get(i);
+    if (ext == nullptr) return false;
+    const int nid = OBJ_obj2nid(X509_EXTENSION_get_object(const_cast<X509_EXTENSION*>(ext)));
+    if (top && nid == NID_id_pkix_OCSP_Nonce) {
+      const int len = NonceLength(ext);
+      if (len < 1 || len > kMaxNonceOctets) return false;
+      continue;
+    }
+    if (X509_EXTENSION_get_critical(ext) != 0) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::size_t Authority::OcspCacheSize() const {
+  std::shared_lock lock(ocsp_cache_->mu);
+  return ocsp_cache_->answers.size();
 }
 
 OcspAnswer Authority::Ocsp(std::span<const std::uint8_t> request_der) {
@@ -983,22 +1270,31 @@ OcspAnswer Authority::Ocsp(std::span<const std::uint8_t> request_der) {
   }
   const int count = OCSP_request_onereq_count(req.get());
   if (count <= 0 || count > 64) return ErrorAnswer(OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+  if (!RequestExtensionsOk([&] { return OCSP_REQUEST_get_ext_count(req.get()); },
+                           [&](int i) { return OCSP_REQUEST_get_ext(req.get(), i); }, true)) {
+    return ErrorAnswer(OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+  }
   const bool has_nonce = OCSP_REQUEST_get_ext_by_NID(req.get(), NID_id_pkix_OCSP_Nonce, -1) >= 0;
 
   struct One {
     OCSP_CERTID* id;
     int md_nid;
-    std::string serial;
+    std::string serial;     // lower-case hex of a positive serial, empty for 0 and negatives
+    std::string cache_key;  // CacheSerial
   };
   std::vector<One> ones;
   Ca* ca = nullptr;
   for (int i = 0; i < count; ++i) {
-    OCSP_CERTID* id = OCSP_onereq_get0_id(OCSP_request_onereq_get0(req.get(), i));
+    OCSP_ONEREQ* one = OCSP_request_onereq_get0(req.get(), i);
+    OCSP_CERTID* id = OCSP_onereq_get0_id(one);
     ASN1_OCTET_STRING* name_hash = nullptr;
     ASN1_OCTET_STRING* key_hash = nullptr;
     ASN1_OBJECT* md = nullptr;
     ASN1_INTEGER* serial = nullptr;
-    if (id == nullptr || OCSP_id_get0_info(&name_hash, &md, &key_hash, &serial, id) != 1) {
+    if (id == nullptr || OCSP_id_get0_info(&name_hash, &md, &key_hash, &serial, id) != 1 ||
+        serial == nullptr || ASN1_STRING_length(serial) > kMaxSerialOctets ||
+        !RequestExtensionsOk([&] { return OCSP_ONEREQ_get_ext_count(one); },
+                             [&](int e) { return OCSP_ONEREQ_get_ext(one, e); }, false)) {
       return ErrorAnswer(OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
     }
     const int nid = OBJ_obj2nid(md);
@@ -1016,14 +1312,13 @@ OcspAnswer Authority::Ocsp(std::span<const std::uint8_t> request_der) {
       return ErrorAnswer(OCSP_RESPONSE_STATUS_UNAUTHORIZED);
     }
     ca = match;
-    ones.push_back({id, nid, SerialHex(serial)});
+    ones.push_back({id, nid, SerialHex(serial), CacheSerial(serial)});
   }
 
-  const bool cacheable = !has_nonce && ones.size() == 1;
   const TimePoint now = clock_.Now();
-  if (cacheable) {
+  if (!has_nonce && ones.size() == 1) {
     std::shared_lock lock(ocsp_cache_->mu);
-    auto it = ocsp_cache_->answers.find({ca->name, ones[0].md_nid, ones[0].serial});
+    auto it = ocsp_cache_->answers.find({ca->name, ones[0].md_nid, ones[0].cache_key});
     // RFC 5019 §6: refresh once half of the validity has passed.
     if (it != ocsp_cache_->answers.end() &&
         now < it->second.this_update + options_.ocsp_validity / 2) {
@@ -1036,6 +1331,7 @@ OcspAnswer Authority::Ocsp(std::span<const std::uint8_t> request_der) {
   const TimePoint next_update = this_update + options_.ocsp_validity;
   Asn1TimePtr this_time(ASN1_TIME_set(nullptr, static_cast<time_t>(ToUnix(this_update))));
   Asn1TimePtr next_time(ASN1_TIME_set(nullptr, static_cast<time_t>(ToUnix(next_update))));
+  bool never_issued = false;
   for (const One& one : ones) {
     int status = V_OCSP_CERTSTATUS_UNKNOWN;
     int reason = -1;
@@ -1055,18 +1351,24 @@ OcspAnswer Authority::Ocsp(std::span<const std::uint8_t> request_der) {
         return ErrorAnswer(OCSP_RESPONSE_STATUS_TRYLATER);
       }
     }
+    never_issued = never_issued || status == V_OCSP_CERTSTATUS_UNKNOWN;
     if (OCSP_basic_add1_status(basic.get(), one.id, status, reason, revoked_time.get(),
                                this_time.get(), next_time.get()) == nullptr) {
       ERR_clear_error();
       return ErrorAnswer(OCSP_RESPONSE_STATUS_INTERNALERROR);
     }
   }
+  // A stream of made-up serials must not buy a token signature each: past the budget it gets
+  // RFC 5019 §2.2.3's unsigned unauthorized (tryLater would invite retries).
+  if (never_issued && !ocsp_cache_->TakeUnknown(now, options_.ocsp_unknown_per_second)) {
+    return ErrorAnswer(OCSP_RESPONSE_STATUS_UNAUTHORIZED);
+  }
   if (has_nonce && OCSP_copy_nonce(basic.get(), req.get()) <= 0) {
     ERR_clear_error();
     return ErrorAnswer(OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
   }
-  if (OCSP_basic_sign(basic.get(), ca->ocsp_cert.get(), ca->ocsp_key.get(), ca->md,
-                      nullptr, OCSP_RESPID_KEY) != 1) {
+  if (OCSP_basic_sign(basic.get(), ca->ocsp_cert.get(), ca->ocsp_key.get(), ca->md, nullptr,
+                      OCSP_RESPID_KEY) != 1) {
     ERR_clear_error();
     return ErrorAnswer(OCSP_RESPONSE_STATUS_TRYLATER);
   }
@@ -1074,12 +1376,14 @@ OcspAnswer Authority::Ocsp(std::span<const std::uint8_t> request_der) {
   OcspAnswer answer;
   answer.der = ResponseDer(response.get());
   answer.etag = EntityTag(answer.der);
-  answer.cacheable = cacheable;
+  // Answers about issued serials are cached; "unknown" ones never are, so made-up serials
+  // cannot grow the cache.
+  answer.cacheable = !has_nonce && ones.size() == 1 && !never_issued;
   answer.this_update = this_update;
   answer.next_update = next_update;
-  if (cacheable) {
+  if (answer.cacheable) {
     std::unique_lock lock(ocsp_cache_->mu);
-    ocsp_cache_->answers[{ca->name, ones[0].md_nid, ones[0].serial}] = answer;
+    ocsp_cache_->answers[{ca->name, ones[0].md_nid, ones[0].cache_key}] = answer;
   }
   return answer;
 }
@@ -1158,7 +1462,9 @@ class RevokedList {
   std::size_t count_ = 0;
 };
 
-std::unexpected<Error> BadTbs() { return MakeError(ErrorCode::kInternal, "unexpected TBSCertList encoding"); }
+std::unexpected<Error> BadTbs() {
+  return MakeError(ErrorCode::kInternal, "unexpected TBSCertList encoding");
+}
 
 // SignWithEntries returns the DER CertificateList of |shell| (a CRL with every field and
 // extension set but no entries, signed once so OpenSSL has filled in its signature algorithm)
@@ -1194,10 +1500,10 @@ Result<std::vector<std::uint8_t>> SignWithEntries(X509_CRL* shell, const Revoked
     p += len;
   }
   const std::vector<std::uint8_t>& entries = revoked.der();
-  const std::size_t list_size =
-      entries.empty() ? 0
-                      : static_cast<std::size_t>(
-                            ASN1_object_size(1, static_cast<int>(entries.size()), V_ASN1_SEQUENCE));
+  const std::size_t list_size = entries.empty()
+                                    ? 0
+                                    : static_cast<std::size_t>(ASN1_object_size(
+                                          1, static_cast<int>(entries.size()), V_ASN1_SEQUENCE));
   const std::size_t new_content = static_cast<std::size_t>(content_len) + list_size;
   if (new_content > static_cast<std::size_t>(std::numeric_limits<int>::max() / 2)) {
     return MakeError(ErrorCode::kInvalidArgument, "CRL too large");
@@ -1240,7 +1546,8 @@ Result<std::vector<std::uint8_t>> SignWithEntries(X509_CRL* shell, const Revoked
   const int bits_len = i2d_ASN1_BIT_STRING(bits.get(), nullptr);
   if (alg_len <= 0 || bits_len <= 0) return MakeError(Ossl("CRL signature"));
   const int body = static_cast<int>(tbs.size()) + alg_len + bits_len;
-  std::vector<std::uint8_t> der(static_cast<std::size_t>(ASN1_object_size(1, body, V_ASN1_SEQUENCE)));
+  std::vector<std::uint8_t> der(
+      static_cast<std::size_t>(ASN1_object_size(1, body, V_ASN1_SEQUENCE)));
   out = der.data();
   ASN1_put_object(&out, 1, body, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
   out = std::copy(tbs.begin(), tbs.end(), out);
@@ -1279,10 +1586,7 @@ Result<CrlAnswer> Authority::Crl(std::string_view issuer, std::int64_t partition
   if (ca != cas_.front().get()) {
     // Only partitions that can hold unexpired certificates: a CRL is built (and numbered) for
     // each one asked for, so the range bounds what a stranger can make the authority do.
-    const std::int64_t span = options_.partition_span.count();
-    const std::int64_t current = ToUnix(clock_.Now()) / span;
-    const std::int64_t lifetime = std::max(options_.leaf_lifetime, options_.server_lifetime).count();
-    if (partition > current || partition < current - lifetime / span - 1) {
+    if (!PartitionLive(partition, clock_.Now())) {
       return MakeError(ErrorCode::kNotFound, "no CRL partition {} of {} is current", partition,
                        issuer);
     }
@@ -1292,9 +1596,35 @@ Result<CrlAnswer> Authority::Crl(std::string_view issuer, std::int64_t partition
   return CrlLocked(*ca, partition, delta);
 }
 
+std::size_t Authority::CrlCacheSize() const {
+  std::lock_guard lock(crl_cache_->mu);
+  return crl_cache_->crls.size();
+}
+
 void Authority::RefreshCrls() {
   SyncChanges();
+  const TimePoint now = clock_.Now();
+  // OCSP answers past their validity would be re-signed at the next query anyway; dropping them
+  // (at most once a minute) keeps the cache to the serials asked for lately.
+  const std::int64_t minute = ToUnix(now) / 60;
+  if (std::int64_t last = last_prune_.load();
+      minute != last && last_prune_.compare_exchange_strong(last, minute)) {
+    std::unique_lock lock(ocsp_cache_->mu);
+    std::erase_if(ocsp_cache_->answers, [&](const auto& entry) {
+      return entry.second.this_update + options_.ocsp_validity <= now;
+    });
+  }
+  for (std::size_t i = 1; i < cas_.size(); ++i) {
+    std::lock_guard lock(cas_[i]->cdp_mu);
+    std::erase_if(cas_[i]->cdp_by_partition,
+                  [&](const auto& entry) { return !PartitionLive(entry.first, now); });
+  }
   std::lock_guard lock(crl_cache_->mu);
+  // A partition whose certificates have all expired has nothing left to say.
+  std::erase_if(crl_cache_->crls, [&](const auto& entry) {
+    return std::get<0>(entry.first) != cas_.front()->name &&
+           !PartitionLive(std::get<1>(entry.first), now);
+  });
   std::vector<std::tuple<std::string, std::int64_t, bool>> keys;
   for (const auto& [key, entry] : crl_cache_->crls) keys.push_back(key);
   for (const auto& [issuer, partition, delta] : keys) {
@@ -1319,7 +1649,9 @@ Result<CrlAnswer> Authority::CrlLocked(Ca& ca, std::int64_t partition, bool delt
     // change in its scope; a full CRL coalesces changes for crl_min_interval (deltas carry
     // them meanwhile), a delta is rebuilt at the next fetch.
     const bool half_life = now >= cached.this_update + options_.crl_validity / 2;
-    const bool coalescing = !delta && now < cached.this_update + options_.crl_min_interval;
+    // The root's CRL carries CA revocations: rare, urgent, and without a delta to carry them.
+    const bool coalescing =
+        !delta && &ca != cas_.front().get() && now < cached.this_update + options_.crl_min_interval;
     if (!half_life && (!it->second.dirty || coalescing)) return cached;
   }
   // A delta lists the changes since the full CRL this process serves, and names it by number.
@@ -1335,7 +1667,8 @@ Result<CrlAnswer> Authority::CrlLocked(Ca& ca, std::int64_t partition, bool delt
   slot = {std::move(answer), cursor, false};
   if (!delta) {
     // A new base: the delta must be rebuilt against it.
-    if (auto it = cache.find({ca.name, partition, true}); it != cache.end()) it->second.dirty = true;
+    if (auto it = cache.find({ca.name, partition, true}); it != cache.end())
+      it->second.dirty = true;
   }
   return slot.answer;
 }
@@ -1359,19 +1692,20 @@ Result<CrlAnswer> Authority::BuildCrl(Ca& ca, std::int64_t partition, const CrlE
   const std::string issuer = ca.name;
 
   // Read what the CRL lists. The change cursor is read before the rows: a change committed in
-  // between is then both in this CRL and in the next delta, never in neither.
-  if (!root) {
+  // between is then both in this CRL and in the next delta, never in neither. The root's one
+  // CRL (partition 0) lists its revoked issuing CAs.
+  {
     FLEETID_TRY(tx, db_.Begin(TxMode::kRead));
     FLEETID_TRY(max, tx->Query("SELECT COALESCE(MAX(id), 0) FROM certificate_changes"));
     cursor = max.front().Int(0);
     if (!delta) {
       // An issuing CA's partition lists its revoked and held certificates that have not expired.
-      FLEETID_CHECK_OK(tx->QueryEach(
-          "SELECT serial, reason, revoked_at FROM certificates WHERE issuer = ? AND "
-          "partition_id = ? AND status != 'good' AND not_after > ?",
-          {issuer, partition, ToUnix(now)}, [&](const store::Row& r) {
-            return entries.Add(r.Text(0), r.Int(2), static_cast<Reason>(r.Int(1)));
-          }));
+      FLEETID_CHECK_OK(
+          tx->QueryEach("SELECT serial, reason, revoked_at FROM certificates WHERE issuer = ? AND "
+                        "partition_id = ? AND status != 'good' AND not_after > ?",
+                        {issuer, partition, ToUnix(now)}, [&](const store::Row& r) {
+                          return entries.Add(r.Text(0), r.Int(2), static_cast<Reason>(r.Int(1)));
+                        }));
     } else {
       // Every certificate of the scope whose status changed since the base: listed as it is
       // now, and a released hold as removeFromCRL (RFC 5280 §5.3.1).
@@ -1397,14 +1731,16 @@ Result<CrlAnswer> Authority::BuildCrl(Ca& ca, std::int64_t partition, const CrlE
                                "partition_id = ?",
                                {issuer, partition}));
     if (num.empty()) {
-      FLEETID_CHECK_OK(tx->Exec("INSERT INTO crl_numbers (issuer, partition_id, number) "
-                                "VALUES (?, ?, 1)",
-                                {issuer, partition}));
+      FLEETID_CHECK_OK(
+          tx->Exec("INSERT INTO crl_numbers (issuer, partition_id, number) "
+                   "VALUES (?, ?, 1)",
+                   {issuer, partition}));
     } else {
       number = num.front().Int(0) + 1;
-      FLEETID_CHECK_OK(tx->Exec("UPDATE crl_numbers SET number = ? WHERE issuer = ? AND "
-                                "partition_id = ?",
-                                {number, issuer, partition}));
+      FLEETID_CHECK_OK(
+          tx->Exec("UPDATE crl_numbers SET number = ? WHERE issuer = ? AND "
+                   "partition_id = ?",
+                   {number, issuer, partition}));
     }
     FLEETID_CHECK_OK(tx->Commit());
   }
@@ -1417,10 +1753,14 @@ Result<CrlAnswer> Authority::BuildCrl(Ca& ca, std::int64_t partition, const CrlE
     return aki;
   }()));
   FLEETID_CHECK_OK(AddCrlInteger(crl.get(), NID_crl_number, number, false));
+  // The root's one CRL names no distribution point: there is no other partition to confuse it
+  // with, and the self-signed root (which has no CDP) is then within its scope, so
+  // `openssl verify -crl_check_all` can check a whole chain.
   FLEETID_CHECK_OK(AddCrlExtension(
       crl.get(), ConfExtension(NID_issuing_distribution_point,
-                               fmt::format("critical,fullname:URI:{},{}", CrlUrl(issuer, partition, false),
-                                           root ? "onlyCA:TRUE" : "onlyuser:TRUE"))));
+                               root ? std::string("critical,onlyCA:TRUE")
+                                    : fmt::format("critical,fullname:URI:{},onlyuser:TRUE",
+                                                  CrlUrl(issuer, partition, false)))));
   if (delta) {
     FLEETID_CHECK_OK(AddCrlInteger(crl.get(), NID_delta_crl, base->answer.number, true));
   } else if (!root) {

@@ -61,8 +61,21 @@ struct AuthorityOptions {
   // between. Zero: at the next fetch.
   std::chrono::seconds crl_min_interval = std::chrono::seconds(60);
   std::chrono::seconds ocsp_validity = std::chrono::hours(1);
-  std::chrono::seconds partition_span = std::chrono::hours(1);  // one CRL per issuance hour
+  std::chrono::seconds ocsp_signer_lifetime = std::chrono::hours(24 * 365);
+  // Device certificates: one CRL partition per issuance hour (ids >= 0), served while it can
+  // hold a certificate within leaf_lifetime. Long-lived certificates (server certificates,
+  // OCSP signers) have their own coarse partitions (ids < 0: -1 - issuance week), served while
+  // they can hold one within max(server_lifetime, ocsp_signer_lifetime).
+  std::chrono::seconds partition_span = std::chrono::hours(1);
+  std::chrono::seconds long_partition_span = std::chrono::hours(24 * 7);
+  // Signed OCSP answers that name a serial this authority never issued ("unknown"): at most
+  // this many per second (and as a burst); beyond it such requests get an unsigned
+  // `unauthorized`. They are never cached.
+  int ocsp_unknown_per_second = 20;
 };
+
+// The classes of certificate the CA issues, by where their revocation is published.
+enum class CertificateClass { kDevice, kLongLived };
 
 // DeviceIdentity is what the CA writes into a certificate: taken from the registry's record of the
 // device, never from the CSR.
@@ -139,20 +152,25 @@ class Authority {
                                                       const std::vector<std::string>& names);
 
   // ServerCertificate returns a good server certificate for |spki| and |names| issued earlier,
-  // if one has at least a third of its lifetime left, and otherwise issues one (IssueServer).
+  // if one has at least a third of its lifetime left (see RenewalDue), and otherwise issues one
+  // (IssueServer).
   [[nodiscard]] Result<CertificateRecord> ServerCertificate(std::span<const std::uint8_t> spki,
                                                             const std::vector<std::string>& names);
 
   // Revoke marks |serial| revoked with |reason| (kCertificateHold puts it on hold); Release lifts
   // a hold. The OCSP cache holds the new answer before either returns.
-  // Each change commits with its audit entry, naming |actor|.
+  // Each change commits with its audit entry, naming |actor|. Issuing CAs and OCSP signers are
+  // revocable like any certificate (the root's CRL lists revoked issuing CAs). keyCompromise and
+  // cACompromise also record the certificate's public key as compromised in the same
+  // transaction: from then on every issuance for that key (SubjectPublicKeyInfo) is refused
+  // with kPermissionDenied.
   [[nodiscard]] Result<CertificateRecord> Revoke(std::string_view serial, Reason reason,
                                                  std::string_view actor = "system");
   [[nodiscard]] Result<CertificateRecord> Release(std::string_view serial,
                                                   std::string_view actor = "system");
   [[nodiscard]] Result<CertificateRecord> Get(std::string_view serial);
   [[nodiscard]] static Result<CertificateRecord> GetIn(store::Transaction& tx,
-                                                      std::string_view serial);
+                                                       std::string_view serial);
 
   // ChangeStatusIn revokes (|reason|), holds (kCertificateHold) or releases (nullopt) |serial|
   // inside the caller's transaction, with its audit entry. After the commit, the caller passes
@@ -164,9 +182,14 @@ class Authority {
                                                          std::string_view actor);
   void Publish(const CertificateRecord& changed);
 
-  // Ocsp answers a DER OCSPRequest. It never fails: garbage gets malformedRequest, a CertID of an
-  // issuer fleetid does not run gets unauthorized.
+  // Ocsp answers a DER OCSPRequest. It never fails: garbage, a serial over 20 octets (RFC 5280
+  // §4.1.2.2), a nonce over 32 octets (RFC 8954 §2.1) and an unknown critical extension get
+  // malformedRequest; a CertID of an issuer fleetid does not run gets unauthorized, and so does
+  // a serial never issued once ocsp_unknown_per_second signed answers have been spent.
   OcspAnswer Ocsp(std::span<const std::uint8_t> request_der);
+  // OcspCacheSize is the number of pre-signed answers held: one per (CertID hash, issued
+  // serial) asked for within ocsp_validity, never one per never-issued serial.
+  std::size_t OcspCacheSize() const;
 
   // Crl returns the current full CRL of |issuer|'s |partition|, or with |delta| the delta CRL
   // against it (RFC 5280 §5.2.4). Each is rebuilt once half its validity has passed and after a
@@ -175,8 +198,21 @@ class Authority {
                                       bool delta = false);
 
   // RefreshCrls rebuilds every CRL served so far that is due (see Crl), so fetches rarely wait
-  // for a build. The server calls it on a timer.
+  // for a build; it drops CRLs of partitions that can no longer hold an unexpired certificate,
+  // and OCSP answers older than ocsp_validity. The server calls it on a timer.
   void RefreshCrls();
+  std::size_t CrlCacheSize() const;
+
+  // PartitionOf is the CRL partition of a certificate of |klass| issued at |issued|;
+  // PartitionLive says whether partition |partition| of an issuing CA can still hold an
+  // unexpired certificate at |now|.
+  std::int64_t PartitionOf(CertificateClass klass, TimePoint issued) const;
+  bool PartitionLive(std::int64_t partition, TimePoint now) const;
+
+  // KeyCompromisedIn says whether |spki| (DER SubjectPublicKeyInfo) was revoked for keyCompromise
+  // or cACompromise.
+  [[nodiscard]] static Result<bool> KeyCompromisedIn(store::Transaction& tx,
+                                                     std::span<const std::uint8_t> spki);
 
   // Chain material for AIA caIssuers and EST /cacerts.
   [[nodiscard]] Result<std::vector<std::uint8_t>> CaCertificate(std::string_view name) const;
@@ -198,12 +234,10 @@ class Authority {
     std::string_view actor;
     std::string evidence_digest;
   };
-  [[nodiscard]] Result<CertificateRecord> SignAndRecord(CertSpec& spec, Ca& issuing,
-                                                        std::string_view subject_id,
-                                                        const crypto::Suite& suite,
-                                                        std::int64_t partition,
-                                                        const AuditContext& audit,
-                                                        store::Transaction* outer, bool hold);
+  [[nodiscard]] Result<CertificateRecord> SignAndRecord(
+      CertSpec& spec, Ca& issuing, std::string_view subject_id, const crypto::Suite& suite,
+      std::int64_t partition, const AuditContext& audit, store::Transaction* outer, bool hold);
+  [[nodiscard]] Result<void> RecordCaCertificates();
   [[nodiscard]] Result<CertificateRecord> IssueImpl(store::Transaction* tx,
                                                     std::span<const std::uint8_t> csr_der,
                                                     const DeviceIdentity& device,
@@ -216,9 +250,8 @@ class Authority {
   struct CrlCache;
   struct CrlEntry;
   [[nodiscard]] Result<CrlAnswer> CrlLocked(Ca& ca, std::int64_t partition, bool delta);
-  [[nodiscard]] Result<CrlAnswer> BuildCrl(Ca& ca, std::int64_t partition,
-                                           const CrlEntry* base, TimePoint now,
-                                           std::int64_t& cursor);
+  [[nodiscard]] Result<CrlAnswer> BuildCrl(Ca& ca, std::int64_t partition, const CrlEntry* base,
+                                           TimePoint now, std::int64_t& cursor);
   // SyncChanges drops cached OCSP answers and CRLs for status changes other processes (the
   // operator tool, other authority nodes) committed; polled at most every kChangePollInterval.
   void SyncChanges();
@@ -232,9 +265,36 @@ class Authority {
   Rng& rng_;
   AuthorityOptions options_;
   std::vector<std::unique_ptr<Ca>> cas_;  // [0] is the root
+  std::atomic<std::int64_t> last_prune_{0};
   struct OcspCache;
   std::unique_ptr<OcspCache> ocsp_cache_;
   std::unique_ptr<CrlCache> crl_cache_;
+};
+
+// RenewalDue says whether the certificate |current| should be replaced at |now|: two thirds of
+// its life have passed, or it is revoked or on hold, or it has expired.
+bool RenewalDue(const CertificateRecord& current, TimePoint now);
+
+// ServerCertificateKeeper keeps the HTTPS front's certificate current: Check re-reads the status
+// of the certificate in use and, when RenewalDue, returns a replacement (Authority::
+// ServerCertificate for the same key and names). Not thread-safe: one maintenance thread owns it.
+class ServerCertificateKeeper {
+ public:
+  ServerCertificateKeeper(Authority& authority, const Clock& clock, std::vector<std::uint8_t> spki,
+                          std::vector<std::string> names);
+
+  // Current is the certificate in use (empty before the first Check).
+  const CertificateRecord& Current() const { return current_; }
+  // Check returns a new certificate to serve when the current one is due for renewal (or at the
+  // first call), nullopt when it stands.
+  [[nodiscard]] Result<std::optional<CertificateRecord>> Check();
+
+ private:
+  Authority& authority_;
+  const Clock& clock_;
+  std::vector<std::uint8_t> spki_;
+  std::vector<std::string> names_;
+  CertificateRecord current_;
 };
 
 }  // namespace fleetid::pki

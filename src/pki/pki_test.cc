@@ -20,10 +20,10 @@ namespace {
 
 using namespace std::chrono_literals;
 using crypto::EvpPkeyPtr;
-using crypto::X509Ptr;
 using crypto::OcspRequestPtr;
 using crypto::OcspResponsePtr;
 using crypto::X509CrlPtr;
+using crypto::X509Ptr;
 using crypto::X509StorePtr;
 using OcspBasicPtr = crypto::OcspBasicRespPtr;
 
@@ -71,7 +71,8 @@ std::string Shell(const std::string& cmd) {
 class PkiTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = custody::testing::DataDir() / ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    dir_ = custody::testing::DataDir() /
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
     std::filesystem::create_directories(dir_);
     auto db = store::Database::Open("sqlite:" + (dir_ / "pki.db").string());
     ASSERT_TRUE(db) << db.error();
@@ -80,7 +81,7 @@ class PkiTest : public ::testing::Test {
   }
 
   void Open() {
-    AuthorityOptions options;
+    AuthorityOptions options = options_;
     options.issuing_suites = {crypto::SuiteId::kEcdsaP256Sha256, crypto::SuiteId::kEd25519};
     // Labels are per test so tests sharing the token do not share CA keys.
     auto authority = Authority::Open(custody::testing::Opened().token, *db_, clock_,
@@ -134,6 +135,7 @@ class PkiTest : public ::testing::Test {
   }
 
   std::filesystem::path dir_;
+  AuthorityOptions options_;
   std::unique_ptr<store::Database> db_;
   FakeClock clock_{SystemClock::Instance().Now()};
   crypto::SuitePolicy policy_;
@@ -181,8 +183,9 @@ TEST_F(PkiTest, HierarchyIsBuiltInTheTokenAndReloaded) {
 
 TEST_F(PkiTest, IssuedCertificatesVerifyWithOpensslAndCarryTheProfile) {
   for (const char* type : {"P-256", "ED25519"}) {
-    EvpPkeyPtr device(std::string(type) == "P-256" ? EVP_EC_gen("P-256")
-                                                    : EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
+    EvpPkeyPtr device(std::string(type) == "P-256"
+                          ? EVP_EC_gen("P-256")
+                          : EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
     CertificateRecord rec = IssueOne(device.get(), "GW-0001/x,URI:evil");
     X509Ptr leaf = Parse(rec.der);
     ASSERT_TRUE(leaf);
@@ -199,7 +202,8 @@ TEST_F(PkiTest, IssuedCertificatesVerifyWithOpensslAndCarryTheProfile) {
     ASSERT_EQ(sk_GENERAL_NAME_num(sans), 1);
     const GENERAL_NAME* san = sk_GENERAL_NAME_value(sans, 0);
     ASSERT_EQ(san->type, GEN_URI);
-    EXPECT_EQ(std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(san->d.uniformResourceIdentifier))),
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(
+                  ASN1_STRING_get0_data(san->d.uniformResourceIdentifier))),
               "urn:fleetid:device:GW-0001%2Fx%2CURI%3Aevil");
     GENERAL_NAMES_free(sans);
     EXPECT_TRUE(X509_get_extended_key_usage(leaf.get()) & XKU_SSL_CLIENT);
@@ -214,14 +218,15 @@ TEST_F(PkiTest, IssuedCertificatesVerifyWithOpensslAndCarryTheProfile) {
     std::ofstream(issuing) << Pem(*authority_->CaCertificate(rec.issuer));
     std::ofstream(leaf_pem) << Pem(rec.der);
     const std::string out = Shell("openssl verify -purpose sslclient -CAfile " + root.string() +
-                                " -untrusted " + issuing.string() + " " + leaf_pem.string());
+                                  " -untrusted " + issuing.string() + " " + leaf_pem.string());
     EXPECT_NE(out.find(": OK"), std::string::npos) << out;
   }
 }
 
 TEST_F(PkiTest, BadCsrsAreRefusedAndNothingIsStored) {
   EvpPkeyPtr device(EVP_EC_gen("P-256"));
-  auto garbage = authority_->Issue(std::vector<std::uint8_t>{0x30, 0x03, 0x01, 0x02}, {"GW-1", ""}, policy_);
+  auto garbage =
+      authority_->Issue(std::vector<std::uint8_t>{0x30, 0x03, 0x01, 0x02}, {"GW-1", ""}, policy_);
   ASSERT_FALSE(garbage);
   EXPECT_EQ(garbage.error().code(), ErrorCode::kInvalidArgument);
   auto csr = MakeCsr(device.get());
@@ -240,8 +245,11 @@ TEST_F(PkiTest, BadCsrsAreRefusedAndNothingIsStored) {
   auto no_ca = authority_->Issue(MakeCsr(p384.get()), {"GW-1", ""}, policy_);
   ASSERT_FALSE(no_ca);
   EXPECT_EQ(no_ca.error().code(), ErrorCode::kInvalidArgument);
+  // Only the hierarchy's own certificates (issuing CAs, OCSP signers) are recorded.
   auto tx = db_->Begin(store::TxMode::kRead);
-  EXPECT_EQ((*(*tx)->Query("SELECT COUNT(*) FROM certificates"))[0].Int(0), 0);
+  EXPECT_EQ(
+      (*(*tx)->Query("SELECT COUNT(*) FROM certificates WHERE device NOT LIKE 'ca:%'"))[0].Int(0),
+      0);
 }
 
 TEST_F(PkiTest, OcspFollowsRevocationHoldAndRelease) {
@@ -258,7 +266,8 @@ TEST_F(PkiTest, OcspFollowsRevocationHoldAndRelease) {
   ASSERT_TRUE(authority_->Revoke(rec.serial, Reason::kKeyCompromise));
   EXPECT_EQ(Status(rec, &reason), V_OCSP_CERTSTATUS_REVOKED);
   EXPECT_EQ(reason, OCSP_REVOKED_STATUS_KEYCOMPROMISE);
-  EXPECT_EQ(authority_->Revoke(rec.serial, Reason::kSuperseded).error().code(), ErrorCode::kConflict);
+  EXPECT_EQ(authority_->Revoke(rec.serial, Reason::kSuperseded).error().code(),
+            ErrorCode::kConflict);
   EXPECT_EQ(authority_->Release(rec.serial).error().code(), ErrorCode::kConflict);
   EXPECT_EQ(authority_->Revoke("00ff", Reason::kSuperseded).error().code(), ErrorCode::kNotFound);
 }
@@ -292,7 +301,8 @@ TEST_F(PkiTest, OcspAnswersGarbageWithMalformedRequestAndStrangersWithUnauthoriz
   // A CertID for an issuer fleetid does not run.
   OcspRequestPtr stranger(OCSP_REQUEST_new());
   OCSP_request_add0_id(stranger.get(), OCSP_cert_to_id(EVP_sha1(), leaf.get(), leaf.get()));
-  std::vector<std::uint8_t> sder(static_cast<std::size_t>(i2d_OCSP_REQUEST(stranger.get(), nullptr)));
+  std::vector<std::uint8_t> sder(
+      static_cast<std::size_t>(i2d_OCSP_REQUEST(stranger.get(), nullptr)));
   p = sder.data();
   i2d_OCSP_REQUEST(stranger.get(), &p);
   EXPECT_EQ(status_of(sder), OCSP_RESPONSE_STATUS_UNAUTHORIZED);
@@ -343,9 +353,9 @@ TEST_F(PkiTest, CrlListsRevokedAndHeldCertificatesOfItsPartition) {
   }
   const auto leaf_a = dir_ / "a.pem";
   std::ofstream(leaf_a) << Pem(a.der);
-  const std::string out = Shell("openssl verify -crl_check -CAfile " + root.string() +
-                              " -untrusted " + chain.string() + " -CRLfile " + crls.string() + " " +
-                              leaf_a.string());
+  const std::string out =
+      Shell("openssl verify -crl_check -CAfile " + root.string() + " -untrusted " + chain.string() +
+            " -CRLfile " + crls.string() + " " + leaf_a.string());
   EXPECT_NE(out.find("certificate revoked"), std::string::npos) << out;
 }
 
@@ -472,9 +482,9 @@ TEST_F(PkiTest, PartitionCrlsAreNotInterchangeable) {
   std::ofstream(pem_a) << Pem(a.der);
   X509CrlPtr parsed = ParseCrl(other->der);
   WriteCrl(crl, {parsed.get()});
-  const std::string out = Shell("openssl verify -crl_check -CAfile " + root.string() +
-                                " -untrusted " + chain.string() + " -CRLfile " + crl.string() +
-                                " " + pem_a.string());
+  const std::string out =
+      Shell("openssl verify -crl_check -CAfile " + root.string() + " -untrusted " + chain.string() +
+            " -CRLfile " + crl.string() + " " + pem_a.string());
   EXPECT_NE(out.find("different CRL scope"), std::string::npos) << out;
   // The root publishes one CRL, partition 0, and no delta.
   EXPECT_TRUE(authority_->Crl("root", 0));
@@ -504,11 +514,421 @@ TEST_F(PkiTest, ServerCertificatesNameTheirHostsAndVerifyForTls) {
   std::ofstream(root) << Pem(authority_->RootDer());
   std::ofstream(chain) << Pem(*authority_->CaCertificate(rec->issuer));
   std::ofstream(leaf) << Pem(rec->der);
-  const std::string out = Shell("openssl verify -purpose sslserver -verify_hostname localhost "
-                                "-CAfile " + root.string() + " -untrusted " + chain.string() +
-                                " " + leaf.string());
+  const std::string out = Shell(
+      "openssl verify -purpose sslserver -verify_hostname localhost "
+      "-CAfile " +
+      root.string() + " -untrusted " + chain.string() + " " + leaf.string());
   EXPECT_NE(out.find(": OK"), std::string::npos) << out;
   EXPECT_EQ(authority_->IssueServer(*spki, {}).error().code(), ErrorCode::kInvalidArgument);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hardening (security issue 16)
+
+std::vector<std::uint8_t> RequestDer(OCSP_REQUEST* req) {
+  std::vector<std::uint8_t> der(static_cast<std::size_t>(i2d_OCSP_REQUEST(req, nullptr)));
+  unsigned char* p = der.data();
+  i2d_OCSP_REQUEST(req, &p);
+  return der;
+}
+
+// SerialRequest asks about |serial| (big-endian magnitude, |negative| sign) of |issuer|; the
+// CertID is added to |req| and returned (owned by |req|).
+OCSP_CERTID* AddSerial(OCSP_REQUEST* req, X509* issuer, std::span<const std::uint8_t> magnitude,
+                       bool negative = false) {
+  crypto::BignumPtr bn(BN_bin2bn(magnitude.data(), static_cast<int>(magnitude.size()), nullptr));
+  BN_set_negative(bn.get(), negative ? 1 : 0);
+  crypto::Asn1IntegerPtr serial(BN_to_ASN1_INTEGER(bn.get(), nullptr));
+  OCSP_CERTID* id = OCSP_cert_id_new(EVP_sha1(), X509_get_subject_name(issuer),
+                                     X509_get0_pubkey_bitstr(issuer), serial.get());
+  OCSP_request_add0_id(req, id);
+  return id;
+}
+
+struct Answer {
+  int status = -1;  // OCSPResponseStatus
+  OcspBasicPtr basic;
+};
+
+Answer Ask(Authority& authority, OCSP_REQUEST* req) {
+  OcspAnswer a = authority.Ocsp(RequestDer(req));
+  const unsigned char* p = a.der.data();
+  OcspResponsePtr r(d2i_OCSP_RESPONSE(nullptr, &p, static_cast<long>(a.der.size())));
+  Answer out;
+  if (!r) return out;
+  out.status = OCSP_response_status(r.get());
+  if (out.status == OCSP_RESPONSE_STATUS_SUCCESSFUL)
+    out.basic.reset(OCSP_response_get1_basic(r.get()));
+  return out;
+}
+
+TEST_F(PkiTest, NeverIssuedSerialsAreNeitherCachedNorSignedBeyondTheBudget) {
+  options_.ocsp_unknown_per_second = 5;
+  Open();
+  X509Ptr issuer = Parse(*authority_->CaCertificate("ecdsa-p256-sha256"));
+  int signed_unknown = 0;
+  int unauthorized = 0;
+  for (std::uint32_t i = 1; i <= 200; ++i) {
+    OcspRequestPtr req(OCSP_REQUEST_new());
+    const std::array<std::uint8_t, 4> serial = {0x7f, static_cast<std::uint8_t>(i >> 16),
+                                                static_cast<std::uint8_t>(i >> 8),
+                                                static_cast<std::uint8_t>(i)};
+    OCSP_CERTID* id = AddSerial(req.get(), issuer.get(), serial);
+    Answer a = Ask(*authority_, req.get());
+    if (a.status == OCSP_RESPONSE_STATUS_UNAUTHORIZED) {
+      ++unauthorized;
+      continue;
+    }
+    ASSERT_EQ(a.status, OCSP_RESPONSE_STATUS_SUCCESSFUL);
+    int status = -1;
+    ASSERT_EQ(OCSP_resp_find_status(a.basic.get(), id, &status, nullptr, nullptr, nullptr, nullptr),
+              1);
+    EXPECT_EQ(status, V_OCSP_CERTSTATUS_UNKNOWN);
+    ++signed_unknown;
+  }
+  EXPECT_EQ(signed_unknown, 5) << "the burst";
+  EXPECT_EQ(unauthorized, 195);
+  EXPECT_EQ(authority_->OcspCacheSize(), 0u) << "never-issued serials are not cached";
+  // The budget refills with time.
+  clock_.Advance(1s);
+  OcspRequestPtr later(OCSP_REQUEST_new());
+  AddSerial(later.get(), issuer.get(), std::array<std::uint8_t, 2>{0x12, 0x34});
+  EXPECT_EQ(Ask(*authority_, later.get()).status, OCSP_RESPONSE_STATUS_SUCCESSFUL);
+  // Issued serials are answered and cached whatever the budget.
+  EvpPkeyPtr device(EVP_EC_gen("P-256"));
+  CertificateRecord rec = IssueOne(device.get());
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(Status(rec), V_OCSP_CERTSTATUS_GOOD);
+  EXPECT_EQ(authority_->OcspCacheSize(), 1u);
+  // Answers older than their validity are dropped by the maintenance pass.
+  clock_.Advance(options_.ocsp_validity + 1min);
+  authority_->RefreshCrls();
+  EXPECT_EQ(authority_->OcspCacheSize(), 0u);
+}
+
+TEST_F(PkiTest, SerialZeroAndMinusOneAreAnsweredWithTheirOwnCertId) {
+  X509Ptr issuer = Parse(*authority_->CaCertificate("ecdsa-p256-sha256"));
+  for (int round = 0; round < 2; ++round) {
+    for (bool negative : {false, true}) {
+      OcspRequestPtr req(OCSP_REQUEST_new());
+      OCSP_CERTID* id =
+          negative ? AddSerial(req.get(), issuer.get(), std::array<std::uint8_t, 1>{1}, true)
+                   : AddSerial(req.get(), issuer.get(), {});
+      Answer a = Ask(*authority_, req.get());
+      ASSERT_EQ(a.status, OCSP_RESPONSE_STATUS_SUCCESSFUL);
+      ASSERT_EQ(OCSP_resp_count(a.basic.get()), 1);
+      // The one SingleResponse carries exactly the CertID asked about, serial and sign included.
+      EXPECT_EQ(OCSP_resp_find(a.basic.get(), id, -1), 0) << (negative ? "-1" : "0");
+      EXPECT_EQ(OCSP_id_cmp(OCSP_SINGLERESP_get0_id(OCSP_resp_get0(a.basic.get(), 0)), id), 0);
+    }
+  }
+}
+
+TEST_F(PkiTest, OcspRefusesLongSerialsLongNoncesAndUnknownCriticalExtensions) {
+  X509Ptr issuer = Parse(*authority_->CaCertificate("ecdsa-p256-sha256"));
+  auto status_for_serial = [&](std::size_t octets) {
+    std::vector<std::uint8_t> serial(octets, 0x11);
+    OcspRequestPtr req(OCSP_REQUEST_new());
+    AddSerial(req.get(), issuer.get(), serial);
+    return Ask(*authority_, req.get()).status;
+  };
+  EXPECT_EQ(status_for_serial(20), OCSP_RESPONSE_STATUS_SUCCESSFUL);
+  EXPECT_EQ(status_for_serial(21), OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+  EXPECT_EQ(status_for_serial(200), OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+
+  EvpPkeyPtr device(EVP_EC_gen("P-256"));
+  CertificateRecord rec = IssueOne(device.get());
+  X509Ptr leaf = Parse(rec.der);
+  auto request = [&] {
+    OcspRequestPtr req(OCSP_REQUEST_new());
+    OCSP_request_add0_id(req.get(), OCSP_cert_to_id(EVP_sha1(), leaf.get(), issuer.get()));
+    return req;
+  };
+  for (int len : {1, 16, 32}) {
+    OcspRequestPtr req = request();
+    std::vector<unsigned char> nonce(static_cast<std::size_t>(len), 0xab);
+    ASSERT_EQ(OCSP_request_add1_nonce(req.get(), nonce.data(), len), 1);
+    Answer a = Ask(*authority_, req.get());
+    ASSERT_EQ(a.status, OCSP_RESPONSE_STATUS_SUCCESSFUL) << len;
+    EXPECT_EQ(OCSP_check_nonce(req.get(), a.basic.get()), 1) << "echoed, " << len;
+  }
+  for (int len : {33, 64, 512}) {
+    OcspRequestPtr req = request();
+    std::vector<unsigned char> nonce(static_cast<std::size_t>(len), 0xab);
+    ASSERT_EQ(OCSP_request_add1_nonce(req.get(), nonce.data(), len), 1);
+    EXPECT_EQ(Ask(*authority_, req.get()).status, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST) << len;
+  }
+  auto with_extension = [&](bool critical, bool single) {
+    OcspRequestPtr req = request();
+    crypto::Asn1OctetStringPtr value(ASN1_OCTET_STRING_new());
+    ASN1_OCTET_STRING_set(value.get(), reinterpret_cast<const unsigned char*>("\x05\x00"), 2);
+    crypto::Asn1ObjectPtr oid(OBJ_txt2obj("1.3.6.1.4.1.55555.1", 1));
+    X509_EXTENSION* ext =
+        X509_EXTENSION_create_by_OBJ(nullptr, oid.get(), critical ? 1 : 0, value.get());
+    if (single) {
+      OCSP_ONEREQ_add_ext(OCSP_request_onereq_get0(req.get(), 0), ext, -1);
+    } else {
+      OCSP_REQUEST_add_ext(req.get(), ext, -1);
+    }
+    X509_EXTENSION_free(ext);
+    return Ask(*authority_, req.get()).status;
+  };
+  EXPECT_EQ(with_extension(false, false), OCSP_RESPONSE_STATUS_SUCCESSFUL);
+  EXPECT_EQ(with_extension(false, true), OCSP_RESPONSE_STATUS_SUCCESSFUL);
+  EXPECT_EQ(with_extension(true, false), OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+  EXPECT_EQ(with_extension(true, true), OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+}
+
+std::string SerialOf(const std::vector<std::uint8_t>& der) {
+  X509Ptr cert = Parse(der);
+  crypto::BignumPtr bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert.get()), nullptr));
+  char* hex = BN_bn2hex(bn.get());
+  std::string out(hex);
+  OPENSSL_free(hex);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  return out;
+}
+
+TEST_F(PkiTest, IssuingCasAndOcspSignersAreRevocableAndTheRootCrlListsThem) {
+  EvpPkeyPtr p256(EVP_EC_gen("P-256"));
+  EvpPkeyPtr ed(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
+  CertificateRecord on_revoked_ca = IssueOne(p256.get(), "A");
+  CertificateRecord on_good_ca = IssueOne(ed.get(), "B");
+  const std::string ca_serial = SerialOf(*authority_->CaCertificate("ecdsa-p256-sha256"));
+  auto ca_record = authority_->Get(ca_serial);
+  ASSERT_TRUE(ca_record) << ca_record.error();
+  EXPECT_EQ(ca_record->issuer, "root");
+  EXPECT_EQ(ca_record->status, Status::kGood);
+
+  auto empty = authority_->Crl("root", 0);
+  ASSERT_TRUE(empty);
+  EXPECT_EQ(empty->entries, 0u);
+  auto revoked = authority_->Revoke(ca_serial, Reason::kCaCompromise, "operator:test");
+  ASSERT_TRUE(revoked) << revoked.error();
+  auto root_crl = authority_->Crl("root", 0);
+  ASSERT_TRUE(root_crl) << root_crl.error();
+  EXPECT_EQ(root_crl->entries, 1u) << "rebuilt at once: the root CRL does not coalesce";
+  X509CrlPtr crl = ParseCrl(root_crl->der);
+  X509Ptr issuing = Parse(*authority_->CaCertificate("ecdsa-p256-sha256"));
+  EXPECT_EQ(ReasonOf(crl.get(), issuing.get()), CRL_REASON_CA_COMPROMISE);
+
+  // openssl verify -crl_check_all: the chain through the revoked CA is refused, the other
+  // accepted.
+  const auto root = dir_ / "root.pem";
+  const auto crls = dir_ / "crls.pem";
+  std::ofstream(root) << Pem(authority_->RootDer());
+  std::vector<X509CrlPtr> owned;
+  std::vector<X509_CRL*> all = {crl.get()};
+  for (const CertificateRecord* rec : {&on_revoked_ca, &on_good_ca}) {
+    auto answer = authority_->Crl(rec->issuer, rec->partition);
+    ASSERT_TRUE(answer) << answer.error();
+    owned.push_back(ParseCrl(answer->der));
+    all.push_back(owned.back().get());
+  }
+  WriteCrl(crls, all);
+  auto verify = [&](const CertificateRecord& rec) {
+    const auto chain = dir_ / ("chain-" + rec.issuer + ".pem");
+    const auto leaf = dir_ / ("leaf-" + rec.issuer + ".pem");
+    std::ofstream(chain) << Pem(*authority_->CaCertificate(rec.issuer));
+    std::ofstream(leaf) << Pem(rec.der);
+    return Shell("openssl verify -crl_check_all -CAfile " + root.string() + " -untrusted " +
+                 chain.string() + " -CRLfile " + crls.string() + " " + leaf.string());
+  };
+  const std::string bad = verify(on_revoked_ca);
+  EXPECT_NE(bad.find("certificate revoked"), std::string::npos) << bad;
+  const std::string good = verify(on_good_ca);
+  EXPECT_NE(good.find(": OK"), std::string::npos) << good;
+
+  // The OCSP signer is a certificate of its issuing CA, revocable and answered for.
+  X509Ptr signer = Parse(*authority_->CaCertificate("ocsp-ed25519"));
+  const std::string signer_serial = SerialOf(*authority_->CaCertificate("ocsp-ed25519"));
+  ASSERT_TRUE(authority_->Revoke(signer_serial, Reason::kSuperseded));
+  auto signer_record = authority_->Get(signer_serial);
+  ASSERT_TRUE(signer_record);
+  EXPECT_EQ(signer_record->issuer, "ed25519");
+  EXPECT_LT(signer_record->partition, 0) << "a long-lived certificate's partition";
+  int reason = -1;
+  EXPECT_EQ(Status(*signer_record, &reason), V_OCSP_CERTSTATUS_REVOKED);
+  EXPECT_EQ(reason, OCSP_REVOKED_STATUS_SUPERSEDED);
+  // The records survive a restart and are not duplicated.
+  authority_.reset();
+  Open();
+  auto tx = db_->Begin(store::TxMode::kRead);
+  EXPECT_EQ((*(*tx)->Query("SELECT COUNT(*) FROM certificates WHERE device LIKE 'ca:%'"))[0].Int(0),
+            4);
+}
+
+std::vector<std::uint8_t> SpkiOf(EVP_PKEY* key) {
+  auto der = crypto::PublicKeyDer(key);
+  EXPECT_TRUE(der);
+  return der ? *der : std::vector<std::uint8_t>{};
+}
+
+TEST_F(PkiTest, KeysRevokedForKeyCompromiseAreNeverCertifiedAgain) {
+  EvpPkeyPtr key(EVP_EC_gen("P-256"));
+  EvpPkeyPtr other(EVP_EC_gen("P-256"));
+  CertificateRecord first = IssueOne(key.get(), "A");
+  CertificateRecord second = IssueOne(other.get(), "B");
+  // Superseded does not make a key compromised.
+  ASSERT_TRUE(authority_->Revoke(second.serial, Reason::kSuperseded));
+  EXPECT_TRUE(authority_->Issue(MakeCsr(other.get()), {"B", "acme"}, policy_));
+
+  ASSERT_TRUE(authority_->Revoke(first.serial, Reason::kKeyCompromise));
+  {
+    auto tx = db_->Begin(store::TxMode::kRead);
+    auto compromised = Authority::KeyCompromisedIn(**tx, SpkiOf(key.get()));
+    ASSERT_TRUE(compromised) << compromised.error();
+    EXPECT_TRUE(*compromised);
+  }
+  for (const std::string device : {"A", "C"}) {
+    auto again = authority_->Issue(MakeCsr(key.get()), {device, "acme"}, policy_);
+    ASSERT_FALSE(again) << device;
+    EXPECT_EQ(again.error().code(), ErrorCode::kPermissionDenied);
+  }
+  // The same key with its point compressed is the same key.
+  EvpPkeyPtr compressed(EVP_PKEY_dup(key.get()));
+  ASSERT_EQ(EVP_PKEY_set_utf8_string_param(compressed.get(), "point-format", "compressed"), 1);
+  const std::vector<std::uint8_t> csr = MakeCsr(compressed.get());
+  auto sneaky = authority_->Issue(csr, {"C", "acme"}, policy_);
+  ASSERT_FALSE(sneaky);
+  EXPECT_EQ(sneaky.error().code(), ErrorCode::kPermissionDenied);
+  // Nor as a server certificate, nor inside a caller's transaction.
+  auto server = authority_->IssueServer(SpkiOf(key.get()), {"localhost"});
+  ASSERT_FALSE(server);
+  EXPECT_EQ(server.error().code(), ErrorCode::kPermissionDenied);
+  {
+    auto tx = db_->Begin(store::TxMode::kWrite);
+    auto in = authority_->IssueIn(**tx, MakeCsr(key.get()), {"D", "acme"}, policy_, "test", false);
+    ASSERT_FALSE(in);
+    EXPECT_EQ(in.error().code(), ErrorCode::kPermissionDenied);
+  }
+  // A hold turned into keyCompromise counts as well; other keys are unaffected.
+  EvpPkeyPtr third(EVP_EC_gen("P-256"));
+  CertificateRecord held = IssueOne(third.get(), "E");
+  ASSERT_TRUE(authority_->Revoke(held.serial, Reason::kCertificateHold));
+  EXPECT_TRUE(authority_->Issue(MakeCsr(third.get()), {"E", "acme"}, policy_));
+  ASSERT_TRUE(authority_->Revoke(held.serial, Reason::kKeyCompromise));
+  EXPECT_EQ(authority_->Issue(MakeCsr(third.get()), {"E", "acme"}, policy_).error().code(),
+            ErrorCode::kPermissionDenied);
+  EvpPkeyPtr fresh(EVP_EC_gen("P-256"));
+  EXPECT_TRUE(authority_->Issue(MakeCsr(fresh.get()), {"A", "acme"}, policy_));
+}
+
+TEST_F(PkiTest, CrlPartitionsFollowTheDeviceLifetimeAndLongLivedCertificatesHaveTheirOwn) {
+  const TimePoint now = clock_.Now();
+  const std::int64_t hour = authority_->PartitionOf(CertificateClass::kDevice, now);
+  EXPECT_TRUE(authority_->PartitionLive(hour, now));
+  EXPECT_TRUE(authority_->PartitionLive(hour - 24, now));
+  EXPECT_FALSE(authority_->PartitionLive(hour - 26, now)) << "past the 24-hour device lifetime";
+  EXPECT_FALSE(authority_->PartitionLive(hour - 24 * 30, now)) << "was live with a 30-day window";
+  EXPECT_FALSE(authority_->PartitionLive(hour + 1, now));
+  const std::int64_t week = authority_->PartitionOf(CertificateClass::kLongLived, now);
+  EXPECT_LT(week, 0);
+  EXPECT_TRUE(authority_->PartitionLive(week, now));
+  EXPECT_TRUE(authority_->PartitionLive(week + 4, now)) << "a 30-day certificate of 4 weeks ago";
+  EXPECT_FALSE(authority_->PartitionLive(week - 1, now)) << "next week";
+  EXPECT_EQ(authority_->Crl("ecdsa-p256-sha256", hour - 26).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(authority_->Crl("ecdsa-p256-sha256", hour - 24 * 30).error().code(),
+            ErrorCode::kNotFound);
+
+  // A server certificate is in the long-lived class: its CDP names that partition, whose CRL
+  // lists it once revoked, while the device partitions of the hour do not.
+  auto key = custody::testing::Opened().token->GenerateKey(
+      "server-partition", crypto::GetSuite(crypto::SuiteId::kEcdsaP256Sha256),
+      crypto::OpenSslRng::Instance());
+  ASSERT_TRUE(key) << key.error();
+  auto pub = custody::testing::Opened().token->PublicKey(key->label);
+  ASSERT_TRUE(pub);
+  auto server = authority_->IssueServer(SpkiOf(pub->get()), {"localhost"});
+  ASSERT_TRUE(server) << server.error();
+  EXPECT_EQ(server->partition, week);
+  X509Ptr server_cert = Parse(server->der);
+  auto* cdp = static_cast<STACK_OF(DIST_POINT)*>(
+      X509_get_ext_d2i(server_cert.get(), NID_crl_distribution_points, nullptr, nullptr));
+  ASSERT_NE(cdp, nullptr);
+  const GENERAL_NAME* uri =
+      sk_GENERAL_NAME_value(sk_DIST_POINT_value(cdp, 0)->distpoint->name.fullname, 0);
+  const std::string url(
+      reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri->d.uniformResourceIdentifier)));
+  sk_DIST_POINT_pop_free(cdp, DIST_POINT_free);
+  EXPECT_TRUE(url.ends_with("/crl/ecdsa-p256-sha256/" + std::to_string(week) + ".crl")) << url;
+  ASSERT_TRUE(authority_->Revoke(server->serial, Reason::kSuperseded));
+  auto long_crl = authority_->Crl("ecdsa-p256-sha256", week);
+  ASSERT_TRUE(long_crl) << long_crl.error();
+  EXPECT_EQ(long_crl->entries, 1u);
+  X509CrlPtr parsed = ParseCrl(long_crl->der);
+  EXPECT_EQ(ReasonOf(parsed.get(), server_cert.get()), CRL_REASON_SUPERSEDED);
+  // 29 days on, the server certificate's partition is still served.
+  clock_.Advance(24h * 29);
+  EXPECT_TRUE(authority_->Crl("ecdsa-p256-sha256", week));
+
+  // Cached CRLs of partitions that can no longer hold a live certificate are dropped.
+  clock_.Set(now);
+  EvpPkeyPtr device(EVP_EC_gen("P-256"));
+  CertificateRecord rec = IssueOne(device.get());
+  ASSERT_TRUE(authority_->Crl(rec.issuer, rec.partition));
+  ASSERT_TRUE(authority_->Crl(rec.issuer, rec.partition, true));
+  const std::size_t cached = authority_->CrlCacheSize();
+  EXPECT_GE(cached, 3u);
+  clock_.Advance(AuthorityOptions{}.leaf_lifetime + 2h);
+  authority_->RefreshCrls();
+  EXPECT_EQ(authority_->CrlCacheSize(), cached - 2) << "the device partition's full and delta";
+  EXPECT_EQ(authority_->Crl(rec.issuer, rec.partition).error().code(), ErrorCode::kNotFound);
+}
+
+TEST_F(PkiTest, ServerCertificateKeeperRenewsAtTwoThirdsOnRevocationAndAfterExpiry) {
+  auto key = custody::testing::Opened().token->GenerateKey(
+      "server-keeper", crypto::GetSuite(crypto::SuiteId::kEcdsaP256Sha256),
+      crypto::OpenSslRng::Instance());
+  ASSERT_TRUE(key) << key.error();
+  auto pub = custody::testing::Opened().token->PublicKey(key->label);
+  ASSERT_TRUE(pub);
+  ServerCertificateKeeper keeper(*authority_, clock_, SpkiOf(pub->get()), {"localhost"});
+  auto first = keeper.Check();
+  ASSERT_TRUE(first) << first.error();
+  ASSERT_TRUE(first->has_value()) << "the first check gets a certificate";
+  const CertificateRecord initial = **first;
+  auto again = keeper.Check();
+  ASSERT_TRUE(again);
+  EXPECT_FALSE(again->has_value());
+  const auto life = initial.not_after - initial.not_before;
+  EXPECT_EQ(life, AuthorityOptions{}.server_lifetime + AuthorityOptions{}.backdate);
+
+  // Just before two thirds of its life it stands; just after, it is replaced.
+  clock_.Set(initial.not_before + life * 2 / 3 - 1min);
+  EXPECT_FALSE(RenewalDue(keeper.Current(), clock_.Now()));
+  auto early = keeper.Check();
+  ASSERT_TRUE(early);
+  EXPECT_FALSE(early->has_value());
+  clock_.Set(initial.not_before + life * 2 / 3 + 5min);
+  EXPECT_TRUE(RenewalDue(keeper.Current(), clock_.Now()));
+  auto renewed = keeper.Check();
+  ASSERT_TRUE(renewed) << renewed.error();
+  ASSERT_TRUE(renewed->has_value());
+  EXPECT_NE((*renewed)->serial, initial.serial);
+  EXPECT_GT((*renewed)->not_after, initial.not_after);
+  EXPECT_EQ(keeper.Current().serial, (*renewed)->serial);
+
+  // Revoked (by anyone, e.g. the operator tool): replaced at the next check.
+  ASSERT_TRUE(authority_->Revoke((*renewed)->serial, Reason::kUnspecified));
+  auto after_revoke = keeper.Check();
+  ASSERT_TRUE(after_revoke) << after_revoke.error();
+  ASSERT_TRUE(after_revoke->has_value());
+  EXPECT_NE((*after_revoke)->serial, (*renewed)->serial);
+  EXPECT_EQ((*after_revoke)->status, Status::kGood);
+
+  // A server that slept through the expiry gets a fresh one.
+  clock_.Set((*after_revoke)->not_after + 1h);
+  auto expired = keeper.Check();
+  ASSERT_TRUE(expired) << expired.error();
+  ASSERT_TRUE(expired->has_value());
+  EXPECT_GT((*expired)->not_after, clock_.Now());
+
+  // Revoked for keyCompromise: the key is never certified again; the caller must replace it.
+  ASSERT_TRUE(authority_->Revoke((*expired)->serial, Reason::kKeyCompromise));
+  auto compromised = keeper.Check();
+  ASSERT_FALSE(compromised);
+  EXPECT_EQ(compromised.error().code(), ErrorCode::kPermissionDenied);
 }
 
 }  // namespace
