@@ -1,7 +1,12 @@
 // SQLite backend: WAL journal, one connection per concurrent transaction, cached statements.
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <mutex>
 
@@ -54,6 +59,32 @@ class SqliteTransaction;
 
 constexpr std::chrono::milliseconds kBusyTimeout{10000};
 
+// OwnerOnly creates the database file |path| with mode 0600 if it does not exist, and narrows an
+// existing one (and its -wal and -shm files) to 0600: it holds the registry, the CA's records and
+// the audit log. SQLite gives the -wal and -shm files it creates the main file's mode.
+Result<void> OwnerOnly(const std::string& path) {
+  if (path.empty() || path == ":memory:" || path.starts_with("file:")) return {};
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) {
+    return MakeError(ErrorCode::kUnavailable, "creating SQLite database '{}': {}", path,
+                     std::strerror(errno));
+  }
+  const int rc = ::fchmod(fd, 0600);
+  ::close(fd);
+  if (rc != 0) {
+    return MakeError(ErrorCode::kUnavailable, "making SQLite database '{}' owner-only: {}", path,
+                     std::strerror(errno));
+  }
+  for (const char* suffix : {"-wal", "-shm"}) {
+    const std::string side = path + suffix;
+    if (::chmod(side.c_str(), 0600) != 0 && errno != ENOENT) {
+      return MakeError(ErrorCode::kUnavailable, "making '{}' owner-only: {}", side,
+                       std::strerror(errno));
+    }
+  }
+  return {};
+}
+
 class SqliteDatabase final : public Database {
  public:
   SqliteDatabase(std::string path, bool synchronous_full, int pool_size)
@@ -63,6 +94,7 @@ class SqliteDatabase final : public Database {
   Result<std::unique_ptr<Transaction>> Begin(TxMode mode) override;
 
   Result<std::unique_ptr<Connection>> Connect() {
+    FLEETID_CHECK_OK(OwnerOnly(path_));
     sqlite3* raw = nullptr;
     const int rc = sqlite3_open_v2(path_.c_str(), &raw,
                                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,

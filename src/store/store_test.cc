@@ -3,6 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
 #include <thread>
 
 #include "store/pool.h"
@@ -147,6 +151,41 @@ TEST_P(StoreTest, ConcurrentWritersLoseNoUpdate) {
   auto rows = (*tx)->Query("SELECT v FROM counter WHERE k = 'c'");
   ASSERT_TRUE(rows);
   EXPECT_EQ((*rows)[0].Int(0), kThreads * kEach);
+}
+
+// The database holds the registry, the CA's records and the audit log: its files are the
+// owner's alone, the WAL and shared-memory files too.
+TEST(SqliteFiles, AreCreatedOwnerOnly) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / fmt::format("fleetid-mode-{}", ::getpid());
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "fleetid.db").string();
+  {
+    auto db = Database::Open("sqlite:" + path, 2);
+    ASSERT_TRUE(db) << db.error();
+    ASSERT_TRUE((*db)->Migrate("test", kMigrations));
+    auto tx = (*db)->Begin(TxMode::kWrite);
+    ASSERT_TRUE(tx);
+    ASSERT_TRUE((*tx)->Exec("INSERT INTO things (id, name) VALUES (1, 'a')"));
+    ASSERT_TRUE((*tx)->Commit());
+    for (const char* suffix : {"", "-wal", "-shm"}) {
+      struct stat st {};
+      ASSERT_EQ(::stat((path + suffix).c_str(), &st), 0) << suffix;
+      EXPECT_EQ(st.st_mode & 0777, 0600u) << path << suffix;
+    }
+  }
+  // A file left 0644 by an older version is narrowed when opened.
+  ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
+  {
+    auto db = Database::Open("sqlite:" + path, 2);
+    ASSERT_TRUE(db) << db.error();
+    auto tx = (*db)->Begin(TxMode::kRead);
+    ASSERT_TRUE(tx);
+    struct stat st {};
+    ASSERT_EQ(::stat(path.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+  }
+  std::filesystem::remove_all(dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, StoreTest,
