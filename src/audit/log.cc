@@ -1,6 +1,7 @@
 #include "audit/log.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "crypto/suite.h"
 #include "custody/custody.h"
@@ -231,8 +232,13 @@ Result<std::vector<TreeHead>> Log::Heads() {
 }
 
 Result<std::vector<StoredEntry>> Log::Entries(std::uint64_t start, std::uint64_t end) {
+  // Sequence numbers are stored as signed 64-bit integers.
+  constexpr std::uint64_t kMaxSeq = std::numeric_limits<std::int64_t>::max();
   if (end < start) return MakeError(ErrorCode::kInvalidArgument, "end {} before start {}", end, start);
-  end = std::min(end, start + 1000);
+  if (start > kMaxSeq || end > kMaxSeq) {
+    return MakeError(ErrorCode::kInvalidArgument, "start and end are at most {}", kMaxSeq);
+  }
+  end = start + std::min<std::uint64_t>(end - start, 1000);
   FLEETID_TRY(tx, db_.Begin(TxMode::kAutocommit));
   FLEETID_TRY(rows, tx->Query("SELECT seq, body, leaf_hash FROM audit_entries WHERE seq >= ? "
                               "AND seq < ? ORDER BY seq",

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include <algorithm>
 #include <atomic>
 #include <sstream>
@@ -194,6 +196,23 @@ TEST_P(LogTest, IntegratorsOfSeveralNodesAgree) {
   auto root = log_->RootAt(150);
   ASSERT_TRUE(root);
   EXPECT_EQ(recomputed.Root(), *root);
+}
+
+// A range near 2^64 must not wrap around to small sequence numbers.
+TEST_P(LogTest, EntriesNearTheTopOfTheRangeDoNotWrap) {
+  EXPECT_EQ(AppendOne("GW-1"), 0u);
+  ASSERT_TRUE(log_->Integrate());
+  constexpr std::uint64_t kTop = std::numeric_limits<std::uint64_t>::max();
+  for (const auto& [start, end] : {std::pair{kTop - 5, kTop}, std::pair{kTop, kTop},
+                                   std::pair<std::uint64_t, std::uint64_t>{1ULL << 63, kTop}}) {
+    auto entries = log_->Entries(start, end);
+    ASSERT_FALSE(entries) << start;
+    EXPECT_EQ(entries.error().code(), ErrorCode::kInvalidArgument);
+  }
+  auto last = log_->Entries(std::numeric_limits<std::int64_t>::max() - 1,
+                            std::numeric_limits<std::int64_t>::max());
+  ASSERT_TRUE(last) << last.error();
+  EXPECT_TRUE(last->empty());
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, LogTest,
