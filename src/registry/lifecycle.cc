@@ -23,7 +23,9 @@ constexpr TransitionRule kRules[] = {
   {E::kResume,               S::kSuspended,       S::kActive,         kOp,            "operator",    V::kReason,              A::kRelease},
   {E::kQuarantine,           S::kActive,          S::kQuarantined,    kOp | kSched,   "security",    V::kReason,              A::kRevokeCompromise},
   {E::kQuarantine,           S::kSuspended,       S::kQuarantined,    kOp | kSched,   "security",    V::kReason,              A::kRevokeCompromise},
-  {E::kReattest,             S::kQuarantined,     S::kActive,         kDev,           "",            V::kAttestation,         A::kIssue},
+  // A quarantine is lifted only by an operator; the device then enrolls afresh from
+  // provisioned, with a new key and fresh evidence.
+  {E::kClear,                S::kQuarantined,     S::kProvisioned,    kOp,            "security",    V::kReason,              A::kNone},
   // Re-enrollment with the IDevID after the operational certificate lapsed (an outage longer
   // than its life); the enrollment service checks that no current credential is still valid.
   {E::kReattest,             S::kActive,          S::kActive,         kDev,           "",            V::kAttestation,         A::kIssue},
@@ -45,9 +47,19 @@ constexpr TransitionRule kRules[] = {
 constexpr std::array<std::string_view, 7> kStateNames = {
     "manufactured", "provisioned", "active", "suspended", "quarantined", "decommissioning",
     "decommissioned"};
-constexpr std::array<std::string_view, 12> kEventNames = {
-    "provision", "activate", "suspend", "resume", "quarantine", "reattest", "updated", "rotated",
-    "decommission", "cancel_decommission", "finalize_decommission", "erased"};
+constexpr std::array<std::string_view, 13> kEventNames = {"provision",
+                                                          "activate",
+                                                          "suspend",
+                                                          "resume",
+                                                          "quarantine",
+                                                          "reattest",
+                                                          "updated",
+                                                          "rotated",
+                                                          "decommission",
+                                                          "cancel_decommission",
+                                                          "finalize_decommission",
+                                                          "erased",
+                                                          "clear"};
 
 }  // namespace
 

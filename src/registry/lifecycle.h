@@ -29,12 +29,13 @@ enum class Event {
   kResume,
   kQuarantine,
   kReattest,
-  kUpdate,   // firmware update recorded on an active device ("updated")
-  kRotate,   // key rotation recorded on an active device ("rotated")
+  kUpdate,  // firmware update recorded on an active device ("updated")
+  kRotate,  // key rotation recorded on an active device ("rotated")
   kDecommission,
   kCancelDecommission,
   kFinalizeDecommission,
-  kErased,   // the device reports its keys destroyed (signed receipt): decommissioned at once
+  kErased,  // the device reports its keys destroyed (signed receipt): decommissioned at once
+  kClear,   // an operator lifts a quarantine: the device must enroll afresh (new key, evidence)
 };
 
 // Who may cause a transition. An operator additionally needs the named role.

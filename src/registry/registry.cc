@@ -150,8 +150,11 @@ Result<void> CheckRecord(const ManufacturingRecord& r, std::size_t index) {
   auto bad = [&](std::string_view what) {
     return MakeError(ErrorCode::kInvalidArgument, "record {}: {}", index, what);
   };
-  if (r.serial.empty() || r.serial.size() > 128) return bad("serial must be 1 to 128 characters");
-  if (r.model.empty() || r.manufacturer.empty()) return bad("model and manufacturer are required");
+  for (const auto& [what, value] :
+       {std::pair<std::string_view, std::string_view>{"serial", r.serial}, {"model", r.model}}) {
+    if (auto ok = CheckIdentifier(what, value); !ok) return bad(ok.error().message());
+  }
+  if (r.manufacturer.empty()) return bad("manufacturer is required");
   if (!IsHexDigest(r.idevid_fingerprint)) {
     return bad("idevid_fingerprint must be 64 lower-case hex characters (SHA-256)");
   }
@@ -387,6 +390,8 @@ Result<Device> Registry::TransitionIn(store::Transaction& txr, const TransitionR
       if (request.tenant.empty() || request.region.empty()) {
         return MakeError(ErrorCode::kInvalidArgument, "provisioning needs a tenant and a region");
       }
+      FLEETID_CHECK_OK(CheckIdentifier("tenant", request.tenant));
+      FLEETID_CHECK_OK(CheckIdentifier("region", request.region));
       next.tenant = request.tenant;
       next.region = request.region;
       break;
@@ -608,6 +613,23 @@ Result<void> Registry::AddCredential(store::Transaction& tx, std::int64_t device
                            {std::string(cert_serial), device_id, std::string(role),
                             ToUnix(not_after)}));
   return {};
+}
+
+bool IsIdentifier(std::string_view value) {
+  const auto alnum = [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+  };
+  return !value.empty() && value.size() <= kMaxIdentifierChars && alnum(value.front()) &&
+         std::ranges::all_of(value,
+                             [&](char c) { return alnum(c) || c == '.' || c == '_' || c == '-'; });
+}
+
+Result<void> CheckIdentifier(std::string_view what, std::string_view value) {
+  if (IsIdentifier(value)) return {};
+  return MakeError(ErrorCode::kInvalidArgument,
+                   "{} must be 1 to {} characters of A-Z a-z 0-9 . _ -, beginning with a letter or "
+                   "digit",
+                   what, kMaxIdentifierChars);
 }
 
 Result<std::vector<ManufacturingRecord>> ParseBatch(std::string_view text) {

@@ -213,7 +213,7 @@ TEST_P(RegistryTest, EveryForbiddenTransitionIsRefusedAndChangesNothing) {
     const ManufacturingRecord rec = Record(2000 + n++);
     ASSERT_TRUE(registry_->Import("forbid-" + rec.serial, std::span(&rec, 1), kAdmin));
     Reach(rec.serial, state);
-    for (int e = 0; e <= static_cast<int>(Event::kErased); ++e) {
+    for (int e = 0; e <= static_cast<int>(Event::kClear); ++e) {
       const auto event = static_cast<Event>(e);
       if (FindRule(event, state)) continue;
       auto before = registry_->Get(rec.serial);
