@@ -1,5 +1,7 @@
 #include "server/http_server.h"
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -8,7 +10,9 @@
 #include <cstdlib>
 #include <ctime>
 #include <exception>
+#include <iterator>
 #include <limits>
+#include <list>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -36,8 +40,6 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/message.hpp>
-#include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
@@ -52,6 +54,7 @@
 #include "common/log.h"
 #include "crypto/crypto.h"
 #include "crypto/keys.h"
+#include "server/request_parser.h"
 
 namespace fleetid::server {
 namespace {
@@ -67,15 +70,7 @@ constexpr std::size_t kMaxLingerBytes = std::size_t{1024} * 1024;
 constexpr std::size_t kReadChunk = 4096;
 constexpr std::chrono::milliseconds kAcceptRetryDelay{100};
 
-std::string_view ToStd(beast::string_view s) { return {s.data(), s.size()}; }
-
 char AsciiLower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-std::string AsciiLower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](char c) { return AsciiLower(c); });
-  return out;
-}
 
 bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
@@ -146,7 +141,7 @@ std::string OpenSslErrors() { return crypto::OpenSslErrorText(); }
 
 // MakeTlsContext builds the server's SSL_CTX from |tls|. kInvalidArgument names what is wrong
 // with the options; kInternal if OpenSSL refuses a setting fleetid hard-codes.
-Result<std::unique_ptr<net::ssl::context>> MakeTlsContext(const TlsOptions& tls) {
+Result<std::shared_ptr<net::ssl::context>> MakeTlsContext(const TlsOptions& tls) {
   using ClientAuth = TlsOptions::ClientAuth;
   if (tls.certificate_chain.empty()) {
     return MakeError(ErrorCode::kInvalidArgument, "TLS needs a server certificate");
@@ -234,7 +229,7 @@ Result<std::unique_ptr<net::ssl::context>> MakeTlsContext(const TlsOptions& tls)
     SSL_CTX_set_verify(raw, SSL_VERIFY_NONE, nullptr);
   }
   // net::ssl::context takes ownership of the handle.
-  return std::make_unique<net::ssl::context>(ctx.release());
+  return std::make_shared<net::ssl::context>(ctx.release());
 }
 
 // VerifiedClientChain returns the chain the handshake on |ssl| verified, leaf first, DER; empty
@@ -258,56 +253,214 @@ std::optional<std::vector<std::vector<std::uint8_t>>> VerifiedClientChain(SSL* s
   return chain;
 }
 
-// --- Sessions ------------------------------------------------------------------------------------
+// --- Connections ---------------------------------------------------------------------------------
+
+enum class Phase : std::uint8_t {
+  kHandshaking,  // The TLS handshake runs.
+  kIdle,         // Between requests; no byte of the next one yet.
+  kReading,      // A request is arriving (for a new plain connection: from accept).
+  kResponding,   // Its Handler runs, or its response is being written.
+  kLingering,    // Closing after the last response (close_notify, or draining what is left).
+  kClosed,
+};
+
+// Sheddable phases are those a connection may be closed in to admit another: nothing the server
+// has started to answer is lost.
+constexpr bool Sheddable(Phase phase) {
+  return phase == Phase::kHandshaking || phase == Phase::kIdle || phase == Phase::kReading;
+}
+
+constexpr std::chrono::seconds kConnectionLogInterval{10};
+// How far into the least recently active connections to look for one to close.
+constexpr std::size_t kMaxVictimScan = 4096;
+
+// ConnectionLog counts connections refused or closed to admit others, and logs the counts at most
+// once per kConnectionLogInterval, so that a flood of connections cannot flood the log.
+// Thread-safe.
+class ConnectionLog {
+ public:
+  enum Reason : std::uint8_t {
+    kRefusedFull,     // At max_connections with nothing to close.
+    kRefusedAddress,  // At the address's share with nothing of its own to close.
+    kShedFull,        // Closed to admit a connection at max_connections.
+    kShedAddress,     // Closed to admit a connection from the same address.
+    kAcceptFailed,    // accept() failed (out of descriptors).
+    kReasons,
+  };
+
+  void Note(Reason reason) {
+    counts_.at(reason).fetch_add(1, std::memory_order_relaxed);
+    Report(/*force=*/false);
+  }
+
+  // Report logs the counts gathered since the last report, if the interval has passed or |force|.
+  void Report(bool force) {
+    const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::steady_clock::now().time_since_epoch())
+                                 .count();
+    std::int64_t due = next_report_ms_.load();
+    if (!force && now < due) return;
+    const std::int64_t next =
+        now + std::chrono::duration_cast<std::chrono::milliseconds>(kConnectionLogInterval).count();
+    if (!next_report_ms_.compare_exchange_strong(due, next) && !force) return;
+    std::array<std::uint64_t, kReasons> taken{};
+    std::uint64_t total = 0;
+    for (std::size_t i = 0; i < taken.size(); ++i) {
+      taken.at(i) = counts_.at(i).exchange(0);
+      total += taken.at(i);
+    }
+    if (total == 0) return;
+    log::Warn("connections shed or refused", {{"refused_full", taken[kRefusedFull]},
+                                              {"refused_address_share", taken[kRefusedAddress]},
+                                              {"shed_full", taken[kShedFull]},
+                                              {"shed_address_share", taken[kShedAddress]},
+                                              {"accept_failed", taken[kAcceptFailed]},
+                                              {"interval_s", kConnectionLogInterval.count()}});
+  }
+
+ private:
+  std::array<std::atomic<std::uint64_t>, kReasons> counts_{};
+  std::atomic<std::int64_t> next_report_ms_{0};
+};
 
 class SessionBase;
 using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+using TlsContextPtr = std::shared_ptr<net::ssl::context>;
 
 // ServerState is shared by the server and every Session, so a Session that outlives the
 // HttpServer (destroyed while the io_context shuts down) never touches freed memory.
 struct ServerState {
-  ServerState(HttpServerOptions o, Router r, std::unique_ptr<net::ssl::context> tls)
-      : options(std::move(o)), router(std::move(r)), tls_context(std::move(tls)) {}
+  ServerState(HttpServerOptions o, Router r, TlsContextPtr tls)
+      : options(std::move(o)),
+        router(std::move(r)),
+        limits{.max_header_bytes = options.max_header_bytes,
+               .max_body_bytes = options.max_body_bytes,
+               .max_chunk_extension_bytes = options.max_chunk_extension_bytes},
+        max_buffer_bytes(internal::MaxPendingBytes(limits) + kReadChunk),
+        tls_context(std::move(tls)) {
+    if (options.tls) tls_options = *options.tls;
+  }
 
-  const HttpServerOptions options;
+  // TlsContext returns the context for a new TLS connection; the connection holds it to its end.
+  TlsContextPtr TlsContext() {
+    std::lock_guard lock(tls_mutex);
+    return tls_context;
+  }
+
+  const HttpServerOptions options;  // max_connections and the share resolved.
   const Router router;
-  // Set for a TLS listener; shared by its connections (an SSL_CTX is thread-safe once built).
-  const std::unique_ptr<net::ssl::context> tls_context;
+  const internal::RequestLimits limits;
+  const std::size_t max_buffer_bytes;  // A session's read buffer never holds more.
   std::atomic<bool> stopping{false};
-  std::atomic<std::size_t> connections{0};
+  ConnectionLog connection_log;
+
+  // Set for a TLS listener (an SSL_CTX is thread-safe once built, and never changed after):
+  // SetCertificate and AddClientTrustAnchor build a new one from tls_options and swap it in.
+  std::mutex tls_mutex;
+  TlsContextPtr tls_context;  // GUARDED_BY(tls_mutex)
+  TlsOptions tls_options;     // GUARDED_BY(tls_mutex): what tls_context was built from.
 
   std::mutex mutex;
   std::condition_variable drained;
-  std::unordered_map<const SessionBase*, std::weak_ptr<SessionBase>> sessions;  // Guarded by mutex.
-  bool acceptor_closed = false;  // Guarded by mutex; set on the acceptor's strand during Stop().
+  std::size_t live = 0;  // GUARDED_BY(mutex): sessions constructed and not yet destroyed.
+  // GUARDED_BY(mutex): admitted sessions, least recently active first (a session moves to the
+  // back when its handshake completes and when a request has arrived).
+  std::list<SessionBase*> by_activity;
+  // GUARDED_BY(mutex): admitted sessions per remote address (without port).
+  std::unordered_map<std::string, std::size_t> per_address;
+  bool acceptor_closed = false;  // GUARDED_BY(mutex); set on the acceptor's strand during Stop().
 };
 
-// SessionBase is what the server needs of a connection, plain or TLS: to tell it the server is
-// stopping, on its own strand. Destroying it unregisters it from ServerState.
+// SessionBase is what the server needs of a connection, plain or TLS: its place among the
+// connections, its phase, and to be told on its own strand that the server stops or that it is to
+// make room. Destroying it removes it from ServerState.
 class SessionBase {
  public:
-  explicit SessionBase(std::shared_ptr<ServerState> state) : state_(std::move(state)) {}
+  SessionBase(std::shared_ptr<ServerState> state, std::string address, Phase phase)
+      : state_(std::move(state)), address_(std::move(address)), phase_(phase) {
+    std::lock_guard lock(state_->mutex);
+    ++state_->live;
+  }
   SessionBase(const SessionBase&) = delete;
   SessionBase& operator=(const SessionBase&) = delete;
 
   virtual ~SessionBase() {
     std::lock_guard lock(state_->mutex);
-    state_->sessions.erase(this);
-    // Stop() waits for the connection count, not the registry: a session accepted just before
-    // Stop() is counted before it registers, and must be closed before Stop() returns too.
-    if (state_->connections.fetch_sub(1) == 1 || state_->sessions.empty()) {
-      state_->drained.notify_all();
+    if (admitted_) {
+      state_->by_activity.erase(position_);
+      auto it = state_->per_address.find(address_);
+      if (it != state_->per_address.end() && --it->second == 0) state_->per_address.erase(it);
     }
+    if (--state_->live == 0) state_->drained.notify_all();
   }
 
   virtual net::any_io_executor executor() = 0;
-
+  // Start begins the handshake or the first request, on the strand.
+  virtual void Start() = 0;
   // OnServerStop runs on the strand once Stop() begins. A request whose Handler has run is
   // allowed to finish writing; anything else is closed now (over TLS, with close_notify).
   virtual void OnServerStop() = 0;
+  // Shed runs on the strand after the acceptor chose this connection to make room: it closes
+  // the connection if its phase is still sheddable.
+  virtual void Shed() = 0;
+
+  const std::string& address() const { return address_; }
+  Phase phase() const { return phase_.load(std::memory_order_relaxed); }
+
+  // Admit makes |self| one of the server's connections; Touch marks it active. Both lock
+  // state->mutex. MarkShed and the members below are used under state->mutex only.
+  static void Admit(ServerState& state, const std::shared_ptr<SessionBase>& self) {
+    self->admitted_ = true;
+    self->self_ = self;
+    self->position_ = state.by_activity.insert(state.by_activity.end(), self.get());
+    ++state.per_address[self->address_];
+  }
+
+  // FindVictim returns the least recently active admitted connection in a sheddable phase (from
+  // |address| only, unless null) and marks it, or null. Under state.mutex.
+  // Hold returns a new reference to |session|, or null once it is being destroyed. Under
+  // state.mutex; the caller drops the reference after unlocking.
+  static std::shared_ptr<SessionBase> Hold(SessionBase& session) { return session.self_.lock(); }
+
+  static std::shared_ptr<SessionBase> FindVictim(ServerState& state, const std::string* address) {
+    std::size_t scanned = 0;
+    for (SessionBase* session : state.by_activity) {
+      if (++scanned > kMaxVictimScan) break;
+      if (session->shed_marked_ || !Sheddable(session->phase())) continue;
+      if (address != nullptr && session->address_ != *address) continue;
+      // Null while the session is being destroyed (its destructor waits for the mutex).
+      if (auto victim = session->self_.lock()) {
+        victim->shed_marked_ = true;
+        return victim;
+      }
+    }
+    return nullptr;
+  }
 
  protected:
+  void SetPhase(Phase phase) { phase_.store(phase, std::memory_order_relaxed); }
+
+  void Touch() {
+    std::lock_guard lock(state_->mutex);
+    if (admitted_) {
+      state_->by_activity.splice(state_->by_activity.end(), state_->by_activity, position_);
+    }
+  }
+
+  void Unmark() {
+    std::lock_guard lock(state_->mutex);
+    shed_marked_ = false;
+  }
+
   const std::shared_ptr<ServerState> state_;  // Outlives the derived Session's stream.
+
+ private:
+  const std::string address_;
+  std::atomic<Phase> phase_;  // Written on the strand; read by the acceptor as a hint.
+  bool admitted_ = false;     // GUARDED_BY(state_->mutex)
+  bool shed_marked_ = false;  // GUARDED_BY(state_->mutex)
+  std::list<SessionBase*>::iterator position_;  // GUARDED_BY(state_->mutex)
+  std::weak_ptr<SessionBase> self_;             // GUARDED_BY(state_->mutex)
 };
 
 // Session owns one accepted connection, over beast::tcp_stream (plain HTTP) or TlsStream. All of
@@ -317,22 +470,27 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
 
  public:
-  Session(tcp::socket socket, std::shared_ptr<ServerState> state, std::string remote_address)
-      : SessionBase(std::move(state)),
-        stream_(MakeStream(std::move(socket), *state_)),
-        remote_address_(std::move(remote_address)) {}
+  Session(tcp::socket socket, std::shared_ptr<ServerState> state, std::string remote_address,
+          std::string address, TlsContextPtr tls_context)
+      : SessionBase(std::move(state), std::move(address),
+                    kTls ? Phase::kHandshaking : Phase::kReading),
+        tls_context_(std::move(tls_context)),
+        stream_(MakeStream(std::move(socket), tls_context_.get())),
+        remote_address_(std::move(remote_address)),
+        buffer_(state_->max_buffer_bytes) {}
 
-  void Start() {
-    net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] { self->Register(); });
+  void Start() override {
+    net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] { self->Begin(); });
   }
 
   net::any_io_executor executor() override { return stream_.get_executor(); }
 
   void OnServerStop() override {
     if constexpr (kTls) {
-      switch (phase_) {
+      switch (phase()) {
         case Phase::kHandshaking:
           return Close();
+        case Phase::kIdle:
         case Phase::kReading:
           // The read in flight ends with operation_aborted, and its handler sends close_notify
           // (CloseAfterReadError), which cannot be sent while the read holds the TLS stream.
@@ -343,16 +501,19 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
           return;
       }
     } else {
-      if (phase_ != Phase::kResponding) Close();
+      if (phase() != Phase::kResponding) Close();
     }
   }
 
- private:
-  enum class Phase { kHandshaking, kReading, kResponding, kLingering, kClosed };
+  void Shed() override {
+    if (!Sheddable(phase())) return Unmark();
+    Close();
+  }
 
-  static Stream MakeStream(tcp::socket socket, ServerState& state) {
+ private:
+  static Stream MakeStream(tcp::socket socket, net::ssl::context* tls_context) {
     if constexpr (kTls) {
-      return Stream(std::move(socket), *state.tls_context);
+      return Stream(std::move(socket), *tls_context);
     } else {
       return Stream(std::move(socket));
     }
@@ -360,23 +521,35 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
 
   beast::tcp_stream& Tcp() { return beast::get_lowest_layer(stream_); }
 
-  void Register() {
-    bool stopping = false;
-    {
-      std::lock_guard lock(state_->mutex);
-      stopping = state_->stopping.load();
-      if (!stopping) state_->sessions.emplace(this, this->weak_from_this());
+  // Guard runs one step of the connection and closes it if anything in it throws (Beast, an
+  // allocation): a hostile connection ends, the event loop goes on.
+  template <typename Fn>
+  void Guard(Fn&& fn) noexcept {
+    try {
+      std::forward<Fn>(fn)();
+    } catch (const std::exception& e) {
+      log::Warn("connection failed", {{"remote", remote_address_}, {"what", e.what()}});
+      CloseQuietly();
+    } catch (...) {
+      log::Warn("connection failed", {{"remote", remote_address_}, {"what", "non-std exception"}});
+      CloseQuietly();
     }
-    if (stopping) return Close();
-    if constexpr (kTls) {
-      phase_ = Phase::kHandshaking;
-      Tcp().expires_after(state_->options.read_timeout);
-      stream_.async_handshake(
-          net::ssl::stream_base::server,
-          [self = this->shared_from_this()](beast::error_code ec) { self->OnHandshake(ec); });
-    } else {
-      ReadRequest(/*first=*/true);
-    }
+  }
+
+  void Begin() {
+    Guard([this] {
+      if (state_->stopping.load()) return Close();
+      if constexpr (kTls) {
+        SetPhase(Phase::kHandshaking);
+        Tcp().expires_after(state_->options.handshake_timeout);
+        stream_.async_handshake(net::ssl::stream_base::server,
+                                [self = this->shared_from_this()](beast::error_code ec) {
+                                  self->Guard([&] { self->OnHandshake(ec); });
+                                });
+      } else {
+        NextRequest(/*first=*/true);
+      }
+    });
   }
 
   void OnHandshake(beast::error_code ec) {
@@ -397,7 +570,8 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       return Close();
     }
     client_chain_ = std::move(*chain);
-    ReadRequest(/*first=*/true);
+    Touch();
+    NextRequest(/*first=*/true);
   }
 
   // CloseForStop ends the connection because the server is stopping or the client has closed.
@@ -414,107 +588,106 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   void CloseAfterReadError(beast::error_code ec) {
     if constexpr (kTls) {
       const bool stopped = ec == net::error::operation_aborted && state_->stopping.load();
-      const bool peer_closed = ec == net::error::eof || ec == http::error::end_of_stream;
+      const bool peer_closed = ec == net::error::eof;
       if (stopped || peer_closed) return ShutdownTls(kTlsShutdownBound);
     }
     Close();
   }
 
-  void ReadRequest(bool first) {
-    phase_ = Phase::kReading;
+  // NextRequest waits for a request: the first one at once (its header is due within
+  // header_timeout), a later one after at most idle_timeout, unless pipelined bytes are here.
+  void NextRequest(bool first) {
     if (state_->stopping.load()) return CloseForStop();
-    if (first || buffer_.size() > 0) return ReadHeader();
+    parser_.emplace(state_->limits);
+    continue_sent_ = false;
+    header_deadline_passed_ = false;
+    if (first || buffer_.size() > 0) {
+      BeginRequest();
+      if (buffer_.size() > 0) return Parse();
+      return Read();
+    }
+    SetPhase(Phase::kIdle);
     Tcp().expires_after(state_->options.idle_timeout);
-    stream_.async_read_some(buffer_.prepare(kReadChunk),
-                            [self = this->shared_from_this()](beast::error_code ec, std::size_t n) {
-                              self->OnIdleRead(ec, n);
-                            });
+    Read();
   }
 
-  void OnIdleRead(beast::error_code ec, std::size_t n) {
-    if (ec) return CloseAfterReadError(ec);
-    buffer_.commit(n);
-    ReadHeader();
-  }
-
-  void ReadHeader() {
-    if (state_->stopping.load()) return CloseForStop();
+  void BeginRequest() {
+    SetPhase(Phase::kReading);
+    request_start_ = std::chrono::steady_clock::now();
     const auto& options = state_->options;
-    parser_ = std::make_unique<http::request_parser<http::string_body>>();
-    parser_->header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(
-        options.max_header_bytes, std::numeric_limits<std::uint32_t>::max())));
-    parser_->body_limit(options.max_body_bytes);
-    Tcp().expires_after(options.read_timeout);
-    http::async_read_header(stream_, buffer_, *parser_,
-                            [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
-                              self->OnHeader(ec);
-                            });
+    Tcp().expires_at(request_start_ + std::min<std::chrono::steady_clock::duration>(
+                                          options.header_timeout, options.read_timeout));
   }
 
-  void OnHeader(beast::error_code ec) {
-    if (ec) return OnReadError(ec);
-    const auto& header = parser_->get();
-    if (parser_->is_done()) return OnRequest();
-    // RFC 9110 §10.1.1: a client that sent Expect: 100-continue waits for this before the body.
-    if (header.version() == 11 &&
-        EqualsIgnoreCase(ToStd(header[http::field::expect]), "100-continue")) {
-      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-      net::async_write(stream_, net::buffer(kContinue.data(), kContinue.size()),
-                       [self = this->shared_from_this()](beast::error_code write_ec, std::size_t) {
-                         if (write_ec) return self->Close();
-                         self->ReadBody();
-                       });
-      return;
-    }
-    ReadBody();
-  }
-
-  void ReadBody() {
-    if (state_->stopping.load()) return CloseForStop();
-    http::async_read(stream_, buffer_, *parser_,
-                     [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
-                       if (ec) return self->OnReadError(ec);
-                       self->OnRequest();
-                     });
-  }
-
-  void OnReadError(beast::error_code ec) {
-    if (ec == http::error::body_limit) {
-      return SendErrorAndClose(HttpResponse::JsonError(
-          413, "payload_too_large",
-          fmt::format("request body exceeds {} bytes", state_->options.max_body_bytes)));
-    }
-    if (ec == http::error::header_limit) {
-      return SendErrorAndClose(HttpResponse::JsonError(
-          431, "header_fields_too_large",
-          fmt::format("request headers exceed {} bytes", state_->options.max_header_bytes)));
-    }
-    if (ec.category() == http::make_error_code(http::error::bad_method).category() &&
-        ec != http::error::end_of_stream && ec != http::error::partial_message) {
+  // Read reads what the client sends next. Parse leaves at most max_pending() bytes in the
+  // buffer, so there is always room for a read, and the buffer never grows past its bound.
+  void Read() {
+    const std::size_t room = buffer_.max_size() - buffer_.size();
+    if (room == 0) {  // Unreachable while RequestParser keeps to max_pending().
       return SendErrorAndClose(
           HttpResponse::JsonError(400, "invalid_argument", "malformed HTTP request"));
     }
-    CloseAfterReadError(ec);
+    stream_.async_read_some(buffer_.prepare(std::min(kReadChunk, room)),
+                            [self = this->shared_from_this()](beast::error_code ec, std::size_t n) {
+                              self->Guard([&] { self->OnRead(ec, n); });
+                            });
+  }
+
+  void OnRead(beast::error_code ec, std::size_t n) {
+    if (ec) return CloseAfterReadError(ec);
+    buffer_.commit(n);
+    if (phase() == Phase::kIdle) BeginRequest();
+    Parse();
+  }
+
+  void Parse() {
+    const auto data = buffer_.cdata();
+    const std::size_t consumed =
+        parser_->Put(std::string_view(static_cast<const char*>(data.data()), data.size()));
+    buffer_.consume(consumed);
+    switch (parser_->state()) {
+      case internal::RequestParser::State::kNeedMore:
+        return Read();
+      case internal::RequestParser::State::kHeaderDone:
+        return OnHeaderDone();
+      case internal::RequestParser::State::kDone:
+        return OnRequest();
+      case internal::RequestParser::State::kFailed: {
+        const internal::ParseFailure& failure = parser_->failure();
+        return SendErrorAndClose(
+            HttpResponse::JsonError(failure.status, failure.error, failure.message));
+      }
+    }
+  }
+
+  void OnHeaderDone() {
+    if (!header_deadline_passed_) {
+      header_deadline_passed_ = true;
+      Tcp().expires_at(request_start_ + state_->options.read_timeout);
+    }
+    // RFC 9110 §10.1.1: a client that sent Expect: 100-continue waits for this before the body.
+    if (parser_->ExpectsContinue() && !continue_sent_) {
+      continue_sent_ = true;
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      net::async_write(stream_, net::buffer(kContinue.data(), kContinue.size()),
+                       [self = this->shared_from_this()](beast::error_code write_ec, std::size_t) {
+                         self->Guard([&] {
+                           if (write_ec) return self->Close();
+                           self->Read();
+                         });
+                       });
+      return;
+    }
+    Read();
   }
 
   void OnRequest() {
-    phase_ = Phase::kResponding;
-    http::request<http::string_body> message = parser_->release();
+    SetPhase(Phase::kResponding);
+    Touch();
+    const unsigned version = parser_->Version();
+    const bool client_keep_alive = parser_->KeepAlive();
+    HttpRequest request = parser_->TakeRequest();
     parser_.reset();
-
-    HttpRequest request;
-    request.method = std::string(ToStd(message.method_string()));
-    request.target = std::string(ToStd(message.target()));
-    const std::size_t question = request.target.find('?');
-    request.path = request.target.substr(0, question);
-    if (question != std::string::npos) request.query = request.target.substr(question + 1);
-    request.headers.reserve(
-        static_cast<std::size_t>(std::distance(message.base().begin(), message.base().end())));
-    for (const auto& field : message.base()) {
-      request.headers.emplace_back(AsciiLower(ToStd(field.name_string())),
-                                   std::string(ToStd(field.value())));
-    }
-    request.body = std::move(message.body());
     request.remote_address = remote_address_;
     request.tls = kTls;
     request.client_chain = client_chain_;
@@ -535,12 +708,12 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
                                    {"what", "non-std exception"}});
       response = InternalErrorResponse();
     }
-    const bool keep_alive = message.keep_alive() && !state_->stopping.load();
-    SendResponse(std::move(response), message.version(), request.method == "HEAD", keep_alive);
+    const bool keep_alive = client_keep_alive && !state_->stopping.load();
+    SendResponse(std::move(response), version, request.method == "HEAD", keep_alive);
   }
 
   void SendErrorAndClose(HttpResponse response) {
-    phase_ = Phase::kResponding;
+    SetPhase(Phase::kResponding);
     parser_.reset();
     SendResponse(std::move(response), 11, /*head=*/false, /*keep_alive=*/false);
   }
@@ -580,9 +753,11 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     }
 
     Tcp().expires_after(state_->options.write_timeout);
-    http::async_write(stream_, out,
-                      [self = this->shared_from_this(), keep_alive](
-                          beast::error_code ec, std::size_t) { self->OnWrite(ec, keep_alive); });
+    http::async_write(
+        stream_, out,
+        [self = this->shared_from_this(), keep_alive](beast::error_code ec, std::size_t) {
+          self->Guard([&] { self->OnWrite(ec, keep_alive); });
+        });
   }
 
   void OnWrite(beast::error_code ec, bool keep_alive) {
@@ -598,7 +773,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       }
     }
     if (!keep_alive) return Linger();
-    ReadRequest(/*first=*/false);
+    NextRequest(/*first=*/false);
   }
 
   // Linger half-closes and discards what the client still sends for a short while, so that the
@@ -610,7 +785,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     if constexpr (kTls) {
       ShutdownTls(bound);
     } else {
-      phase_ = Phase::kLingering;
+      SetPhase(Phase::kLingering);
       beast::error_code ignored;
       Tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
       Tcp().expires_after(bound);
@@ -622,11 +797,13 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   void DrainSome() {
     stream_.async_read_some(buffer_.prepare(kReadChunk),
                             [self = this->shared_from_this()](beast::error_code ec, std::size_t n) {
-                              self->lingered_bytes_ += n;
-                              if (ec || self->lingered_bytes_ > kMaxLingerBytes) {
-                                return self->Close();
-                              }
-                              self->DrainSome();
+                              self->Guard([&] {
+                                self->lingered_bytes_ += n;
+                                if (ec || self->lingered_bytes_ > kMaxLingerBytes) {
+                                  return self->Close();
+                                }
+                                self->DrainSome();
+                              });
                             });
   }
 
@@ -635,29 +812,40 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   // flight and no fatal TLS error.
   void ShutdownTls(std::chrono::steady_clock::duration bound) {
     if constexpr (kTls) {
-      if (phase_ == Phase::kClosed || phase_ == Phase::kLingering) return;
-      phase_ = Phase::kLingering;
+      if (phase() == Phase::kClosed || phase() == Phase::kLingering) return;
+      SetPhase(Phase::kLingering);
       Tcp().expires_after(bound);
       stream_.async_shutdown(
-          [self = this->shared_from_this()](beast::error_code) { self->Close(); });
+          [self = this->shared_from_this()](beast::error_code) { self->CloseQuietly(); });
     }
   }
 
   void Close() {
-    if (phase_ == Phase::kClosed) return;
-    phase_ = Phase::kClosed;
+    if (phase() == Phase::kClosed) return;
+    SetPhase(Phase::kClosed);
     beast::error_code ignored;
     Tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
     Tcp().close();
   }
 
+  // CloseQuietly is Close for the exception path; it cannot throw.
+  void CloseQuietly() noexcept {
+    SetPhase(Phase::kClosed);
+    beast::error_code ignored;
+    Tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    Tcp().socket().close(ignored);
+  }
+
+  const TlsContextPtr tls_context_;  // The context stream_ was made with; null over plain HTTP.
   Stream stream_;
   const std::string remote_address_;
   std::vector<std::vector<std::uint8_t>> client_chain_;  // Verified at the handshake; TLS only.
-  beast::flat_buffer buffer_;
-  std::unique_ptr<http::request_parser<http::string_body>> parser_;  // The request being read.
+  beast::flat_buffer buffer_;                      // Bounded by ServerState::max_buffer_bytes.
+  std::optional<internal::RequestParser> parser_;  // The request being read.
   std::optional<http::response<http::string_body>> response_;
-  Phase phase_ = Phase::kReading;
+  std::chrono::steady_clock::time_point request_start_;
+  bool header_deadline_passed_ = false;
+  bool continue_sent_ = false;
   std::size_t lingered_bytes_ = 0;
 };
 
@@ -776,10 +964,10 @@ std::string_view CurrentHttpDate() {
 
 class HttpServer::Impl {
  public:
-  Impl(HttpServerOptions options, Router router, std::unique_ptr<net::ssl::context> tls_context)
+  Impl(HttpServerOptions options, Router router, TlsContextPtr tls_context)
       : state_(std::make_shared<ServerState>(std::move(options), std::move(router),
                                              std::move(tls_context))),
-        contexts_(MakeContexts(state_->options.threads)),
+        contexts_(MakeContexts(state_->options.threads + 1)),
         acceptor_(net::make_strand(*contexts_.front())),
         retry_timer_(acceptor_.get_executor()) {
     for (auto& context : contexts_) work_.push_back(net::make_work_guard(*context));
@@ -860,8 +1048,9 @@ class HttpServer::Impl {
     {
       std::lock_guard lock(state_->mutex);
       state_->stopping.store(true);
-      for (const auto& [key, weak] : state_->sessions) {
-        if (auto session = weak.lock()) live.push_back(std::move(session));
+      live.reserve(state_->by_activity.size());
+      for (SessionBase* session : state_->by_activity) {
+        if (auto held = SessionBase::Hold(*session)) live.push_back(std::move(held));
       }
     }
     // The acceptor's strand runs handlers in order: an accept that completed before this close
@@ -883,10 +1072,7 @@ class HttpServer::Impl {
     {
       std::unique_lock lock(state_->mutex);
       state_->drained.wait_for(lock, state_->options.drain_timeout,
-                               [this] {
-                                 return state_->acceptor_closed &&
-                                        state_->connections.load() == 0;
-                               });
+                               [this] { return state_->acceptor_closed && state_->live == 0; });
     }
     work_.clear();
     for (auto& context : contexts_) context->stop();
@@ -896,26 +1082,43 @@ class HttpServer::Impl {
     }
     beast::error_code ignored;
     acceptor_.close(ignored);
+    state_->connection_log.Report(/*force=*/true);
   }
 
   std::string address() const { return bound_.address().to_string(); }
   Result<void> AddClientTrustAnchor(const X509Ref& anchor) {
     if (!anchor) return MakeError(ErrorCode::kInvalidArgument, "a trust anchor must not be null");
-    const auto& tls = state_->options.tls;
-    if (!state_->tls_context || !tls || tls->client_auth == TlsOptions::ClientAuth::kNone) {
-      return MakeError(ErrorCode::kConflict,
-                       "this listener does not ask for client certificates");
+    if (!state_->tls_context) {
+      return MakeError(ErrorCode::kConflict, "this listener does not speak TLS");
     }
-    // X509_STORE locks itself: handshakes in flight keep verifying while the anchor is added.
-    X509_STORE* store = SSL_CTX_get_cert_store(state_->tls_context->native_handle());
-    ERR_clear_error();
-    if (X509_STORE_add_cert(store, anchor.get()) != 1) {
-      if (ERR_GET_REASON(ERR_peek_last_error()) != X509_R_CERT_ALREADY_IN_HASH_TABLE) {
-        return MakeError(ErrorCode::kInternal, "adding a client trust anchor: {}", OpenSslErrors());
-      }
-      ERR_clear_error();
+    std::lock_guard lock(state_->tls_mutex);
+    TlsOptions tls = state_->tls_options;
+    if (tls.client_auth == TlsOptions::ClientAuth::kNone) {
+      return MakeError(ErrorCode::kConflict, "this listener does not ask for client certificates");
     }
-    return {};
+    if (std::ranges::any_of(tls.client_trust_anchors, [&anchor](const X509Ref& known) {
+          return X509_cmp(known.get(), anchor.get()) == 0;
+        })) {
+      return {};
+    }
+    tls.client_trust_anchors.push_back(anchor);
+    return SwapTlsContext(std::move(tls));
+  }
+
+  Result<void> SetCertificate(std::vector<X509Ref> certificate_chain, PkeyRef private_key) {
+    if (!state_->tls_context) {
+      return MakeError(ErrorCode::kConflict, "this listener does not speak TLS");
+    }
+    std::lock_guard lock(state_->tls_mutex);
+    TlsOptions tls = state_->tls_options;
+    tls.certificate_chain = std::move(certificate_chain);
+    tls.private_key = std::move(private_key);
+    return SwapTlsContext(std::move(tls));
+  }
+
+  std::size_t max_connections() const { return state_->options.max_connections; }
+  std::size_t max_connections_per_address() const {
+    return state_->options.max_connections_per_address;
   }
 
   std::uint16_t port() const { return bound_.port(); }
@@ -924,7 +1127,9 @@ class HttpServer::Impl {
   // One io_context per thread, each run by its thread alone: a connection's handlers all run on
   // the thread of the context it was accepted onto, so they are serialised without a strand's
   // locking, and no handler is handed between threads (measured: about a third more requests
-  // per second than one io_context shared by every thread).
+  // per second than one io_context shared by every thread). The first context and its thread
+  // only accept (and choose connections to shed), so a Handler that takes its time never delays
+  // accepting.
   static std::vector<std::unique_ptr<net::io_context>> MakeContexts(int threads) {
     std::vector<std::unique_ptr<net::io_context>> contexts;
     contexts.reserve(static_cast<std::size_t>(threads));
@@ -944,7 +1149,8 @@ class HttpServer::Impl {
   }
 
   void DoAccept() {
-    net::io_context& context = *contexts_[next_context_++ % contexts_.size()];
+    // contexts_.front() is the acceptor's own: connections go to the others in turn.
+    net::io_context& context = *contexts_[1 + next_context_++ % (contexts_.size() - 1)];
     acceptor_.async_accept(
         context.get_executor(),
         [this](beast::error_code ec, tcp::socket socket) { OnAccept(ec, std::move(socket)); });
@@ -954,7 +1160,8 @@ class HttpServer::Impl {
     if (state_->stopping.load() || ec == net::error::operation_aborted) return;
     if (ec) {
       // EMFILE and friends: back off instead of spinning on a listen queue we cannot drain.
-      log::Warn("accept failed", {{"error", ec.message()}});
+      log::Debug("accept failed", {{"error", ec.message()}});
+      state_->connection_log.Note(ConnectionLog::kAcceptFailed);
       retry_timer_.expires_after(kAcceptRetryDelay);
       retry_timer_.async_wait([this](beast::error_code timer_ec) {
         if (!timer_ec && !state_->stopping.load()) DoAccept();
@@ -971,31 +1178,55 @@ class HttpServer::Impl {
     // then a body) waits for the peer's delayed ACK: 40 ms per exchange on Linux.
     beast::error_code nodelay_ec;
     socket.set_option(tcp::no_delay(true), nodelay_ec);
-    if (state_->connections.fetch_add(1) >= state_->options.max_connections) {
-      {
-        std::lock_guard lock(state_->mutex);
-        if (state_->connections.fetch_sub(1) == 1) state_->drained.notify_all();
-      }
-      log::Warn("connection limit reached", {{"remote", FormatEndpoint(remote)}});
-      beast::error_code ignored;
-      socket.close(ignored);
-    } else {
-      StartSession(std::move(socket), FormatEndpoint(remote));
-    }
+    Admit(std::move(socket), remote);
     DoAccept();
   }
 
-  // StartSession never throws, so that accepting goes on: a TLS stream whose SSL_new fails (out
-  // of memory) closes its socket and is logged.
-  void StartSession(tcp::socket socket, std::string remote) noexcept {
+  // Admit starts a session for |socket| if there is room for it, closing the least recently
+  // active sheddable connection (the address's own at its share) to make room; otherwise it
+  // closes |socket|. Never throws, so that accepting goes on: a TLS stream whose SSL_new fails
+  // (out of memory) closes its socket and is logged.
+  void Admit(tcp::socket socket, const tcp::endpoint& remote) noexcept {
     try {
-      if (state_->tls_context) {
-        std::make_shared<Session<TlsStream>>(std::move(socket), state_, remote)->Start();
+      std::string address = remote.address().to_string();
+      std::shared_ptr<SessionBase> session;
+      if (auto tls_context = state_->TlsContext()) {
+        session =
+            std::make_shared<Session<TlsStream>>(std::move(socket), state_, FormatEndpoint(remote),
+                                                 std::move(address), std::move(tls_context));
       } else {
-        std::make_shared<Session<beast::tcp_stream>>(std::move(socket), state_, remote)->Start();
+        session = std::make_shared<Session<beast::tcp_stream>>(
+            std::move(socket), state_, FormatEndpoint(remote), std::move(address), nullptr);
       }
+      const auto& options = state_->options;
+      std::shared_ptr<SessionBase> victim;
+      std::optional<ConnectionLog::Reason> reason;
+      bool admitted = false;
+      {
+        std::lock_guard lock(state_->mutex);
+        if (!state_->stopping.load()) {
+          const auto at_address = state_->per_address.find(session->address());
+          if (at_address != state_->per_address.end() &&
+              at_address->second >= options.max_connections_per_address) {
+            victim = SessionBase::FindVictim(*state_, &session->address());
+            reason = victim ? ConnectionLog::kShedAddress : ConnectionLog::kRefusedAddress;
+          } else if (state_->by_activity.size() >= options.max_connections) {
+            victim = SessionBase::FindVictim(*state_, nullptr);
+            reason = victim ? ConnectionLog::kShedFull : ConnectionLog::kRefusedFull;
+          }
+          admitted = !reason || victim != nullptr;
+          if (admitted) SessionBase::Admit(*state_, session);
+        }
+      }
+      if (reason) state_->connection_log.Note(*reason);
+      if (victim) {
+        net::post(victim->executor(), [victim] { victim->Shed(); });
+      }
+      // A session that is not admitted closes its socket as it goes.
+      if (admitted) session->Start();
     } catch (const std::exception& e) {
-      log::Error("cannot start a connection", {{"remote", remote}, {"what", e.what()}});
+      log::Error("cannot start a connection",
+                 {{"remote", FormatEndpoint(remote)}, {"what", e.what()}});
     }
   }
 
@@ -1010,6 +1241,16 @@ class HttpServer::Impl {
   std::vector<std::thread::id> thread_ids_;  // Written only before Start returns.
   std::atomic<bool> joining_{false};
 
+  // SwapTlsContext builds a context from |tls| and makes it the one new connections use. Under
+  // state_->tls_mutex.
+  Result<void> SwapTlsContext(TlsOptions tls) {
+    auto made = MakeTlsContext(tls);
+    if (!made) return MakeError(made.error());
+    state_->tls_context = std::move(*made);
+    state_->tls_options = std::move(tls);
+    return {};
+  }
+
   std::mutex stop_mutex_;
   bool stopped_ = false;  // Guarded by stop_mutex_.
 };
@@ -1018,16 +1259,67 @@ HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 HttpServer::~HttpServer() { impl_->Stop(); }
 
+namespace {
+
+// Descriptors kept for what is not a connection (the token, the database, logs), and the largest
+// max_connections the server picks by itself.
+constexpr rlim_t kReservedDescriptors = 256;
+constexpr std::size_t kMaxAutoConnections = 65536;
+
+// RaiseDescriptorLimit raises RLIMIT_NOFILE's soft limit to its hard limit, once per process, and
+// returns the soft limit then in force.
+rlim_t RaiseDescriptorLimit() {
+  static const rlim_t limit = [] {
+    rlimit current{};
+    if (getrlimit(RLIMIT_NOFILE, &current) != 0) return rlim_t{1024};
+    if (current.rlim_cur < current.rlim_max) {
+      rlimit raised = current;
+      raised.rlim_cur = current.rlim_max;
+      if (setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+        log::Info("raised the open file limit",
+                  {{"from", current.rlim_cur}, {"to", raised.rlim_cur}});
+        return raised.rlim_cur;
+      }
+    }
+    return current.rlim_cur;
+  }();
+  return limit;
+}
+
+std::size_t AutoMaxConnections(rlim_t descriptors) {
+  if (descriptors == RLIM_INFINITY) return kMaxAutoConnections;
+  if (descriptors <= 2 * kReservedDescriptors) return 64;
+  return std::min<std::size_t>((descriptors - kReservedDescriptors) / 2, kMaxAutoConnections);
+}
+
+}  // namespace
+
 Result<std::unique_ptr<HttpServer>> HttpServer::Start(HttpServerOptions options, Router router) {
   if (options.threads < 1) {
     return MakeError(ErrorCode::kInvalidArgument, "threads must be at least 1, not {}",
                      options.threads);
   }
-  if (options.max_header_bytes == 0 || options.max_connections == 0) {
-    return MakeError(ErrorCode::kInvalidArgument,
-                     "max_header_bytes and max_connections must be positive");
+  if (options.max_header_bytes == 0) {
+    return MakeError(ErrorCode::kInvalidArgument, "max_header_bytes must be positive");
   }
-  std::unique_ptr<net::ssl::context> tls_context;
+  using std::chrono::seconds;
+  if (options.handshake_timeout <= seconds(0) || options.header_timeout <= seconds(0) ||
+      options.read_timeout <= seconds(0)) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "handshake_timeout, header_timeout and read_timeout must be positive");
+  }
+  const rlim_t descriptors = RaiseDescriptorLimit();
+  if (options.max_connections == 0) options.max_connections = AutoMaxConnections(descriptors);
+  if (options.max_connections_per_address == 0) {
+    options.max_connections_per_address =
+        std::max(options.max_connections / 4, std::min<std::size_t>(options.max_connections, 64));
+  }
+  if (options.max_connections_per_address > options.max_connections) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "max_connections_per_address ({}) exceeds max_connections ({})",
+                     options.max_connections_per_address, options.max_connections);
+  }
+  TlsContextPtr tls_context;
   if (options.tls) {
     auto made = MakeTlsContext(*options.tls);
     if (!made) return MakeError(made.error().Wrap("TLS options"));
@@ -1047,6 +1339,17 @@ void HttpServer::Stop() { impl_->Stop(); }
 
 Result<void> HttpServer::AddClientTrustAnchor(const X509Ref& anchor) {
   return impl_->AddClientTrustAnchor(anchor);
+}
+
+Result<void> HttpServer::SetCertificate(std::vector<X509Ref> certificate_chain,
+                                        PkeyRef private_key) {
+  return impl_->SetCertificate(std::move(certificate_chain), std::move(private_key));
+}
+
+std::size_t HttpServer::max_connections() const { return impl_->max_connections(); }
+
+std::size_t HttpServer::max_connections_per_address() const {
+  return impl_->max_connections_per_address();
 }
 
 }  // namespace fleetid::server

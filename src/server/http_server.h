@@ -186,25 +186,50 @@ struct HttpServerOptions {
   std::string address = "127.0.0.1";
   // 0 picks a free port; read it back with HttpServer::port().
   std::uint16_t port = 8080;
-  // I/O and Handler threads; at least 1.
+  // I/O and Handler threads; at least 1. One more thread only accepts connections.
   int threads = 2;
-  // Request line plus headers; more is answered 431.
+
+  // What one request may make the server hold. Bytes past these are never buffered: the request
+  // is answered (JSON, Connection: close) and the connection closed.
+  // Request line plus header fields, and separately the chunked body's trailer fields together
+  // with the header: more is answered 431. Trailer fields are read and dropped, never handed on.
   std::size_t max_header_bytes = std::size_t{8} * 1024;
-  // More is answered 413 and the connection closed.
+  // Body bytes, however framed: more is answered 413.
   std::size_t max_body_bytes = std::size_t{64} * 1024;
-  // Connections beyond this are closed right after accept.
-  std::size_t max_connections = 1024;
-  // A whole request, from its first byte, must arrive within this or the connection is dropped
-  // without an answer. A new connection must complete its first request within this from accept.
+  // Extensions on one chunk-size line (RFC 9112 §7.1.1: ";name=value..."), which fleetid ignores:
+  // more is answered 400.
+  std::size_t max_chunk_extension_bytes = 256;
+
+  // Open connections on this listener. 0 (the default): sized from RLIMIT_NOFILE, which Start
+  // raises to its hard limit: half the descriptors left after a reserve of 256, so that two
+  // listeners fit in one process, at most 65536 (9872 at a limit of 20000). At the limit, and at
+  // an address's share below, a new connection is admitted by closing the least recently active
+  // connection that is not serving a request: one in its TLS handshake, idle between requests,
+  // or still sending its request (the address's own, for the share). A connection whose Handler
+  // runs or whose response is being written is never closed for another. Only when none can be
+  // closed is the new connection closed right after accept.
+  std::size_t max_connections = 0;
+  // One remote address's share of max_connections, so that one host (or one NAT) cannot hold
+  // everyone else's connections. 0 (the default): a quarter of max_connections, but not less
+  // than max_connections or 64, whichever is smaller. Loopback is not exempt.
+  std::size_t max_connections_per_address = 0;
+
+  // A TLS handshake must complete within this from accept.
+  std::chrono::seconds handshake_timeout{5};
+  // A request's header must arrive within this from its first byte (for a connection's first
+  // request: from accept, or from the end of the TLS handshake), else the connection is dropped
+  // without an answer. Capped by read_timeout.
+  std::chrono::seconds header_timeout{5};
+  // A whole request, header and body, must arrive within this from the same start.
   std::chrono::seconds read_timeout{10};
-  // A keep-alive connection may idle this long between requests.
+  // A keep-alive connection may idle this long between requests (and is the first to be closed
+  // when connections run short).
   std::chrono::seconds idle_timeout{30};
   // A response must be taken by the client within this.
   std::chrono::seconds write_timeout{10};
   // Stop() waits at most this for in-flight requests.
   std::chrono::seconds drain_timeout{5};
-  // Set: this listener speaks TLS only, and a TLS handshake must complete within read_timeout
-  // from accept (after which the first request has read_timeout again). Unset: plain HTTP.
+  // Set: this listener speaks TLS only. Unset: plain HTTP.
   std::optional<TlsOptions> tls;
 };
 
@@ -217,11 +242,20 @@ struct HttpServerOptions {
 // linger time (Connection: close) for the client's.
 //
 // Errors the server answers itself, all with a JSON body and Connection: close: 400 for bytes
-// that are not HTTP/1.0 or HTTP/1.1 (an HTTP/2 preface included), 413 for a body over
-// max_body_bytes, 431 for headers over max_header_bytes. A connection that is silent or too slow
-// is closed without an answer.
+// that are not HTTP/1.0 or HTTP/1.1 (an HTTP/2 preface included), for a framing that not every
+// intermediary reads alike (RFC 9112 §6.3: a Transfer-Encoding other than exactly one
+// "chunked", Transfer-Encoding with Content-Length or in HTTP/1.0), for an HTTP/1.1 request
+// without exactly one Host (or any with several), and for a chunk extension over
+// max_chunk_extension_bytes; 413 for a body over max_body_bytes; 431 for header or trailer
+// fields over max_header_bytes. A connection that is silent or too slow is closed without an
+// answer. The session's read buffer is bounded by these limits, so no client can make the
+// server hold more than about max_header_bytes + max_body_bytes per connection; an exception
+// from Beast or an allocation closes that connection, never the server.
 //
-// Thread-safety: address(), port() and Stop() may be called from any thread. Stop() and the
+// Connections refused or closed to admit others are not logged one by one: one "connections
+// shed or refused" line with counts per reason is logged at most every 10 seconds.
+//
+// Thread-safety: every method may be called from any thread. Stop() and the
 // destructor abort if called on a server thread (from inside a Handler), where they would deadlock.
 class HttpServer {
  public:
@@ -249,9 +283,24 @@ class HttpServer {
   void Stop();
 
   // AddClientTrustAnchor adds an anchor for client certificates while the server runs (a
-  // manufacturer CA registered after start); later handshakes accept chains ending at it.
-  // kFailedPrecondition on a listener that does not ask for client certificates.
+  // manufacturer CA registered after start): later handshakes accept chains ending at it, and
+  // name its subject among the CertificateRequest's certificate_authorities (RFC 8446 §4.2.4).
+  // An anchor already trusted is accepted and changes nothing. Connections already established
+  // are untouched. kConflict (fleetid's "failed precondition") on a listener that does not ask
+  // for client certificates; kInvalidArgument for a null anchor. Thread-safe.
   [[nodiscard]] Result<void> AddClientTrustAnchor(const X509Ref& anchor);
+
+  // SetCertificate replaces the server certificate chain and key for new TLS handshakes;
+  // connections already established keep theirs. The client trust anchors (those added by
+  // AddClientTrustAnchor included) and every other TLS setting carry over. kConflict (fleetid's
+  // "failed precondition") on a plain-HTTP listener; kInvalidArgument if the chain is empty or
+  // holds null, or the key is null or does not match the leaf. Thread-safe.
+  [[nodiscard]] Result<void> SetCertificate(std::vector<X509Ref> certificate_chain,
+                                            PkeyRef private_key);
+
+  // max_connections and max_connections_per_address as resolved at Start.
+  std::size_t max_connections() const;
+  std::size_t max_connections_per_address() const;
 
  private:
   class Impl;

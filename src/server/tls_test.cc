@@ -962,5 +962,180 @@ TEST_F(TlsTest, RsaTokenKeyServesTls13AndTls12) {
   }
 }
 
+// --- Issue 16: timeouts, room for newcomers, anchors and certificates changed at run time ----
+
+// PeerCaNames returns the common names of the CAs the server listed in its CertificateRequest.
+std::vector<std::string> PeerCaNames(SSL* ssl) {
+  std::vector<std::string> names;
+  const STACK_OF(X509_NAME)* list = SSL_get0_peer_CA_list(ssl);
+  for (int i = 0; list != nullptr && i < sk_X509_NAME_num(list); ++i) {
+    std::array<char, 256> cn{};
+    if (X509_NAME_get_text_by_NID(sk_X509_NAME_value(list, i), NID_commonName, cn.data(),
+                                  static_cast<int>(cn.size())) >= 0) {
+      names.emplace_back(cn.data());
+    }
+  }
+  return names;
+}
+
+// Maker is a manufacturer registered after the server started: its CA and one device.
+struct Maker {
+  crypto::EvpPkeyPtr ca_key = SoftwareKey();
+  crypto::X509Ptr ca = MakeCa("fleetid test manufacturer CA", ca_key.get());
+  crypto::EvpPkeyPtr device_key = SoftwareKey();
+  crypto::X509Ptr device = MakeClientCert("device-0099", device_key.get(), ca.get(), ca_key.get());
+};
+
+// Whoami returns the /whoami answer over |client|, or an empty object if the request failed.
+nlohmann::json Whoami(TlsClient& client) {
+  std::string body;
+  if (!client.connected() || !client.Send(kGetWhoami) || !client.ReadBody(&body)) return {};
+  return Json(body);
+}
+
+TEST_F(TlsTest, AddedTrustAnchorIsTrustedAndNamedInTheCertificateRequest) {
+  auto server = StartServer(ServerTls(ClientAuth::kRequired));
+  ASSERT_TRUE(server);
+  const Maker maker;
+  {
+    TlsClient device(server->port(), pki().ca_pem, pki().client_cert.get(), pki().client_key.get());
+    ASSERT_TRUE(device.connected()) << device.error();
+    EXPECT_THAT(PeerCaNames(device.ssl()), ::testing::ElementsAre("fleetid test device CA"));
+    TlsClient unknown(server->port(), pki().ca_pem, maker.device.get(), maker.device_key.get());
+    EXPECT_TRUE(Whoami(unknown).empty()) << "not trusted before it is added";
+  }
+
+  ASSERT_TRUE(server->AddClientTrustAnchor(X509Ref(maker.ca.get())));
+  ASSERT_TRUE(server->AddClientTrustAnchor(X509Ref(maker.ca.get()))) << "again: no change";
+
+  TlsClient device(server->port(), pki().ca_pem, maker.device.get(), maker.device_key.get());
+  ASSERT_TRUE(device.connected()) << device.error();
+  EXPECT_THAT(
+      PeerCaNames(device.ssl()),
+      ::testing::UnorderedElementsAre("fleetid test device CA", "fleetid test manufacturer CA"));
+  const auto body = Whoami(device);
+  ASSERT_FALSE(body.empty());
+  EXPECT_EQ(body.at("leaf"), "device-0099");
+  EXPECT_EQ(body.at("anchor"), "fleetid test manufacturer CA");
+
+  // What an operator sees with the real openssl client.
+  const auto seen = RunCommand(fmt::format(
+      "openssl s_client -connect 127.0.0.1:{} -servername localhost -CAfile '{}' </dev/null",
+      server->port(), pki().ca_pem));
+  EXPECT_THAT(seen.output, HasSubstr("Acceptable client certificate CA names"));
+  EXPECT_THAT(seen.output, HasSubstr("CN = fleetid test manufacturer CA"));
+}
+
+TEST_F(TlsTest, AnchorsAndCertificatesCannotBeChangedWhereTheyDoNotApply) {
+  auto plain = StartServer(std::nullopt);
+  ASSERT_TRUE(plain);
+  auto anchor = plain->AddClientTrustAnchor(X509Ref(pki().client_ca_cert.get()));
+  ASSERT_FALSE(anchor);
+  EXPECT_EQ(anchor.error().code(), ErrorCode::kConflict);
+  auto cert =
+      plain->SetCertificate({X509Ref(pki().server_cert.get())}, PkeyRef(pki().server_key.get()));
+  ASSERT_FALSE(cert);
+  EXPECT_EQ(cert.error().code(), ErrorCode::kConflict);
+
+  auto no_client_auth = StartServer(ServerTls(ClientAuth::kNone));
+  ASSERT_TRUE(no_client_auth);
+  anchor = no_client_auth->AddClientTrustAnchor(X509Ref(pki().client_ca_cert.get()));
+  ASSERT_FALSE(anchor);
+  EXPECT_EQ(anchor.error().code(), ErrorCode::kConflict);
+  anchor = no_client_auth->AddClientTrustAnchor(X509Ref());
+  ASSERT_FALSE(anchor);
+  EXPECT_EQ(anchor.error().code(), ErrorCode::kInvalidArgument);
+}
+
+TEST_F(TlsTest, SetCertificateServesNewHandshakesAndKeepsOpenConnections) {
+  auto server = StartServer(ServerTls(ClientAuth::kRequired));
+  ASSERT_TRUE(server);
+  const Maker maker;
+  ASSERT_TRUE(server->AddClientTrustAnchor(X509Ref(maker.ca.get())));
+
+  TlsClient before(server->port(), pki().ca_pem, pki().client_cert.get(), pki().client_key.get());
+  ASSERT_TRUE(before.connected()) << before.error();
+  ASSERT_FALSE(Whoami(before).empty());
+  EXPECT_EQ(X509_cmp(SSL_get0_peer_certificate(before.ssl()), pki().server_cert.get()), 0);
+
+  crypto::EvpPkeyPtr renewed_key = SoftwareKey();
+  crypto::X509Ptr renewed =
+      MakeServerCert(renewed_key.get(), pki().ca_cert.get(), pki().ca_key.get());
+  ASSERT_TRUE(renewed);
+
+  auto mismatched =
+      server->SetCertificate({X509Ref(renewed.get())}, PkeyRef(pki().server_key.get()));
+  ASSERT_FALSE(mismatched);
+  EXPECT_EQ(mismatched.error().code(), ErrorCode::kInvalidArgument);
+  auto empty = server->SetCertificate({}, PkeyRef(renewed_key.get()));
+  ASSERT_FALSE(empty);
+  EXPECT_EQ(empty.error().code(), ErrorCode::kInvalidArgument);
+  auto no_key = server->SetCertificate({X509Ref(renewed.get())}, PkeyRef());
+  ASSERT_FALSE(no_key);
+  EXPECT_EQ(no_key.error().code(), ErrorCode::kInvalidArgument);
+
+  ASSERT_TRUE(server->SetCertificate({X509Ref(renewed.get()), X509Ref(pki().ca_cert.get())},
+                                     PkeyRef(renewed_key.get())));
+
+  const auto still = Whoami(before);
+  ASSERT_FALSE(still.empty()) << "the connection open before the swap keeps working";
+  EXPECT_EQ(still.at("leaf"), "device-0042");
+
+  TlsClient after(server->port(), pki().ca_pem, pki().client_cert.get(), pki().client_key.get());
+  ASSERT_TRUE(after.connected()) << after.error();
+  EXPECT_EQ(X509_cmp(SSL_get0_peer_certificate(after.ssl()), renewed.get()), 0);
+  EXPECT_FALSE(Whoami(after).empty());
+
+  TlsClient device(server->port(), pki().ca_pem, maker.device.get(), maker.device_key.get());
+  const auto body = Whoami(device);
+  ASSERT_FALSE(body.empty()) << "an anchor added before the swap is still trusted";
+  EXPECT_EQ(body.at("anchor"), "fleetid test manufacturer CA");
+  EXPECT_THAT(PeerCaNames(device.ssl()), ::testing::Contains("fleetid test manufacturer CA"));
+
+  const auto curl = RunCommand(
+      Curl(fmt::format("--cacert '{}' --cert '{}' --key '{}' {}", pki().ca_pem, pki().client_pem,
+                       pki().client_key_pem, Url(*server, "/whoami"))));
+  EXPECT_EQ(curl.status, 0) << curl.output;
+}
+
+TEST_F(TlsTest, SilentAndHalfSentHandshakesAreDroppedAfterTheHandshakeTimeout) {
+  HttpServerOptions options;
+  options.handshake_timeout = 1s;
+  options.header_timeout = 30s;
+  options.read_timeout = 30s;
+  auto server = StartServer(ServerTls(ClientAuth::kNone), options);
+  ASSERT_TRUE(server);
+  RawClient silent(server->port());
+  RawClient half(server->port());
+  ASSERT_TRUE(silent.connected() && half.connected());
+  ASSERT_TRUE(half.Send(std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11)));
+  const auto start = Clock::now();
+  EXPECT_TRUE(silent.WaitClosed(4s));
+  EXPECT_TRUE(half.WaitClosed(1s));
+  EXPECT_LT(Clock::now() - start, 2500ms);
+}
+
+TEST_F(TlsTest, SilentTlsSocketsMakeRoomForARealClient) {
+  HttpServerOptions options;
+  options.max_connections = 16;
+  options.max_connections_per_address = 16;
+  options.handshake_timeout = 30s;
+  auto server = StartServer(ServerTls(ClientAuth::kOptional), options);
+  ASSERT_TRUE(server);
+  std::vector<std::unique_ptr<RawClient>> silent;
+  for (int i = 0; i < 300; ++i) {
+    silent.push_back(std::make_unique<RawClient>(server->port()));
+    ASSERT_TRUE(silent.back()->connected());
+  }
+  for (int i = 0; i < 5; ++i) {
+    const auto start = Clock::now();
+    TlsClient client(server->port(), pki().ca_pem, pki().client_cert.get(), pki().client_key.get());
+    const auto body = Whoami(client);
+    ASSERT_FALSE(body.empty()) << client.error();
+    EXPECT_EQ(body.at("leaf"), "device-0042");
+    EXPECT_LT(Clock::now() - start, 1s);
+  }
+}
+
 }  // namespace
 }  // namespace fleetid::server
