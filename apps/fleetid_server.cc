@@ -1,32 +1,32 @@
 // fleetid-server: the device identity authority.
 #include <pthread.h>
 
+#include <fmt/ranges.h>
 #include <CLI/CLI.hpp>
 #include <condition_variable>
 #include <csignal>
-#include <mutex>
-#include <stop_token>
-#include <thread>
 #include <cstdlib>
 #include <filesystem>
-#include <fmt/ranges.h>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <stop_token>
+#include <thread>
 
 #include "apps/audit_routes.h"
 #include "apps/est_routes.h"
-#include "enroll/service.h"
 #include "apps/options.h"
+#include "apps/pki_routes.h"
+#include "audit/log.h"
 #include "common/log.h"
 #include "crypto/crypto.h"
 #include "crypto/keys.h"
 #include "custody/provider.h"
 #include "custody/store.h"
-#include "apps/pki_routes.h"
-#include "audit/log.h"
+#include "enroll/service.h"
 #include "pki/pki.h"
 #include "registry/registry.h"
-#include "store/store.h"
 #include "server/http_server.h"
+#include "store/store.h"
 
 namespace fleetid {
 namespace {
@@ -50,21 +50,36 @@ nlohmann::json ClientIdentity(pki::Authority& authority, std::span<const std::ui
   char* text = nullptr;
   const long len = BIO_get_mem_data(bio.get(), &text);
   const ASN1_INTEGER* serial = X509_get0_serialNumber(leaf.get());
-  const std::string serial_hex =
-      crypto::Hex({ASN1_STRING_get0_data(serial), static_cast<std::size_t>(ASN1_STRING_length(serial))});
+  const std::string serial_hex = crypto::Hex(
+      {ASN1_STRING_get0_data(serial), static_cast<std::size_t>(ASN1_STRING_length(serial))});
   auto record = authority.Get(serial_hex);
-  return {{"subject", std::string(text, static_cast<std::size_t>(std::max(len, 0L)))},
-          {"serial", serial_hex},
-          {"certificate_status", record ? std::string(pki::StatusName(record->status)) : "unknown"}};
+  return {
+      {"subject", std::string(text, static_cast<std::size_t>(std::max(len, 0L)))},
+      {"serial", serial_hex},
+      {"certificate_status", record ? std::string(pki::StatusName(record->status)) : "unknown"}};
 }
 
-// ServerTls sets up the HTTPS front: a P-256 key in the token, a certificate for it issued by the
-// authority's own hierarchy (reused across restarts while it has a third of its life left), and
-// client certificates verified against the hierarchy.
-Result<server::TlsOptions> ServerTls(custody::Token& token, pki::Authority& authority,
-                                     const std::vector<std::string>& names,
-                                     const std::vector<enroll::Manufacturer>& manufacturers) {
+Result<crypto::X509Ptr> ParseDer(std::span<const std::uint8_t> der) {
+  const unsigned char* p = der.data();
+  crypto::X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  if (!cert) return MakeError(ErrorCode::kInternal, "a stored certificate does not parse");
+  return cert;
+}
+
+// HttpsIdentity is the HTTPS front's key (in the token) and the keeper of its certificate.
+struct HttpsIdentity {
+  server::PkeyRef key;
+  std::unique_ptr<pki::ServerCertificateKeeper> keeper;
+};
+
+// OpenHttpsIdentity finds the P-256 key |kTlsKeyLabel| in the token, generating it first if it
+// does not exist (or, with |replace|, replacing it: a key revoked as compromised is never
+// certified again), and gets it a certificate from the authority's own hierarchy (reused across
+// restarts while it has a third of its life left).
+Result<HttpsIdentity> OpenHttpsIdentity(custody::Token& token, pki::Authority& authority,
+                                        const std::vector<std::string>& names, bool replace) {
   const crypto::Suite& suite = crypto::GetSuite(crypto::SuiteId::kEcdsaP256Sha256);
+  if (replace) FLEETID_CHECK_OK(token.DestroyKey(kTlsKeyLabel));
   if (auto found = token.FindKey(kTlsKeyLabel); !found) {
     if (found.error().code() != ErrorCode::kNotFound) return MakeError(found.error());
     FLEETID_TRY(made, token.GenerateKey(kTlsKeyLabel, suite, crypto::OpenSslRng::Instance()));
@@ -72,39 +87,94 @@ Result<server::TlsOptions> ServerTls(custody::Token& token, pki::Authority& auth
   }
   FLEETID_TRY(public_key, token.PublicKey(kTlsKeyLabel));
   FLEETID_TRY(spki, crypto::PublicKeyDer(public_key.get()));
-  FLEETID_TRY(record, authority.ServerCertificate(spki, names));
   FLEETID_TRY(signer, token.GetSigner(kTlsKeyLabel));
   FLEETID_TRY(key, custody::TokenPkey(std::shared_ptr<custody::Signer>(std::move(signer))));
-  auto parse = [](std::span<const std::uint8_t> der) -> Result<crypto::X509Ptr> {
-    const unsigned char* p = der.data();
-    crypto::X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
-    if (!cert) return MakeError(ErrorCode::kInternal, "a stored certificate does not parse");
-    return cert;
-  };
-  server::TlsOptions tls;
-  FLEETID_TRY(leaf, parse(record.der));
+  HttpsIdentity identity{server::PkeyRef(key.get()),
+                         std::make_unique<pki::ServerCertificateKeeper>(
+                             authority, SystemClock::Instance(), std::move(spki), names)};
+  FLEETID_TRY(first, identity.keeper->Check());
+  static_cast<void>(first);
+  return identity;
+}
+
+// ServedChain is what the listener sends: the leaf and its issuing CA.
+Result<std::vector<server::X509Ref>> ServedChain(pki::Authority& authority,
+                                                 const pki::CertificateRecord& record) {
+  FLEETID_TRY(leaf, ParseDer(record.der));
   FLEETID_TRY(issuing_der, authority.CaCertificate(record.issuer));
-  FLEETID_TRY(issuing, parse(issuing_der));
-  tls.certificate_chain.emplace_back(leaf.get());
-  tls.certificate_chain.emplace_back(issuing.get());
-  tls.private_key = server::PkeyRef(key.get());
+  FLEETID_TRY(issuing, ParseDer(issuing_der));
+  std::vector<server::X509Ref> chain;
+  chain.emplace_back(leaf.get());
+  chain.emplace_back(issuing.get());
+  return chain;
+}
+
+void LogCertificate(std::string_view what, const pki::CertificateRecord& record,
+                    const std::vector<std::string>& names) {
+  log::Info(what, {{"serial", record.serial},
+                   {"names", fmt::format("{}", fmt::join(names, ","))},
+                   {"not_after", std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                                    record.not_after.time_since_epoch())
+                                                    .count())}});
+}
+
+// ServerTls sets up the HTTPS front: its key and certificate, and client certificates verified
+// against the hierarchy and the registered manufacturers' CAs.
+Result<server::TlsOptions> ServerTls(pki::Authority& authority, const HttpsIdentity& identity,
+                                     const std::vector<std::string>& names,
+                                     const std::vector<enroll::Manufacturer>& manufacturers) {
+  server::TlsOptions tls;
+  FLEETID_TRY(chain, ServedChain(authority, identity.keeper->Current()));
+  tls.certificate_chain = std::move(chain);
+  tls.private_key = identity.key;
   for (const std::string& name : authority.CaNames()) {
     FLEETID_TRY(der, authority.CaCertificate(name));
-    FLEETID_TRY(anchor, parse(der));
+    FLEETID_TRY(anchor, ParseDer(der));
     tls.client_trust_anchors.emplace_back(anchor.get());
   }
   // IDevIDs chain to a registered manufacturer's CA; which anchor verified a chain decides what
   // the client may do (enroll with an IDevID, renew with an LDevID).
   for (const enroll::Manufacturer& m : manufacturers) {
-    FLEETID_TRY(anchor, parse(m.der));
+    FLEETID_TRY(anchor, ParseDer(m.der));
     tls.client_trust_anchors.emplace_back(anchor.get());
   }
   tls.client_auth = server::TlsOptions::ClientAuth::kOptional;
-  log::Info("https certificate", {{"serial", record.serial},
-                                  {"names", fmt::format("{}", fmt::join(names, ","))},
-                                  {"not_after", std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
-                                                    record.not_after.time_since_epoch()).count())}});
+  LogCertificate("https certificate", identity.keeper->Current(), names);
   return tls;
+}
+
+// RenewHttpsCertificate runs on the maintenance thread: a certificate past two thirds of its
+// life, revoked or on hold is replaced, and new handshakes get the new one. A certificate
+// revoked for keyCompromise cannot be renewed for the same key, so the key is replaced too.
+void RenewHttpsCertificate(custody::Token& token, pki::Authority& authority,
+                           server::HttpServer& https, HttpsIdentity& identity,
+                           const std::vector<std::string>& names) {
+  auto renewed = identity.keeper->Check();
+  if (!renewed && renewed.error().code() == ErrorCode::kPermissionDenied) {
+    log::Warn("https key compromised: replacing it", {{"error", renewed.error().ToString()}});
+    auto replaced = OpenHttpsIdentity(token, authority, names, /*replace=*/true);
+    if (!replaced) {
+      log::Warn("https key replacement failed", {{"error", replaced.error().ToString()}});
+      return;
+    }
+    identity = std::move(*replaced);
+    renewed = identity.keeper->Current();
+  }
+  if (!renewed) {
+    log::Warn("https certificate renewal failed", {{"error", renewed.error().ToString()}});
+    return;
+  }
+  if (!*renewed) return;
+  auto chain = ServedChain(authority, **renewed);
+  if (!chain) {
+    log::Warn("https certificate renewal failed", {{"error", chain.error().ToString()}});
+    return;
+  }
+  if (auto set = https.SetCertificate(std::move(*chain), identity.key); !set) {
+    log::Warn("https certificate could not be loaded", {{"error", set.error().ToString()}});
+    return;
+  }
+  LogCertificate("https certificate renewed", **renewed, names);
 }
 
 int Run(int argc, char** argv) {
@@ -183,7 +253,8 @@ int Run(int argc, char** argv) {
                                         crypto::OpenSslRng::Instance(), ca_options);
   if (!authority) return Fail(authority.error());
   log::Info("certificate authority ready",
-            {{"public_url", ca_options.base_url}, {"cas", fmt::format("{}", fmt::join((*authority)->CaNames(), ","))}});
+            {{"public_url", ca_options.base_url},
+             {"cas", fmt::format("{}", fmt::join((*authority)->CaNames(), ","))}});
 
   // The audit log: every registry transition, issuance and revocation appends to it in its own
   // transaction; the server integrates and signs tree heads on a cadence.
@@ -194,8 +265,8 @@ int Run(int argc, char** argv) {
   audit::Log audit_log(**db, *audit_signer, SystemClock::Instance());
   auto first_head = audit_log.SignHead();
   if (!first_head) return Fail(first_head.error());
-  log::Info("audit log ready", {{"size", first_head->size},
-                                {"root", audit::HashHex(first_head->root)}});
+  log::Info("audit log ready",
+            {{"size", first_head->size}, {"root", audit::HashHex(first_head->root)}});
 
   // Enrollment: the registry acts on credentials through the CA in its own transactions.
   enroll::PkiEffects effects(**authority);
@@ -213,7 +284,8 @@ int Run(int argc, char** argv) {
   // of its certificate: the handshake verified the chain, the authority knows the revocation.
   router.Add("GET", "/healthz", [&authority](const server::HttpRequest& req) {
     nlohmann::json body{{"status", "ok"}, {"version", kVersion}};
-    if (!req.client_chain.empty()) body["client"] = ClientIdentity(**authority, req.client_chain.front());
+    if (!req.client_chain.empty())
+      body["client"] = ClientIdentity(**authority, req.client_chain.front());
     return server::HttpResponse::Json(200, body.dump());
   });
   server::HttpServerOptions options;
@@ -221,8 +293,13 @@ int Run(int argc, char** argv) {
   options.port = config->http_listen.port;
   options.threads = config->threads;
   std::unique_ptr<server::HttpServer> https;
+  HttpsIdentity https_identity;
+  const std::vector<std::string> tls_names = config->TlsNames();
   if (config->https_enabled) {
-    auto tls = ServerTls(*custody->token, **authority, config->TlsNames(), *manufacturers);
+    auto identity = OpenHttpsIdentity(*custody->token, **authority, tls_names, false);
+    if (!identity) return Fail(identity.error());
+    https_identity = std::move(*identity);
+    auto tls = ServerTls(**authority, https_identity, tls_names, *manufacturers);
     if (!tls) return Fail(tls.error());
     server::HttpServerOptions https_options = options;
     https_options.address = config->https_listen.host;
@@ -244,10 +321,12 @@ int Run(int argc, char** argv) {
   // In the background: CRLs that relying parties fetch are rebuilt when due (so a fetch rarely
   // waits for a build), and the audit log is integrated and its head signed every few seconds.
   // Manufacturers registered while the server runs (by `fleetid manufacturer add`) become
-  // client trust anchors within a second.
+  // client trust anchors within a second. The HTTPS certificate is renewed at two thirds of its
+  // life, and within a second of its revocation.
   std::size_t known_manufacturers = manufacturers->size();
-  std::jthread background([&authority, &audit_log, &enrollment, &https,
-                           &known_manufacturers](const std::stop_token& stop) {
+  custody::Token& token = *custody->token;
+  std::jthread background([&authority, &audit_log, &enrollment, &https, &known_manufacturers,
+                           &token, &https_identity, &tls_names](const std::stop_token& stop) {
     std::mutex mu;
     std::condition_variable_any wake;
     std::unique_lock lock(mu);
@@ -255,7 +334,9 @@ int Run(int argc, char** argv) {
       wake.wait_for(lock, stop, std::chrono::seconds(1), [] { return false; });
       if (stop.stop_requested()) return;
       (*authority)->RefreshCrls();
-      if (auto makers = enrollment.Manufacturers(); https && makers && makers->size() != known_manufacturers) {
+      if (https) RenewHttpsCertificate(token, **authority, *https, https_identity, tls_names);
+      if (auto makers = enrollment.Manufacturers();
+          https && makers && makers->size() != known_manufacturers) {
         for (const enroll::Manufacturer& m : *makers) {
           const unsigned char* p = m.der.data();
           crypto::X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(m.der.size())));
@@ -271,6 +352,11 @@ int Run(int argc, char** argv) {
       if (tick % kAuditHeadSeconds == 0) {
         if (auto head = audit_log.SignHead(); !head) {
           log::Warn("audit: signing a tree head failed", {{"error", head.error().ToString()}});
+        }
+      }
+      if (tick % 60 == 0) {  // expired nonces and idle rate buckets (docs/security-device.md)
+        if (auto pruned = enrollment.Prune(); !pruned) {
+          log::Warn("enroll: pruning failed", {{"error", pruned.error().ToString()}});
         }
       }
     }

@@ -2,6 +2,8 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 
 #include "crypto/crypto.h"
@@ -64,7 +66,6 @@ HttpResponse Cacheable(const HttpRequest& req, std::string content_type,
   return r;
 }
 
-
 HttpResponse OcspResponse(const pki::OcspAnswer& answer, const Clock& clock) {
   HttpResponse r = Binary("application/ocsp-response", answer.der);
   if (answer.cacheable) {
@@ -73,6 +74,20 @@ HttpResponse OcspResponse(const pki::OcspAnswer& answer, const Clock& clock) {
     r.headers.emplace_back("Cache-Control", "no-store");
   }
   return r;
+}
+
+// IsOcspRequestType says whether a Content-Type names application/ocsp-request (RFC 6960
+// Appendix A.1), case-insensitively, parameters ignored.
+bool IsOcspRequestType(std::string_view content_type) {
+  content_type = content_type.substr(0, content_type.find(';'));
+  while (!content_type.empty() && (content_type.back() == ' ' || content_type.back() == '\t')) {
+    content_type.remove_suffix(1);
+  }
+  constexpr std::string_view kType = "application/ocsp-request";
+  return content_type.size() == kType.size() &&
+         std::equal(kType.begin(), kType.end(), content_type.begin(), [](char a, char b) {
+           return a == std::tolower(static_cast<unsigned char>(b));
+         });
 }
 
 }  // namespace
@@ -113,6 +128,12 @@ std::optional<std::vector<std::uint8_t>> Base64Decode(std::string_view text) {
 
 void AddPkiRoutes(server::Router& router, pki::Authority& authority, const Clock& clock) {
   router.Add("POST", "/ocsp", [&authority, &clock](const HttpRequest& req) {
+    // A body of another media type is not an OCSP request: refused at the HTTP layer, before
+    // any parsing, so it can cost neither a parse nor a signature.
+    if (!IsOcspRequestType(req.Header("Content-Type"))) {
+      return HttpResponse::JsonError(415, "unsupported_media_type",
+                                     "an OCSP request is application/ocsp-request");
+    }
     const auto* data = reinterpret_cast<const std::uint8_t*>(req.body.data());
     return OcspResponse(authority.Ocsp({data, req.body.size()}), clock);
   });
@@ -125,7 +146,8 @@ void AddPkiRoutes(server::Router& router, pki::Authority& authority, const Clock
     return Cacheable(req, "application/ocsp-response", answer.der, clock.Now(), answer.this_update,
                      answer.next_update, answer.etag);
   });
-  // GET /crl/{issuer}/{partition}.crl: the distribution point written into each certificate;
+  // GET /crl/{issuer}/{partition}.crl: the distribution point written into each certificate
+  // (a device certificate's issuance hour, or a long-lived certificate's negative partition);
   // /crl/{issuer}/{partition}-delta.crl: its delta CRL (the full CRL's freshestCRL).
   router.Add("GET", "/crl/*", [&authority, &clock](const HttpRequest& req) {
     std::string_view rest = std::string_view(req.path).substr(5);
@@ -140,8 +162,9 @@ void AddPkiRoutes(server::Router& router, pki::Authority& authority, const Clock
     const std::string_view number = rest.substr(slash + 1);
     std::int64_t partition = 0;
     auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), partition);
-    if (number.empty() || number.front() == '-' || ec != std::errc() ||
-        end != number.data() + number.size()) {
+    // Partitions of long-lived certificates are negative; only the canonical spelling is one.
+    if (number.empty() || ec != std::errc() || end != number.data() + number.size() ||
+        std::to_string(partition) != number) {
       return HttpResponse::FromError(Error(ErrorCode::kNotFound, "no such CRL"));
     }
     auto crl = authority.Crl(issuer, partition, delta);
