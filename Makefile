@@ -6,7 +6,7 @@ DATA ?= ./var
 LISTEN ?= 127.0.0.1:8080
 SOURCES = $(shell git ls-files '*.cc' '*.h' 2>/dev/null)
 
-.PHONY: all bootstrap build release run demo test test-dev test-asan bench fmt fmt-check lint clean
+.PHONY: all bootstrap build release run demo test test-dev test-asan test-fuzz bench fmt fmt-check lint clean
 
 all: build
 
@@ -29,8 +29,9 @@ run: release
 demo: release
 	scripts/demo.sh
 
-# The whole suite, normally and under AddressSanitizer + UndefinedBehaviorSanitizer.
-test: test-dev test-asan release lint
+# The whole suite, normally and under AddressSanitizer + UndefinedBehaviorSanitizer, and the
+# fuzzers' corpus replay and smoke run.
+test: test-dev test-asan test-fuzz release lint
 
 test-dev: bootstrap
 	cmake --preset dev >/dev/null
@@ -41,6 +42,12 @@ test-asan: bootstrap
 	cmake --preset asan >/dev/null
 	cmake --build --preset asan
 	ctest --preset asan
+
+# libFuzzer targets (clang-16, build/fuzz): replay fuzz/corpus and fuzz for at most a minute.
+test-fuzz: bootstrap
+	cmake --preset fuzz >/dev/null
+	cmake --build --preset fuzz
+	ctest --preset fuzz
 
 bench:
 	@scripts/bootstrap.sh bench

@@ -10,6 +10,8 @@ packages=(
   # toolchain
   build-essential cmake ninja-build pkg-config ccache git
   clang-format clang-tidy-16
+  # fuzzing (fuzz/, make test-fuzz): clang 16 with its libFuzzer runtime; llvm for llvm-symbolizer
+  clang-16 libclang-rt-16-dev llvm
   # libraries (see docs/dependencies.md for why each is here)
   libssl-dev openssl
   libboost1.81-dev

@@ -920,12 +920,15 @@ TEST(HttpServerTest, LongTrailersGet431AndNeverReachTheHandler) {
   {
     SCOPED_TRACE("a short trailer is read and dropped");
     TestClient client(server->port());
-    ASSERT_TRUE(client.Send(head + "X-Custom: from-the-trailer\r\n\r\n"));
+    ASSERT_TRUE(client.Send(head + "X-Custom: from-the-trailer\r\nHost: evil\r\n\r\n"));
     auto response = client.ReadResponse();
     ASSERT_TRUE(response);
     EXPECT_EQ(response.status, 200);
     EXPECT_EQ(response.Json().at("body"), "hello");
     EXPECT_EQ(response.Json().at("custom"), "");
+    // Found by fuzz/http_request_fuzzer: Beast files a trailer field beside the header field of
+    // the same name, so counting the header's fields let a trailer Host through.
+    EXPECT_EQ(response.Json().at("header_names"), nlohmann::json({"host", "transfer-encoding"}));
   }
   TestClient client(server->port());
   ASSERT_TRUE(client.Send(Request("GET", "/hello")));

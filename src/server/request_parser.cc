@@ -4,7 +4,6 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
-#include <iterator>
 #include <limits>
 #include <utility>
 
@@ -120,16 +119,25 @@ std::size_t RequestParser::Put(std::string_view bytes) {
   try {
     while (consumed < bytes.size() && !parser.is_done()) {
       const bool header_was_done = parser.is_header_done();
+      if (!header_was_done) {
+        // Beast applies its header limit to each put, and keeps the start line and the whole
+        // fields it has parsed while the rest is due: the limit shrinks by what it has kept.
+        parser.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(
+            limits_.max_header_bytes - std::min(header_bytes_, limits_.max_header_bytes),
+            std::numeric_limits<std::uint32_t>::max())));
+      }
       beast::error_code ec;
       const std::size_t n = parser.put(
           boost::asio::const_buffer(bytes.data() + consumed, bytes.size() - consumed), ec);
       consumed += n;
-      if (ec == http::error::need_more) break;
-      if (ec == http::error::header_limit) {
+      if (!header_was_done) header_bytes_ += n;
+      if (ec == http::error::header_limit ||
+          (!header_was_done && header_bytes_ > limits_.max_header_bytes)) {
         Fail(431, "header_fields_too_large",
              fmt::format("request headers exceed {} bytes", limits_.max_header_bytes));
         return consumed;
       }
+      if (ec == http::error::need_more) break;
       if (ec == http::error::body_limit) {
         Fail(413, "payload_too_large",
              fmt::format("request body exceeds {} bytes", limits_.max_body_bytes));
@@ -145,11 +153,15 @@ std::size_t RequestParser::Put(std::string_view bytes) {
         return consumed;
       }
       if (!header_was_done && parser.is_header_done()) {
-        header_bytes_ = n;
         header_field_bytes_ = FieldBytes(parser);
-        header_fields_ = static_cast<std::size_t>(
-            std::distance(parser.get().base().begin(), parser.get().base().end()));
         if (!CheckHeader()) return consumed;
+        // A snapshot: Beast files a trailer field beside a header field of the same name.
+        for (const auto& field : parser.get().base()) {
+          std::string name(ToStd(field.name_string()));
+          std::transform(name.begin(), name.end(), name.begin(),
+                         [](char c) { return AsciiLower(c); });
+          headers_.emplace_back(std::move(name), std::string(ToStd(field.value())));
+        }
         state_ = State::kHeaderDone;
       }
       if (n == 0) break;
@@ -166,6 +178,9 @@ std::size_t RequestParser::Put(std::string_view bytes) {
       state_ = State::kDone;
     } else if (parser.is_header_done()) {
       CheckPending(bytes.substr(consumed));
+    } else if (header_bytes_ + (bytes.size() - consumed) > limits_.max_header_bytes) {
+      Fail(431, "header_fields_too_large",
+           fmt::format("request headers exceed {} bytes", limits_.max_header_bytes));
     }
   } catch (const std::exception&) {
     Fail(400, "invalid_argument", "malformed HTTP request");
@@ -265,13 +280,7 @@ HttpRequest RequestParser::TakeRequest() {
   request.path = request.target.substr(0, question);
   if (question != std::string::npos) request.query = request.target.substr(question + 1);
   // Trailer fields were counted, not merged: a handler sees only the header's fields.
-  std::size_t left = header_fields_;
-  for (const auto& field : message.base()) {
-    if (left-- == 0) break;
-    std::string name(ToStd(field.name_string()));
-    std::transform(name.begin(), name.end(), name.begin(), [](char c) { return AsciiLower(c); });
-    request.headers.emplace_back(std::move(name), std::string(ToStd(field.value())));
-  }
+  request.headers = std::move(headers_);
   request.body = std::move(message.body());
   return request;
 }

@@ -9,6 +9,8 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "server/http_server.h"
 
@@ -91,7 +93,7 @@ class RequestParser {
   ParseFailure failure_;
   std::size_t header_bytes_ = 0;        // Bytes of the request line and fields.
   std::size_t header_field_bytes_ = 0;  // Their names and values, to count trailers.
-  std::size_t header_fields_ = 0;       // Fields before any trailer field.
+  std::vector<std::pair<std::string, std::string>> headers_;  // The header's, names lowered.
 };
 
 }  // namespace fleetid::server::internal
