@@ -331,7 +331,8 @@ Result<bool> Authority::KeyCompromisedIn(store::Transaction& tx,
 // ---------------------------------------------------------------------------------------------
 
 struct Authority::Ca {
-  std::string name;  // "root" or the issuing suite's name
+  std::string name;    // "root" or the issuing suite's name
+  std::string serial;  // its certificate's serial (lower-case hex)
   const Suite* suite = nullptr;
   X509Ptr cert;
   std::vector<std::uint8_t> der;
@@ -617,6 +618,7 @@ Result<void> Authority::LoadOrCreate() {
     ca->suite = want.suite;
     ca->md = DigestOf(*want.suite);
     ca->der = CertDer(cert.get());
+    ca->serial = SerialHex(X509_get0_serialNumber(cert.get()));
     ca->cert = std::move(cert);
     ca->key = std::move(key);
     FLEETID_CHECK_OK(ComputeIds(*ca));
@@ -801,6 +803,14 @@ Result<CertificateRecord> Authority::SignAndRecord(CertSpec& spec, Ca& issuing,
       own = std::move(begun);
     }
     store::Transaction* tx = outer != nullptr ? outer : own.get();
+    // A revoked issuing CA signs nothing more: relying parties would refuse it anyway.
+    FLEETID_TRY(ca_rows,
+                tx->Query("SELECT status FROM certificates WHERE serial = ?", {issuing.serial}));
+    if (!ca_rows.empty() && ca_rows.front().Text(0) != StatusName(Status::kGood)) {
+      return MakeError(ErrorCode::kUnavailable,
+                       "issuing CA '{}' is revoked or on hold: it issues nothing more",
+                       issuing.name);
+    }
     // A key revoked for keyCompromise is never certified again, for anyone.
     if (!spec.key_fingerprint.empty()) {
       FLEETID_TRY(compromised, CompromisedIn(*tx, spec.key_fingerprint));

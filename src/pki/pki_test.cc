@@ -738,6 +738,13 @@ TEST_F(PkiTest, IssuingCasAndOcspSignersAreRevocableAndTheRootCrlListsThem) {
   EXPECT_NE(bad.find("certificate revoked"), std::string::npos) << bad;
   const std::string good = verify(on_good_ca);
   EXPECT_NE(good.find(": OK"), std::string::npos) << good;
+  // The revoked CA issues nothing more; the other one still does.
+  EvpPkeyPtr next(EVP_EC_gen("P-256"));
+  auto refused = authority_->Issue(MakeCsr(next.get()), {"A", "acme"}, policy_);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kUnavailable);
+  EvpPkeyPtr next_ed(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
+  EXPECT_TRUE(authority_->Issue(MakeCsr(next_ed.get()), {"B", "acme"}, policy_));
 
   // The OCSP signer is a certificate of its issuing CA, revocable and answered for.
   X509Ptr signer = Parse(*authority_->CaCertificate("ocsp-ed25519"));

@@ -250,6 +250,8 @@ text=$(openssl crl -in <(curl -sf "$URL/crl/root/0.crl" | openssl crl -inform DE
 expect "the root's CRL lists it" grep -qi "Serial Number: $CA_SERIAL" <<<"$text"
 out=$(chain_check "$W/dev2.pem")
 expect "openssl verify -crl_check_all refuses the chain ($out)" grep -q "certificate revoked" <<<"$out"
+rc=0; issue dev3 GW-0003 || rc=$?
+expect "the revoked CA issues nothing more (rc $rc)" grep -q "unavailable: issuing CA" "$W/dev3.issue.json"
 
 # --- A flood of never-issued serials: bounded memory, bounded signatures.
 for k in $(seq 200); do curl -s -o /dev/null -H 'Content-Type: application/ocsp-request' --data-binary @"$W/s.der" "$URL/ocsp"; done
