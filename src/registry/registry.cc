@@ -592,9 +592,14 @@ Result<std::map<State, std::int64_t>> Registry::CountByState(std::string_view te
 Result<void> Registry::CheckEnrollable(std::string_view serial,
                                        std::string_view idevid_fingerprint) {
   FLEETID_TRY(tx, db_.Begin(TxMode::kRead));
-  FLEETID_TRY(dead, tx->Query("SELECT kind FROM tombstones WHERE (kind = 'serial' AND value = ?) "
-                              "OR (kind = 'idevid' AND value = ?)",
-                              {std::string(serial), std::string(idevid_fingerprint)}));
+  return CheckEnrollableIn(*tx, serial, idevid_fingerprint);
+}
+
+Result<void> Registry::CheckEnrollableIn(store::Transaction& tx, std::string_view serial,
+                                         std::string_view idevid_fingerprint) {
+  FLEETID_TRY(dead, tx.Query("SELECT kind FROM tombstones WHERE (kind = 'serial' AND value = ?) "
+                             "OR (kind = 'idevid' AND value = ?)",
+                             {std::string(serial), std::string(idevid_fingerprint)}));
   if (!dead.empty()) {
     return MakeError(ErrorCode::kPermissionDenied,
                      "'{}' is a decommissioned identity and can never enroll again", serial);

@@ -187,6 +187,10 @@ class Registry {
   // decommissioned (tombstoned) identity.
   [[nodiscard]] Result<void> CheckEnrollable(std::string_view serial,
                                              std::string_view idevid_fingerprint);
+  // CheckEnrollableIn is CheckEnrollable inside the caller's transaction |tx|.
+  [[nodiscard]] static Result<void> CheckEnrollableIn(store::Transaction& tx,
+                                                      std::string_view serial,
+                                                      std::string_view idevid_fingerprint);
 
   // Credentials: certificate serials per device and their role.
   [[nodiscard]] static Result<void> AddCredential(store::Transaction& tx, std::int64_t device_id,
