@@ -119,7 +119,14 @@ void AddEstRoutes(server::Router& router, enroll::Service& service) {
     }
     auto purpose = enroll::ParsePurpose(body["purpose"].get<std::string>());
     if (!purpose) return HttpResponse::FromError(purpose.error());
-    auto nonce = service.IssueNonce(req.client_chain, *purpose);
+    enroll::Throttled throttled;
+    auto nonce = service.IssueNonce(req.client_chain, *purpose, &throttled);
+    if (!nonce && throttled.retry_after.count() > 0) {
+      // RFC 6585 §4: Too Many Requests, with when to come back.
+      HttpResponse r = HttpResponse::JsonError(429, "too_many_requests", nonce.error().message());
+      r.headers.emplace_back("Retry-After", std::to_string(throttled.retry_after.count()));
+      return r;
+    }
     if (!nonce) return HttpResponse::FromError(nonce.error());
     return HttpResponse::Json(200, Json{{"nonce", nonce->value},
                                         {"expires_at", Unix(nonce->expires_at)}}
@@ -151,6 +158,7 @@ void AddEstRoutes(server::Router& router, enroll::Service& service) {
     Json body{{"serial", status->device.serial},
               {"state", registry::StateName(status->device.state)},
               {"order", status->decommission_ordered ? Json("decommission") : Json(nullptr)}};
+    if (!status->order_id.empty()) body["order_id"] = status->order_id;
     if (status->current) body["current"] = RecordJson(*status->current);
     return HttpResponse::Json(200, body.dump());
   });

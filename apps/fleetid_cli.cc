@@ -421,6 +421,28 @@ Result<Enrollment> OpenEnrollment(const apps::CommonFlags& flags) {
   return e;
 }
 
+// DeviceCertificateStatus hands an operator's hold, release or revocation of a device's
+// certificate to the enrollment service, which makes it a lifecycle event of the device;
+// nullopt for a certificate that is no device's credential (the CA acts alone).
+std::optional<int> DeviceCertificateStatus(Devices& devs, pki::Authority& authority,
+                                           const std::string& cert_serial,
+                                           std::optional<pki::Reason> reason,
+                                           const std::string& operator_name) {
+  if (auto migrated = enroll::Service::Migrate(*devs.db); !migrated) return Fail(migrated.error());
+  enroll::PkiEffects effects(authority);
+  registry::Registry registry(*devs.db, SystemClock::Instance(), &effects,
+                              registry::RegistryOptions{});
+  enroll::Service service(*devs.db, registry, authority, effects, SystemClock::Instance(),
+                          crypto::OpenSslRng::Instance(), enroll::ServiceOptions{});
+  auto changed = service.ChangeCertificateStatus(
+      cert_serial, reason, registry::Actor{registry::kOperator, operator_name, {"admin"}},
+      "fleetid ca");
+  if (!changed) return Fail(changed.error());
+  if (!*changed) return std::nullopt;
+  std::cout << CertJson(**changed).dump(2) << "\n";
+  return 0;
+}
+
 
 int Run(int argc, char** argv) {
   CLI::App app{"fleetid: operate a fleetid device identity authority"};
@@ -583,6 +605,7 @@ int Run(int argc, char** argv) {
            {"suspend", registry::Event::kSuspend, "suspend: credentials on hold"},
            {"resume", registry::Event::kResume, "resume: holds lifted"},
            {"quarantine", registry::Event::kQuarantine, "quarantine: credentials revoked (keyCompromise)"},
+           {"clear-quarantine", registry::Event::kClear, "lift a quarantine: the device enrolls afresh with a new key"},
            {"decommission", registry::Event::kDecommission, "order decommissioning (the device erases its keys at its next contact)"},
            {"cancel-decommission", registry::Event::kCancelDecommission, "cancel decommissioning within the grace period"}}) {
     auto* sub = devices->add_subcommand(cmd, help);
@@ -771,6 +794,19 @@ int Run(int argc, char** argv) {
     }
     if (ca_status->parsed()) return print((*authority)->Get(cert_serial));
     const std::string actor = "operator:" + operator_name;
+    if (ca_hold->parsed() || ca_release->parsed() || ca_revoke->parsed()) {
+      std::optional<pki::Reason> device_reason;
+      if (ca_hold->parsed()) device_reason = pki::Reason::kCertificateHold;
+      if (ca_revoke->parsed()) {
+        auto why = pki::ParseReason(reason_name);
+        if (!why) return Fail(why.error());
+        device_reason = *why;
+      }
+      if (auto routed = DeviceCertificateStatus(*devs, **authority, cert_serial, device_reason,
+                                                operator_name)) {
+        return *routed;
+      }
+    }
     if (ca_hold->parsed()) {
       return print((*authority)->Revoke(cert_serial, pki::Reason::kCertificateHold, actor));
     }

@@ -514,7 +514,8 @@ Result<void> Agent::FinishRotation() {
 
 Result<std::string> Agent::Poll() {
   std::unique_ptr<Connection> conn;
-  if (CurrentUsable()) {
+  const bool with_ldevid = CurrentUsable();
+  if (with_ldevid) {
     FLEETID_TRY(current, ReadCert(state_.current_cert));
     FLEETID_TRY(c, Connect(state_.current_label, current));
     conn = std::move(c);
@@ -523,13 +524,19 @@ Result<std::string> Agent::Poll() {
     conn = std::move(c);
   }
   FLEETID_TRY(reply, conn->Request("GET", "/device/v1/status"));
+  if (reply.status == 403 && with_ldevid) {
+    FLEETID_TRY(c, Connect(std::string(kIdevidLabel), idevid_der_));
+    conn = std::move(c);
+    FLEETID_TRY(again, conn->Request("GET", "/device/v1/status"));
+    reply = std::move(again);
+  }
   if (reply.status != 200) return MakeError(ReplyError("status", reply));
   const Json status = Json::parse(reply.body, nullptr, false);
   if (!status.is_object())
     return MakeError(ErrorCode::kUnavailable, "the status answer is malformed");
   if (status.value("order", Json()).is_string() && status["order"] == "decommission" &&
-      !state_.current_label.empty()) {
-    FLEETID_CHECK_OK(Decommission());
+      status.value("order_id", Json()).is_string() && !state_.current_label.empty()) {
+    FLEETID_CHECK_OK(Decommission(status["order_id"].get<std::string>()));
     return std::string("decommissioned");
   }
   return status.value("state", "");
@@ -544,7 +551,7 @@ Result<std::vector<std::string>> Agent::LdevidKeys() {
   return out;
 }
 
-Result<void> Agent::Decommission() {
+Result<void> Agent::Decommission(const std::string& order_id) {
   FLEETID_TRY(current, ReadCert(state_.current_cert));
   FLEETID_TRY(cert, ParseDer(current));
   FLEETID_TRY(kid, SerialOf(cert.get()));
@@ -554,7 +561,10 @@ Result<void> Agent::Decommission() {
     FLEETID_TRY(spki, Spki(label));
     destroyed.push_back({{"label", label}, {"key_sha256", crypto::Hex(crypto::Sha256(spki))}});
   }
-  const Json claims{{"serial", serial_}, {"destroyed", destroyed}, {"iat", Unix(clock_.Now())}};
+  const Json claims{{"serial", serial_},
+                    {"order", order_id},
+                    {"destroyed", destroyed},
+                    {"iat", Unix(clock_.Now())}};
   // Signed while the key still exists; delivered after every LDevID key is gone.
   FLEETID_TRY(signer, token_->GetSigner(state_.current_label));
   FLEETID_TRY(pkey, custody::TokenPkey(std::shared_ptr<custody::Signer>(std::move(signer))));

@@ -84,10 +84,13 @@ class Agent {
   [[nodiscard]] Result<void> Enroll(bool fresh_per_request = false);
   // Rotate makes a new key, has it certified (pending), proves possession, destroys the old key.
   [[nodiscard]] Result<void> Rotate();
-  // Poll asks the authority for orders; returns the device state it reports.
+  // Poll asks the authority for orders; returns the device state it reports. A current LDevID
+  // the authority refuses (revoked, e.g. superseded by a rotation whose end this device missed)
+  // is retried with the IDevID.
   [[nodiscard]] Result<std::string> Poll();
-  // Decommission signs a receipt naming the LDevID keys, destroys them, and delivers it.
-  [[nodiscard]] Result<void> Decommission();
+  // Decommission signs a receipt answering the order |order_id| and naming the LDevID keys,
+  // destroys them, and delivers it.
+  [[nodiscard]] Result<void> Decommission(const std::string& order_id);
   [[nodiscard]] Result<void> RefreshOcsp();
 
   // NextWake is when Once should run again: the renewal time, capped by |poll|.

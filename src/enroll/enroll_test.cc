@@ -45,6 +45,61 @@ std::string KeyHash(EVP_PKEY* key) {
   return crypto::Hex(crypto::Sha256(*spki));
 }
 
+// A minimal DER encoder for hand-made requests (keys and signatures no library would make).
+std::vector<std::uint8_t> Der(std::uint8_t tag, const std::vector<std::uint8_t>& content) {
+  std::vector<std::uint8_t> out = {tag};
+  const std::size_t n = content.size();
+  if (n < 0x80) {
+    out.push_back(static_cast<std::uint8_t>(n));
+  } else if (n < 0x100) {
+    out.insert(out.end(), {0x81, static_cast<std::uint8_t>(n)});
+  } else {
+    out.insert(out.end(), {0x82, static_cast<std::uint8_t>(n >> 8), static_cast<std::uint8_t>(n)});
+  }
+  out.insert(out.end(), content.begin(), content.end());
+  return out;
+}
+
+std::vector<std::uint8_t> Cat(std::initializer_list<std::vector<std::uint8_t>> parts) {
+  std::vector<std::uint8_t> out;
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+  return out;
+}
+
+// RsaCsr is a request for an RSA key with a 3072-bit modulus and the public exponent |e| (big
+// endian, top bit set), whose signature is 384 bytes of junk.
+std::vector<std::uint8_t> RsaCsr(const std::vector<std::uint8_t>& e) {
+  std::vector<std::uint8_t> n(384, 0xc5);
+  n.back() = 0xc7;
+  const auto integer = [](const std::vector<std::uint8_t>& magnitude) {
+    return (magnitude[0] & 0x80) != 0 ? Der(0x02, Cat({{0x00}, magnitude})) : Der(0x02, magnitude);
+  };
+  const std::vector<std::uint8_t> rsa_oid = {0x06, 0x09, 0x2a, 0x86, 0x48,
+                                             0x86, 0xf7, 0x0d, 0x01, 0x01};
+  const auto spki =
+      Der(0x30, Cat({Der(0x30, Cat({rsa_oid, {0x01, 0x05, 0x00}})),
+                     Der(0x03, Cat({{0x00}, Der(0x30, Cat({integer(n), integer(e)}))}))}));
+  const auto info = Der(0x30, Cat({{0x02, 0x01, 0x00}, {0x30, 0x00}, spki, {0xa0, 0x00}}));
+  const auto sig_alg = Der(0x30, Cat({rsa_oid, {0x0b, 0x05, 0x00}}));
+  return Der(0x30,
+             Cat({info, sig_alg, Der(0x03, Cat({{0x00}, std::vector<std::uint8_t>(384, 0x5a)}))}));
+}
+
+// Ber re-encodes |der|'s outermost length with one byte more than DER allows.
+std::vector<std::uint8_t> Ber(const std::vector<std::uint8_t>& der) {
+  const std::size_t n = (der[1] & 0x80) != 0 ? der[1] & 0x7f : 0;
+  std::vector<std::uint8_t> out = {der[0]};
+  if (n == 0) {
+    out.insert(out.end(), {0x81, der[1]});
+  } else {
+    out.push_back(static_cast<std::uint8_t>(0x80 | (n + 1)));
+    out.push_back(0x00);
+    out.insert(out.end(), der.begin() + 2, der.begin() + 2 + static_cast<std::ptrdiff_t>(n));
+  }
+  out.insert(out.end(), der.begin() + 2 + static_cast<std::ptrdiff_t>(n), der.end());
+  return out;
+}
+
 struct TestDevice {
   std::string serial;
   crypto::EvpPkeyPtr idevid_key;
@@ -110,12 +165,16 @@ class EnrollTest : public ::testing::TestWithParam<Backend> {
   // Evidence asks for a nonce over |chain| and signs claims with |signer| naming |new_key|.
   std::string Evidence(const ClientChain& chain, EVP_PKEY* signer, EVP_PKEY* new_key,
                        Purpose purpose, const std::string& serial,
-                       const std::string& firmware = kFirmware) {
+                       const std::string& firmware = kFirmware,
+                       const Json& extra = Json::object()) {
     auto nonce = service_->IssueNonce(chain, purpose);
     EXPECT_TRUE(nonce) << nonce.error();
-    const Json claims{{"eat_profile", kEvidenceProfile}, {"eat_nonce", nonce ? nonce->value : ""},
-                      {"serial", serial},                {"fw_sha256", firmware},
-                      {"key_sha256", KeyHash(new_key)}};
+    Json claims{{"eat_profile", kEvidenceProfile},
+                {"eat_nonce", nonce ? nonce->value : ""},
+                {"serial", serial},
+                {"fw_sha256", firmware},
+                {"key_sha256", KeyHash(new_key)}};
+    claims.update(extra);
     auto jws = crypto::SignJws(signer, {{"typ", kEvidenceType}}, claims.dump());
     EXPECT_TRUE(jws);
     return *jws;
@@ -154,6 +213,24 @@ class EnrollTest : public ::testing::TestWithParam<Backend> {
   }
 
   // UsableCredentials counts certificates that are current in the registry and good at the CA.
+  std::int64_t Rows(std::string_view table) {
+    auto tx = db().Begin(store::TxMode::kRead);
+    auto rows = (*tx)->Query(fmt::format("SELECT COUNT(*) FROM {}", table));
+    return (*rows)[0].Int(0);
+  }
+
+  // Receipt signs a decommissioning receipt with |key| (certificate |kid|) answering |order|.
+  std::string Receipt(EVP_PKEY* key, const std::string& kid, const std::string& serial,
+                      const std::string& order, const Json& destroyed, std::int64_t iat) {
+    const Json claims{{"serial", serial}, {"order", order}, {"destroyed", destroyed}, {"iat", iat}};
+    return *crypto::SignJws(key, {{"typ", kReceiptType}, {"kid", kid}}, claims.dump());
+  }
+
+  std::int64_t Now() {
+    return std::chrono::duration_cast<std::chrono::seconds>(clock_.Now().time_since_epoch())
+        .count();
+  }
+
   std::int64_t Usable(const std::string& serial) {
     auto tx = db().Begin(store::TxMode::kRead);
     auto rows = (*tx)->Query(
@@ -219,12 +296,14 @@ TEST_P(EnrollTest, EnrollRotateDecommissionAndNeverAgain) {
   auto status = service_->Status(LdevidChain(*pending));
   ASSERT_TRUE(status);
   EXPECT_TRUE(status->decommission_ordered);
-  const Json claims{{"serial", d.serial}, {"destroyed", Json::array({KeyHash(k2.get())})}};
+  ASSERT_EQ(status->order_id.size(), 64u);
+  const Json destroyed = Json::array({{{"label", "ldevid-2"}, {"key_sha256", KeyHash(k2.get())}}});
   // A superseded key no longer speaks for the device.
-  auto stale = crypto::SignJws(k1.get(), {{"typ", kReceiptType}, {"kid", first->serial}}, claims.dump());
-  EXPECT_EQ(service_->RecordReceipt(*stale).error().code(), ErrorCode::kPermissionDenied);
-  auto receipt = crypto::SignJws(k2.get(), {{"typ", kReceiptType}, {"kid", pending->serial}}, claims.dump());
-  auto done = service_->RecordReceipt(*receipt);
+  auto stale = Receipt(k1.get(), first->serial, d.serial, status->order_id, destroyed, Now());
+  EXPECT_EQ(service_->RecordReceipt(stale).error().code(), ErrorCode::kPermissionDenied);
+  const std::string receipt =
+      Receipt(k2.get(), pending->serial, d.serial, status->order_id, destroyed, Now());
+  auto done = service_->RecordReceipt(receipt);
   ASSERT_TRUE(done) << done.error();
   EXPECT_EQ(done->state, registry::State::kDecommissioned);
   for (const auto& serial : {first->serial, pending->serial}) {
@@ -232,7 +311,7 @@ TEST_P(EnrollTest, EnrollRotateDecommissionAndNeverAgain) {
     EXPECT_EQ(r->status, pki::Status::kRevoked) << serial;
   }
   EXPECT_EQ(authority_->Get(pending->serial)->reason, pki::Reason::kCessationOfOperation);
-  EXPECT_TRUE(service_->RecordReceipt(*receipt));  // delivered twice: recorded once
+  EXPECT_TRUE(service_->RecordReceipt(receipt));  // delivered twice: recorded once
 
   // The IDevID can never enroll again: no nonce, and no certificate even for a CSR.
   const Snapshot before = Snap(d.serial);
@@ -384,7 +463,11 @@ TEST_P(EnrollTest, IdevidReenrollsOnlyAfterTheLdevidLapsed) {
   auto first = Enroll(devices[0], k1.get());
   ASSERT_TRUE(first);
   auto k2 = NewKey();
-  auto early = Enroll(devices[0], k2.get());
+  // While the LDevID is valid, the IDevID gets no nonce (it could not be used) and no certificate.
+  auto early_nonce = service_->IssueNonce(devices[0].idevid_chain, Purpose::kEnroll);
+  ASSERT_FALSE(early_nonce);
+  EXPECT_EQ(early_nonce.error().code(), ErrorCode::kConflict);
+  auto early = service_->Enroll(devices[0].idevid_chain, Csr(k2.get()));
   ASSERT_FALSE(early);
   EXPECT_EQ(early.error().code(), ErrorCode::kConflict);
   clock_.Advance(25h);
@@ -473,6 +556,309 @@ TEST_P(EnrollTest, EstHelpersEncodeWhatRfc7030Says) {
   crypto::Asn1SequencePtr seq(d2i_ASN1_SEQUENCE_ANY(nullptr, &p, static_cast<long>(attrs->size())));
   ASSERT_TRUE(seq);
   EXPECT_EQ(sk_ASN1_TYPE_num(seq.get()), 2);
+}
+
+// Security issue 16: an operator's hold or keyCompromise of a device's certificate is a lifecycle
+// event of the device, which the device cannot undo by enrolling again with its IDevID.
+TEST_P(EnrollTest, OperatorHoldAndCompromiseAreStickyLifecycleEvents) {
+  auto devices = MakeDevices(1);
+  TestDevice& d = devices[0];
+  auto k1 = NewKey();
+  auto first = Enroll(d, k1.get());
+  ASSERT_TRUE(first);
+  const registry::Actor op{registry::kOperator, "alice", {"admin"}};
+
+  auto held =
+      service_->ChangeCertificateStatus(first->serial, pki::Reason::kCertificateHold, op, "t");
+  ASSERT_TRUE(held) << held.error();
+  ASSERT_TRUE(*held);
+  EXPECT_EQ((*held)->status, pki::Status::kOnHold);
+  EXPECT_EQ(registry_->Get(d.serial)->state, registry::State::kSuspended);
+  EXPECT_EQ(registry::EventName(registry_->History(d.serial)->back().event), "suspend");
+  // The attack: re-enroll with the IDevID. No nonce, no certificate, the hold stays.
+  const Snapshot suspended = Snap(d.serial);
+  auto nonce = service_->IssueNonce(d.idevid_chain, Purpose::kEnroll);
+  ASSERT_FALSE(nonce);
+  EXPECT_EQ(nonce.error().code(), ErrorCode::kPermissionDenied);
+  auto k2 = NewKey();
+  auto undo = service_->Enroll(d.idevid_chain, Csr(k2.get()));
+  ASSERT_FALSE(undo);
+  EXPECT_EQ(undo.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_EQ(Snap(d.serial), suspended);
+  EXPECT_EQ(authority_->Get(first->serial)->status, pki::Status::kOnHold);
+
+  // Releasing it is resuming the device; releasing a good certificate is refused.
+  auto released = service_->ChangeCertificateStatus(first->serial, std::nullopt, op, "t");
+  ASSERT_TRUE(released) << released.error();
+  ASSERT_TRUE(*released);
+  EXPECT_EQ((*released)->status, pki::Status::kGood);
+  EXPECT_EQ(registry_->Get(d.serial)->state, registry::State::kActive);
+  EXPECT_EQ(service_->ChangeCertificateStatus(first->serial, std::nullopt, op, "t").error().code(),
+            ErrorCode::kConflict);
+
+  // keyCompromise quarantines the device: no enrollment until an operator clears it, and the
+  // compromised key is never certified again.
+  auto compromised =
+      service_->ChangeCertificateStatus(first->serial, pki::Reason::kKeyCompromise, op, "t");
+  ASSERT_TRUE(compromised) << compromised.error();
+  EXPECT_EQ((*compromised)->reason, pki::Reason::kKeyCompromise);
+  EXPECT_EQ(registry_->Get(d.serial)->state, registry::State::kQuarantined);
+  const Snapshot quarantined = Snap(d.serial);
+  EXPECT_EQ(service_->IssueNonce(d.idevid_chain, Purpose::kEnroll).error().code(),
+            ErrorCode::kPermissionDenied);
+  for (EVP_PKEY* k : {k1.get(), k2.get()}) {
+    auto refused = service_->Enroll(d.idevid_chain, Csr(k));
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code(), ErrorCode::kPermissionDenied);
+  }
+  EXPECT_EQ(Snap(d.serial), quarantined);
+  auto dev = registry_->Get(d.serial);
+  registry::TransitionRequest clear;
+  clear.serial = d.serial;
+  clear.event = registry::Event::kClear;
+  clear.expected_version = dev->version;
+  clear.actor = op;
+  clear.reason = "investigated";
+  ASSERT_TRUE(registry_->Transition(clear));
+  EXPECT_EQ(registry_->Get(d.serial)->state, registry::State::kProvisioned);
+  ASSERT_TRUE(service_->Appraise(d.idevid_chain, Evidence(d.idevid_chain, d.idevid_key.get(),
+                                                          k1.get(), Purpose::kEnroll, d.serial)));
+  auto same_key = service_->Enroll(d.idevid_chain, Csr(k1.get()));
+  ASSERT_FALSE(same_key);
+  EXPECT_EQ(same_key.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_NE(same_key.error().message().find("keyCompromise"), std::string::npos)
+      << same_key.error();
+  auto fresh = Enroll(d, k2.get());
+  ASSERT_TRUE(fresh) << fresh.error();
+  EXPECT_EQ(registry_->Get(d.serial)->state, registry::State::kActive);
+
+  // A hold put on at the CA alone, past the lifecycle, still stops the IDevID.
+  ASSERT_TRUE(authority_->Revoke(fresh->serial, pki::Reason::kCertificateHold, "operator:bob"));
+  auto k3 = NewKey();
+  EXPECT_EQ(service_->IssueNonce(d.idevid_chain, Purpose::kEnroll).error().code(),
+            ErrorCode::kPermissionDenied);
+  EXPECT_EQ(service_->Enroll(d.idevid_chain, Csr(k3.get())).error().code(),
+            ErrorCode::kPermissionDenied);
+  EXPECT_EQ(authority_->Get(fresh->serial)->status, pki::Status::kOnHold);
+
+  // Another reason revokes the credential; the device must attest afresh to get a new one.
+  ASSERT_TRUE(authority_->Release(fresh->serial, "operator:bob"));
+  auto withdrawn =
+      service_->ChangeCertificateStatus(fresh->serial, pki::Reason::kAffiliationChanged, op, "t");
+  ASSERT_TRUE(withdrawn && *withdrawn);
+  EXPECT_EQ((*withdrawn)->status, pki::Status::kRevoked);
+  EXPECT_EQ(registry_->Get(d.serial)->state, registry::State::kActive);
+  EXPECT_TRUE(Enroll(d, k3.get()));
+
+  // A certificate that is no device's credential is the CA's alone.
+  auto unknown =
+      service_->ChangeCertificateStatus("abcdef", pki::Reason::kCertificateHold, op, "t");
+  ASSERT_TRUE(unknown);
+  EXPECT_FALSE(*unknown);
+}
+
+// simpleenroll authenticates the client, then checks the key, and only then verifies the
+// signature: a CSR whose signature is junk tells which step refused it.
+TEST_P(EnrollTest, CsrIsVerifiedOnlyAfterTheClientAndTheKeyAreChecked) {
+  auto devices = MakeDevices(1);
+  TestDevice& d = devices[0];
+  std::vector<std::uint8_t> huge_e(375, 0xa5);  // a 3,000-bit public exponent
+  huge_e.front() = 0x80;
+  const auto slow = RsaCsr(huge_e);
+  const Snapshot before = Snap(d.serial);
+
+  auto anonymous = service_->Enroll({}, slow);
+  ASSERT_FALSE(anonymous);
+  EXPECT_EQ(anonymous.error().code(), ErrorCode::kUnauthenticated);
+  auto rogue_key = NewKey();
+  auto rogue_ca = MakeManufacturerCa(rogue_key.get(), "Rogue", clock_, rng_);
+  auto rogue_cert = IssueIdevid(rogue_key.get(), *rogue_ca, Csr(rogue_key.get()),
+                                {"R-1", std::string(kModel), "Rogue"}, clock_, rng_);
+  auto unknown = service_->Enroll({*rogue_cert, *rogue_ca}, slow);
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_EQ(service_->Reenroll({}, slow).error().code(), ErrorCode::kUnauthenticated);
+
+  // A known device: the key is refused before any signature check.
+  auto refused = service_->Enroll(d.idevid_chain, slow);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(refused.error().message().find("exponent"), std::string::npos) << refused.error();
+  // An allowed key (e = 65537) gets its (junk) signature checked.
+  auto junk = service_->Enroll(d.idevid_chain, RsaCsr({0x01, 0x00, 0x01}));
+  ASSERT_FALSE(junk);
+  EXPECT_NE(junk.error().message().find("signature"), std::string::npos) << junk.error();
+  EXPECT_EQ(Snap(d.serial), before);
+}
+
+// Only DER is accepted, and the key a rotation asks for is compared as DER.
+TEST_P(EnrollTest, BerRequestsAndRotationsToTheCurrentKeyAreRefused) {
+  auto devices = MakeDevices(1);
+  TestDevice& d = devices[0];
+  auto k1 = NewKey();
+  const auto ber = Ber(Csr(k1.get()));
+  ASSERT_TRUE(service_->Appraise(d.idevid_chain, Evidence(d.idevid_chain, d.idevid_key.get(),
+                                                          k1.get(), Purpose::kEnroll, d.serial)));
+  auto refused = service_->Enroll(d.idevid_chain, ber);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(refused.error().message().find("not DER"), std::string::npos) << refused.error();
+  auto first = service_->Enroll(d.idevid_chain, Csr(k1.get()));
+  ASSERT_TRUE(first) << first.error();
+
+  const ClientChain l1 = LdevidChain(*first);
+  ASSERT_TRUE(
+      service_->Appraise(l1, Evidence(l1, k1.get(), k1.get(), Purpose::kReenroll, d.serial)));
+  const Snapshot before = Snap(d.serial);
+  for (const auto& csr : {Csr(k1.get()), Ber(Csr(k1.get()))}) {
+    auto same = service_->Reenroll(l1, csr);
+    ASSERT_FALSE(same);
+    EXPECT_EQ(same.error().code(), ErrorCode::kInvalidArgument);
+  }
+  EXPECT_EQ(Snap(d.serial), before);
+}
+
+TEST_P(EnrollTest, NoncesAreRateLimitedPerDevice) {
+  auto devices = MakeDevices(2);
+  const ServiceOptions options;
+  for (int i = 0; i < options.nonce_burst; ++i) {
+    ASSERT_TRUE(service_->IssueNonce(devices[0].idevid_chain, Purpose::kEnroll)) << i;
+  }
+  const std::int64_t nonces = Rows("attest_nonces");
+  Throttled throttled;
+  auto over = service_->IssueNonce(devices[0].idevid_chain, Purpose::kEnroll, &throttled);
+  ASSERT_FALSE(over);
+  EXPECT_EQ(over.error().code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(throttled.retry_after, options.nonce_refill);
+  EXPECT_EQ(Rows("attest_nonces"), nonces);
+  EXPECT_TRUE(service_->IssueNonce(devices[1].idevid_chain, Purpose::kEnroll));  // its own bucket
+  clock_.Advance(options.nonce_refill);
+  EXPECT_TRUE(service_->IssueNonce(devices[0].idevid_chain, Purpose::kEnroll));
+  EXPECT_FALSE(service_->IssueNonce(devices[0].idevid_chain, Purpose::kEnroll));
+
+  // Expired nonces are pruned once their retention has passed.
+  clock_.Advance(options.nonce_ttl + options.nonce_retention + 1s);
+  auto pruned = service_->Prune();
+  ASSERT_TRUE(pruned) << pruned.error();
+  EXPECT_EQ(pruned->nonces, nonces + 2);
+  EXPECT_EQ(pruned->buckets, 2);
+  EXPECT_EQ(Rows("attest_nonces"), 0);
+  EXPECT_TRUE(service_->IssueNonce(devices[0].idevid_chain, Purpose::kEnroll));
+}
+
+TEST_P(EnrollTest, DeviceClaimsAreBoundedAndNothingIsStoredForOversizedOnes) {
+  auto devices = MakeDevices(1);
+  TestDevice& d = devices[0];
+  auto key = NewKey();
+  for (const Json& extra :
+       {Json{{"swversion", std::string(40 * 1024, 'x')}}, Json{{"swversion", "1.0\n"}},
+        Json{{"hwmodel", "a,b=c"}}, Json{{"swname", 7}}}) {
+    const std::string ev = Evidence(d.idevid_chain, d.idevid_key.get(), key.get(), Purpose::kEnroll,
+                                    d.serial, kFirmware, extra);
+    const std::int64_t audited = Rows("audit_entries");
+    const std::int64_t appraisals = Rows("appraisals");
+    auto refused = service_->Appraise(d.idevid_chain, ev);
+    ASSERT_FALSE(refused) << extra.dump().substr(0, 40);
+    EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+    EXPECT_EQ(Rows("audit_entries"), audited);
+    EXPECT_EQ(Rows("appraisals"), appraisals);
+  }
+  EXPECT_TRUE(service_->Appraise(
+      d.idevid_chain, Evidence(d.idevid_chain, d.idevid_key.get(), key.get(), Purpose::kEnroll,
+                               d.serial, kFirmware, Json{{"swversion", "0.1.0"}})));
+}
+
+TEST_P(EnrollTest, ReceiptsMustAnswerTheOrderAndNameTheKeys) {
+  auto devices = MakeDevices(1);
+  TestDevice& d = devices[0];
+  auto k1 = NewKey();
+  auto cert = Enroll(d, k1.get());
+  ASSERT_TRUE(cert);
+  auto dev = registry_->Get(d.serial);
+  registry::TransitionRequest order;
+  order.serial = d.serial;
+  order.event = registry::Event::kDecommission;
+  order.expected_version = dev->version;
+  order.actor = registry::Actor{registry::kOperator, "test", {"admin"}};
+  order.reason = "end of life";
+  ASSERT_TRUE(registry_->Transition(order));
+  clock_.Advance(10s);
+  const ClientChain l1 = LdevidChain(*cert);
+  auto status = service_->Status(l1);
+  ASSERT_TRUE(status);
+  const std::string id = status->order_id;
+  const Json keys = Json::array({{{"label", "ldevid-1"}, {"key_sha256", KeyHash(k1.get())}}});
+  const auto other = NewKey();
+  const Json wrong_keys =
+      Json::array({{{"label", "ldevid-9"}, {"key_sha256", KeyHash(other.get())}}});
+  const Snapshot before = Snap(d.serial);
+  const std::pair<std::string, ErrorCode> refusals[] = {
+      {Receipt(k1.get(), cert->serial, d.serial, id, Json::array(), Now()),
+       ErrorCode::kInvalidArgument},
+      {Receipt(k1.get(), cert->serial, d.serial, id, keys, 0), ErrorCode::kPermissionDenied},
+      {Receipt(k1.get(), cert->serial, d.serial, id, keys, Now() - 3600),
+       ErrorCode::kPermissionDenied},
+      {Receipt(k1.get(), cert->serial, d.serial, std::string(64, '0'), keys, Now()),
+       ErrorCode::kPermissionDenied},
+      {Receipt(k1.get(), cert->serial, d.serial, id, wrong_keys, Now()),
+       ErrorCode::kPermissionDenied},
+  };
+  for (const auto& [receipt, code] : refusals) {
+    auto refused = service_->RecordReceipt(receipt);
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code(), code) << refused.error();
+  }
+  EXPECT_EQ(Snap(d.serial), before);
+  auto done = service_->RecordReceipt(Receipt(k1.get(), cert->serial, d.serial, id, keys, Now()));
+  ASSERT_TRUE(done) << done.error();
+  EXPECT_EQ(done->state, registry::State::kDecommissioned);
+
+  // Revoked and tombstoned credentials read nothing.
+  EXPECT_EQ(service_->Status(l1).error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_EQ(service_->Status(d.idevid_chain).error().code(), ErrorCode::kPermissionDenied);
+}
+
+TEST_P(EnrollTest, IdentifiersOutsideTheCharacterSetAreRefused) {
+  for (const std::string& serial :
+       {std::string("A,CN=evil"), std::string("A\nB"), std::string("A\0B", 3), std::string(65, 'A'),
+        std::string("-A")}) {
+    Manifest m{"batch-bad", "Acme",        std::string(kModel),
+               "line-1",    1'700'000'000, {{serial, std::string(64, 'c'), "1.0", kFirmware}}};
+    auto refused = service_->ImportManifest(*SignManifest(maker_key_.get(), maker_ca_, m), "test");
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+  }
+  EXPECT_EQ(Rows("devices"), 0);
+  Manifest m{"batch-ok", "Acme",        std::string(kModel),
+             "line-1",   1'700'000'000, {{"P-1", std::string(64, 'c'), "1.0", kFirmware}}};
+  ASSERT_TRUE(service_->ImportManifest(*SignManifest(maker_key_.get(), maker_ca_, m), "test"));
+  for (const auto& [tenant, region] : {std::pair<std::string, std::string>{"acme,O=x", "eu"},
+                                       {"acme", "eu\nCN=x"},
+                                       {"a b", "eu"}}) {
+    auto dev = registry_->Get("P-1");
+    registry::TransitionRequest req;
+    req.serial = "P-1";
+    req.event = registry::Event::kProvision;
+    req.expected_version = dev->version;
+    req.actor = registry::Actor{registry::kOperator, "test", {"admin"}};
+    req.tenant = tenant;
+    req.region = region;
+    auto refused = registry_->Transition(req);
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+    EXPECT_EQ(registry_->Get("P-1")->state, registry::State::kManufactured);
+  }
+  registry::ManufacturingRecord raw;
+  raw.serial = "M-1";
+  raw.model = "m\r";
+  raw.manufacturer = "Acme";
+  raw.idevid_fingerprint = std::string(64, 'd');
+  EXPECT_EQ(
+      registry_
+          ->Import("b", std::span(&raw, 1), registry::Actor{registry::kOperator, "t", {"admin"}})
+          .error()
+          .code(),
+      ErrorCode::kInvalidArgument);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, EnrollTest,

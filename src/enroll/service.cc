@@ -5,6 +5,7 @@
 #include <openssl/x509.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -15,6 +16,7 @@
 #include "crypto/csr.h"
 #include "crypto/handles.h"
 #include "crypto/jws.h"
+#include "enroll/csr_check.h"
 #include "enroll/factory.h"
 
 namespace fleetid::enroll {
@@ -77,11 +79,15 @@ std::int64_t Unix(TimePoint t) {
   return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
 }
 
-bool IsHex64(std::string_view s) {
-  return s.size() == 64 && std::ranges::all_of(s, [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-         });
+bool IsLowerHex(std::string_view s) {
+  return std::ranges::all_of(
+      s, [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
+
+bool IsHex64(std::string_view s) { return s.size() == 64 && IsLowerHex(s); }
+
+// A certificate serial as fleetid writes it: lower-case hex.
+bool IsSerialHex(std::string_view s) { return !s.empty() && s.size() <= 64 && IsLowerHex(s); }
 
 std::string SerialHex(X509* cert) {
   const ASN1_INTEGER* serial = X509_get0_serialNumber(cert);
@@ -90,6 +96,38 @@ std::string SerialHex(X509* cert) {
 }
 
 std::string DeviceActor(std::string_view serial) { return fmt::format("device:{}", serial); }
+
+// Sizes of what a device sends (docs/security-device.md).
+constexpr std::size_t kMaxEvidenceBytes = 8 * 1024;
+constexpr std::size_t kMaxReceiptBytes = 16 * 1024;
+constexpr std::size_t kMaxClaimChars = 64;
+constexpr std::size_t kMaxClaims = 16;
+constexpr std::size_t kMaxDestroyedKeys = 16;
+constexpr std::size_t kNonceChars = 43;  // base64url of 32 bytes, unpadded
+
+bool IsBase64Url(std::string_view s) {
+  return std::ranges::all_of(s, [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
+  });
+}
+
+// A free-text claim a device reports (hwmodel, swname, swversion, a key label): 1 to
+// kMaxClaimChars printable ASCII characters from kClaimPunctuation, letters and digits.
+constexpr std::string_view kClaimPunctuation = " ._-+~:/()";
+bool IsClaimText(std::string_view s) {
+  return !s.empty() && s.size() <= kMaxClaimChars && std::ranges::all_of(s, [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           kClaimPunctuation.find(c) != std::string_view::npos;
+  });
+}
+
+// OrderId names a decommissioning order: the device's version and time when it was ordered,
+// which stay fixed while it is decommissioning.
+std::string OrderId(const registry::Device& device) {
+  return crypto::Hex(crypto::Sha256(fmt::format("decommission|{}|{}|{}", device.serial,
+                                                device.version, Unix(device.updated_at))));
+}
 
 bool Live(const pki::CertificateRecord& r) { return r.status != pki::Status::kRevoked; }
 
@@ -373,7 +411,80 @@ Result<registry::ImportReport> Service::ImportManifest(std::string_view jws, std
 
 // --- attestation -----------------------------------------------------------------------------
 
-Result<Nonce> Service::IssueNonce(const ClientChain& chain, Purpose purpose) {
+namespace {
+
+// CheckReenrollable decides whether an active device may enroll again with its IDevID: only when
+// no current LDevID is still valid, and never past an operator's hold or a keyCompromise (those
+// are lifted through the lifecycle: resume, or quarantine and clear).
+Result<void> CheckReenrollable(store::Transaction& tx, const registry::Device& device,
+                               TimePoint now) {
+  FLEETID_TRY(credentials, registry::Registry::Credentials(tx, device.id));
+  for (const registry::Credential& c : credentials) {
+    if (c.role != "current") continue;
+    FLEETID_TRY(record, pki::Authority::GetIn(tx, c.cert_serial));
+    if (record.status == pki::Status::kOnHold) {
+      return MakeError(ErrorCode::kPermissionDenied,
+                       "'{}' has its certificate {} on hold: an operator lifts it through the "
+                       "lifecycle",
+                       device.serial, c.cert_serial);
+    }
+    if (record.reason == pki::Reason::kKeyCompromise) {
+      return MakeError(ErrorCode::kPermissionDenied,
+                       "'{}' has its certificate {} revoked for keyCompromise: it enrolls again "
+                       "only once an operator quarantined and cleared it",
+                       device.serial, c.cert_serial);
+    }
+    if (record.status == pki::Status::kGood && c.not_after > now) {
+      return MakeError(ErrorCode::kConflict,
+                       "'{}' holds a valid LDevID ({}): renew it with simplereenroll",
+                       device.serial, c.cert_serial);
+    }
+  }
+  return {};
+}
+
+// RefuseCompromisedKey is kPermissionDenied if |spki| (DER) is the key of any of |device|'s
+// certificates revoked for keyCompromise.
+Result<void> RefuseCompromisedKey(store::Transaction& tx, const registry::Device& device,
+                                  std::span<const std::uint8_t> spki) {
+  FLEETID_TRY(credentials, registry::Registry::Credentials(tx, device.id));
+  for (const registry::Credential& c : credentials) {
+    FLEETID_TRY(record, pki::Authority::GetIn(tx, c.cert_serial));
+    if (record.reason != pki::Reason::kKeyCompromise) continue;
+    FLEETID_TRY(cert, ParseCertificate(record.der));
+    FLEETID_TRY(key, SpkiDer(cert.get()));
+    if (std::ranges::equal(key, spki)) {
+      return MakeError(ErrorCode::kPermissionDenied,
+                       "this key was revoked for keyCompromise (certificate {}) and is never "
+                       "certified again",
+                       c.cert_serial);
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+std::optional<std::chrono::seconds> Service::TakeNonceToken(const std::string& device) {
+  const TimePoint now = clock_.Now();
+  const double burst = options_.nonce_burst;
+  const double refill = std::chrono::duration<double>(options_.nonce_refill).count();
+  std::lock_guard lock(buckets_mu_);
+  auto [it, fresh] = buckets_.try_emplace(device, Bucket{burst, now});
+  Bucket& bucket = it->second;
+  if (!fresh && now > bucket.at) {
+    const double elapsed = std::chrono::duration<double>(now - bucket.at).count();
+    bucket.tokens = std::min(burst, bucket.tokens + elapsed / refill);
+    bucket.at = now;
+  }
+  if (bucket.tokens >= 1) {
+    bucket.tokens -= 1;
+    return std::nullopt;
+  }
+  return std::chrono::seconds(static_cast<std::int64_t>(std::ceil((1 - bucket.tokens) * refill)));
+}
+
+Result<Nonce> Service::IssueNonce(const ClientChain& chain, Purpose purpose, Throttled* throttled) {
   FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
   FLEETID_TRY(who, Identify(*tx, chain));
   if ((purpose == Purpose::kEnroll) != who.idevid) {
@@ -382,12 +493,11 @@ Result<Nonce> Service::IssueNonce(const ClientChain& chain, Purpose purpose) {
   }
   // Refused early: a device that could not use the evidence gets no nonce to make it with.
   const registry::State state = who.device.state;
-  const bool may = purpose == Purpose::kEnroll
-                       ? (state == registry::State::kProvisioned ||
-                          state == registry::State::kQuarantined ||
-                          state == registry::State::kActive)
-                       : (state == registry::State::kActive && who.role == "current" &&
-                          who.record.status == pki::Status::kGood);
+  const bool may =
+      purpose == Purpose::kEnroll
+          ? (state == registry::State::kProvisioned || state == registry::State::kActive)
+          : (state == registry::State::kActive && who.role == "current" &&
+             who.record.status == pki::Status::kGood);
   if (state == registry::State::kDecommissioned) {
     return MakeError(ErrorCode::kPermissionDenied,
                      "'{}' is a decommissioned identity and can never enroll again",
@@ -396,6 +506,19 @@ Result<Nonce> Service::IssueNonce(const ClientChain& chain, Purpose purpose) {
   if (!may) {
     return MakeError(ErrorCode::kPermissionDenied, "'{}' is {}: it may not {} now",
                      who.device.serial, registry::StateName(state), PurposeName(purpose));
+  }
+  if (purpose == Purpose::kEnroll && state == registry::State::kActive) {
+    if (!options_.idevid_reenroll_after_expiry) {
+      return MakeError(ErrorCode::kPermissionDenied,
+                       "'{}' is active and policy does not allow enrolling again with the IDevID",
+                       who.device.serial);
+    }
+    FLEETID_CHECK_OK(CheckReenrollable(*tx, who.device, clock_.Now()));
+  }
+  if (auto wait = TakeNonceToken(who.device.serial)) {
+    if (throttled != nullptr) throttled->retry_after = *wait;
+    return MakeError(ErrorCode::kUnavailable, "'{}' asks for nonces too often: retry in {} s",
+                     who.device.serial, wait->count());
   }
   FLEETID_TRY(raw, rng_.Bytes(32));
   Nonce nonce{crypto::Base64UrlEncode(raw), clock_.Now() + options_.nonce_ttl};
@@ -416,6 +539,10 @@ Result<Nonce> Service::IssueNonce(const ClientChain& chain, Purpose purpose) {
 }
 
 Result<Appraisal> Service::Appraise(const ClientChain& chain, std::string_view evidence) {
+  if (evidence.size() > kMaxEvidenceBytes) {
+    return MakeError(ErrorCode::kInvalidArgument, "evidence is at most {} bytes",
+                     kMaxEvidenceBytes);
+  }
   FLEETID_TRY(jws, crypto::ParseJws(evidence));
   if (jws.header.value("typ", "") != kEvidenceType) {
     return MakeError(ErrorCode::kInvalidArgument, "evidence is a JWS of typ {}", kEvidenceType);
@@ -436,6 +563,20 @@ Result<Appraisal> Service::Appraise(const ClientChain& chain, std::string_view e
                      "evidence claims need eat_profile {}, eat_nonce, serial, and fw_sha256 and "
                      "key_sha256 as lower-case hex SHA-256",
                      kEvidenceProfile);
+  }
+  // Every claim is bounded before anything of it is stored or logged.
+  if (claims.size() > kMaxClaims || nonce.size() != kNonceChars || !IsBase64Url(nonce) ||
+      !registry::CheckIdentifier("serial", serial)) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "evidence has at most {} claims, a {}-character base64url eat_nonce and a "
+                     "serial as the registry writes it",
+                     kMaxClaims, kNonceChars);
+  }
+  for (const char* name : {"hwmodel", "swname", "swversion"}) {
+    if (claims.contains(name) && (!claims[name].is_string() || !IsClaimText(text(name)))) {
+      return MakeError(ErrorCode::kInvalidArgument, "claim {} is 1 to {} letters, digits or '{}'",
+                       name, kMaxClaimChars, kClaimPunctuation);
+    }
   }
   const std::string evidence_sha256 = crypto::Hex(crypto::Sha256(evidence));
 
@@ -571,8 +712,6 @@ Result<void> Supersede(store::Transaction& tx, pki::Authority& authority,
 
 Result<pki::CertificateRecord> Service::Enroll(const ClientChain& chain,
                                                std::span<const std::uint8_t> csr_der) {
-  FLEETID_TRY(csr, crypto::VerifyCsr(csr_der));
-  const std::string key_sha256 = crypto::Hex(crypto::Sha256(csr.spki));
   std::vector<pki::CertificateRecord> changed;
   pki::CertificateRecord issued;
   {
@@ -583,22 +722,12 @@ Result<pki::CertificateRecord> Service::Enroll(const ClientChain& chain,
                        "simpleenroll takes the IDevID; renew an LDevID with simplereenroll");
     }
     const registry::Device& device = who.device;
-    FLEETID_TRY(dead, tx->Query("SELECT 1 FROM tombstones WHERE (kind = 'serial' AND value = ?) OR "
-                                "(kind = 'idevid' AND value = ?)",
-                                {device.serial, device.idevid_fingerprint}));
-    if (!dead.empty()) {
-      return MakeError(ErrorCode::kPermissionDenied,
-                       "'{}' is a decommissioned identity and can never enroll again",
-                       device.serial);
-    }
+    FLEETID_CHECK_OK(
+        registry::Registry::CheckEnrollableIn(*tx, device.serial, device.idevid_fingerprint));
     const TimePoint now = clock_.Now();
-    FLEETID_TRY(credentials, registry::Registry::Credentials(*tx, device.id));
     registry::Event event = registry::Event::kActivate;
     switch (device.state) {
       case registry::State::kProvisioned:
-        break;
-      case registry::State::kQuarantined:
-        event = registry::Event::kReattest;
         break;
       case registry::State::kActive: {
         if (!options_.idevid_reenroll_after_expiry) {
@@ -607,15 +736,7 @@ Result<pki::CertificateRecord> Service::Enroll(const ClientChain& chain,
                            "IDevID",
                            device.serial);
         }
-        for (const registry::Credential& c : credentials) {
-          if (c.role != "current" || c.not_after <= now) continue;
-          FLEETID_TRY(record, pki::Authority::GetIn(*tx, c.cert_serial));
-          if (record.status == pki::Status::kGood) {
-            return MakeError(ErrorCode::kConflict,
-                             "'{}' holds a valid LDevID ({}): renew it with simplereenroll",
-                             device.serial, c.cert_serial);
-          }
-        }
+        FLEETID_CHECK_OK(CheckReenrollable(*tx, device, now));
         event = registry::Event::kReattest;
         break;
       }
@@ -623,6 +744,13 @@ Result<pki::CertificateRecord> Service::Enroll(const ClientChain& chain,
         return MakeError(ErrorCode::kPermissionDenied, "'{}' is {}: enrollment refused",
                          device.serial, registry::StateName(device.state));
     }
+    // Only a known device that may enroll gets its key checked, and only an allowed key its
+    // signature verified.
+    FLEETID_TRY(checked, CheckCsrKey(csr_der, policy_));
+    FLEETID_CHECK_OK(RefuseCompromisedKey(*tx, device, checked.spki));
+    FLEETID_TRY(csr, crypto::VerifyCsr(csr_der));
+    (void)csr;
+    const std::string key_sha256 = crypto::Hex(crypto::Sha256(checked.spki));
     FLEETID_TRY(evidence, UseAppraisal(*tx, device.serial, Purpose::kEnroll, key_sha256, now,
                                        options_.evidence_ttl));
     FLEETID_CHECK_OK(Supersede(*tx, authority_, device, {"current", "pending"}, changed));
@@ -647,8 +775,6 @@ Result<pki::CertificateRecord> Service::Enroll(const ClientChain& chain,
 
 Result<pki::CertificateRecord> Service::Reenroll(const ClientChain& chain,
                                                  std::span<const std::uint8_t> csr_der) {
-  FLEETID_TRY(csr, crypto::VerifyCsr(csr_der));
-  const std::string key_sha256 = crypto::Hex(crypto::Sha256(csr.spki));
   std::vector<pki::CertificateRecord> changed;
   pki::CertificateRecord issued;
   {
@@ -670,11 +796,16 @@ Result<pki::CertificateRecord> Service::Reenroll(const ClientChain& chain,
                        who.record.serial, pki::StatusName(who.record.status),
                        who.role.empty() ? "untracked" : who.role);
     }
+    FLEETID_TRY(checked, CheckCsrKey(csr_der, policy_));
     FLEETID_TRY(current_spki, SpkiDer(who.leaf.get()));
-    if (current_spki == csr.spki) {
+    if (current_spki == checked.spki) {
       return MakeError(ErrorCode::kInvalidArgument,
                        "a rotation needs a new key; this CSR carries the current one");
     }
+    FLEETID_CHECK_OK(RefuseCompromisedKey(*tx, device, checked.spki));
+    FLEETID_TRY(csr, crypto::VerifyCsr(csr_der));
+    (void)csr;
+    const std::string key_sha256 = crypto::Hex(crypto::Sha256(checked.spki));
     const TimePoint now = clock_.Now();
     FLEETID_TRY(evidence, UseAppraisal(*tx, device.serial, Purpose::kReenroll, key_sha256, now,
                                        options_.evidence_ttl));
@@ -744,10 +875,20 @@ Result<pki::CertificateRecord> Service::Confirm(const ClientChain& chain) {
 Result<DeviceStatus> Service::Status(const ClientChain& chain) {
   FLEETID_TRY(tx, db_.Begin(TxMode::kRead));
   FLEETID_TRY(who, Identify(*tx, chain));
+  if (!who.idevid && who.record.status == pki::Status::kRevoked) {
+    return MakeError(ErrorCode::kPermissionDenied, "certificate {} is revoked ({})",
+                     who.record.serial,
+                     who.record.reason ? pki::ReasonName(*who.record.reason) : "unspecified");
+  }
+  if (who.idevid) {
+    FLEETID_CHECK_OK(registry::Registry::CheckEnrollableIn(*tx, who.device.serial,
+                                                           who.device.idevid_fingerprint));
+  }
   DeviceStatus out;
   out.device = who.device;
   out.decommission_ordered = who.device.state == registry::State::kDecommissioning ||
                              who.device.state == registry::State::kDecommissioned;
+  if (who.device.state == registry::State::kDecommissioning) out.order_id = OrderId(who.device);
   FLEETID_TRY(credentials, registry::Registry::Credentials(*tx, who.device.id));
   for (const registry::Credential& c : credentials) {
     if (c.role != "current") continue;
@@ -758,18 +899,45 @@ Result<DeviceStatus> Service::Status(const ClientChain& chain) {
 }
 
 Result<registry::Device> Service::RecordReceipt(std::string_view receipt) {
+  if (receipt.size() > kMaxReceiptBytes) {
+    return MakeError(ErrorCode::kInvalidArgument, "a receipt is at most {} bytes",
+                     kMaxReceiptBytes);
+  }
   FLEETID_TRY(jws, crypto::ParseJws(receipt));
   if (jws.header.value("typ", "") != kReceiptType || !jws.header.contains("kid") ||
-      !jws.header["kid"].is_string()) {
+      !jws.header["kid"].is_string() || !IsSerialHex(jws.header["kid"].get<std::string>())) {
     return MakeError(ErrorCode::kInvalidArgument,
                      "a receipt is a JWS of typ {} whose kid is the signing certificate's serial",
                      kReceiptType);
   }
   const Json claims = Json::parse(jws.payload, nullptr, false);
-  if (!claims.is_object() || !claims.contains("serial") || !claims["serial"].is_string() ||
-      !claims.contains("destroyed") || !claims["destroyed"].is_array()) {
-    return MakeError(ErrorCode::kInvalidArgument, "a receipt names the device and the keys destroyed");
+  // {"serial", "order", "destroyed": [{"label", "key_sha256"}, ...], "iat"}: every field bounded.
+  const auto text = [&](const char* name) {
+    return claims.is_object() && claims.contains(name) && claims[name].is_string()
+               ? claims[name].get<std::string>()
+               : std::string();
+  };
+  if (!claims.is_object() || claims.size() > kMaxClaims ||
+      !registry::CheckIdentifier("serial", text("serial")) || !IsHex64(text("order")) ||
+      !claims.contains("iat") || !claims["iat"].is_number_integer() ||
+      !claims.contains("destroyed") || !claims["destroyed"].is_array() ||
+      claims["destroyed"].empty() || claims["destroyed"].size() > kMaxDestroyedKeys) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "a receipt names the device, the order it answers, its time (iat) and the "
+                     "1 to {} keys destroyed",
+                     kMaxDestroyedKeys);
   }
+  std::vector<std::string> destroyed;
+  for (const Json& k : claims["destroyed"]) {
+    if (!k.is_object() || !k.contains("label") || !k["label"].is_string() ||
+        !IsClaimText(k["label"].get<std::string>()) || !k.contains("key_sha256") ||
+        !k["key_sha256"].is_string() || !IsHex64(k["key_sha256"].get<std::string>())) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "each destroyed key is {{\"label\", \"key_sha256\"}} (lower-case hex)");
+    }
+    destroyed.push_back(k["key_sha256"].get<std::string>());
+  }
+  const std::int64_t iat = claims["iat"].get<std::int64_t>();
   const std::string kid = jws.header["kid"].get<std::string>();
   const std::string receipt_sha256 = crypto::Hex(crypto::Sha256(receipt));
   registry::Device result;
@@ -796,18 +964,49 @@ Result<registry::Device> Service::RecordReceipt(std::string_view receipt) {
       return MakeError(ErrorCode::kPermissionDenied,
                        "the receipt is signed by a key that no longer speaks for the device");
     }
-    if (claims["serial"].get<std::string>() != device.serial) {
+    if (text("serial") != device.serial) {
       return MakeError(ErrorCode::kPermissionDenied, "the receipt names another device");
     }
-    FLEETID_TRY(seen, tx->Query("SELECT 1 FROM receipts WHERE device = ?", {device.serial}));
-    if (!seen.empty() && device.state == registry::State::kDecommissioned) return device;
+    FLEETID_TRY(seen, tx->Query("SELECT receipt FROM receipts WHERE device = ?", {device.serial}));
+    if (!seen.empty() && device.state == registry::State::kDecommissioned &&
+        seen[0].Text(0) == receipt) {
+      return device;
+    }
     if (device.state != registry::State::kDecommissioning) {
       return MakeError(ErrorCode::kConflict, "'{}' is {}: no decommissioning was ordered",
                        device.serial, registry::StateName(device.state));
     }
-    FLEETID_CHECK_OK(tx->Exec("INSERT INTO receipts (device, cert_serial, receipt, at) VALUES "
-                              "(?, ?, ?, ?)",
-                              {device.serial, kid, std::string(receipt), Unix(clock_.Now())}));
+    if (text("order") != OrderId(device)) {
+      return MakeError(ErrorCode::kPermissionDenied,
+                       "the receipt answers another order than the pending decommissioning");
+    }
+    const std::int64_t now = Unix(clock_.Now());
+    const std::int64_t skew = options_.receipt_skew.count();
+    if (iat < Unix(device.updated_at) - skew || iat > now + skew) {
+      return MakeError(ErrorCode::kPermissionDenied,
+                       "the receipt's iat is before the order or too far from now");
+    }
+    // The keys that must be named destroyed: the signing one, and every current one.
+    std::vector<std::string> required;
+    FLEETID_TRY(signing_spki, SpkiDer(cert.get()));
+    required.push_back(crypto::Hex(crypto::Sha256(signing_spki)));
+    for (const registry::Credential& c : credentials) {
+      if (c.role != "current") continue;
+      FLEETID_TRY(current, pki::Authority::GetIn(*tx, c.cert_serial));
+      FLEETID_TRY(current_cert, ParseCertificate(current.der));
+      FLEETID_TRY(spki, SpkiDer(current_cert.get()));
+      required.push_back(crypto::Hex(crypto::Sha256(spki)));
+    }
+    for (const std::string& k : required) {
+      if (std::ranges::find(destroyed, k) == destroyed.end()) {
+        return MakeError(ErrorCode::kPermissionDenied,
+                         "the receipt does not name the device's LDevID key {} destroyed", k);
+      }
+    }
+    FLEETID_CHECK_OK(
+        tx->Exec("INSERT INTO receipts (device, cert_serial, receipt, at) VALUES "
+                 "(?, ?, ?, ?)",
+                 {device.serial, kid, std::string(receipt), now}));
     registry::TransitionRequest req;
     req.serial = device.serial;
     req.event = registry::Event::kErased;
@@ -820,6 +1019,102 @@ Result<registry::Device> Service::RecordReceipt(std::string_view receipt) {
   }
   effects_.Committed();
   return result;
+}
+
+// --- operators' certificate actions ----------------------------------------------------------
+
+Result<std::optional<pki::CertificateRecord>> Service::ChangeCertificateStatus(
+    std::string_view cert_serial, std::optional<pki::Reason> reason, const registry::Actor& actor,
+    std::string_view why) {
+  using Answer = std::optional<pki::CertificateRecord>;
+  std::vector<pki::CertificateRecord> changed;
+  pki::CertificateRecord after;
+  {
+    FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
+    auto record = pki::Authority::GetIn(*tx, cert_serial);
+    if (!record) return Answer();
+    auto found = registry::Registry::GetIn(*tx, record->device);
+    if (!found) return Answer();
+    const registry::Device device = std::move(*found);
+    FLEETID_TRY(credentials, registry::Registry::Credentials(*tx, device.id));
+    const auto credential = std::ranges::find_if(credentials, [&](const registry::Credential& c) {
+      return c.cert_serial == record->serial;
+    });
+    if (credential == credentials.end()) return Answer();  // issued outside enrollment
+    const std::string what = reason ? std::string(pki::ReasonName(*reason)) : "release";
+    const std::string note =
+        fmt::format("{} of certificate {}{}{}", what, record->serial, why.empty() ? "" : ": ", why);
+    std::optional<registry::Event> event;
+    if (!reason) {
+      if (credential->role != "current" || device.state != registry::State::kSuspended) {
+        return MakeError(ErrorCode::kConflict,
+                         "certificate {} is a {} credential of '{}', which is {}: a device's hold "
+                         "is lifted only through its lifecycle (fleetid devices resume or "
+                         "cancel-decommission), a pending one by the device's proof of possession",
+                         record->serial, credential->role, device.serial,
+                         registry::StateName(device.state));
+      }
+      event = registry::Event::kResume;
+    } else if (*reason == pki::Reason::kCertificateHold) {
+      event = registry::Event::kSuspend;
+    } else if (*reason == pki::Reason::kKeyCompromise &&
+               registry::FindRule(registry::Event::kQuarantine, device.state)) {
+      event = registry::Event::kQuarantine;
+    }
+    if (event) {
+      registry::TransitionRequest req;
+      req.serial = device.serial;
+      req.event = *event;
+      req.expected_version = device.version;
+      req.actor = actor;
+      req.reason = note;
+      FLEETID_TRY(next, registry_.TransitionIn(*tx, req));
+      (void)next;
+    }
+    // The named certificate carries the operator's reason even where the lifecycle's effects
+    // did not reach it (a pending or superseded credential, a state without a transition).
+    FLEETID_TRY(now_record, pki::Authority::GetIn(*tx, record->serial));
+    const bool hold_done =
+        reason == pki::Reason::kCertificateHold && now_record.status == pki::Status::kOnHold;
+    const bool revoke_done =
+        reason && now_record.status == pki::Status::kRevoked &&
+        (now_record.reason == reason || now_record.reason == pki::Reason::kKeyCompromise);
+    if (reason && !hold_done && !revoke_done) {
+      FLEETID_TRY(status, authority_.ChangeStatusIn(*tx, record->serial, reason,
+                                                    fmt::format("operator:{}", actor.id)));
+      now_record = status;
+      changed.push_back(std::move(status));
+    }
+    FLEETID_CHECK_OK(tx->Commit());
+    after = std::move(now_record);
+  }
+  effects_.Committed();
+  for (const pki::CertificateRecord& r : changed) authority_.Publish(r);
+  return Answer(std::move(after));
+}
+
+// --- maintenance -----------------------------------------------------------------------------
+
+Result<PruneReport> Service::Prune() {
+  PruneReport report;
+  const TimePoint now = clock_.Now();
+  {
+    FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
+    FLEETID_TRY(deleted, tx->Exec("DELETE FROM attest_nonces WHERE expires_at < ?",
+                                  {Unix(now - options_.nonce_retention)}));
+    report.nonces = deleted;
+    FLEETID_CHECK_OK(tx->Commit());
+  }
+  const double burst = options_.nonce_burst;
+  const double refill = std::chrono::duration<double>(options_.nonce_refill).count();
+  std::lock_guard lock(buckets_mu_);
+  std::erase_if(buckets_, [&](const auto& entry) {
+    const double elapsed = std::chrono::duration<double>(now - entry.second.at).count();
+    const bool full = entry.second.tokens + elapsed / refill >= burst;
+    report.buckets += full ? 1 : 0;
+    return full;
+  });
+  return report;
 }
 
 // --- EST helpers -----------------------------------------------------------------------------

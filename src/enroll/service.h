@@ -47,6 +47,11 @@ struct Nonce {
   TimePoint expires_at;
 };
 
+// Throttled says a device asked for nonces faster than ServiceOptions allow, and when to retry.
+struct Throttled {
+  std::chrono::seconds retry_after{0};
+};
+
 struct Appraisal {
   std::int64_t id = 0;
   std::string device;
@@ -59,6 +64,14 @@ struct DeviceStatus {
   registry::Device device;
   std::optional<pki::CertificateRecord> current;  // the current LDevID, if any
   bool decommission_ordered = false;
+  // Names the decommissioning order; the device's receipt must echo it (docs/enrollment.md).
+  std::string order_id;
+};
+
+// What Prune removed.
+struct PruneReport {
+  std::int64_t nonces = 0;
+  std::int64_t buckets = 0;
 };
 
 struct ServiceOptions {
@@ -68,6 +81,13 @@ struct ServiceOptions {
   // An active device whose LDevID has lapsed (an outage longer than its life) may enroll again
   // with its IDevID and fresh evidence.
   bool idevid_reenroll_after_expiry = true;
+  // Nonces per device: a token bucket of nonce_burst, refilled by one every nonce_refill.
+  int nonce_burst = 10;
+  std::chrono::seconds nonce_refill{6};
+  // Prune deletes nonces this long after they expired (until then a replay is named as such).
+  std::chrono::seconds nonce_retention{600};
+  // A decommissioning receipt's iat may be this far from the server's clock and the order.
+  std::chrono::seconds receipt_skew{300};
 };
 
 inline constexpr std::string_view kEvidenceProfile = "urn:fleetid:evidence:1";
@@ -110,8 +130,22 @@ class Service {
   [[nodiscard]] Result<registry::ImportReport> ImportManifest(std::string_view jws,
                                                               std::string_view actor);
 
+  // ChangeCertificateStatus is an operator's hold (kCertificateHold), revocation (another
+  // reason) or release (nullopt) of one certificate: `fleetid ca hold|revoke|release`. For a
+  // device's tracked credential it is a lifecycle event of that device, decided by the registry
+  // in the same transaction (docs/registry.md, "Operator actions on a device's certificate"):
+  // a hold suspends the device, keyCompromise quarantines it, a release is refused unless it
+  // resumes a suspended device. Answers nullopt, changing nothing, for a certificate that is no
+  // device's credential: the CA alone decides those.
+  [[nodiscard]] Result<std::optional<pki::CertificateRecord>> ChangeCertificateStatus(
+      std::string_view cert_serial, std::optional<pki::Reason> reason, const registry::Actor& actor,
+      std::string_view why);
+
   // --- devices (over mutual TLS) ---
-  [[nodiscard]] Result<Nonce> IssueNonce(const ClientChain& chain, Purpose purpose);
+  // IssueNonce grants a nonce to a device that could use it. A device over its rate gets
+  // kUnavailable, and |throttled| (if given) says when to retry.
+  [[nodiscard]] Result<Nonce> IssueNonce(const ClientChain& chain, Purpose purpose,
+                                         Throttled* throttled = nullptr);
   // Appraise verifies evidence signed by the client's own key and records the result. A
   // failing appraisal is recorded and answered kPermissionDenied with the reason.
   [[nodiscard]] Result<Appraisal> Appraise(const ClientChain& chain, std::string_view evidence);
@@ -127,7 +161,8 @@ class Service {
   // key (the proof of possession): the old certificate is revoked (superseded) and the new one
   // made current in one transaction. Idempotent for an already current certificate.
   [[nodiscard]] Result<pki::CertificateRecord> Confirm(const ClientChain& chain);
-  // Status answers a device's poll (IDevID or any of its LDevIDs, even revoked ones).
+  // Status answers a device's poll: its IDevID (unless tombstoned) or any of its LDevIDs that
+  // is not revoked.
   [[nodiscard]] Result<DeviceStatus> Status(const ClientChain& chain);
   // RecordReceipt records a decommissioning receipt (a JWS signed by one of the device's LDevID
   // keys before it destroyed them) and completes the decommissioning.
@@ -136,6 +171,10 @@ class Service {
   // EST /cacerts (certs-only CMS, DER) and /csrattrs (CsrAttrs, DER).
   [[nodiscard]] Result<std::vector<std::uint8_t>> CaCerts() const;
   [[nodiscard]] static Result<std::vector<std::uint8_t>> CsrAttrs();
+  // Prune deletes nonces expired for longer than nonce_retention and full rate buckets. The
+  // server calls it from its maintenance thread.
+  [[nodiscard]] Result<PruneReport> Prune();
+
   // Counters: refused nonces by cause, appraisals by result.
   [[nodiscard]] Result<std::map<std::string, std::int64_t>> Counters();
 
@@ -147,6 +186,13 @@ class Service {
   [[nodiscard]] Result<Identified> Identify(store::Transaction& tx,
                                             const ClientChain& chain) const;
   [[nodiscard]] Result<void> Count(std::string_view counter);
+  // TakeNonceToken spends one of |device|'s nonce tokens, or says how long until one is due.
+  std::optional<std::chrono::seconds> TakeNonceToken(const std::string& device);
+
+  struct Bucket {
+    double tokens = 0;
+    TimePoint at;
+  };
 
   store::Database& db_;
   registry::Registry& registry_;
@@ -158,6 +204,8 @@ class Service {
   crypto::SuitePolicy policy_;  // the default: every suite allowed, P-256 preferred
   std::vector<std::vector<std::uint8_t>> fleet_anchors_;
   std::vector<std::uint8_t> cacerts_;  // the certs-only CMS of fleet_anchors_
+  std::mutex buckets_mu_;
+  std::map<std::string, Bucket> buckets_;  // GUARDED_BY(buckets_mu_), by device serial
 };
 
 // PkcsCertsOnly wraps DER certificates in a certs-only CMS SignedData (RFC 7030 §4.1.3).
