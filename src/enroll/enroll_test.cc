@@ -14,6 +14,7 @@
 #include "crypto/jws.h"
 #include "crypto/keys.h"
 #include "custody/test_token.h"
+#include "enroll/csr_check.h"
 #include "enroll/factory.h"
 #include "store/test_db.h"
 
@@ -859,6 +860,62 @@ TEST_P(EnrollTest, IdentifiersOutsideTheCharacterSetAreRefused) {
           .error()
           .code(),
       ErrorCode::kInvalidArgument);
+}
+
+// The checks made before a CSR's signature is verified.
+TEST(CsrCheck, AcceptsDerOnly) {
+  using Bytes = std::vector<std::uint8_t>;
+  for (const Bytes& good :
+       {Bytes{0x30, 0x00}, Bytes{0x30, 0x03, 0x02, 0x01, 0x7f},
+        Bytes{0x30, 0x04, 0x02, 0x02, 0x00, 0x80}, Bytes{0x01, 0x01, 0xff},
+        Bytes{0x31, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x02}, Bytes{0x03, 0x02, 0x01, 0x80}}) {
+    EXPECT_TRUE(CheckDer(good)) << crypto::Hex(good);
+  }
+  for (const Bytes& bad : {
+           Bytes{0x30, 0x80, 0x00, 0x00},                          // indefinite length
+           Bytes{0x30, 0x81, 0x00},                                // long form for a short length
+           Bytes{0x30, 0x82, 0x00, 0x01, 0x05},                    // length with a leading zero
+           Bytes{0x02, 0x02, 0x00, 0x01},                          // INTEGER not minimal
+           Bytes{0x02, 0x02, 0xff, 0x80},                          // negative INTEGER not minimal
+           Bytes{0x01, 0x01, 0x01},                                // BOOLEAN TRUE not FF
+           Bytes{0x24, 0x03, 0x04, 0x01, 0x00},                    // constructed OCTET STRING
+           Bytes{0x31, 0x06, 0x02, 0x01, 0x02, 0x02, 0x01, 0x01},  // SET OF not sorted
+           Bytes{0x03, 0x02, 0x01, 0x81},                          // BIT STRING padding not zero
+           Bytes{0x30, 0x00, 0x00},                                // bytes after the end
+           Bytes{0x30, 0x05, 0x02, 0x01},                          // length past the end
+       }) {
+    auto refused = CheckDer(bad);
+    ASSERT_FALSE(refused) << crypto::Hex(bad);
+    EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+  }
+}
+
+TEST(CsrCheck, KeysMustBelongToAnAllowedSuite) {
+  crypto::SuitePolicy policy;
+  auto p256 = NewKey();
+  auto checked = CheckCsrKey(Csr(p256.get()), policy);
+  ASSERT_TRUE(checked) << checked.error();
+  EXPECT_EQ(checked->suite, crypto::SuiteId::kEcdsaP256Sha256);
+  EXPECT_EQ(checked->spki, *crypto::PublicKeyDer(p256.get()));
+  crypto::EvpPkeyPtr ed(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
+  crypto::X509ReqPtr req(X509_REQ_new());
+  X509_REQ_set_pubkey(req.get(), ed.get());
+  X509_REQ_sign(req.get(), ed.get(), nullptr);
+  std::vector<std::uint8_t> ed_csr(static_cast<std::size_t>(i2d_X509_REQ(req.get(), nullptr)));
+  unsigned char* p = ed_csr.data();
+  i2d_X509_REQ(req.get(), &p);
+  EXPECT_EQ(CheckCsrKey(ed_csr, policy)->suite, crypto::SuiteId::kEd25519);
+  EXPECT_EQ(CheckCsrKey(RsaCsr({0x01, 0x00, 0x01}), policy)->suite,
+            crypto::SuiteId::kRsa3072PssSha256);
+  for (const std::vector<std::uint8_t>& e :
+       {std::vector<std::uint8_t>{0x01, 0x00, 0x00}, std::vector<std::uint8_t>{0x01},
+        std::vector<std::uint8_t>{0x01, 0x00, 0x00, 0x00, 0x01}}) {
+    auto refused = CheckCsrKey(RsaCsr(e), policy);
+    ASSERT_FALSE(refused) << crypto::Hex(e);
+    EXPECT_NE(refused.error().message().find("exponent"), std::string::npos) << refused.error();
+  }
+  policy.Set(crypto::SuiteId::kEcdsaP256Sha256, crypto::SuiteStatus::kDisabled);
+  EXPECT_EQ(CheckCsrKey(Csr(p256.get()), policy).error().code(), ErrorCode::kPermissionDenied);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, EnrollTest,
