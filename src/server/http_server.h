@@ -202,12 +202,13 @@ struct HttpServerOptions {
 
   // Open connections on this listener. 0 (the default): sized from RLIMIT_NOFILE, which Start
   // raises to its hard limit: half the descriptors left after a reserve of 256, so that two
-  // listeners fit in one process, at most 65536 (9872 at a limit of 20000). At the limit, and at
-  // an address's share below, a new connection is admitted by closing the least recently active
-  // connection that is not serving a request: one in its TLS handshake, idle between requests,
-  // or still sending its request (the address's own, for the share). A connection whose Handler
-  // runs or whose response is being written is never closed for another. Only when none can be
-  // closed is the new connection closed right after accept.
+  // listeners fit in one process, but at most 4096, which bounds memory (a TLS connection in its
+  // handshake holds about 130 KiB). At the limit, and at an address's share below, a new
+  // connection is admitted by closing the least recently active connection that is not serving
+  // a request: one in its TLS handshake, idle between requests, or still sending its request
+  // (the address's own, for the share). A connection whose Handler runs or whose response is
+  // being written is never closed for another. Only when none can be closed is the new
+  // connection closed right after accept.
   std::size_t max_connections = 0;
   // One remote address's share of max_connections, so that one host (or one NAT) cannot hold
   // everyone else's connections. 0 (the default): a quarter of max_connections, but not less
@@ -222,8 +223,8 @@ struct HttpServerOptions {
   std::chrono::seconds header_timeout{5};
   // A whole request, header and body, must arrive within this from the same start.
   std::chrono::seconds read_timeout{10};
-  // A keep-alive connection may idle this long between requests (and is the first to be closed
-  // when connections run short).
+  // A keep-alive connection may idle this long between requests (and may be closed sooner to
+  // admit another, see max_connections).
   std::chrono::seconds idle_timeout{30};
   // A response must be taken by the client within this.
   std::chrono::seconds write_timeout{10};

@@ -776,7 +776,7 @@ TEST(HttpServerTest, RaisesTheDescriptorLimitAndSizesMaxConnectionsByIt) {
   ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &files), 0);
   EXPECT_EQ(files.rlim_cur, files.rlim_max);
   if (files.rlim_cur != RLIM_INFINITY && files.rlim_cur > 512) {
-    EXPECT_EQ(server->max_connections(), std::min<std::size_t>((files.rlim_cur - 256) / 2, 65536));
+    EXPECT_EQ(server->max_connections(), std::min<std::size_t>((files.rlim_cur - 256) / 2, 4096));
   }
   EXPECT_EQ(server->max_connections_per_address(),
             std::max<std::size_t>(server->max_connections() / 4, 64));
