@@ -131,9 +131,6 @@ std::string OrderId(const registry::Device& device) {
 
 bool Live(const pki::CertificateRecord& r) { return r.status != pki::Status::kRevoked; }
 
-// The records whose status changed in this thread's current transaction, published after commit.
-thread_local std::vector<pki::CertificateRecord> t_changed;
-
 }  // namespace
 
 std::string_view PurposeName(Purpose purpose) {
@@ -178,14 +175,9 @@ Result<void> PkiEffects::Apply(store::Transaction& tx, const registry::Device& d
     }
     if (!reason && !release) continue;
     FLEETID_TRY(changed, authority_.ChangeStatusIn(tx, c.cert_serial, reason, actor));
-    t_changed.push_back(std::move(changed));
+    tx.AfterCommit([this, record = std::move(changed)] { authority_.Publish(record); });
   }
   return {};
-}
-
-void PkiEffects::Committed() {
-  for (const pki::CertificateRecord& r : t_changed) authority_.Publish(r);
-  t_changed.clear();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1017,7 +1009,6 @@ Result<registry::Device> Service::RecordReceipt(std::string_view receipt) {
     FLEETID_CHECK_OK(tx->Commit());
     result = std::move(next);
   }
-  effects_.Committed();
   return result;
 }
 
@@ -1088,7 +1079,6 @@ Result<std::optional<pki::CertificateRecord>> Service::ChangeCertificateStatus(
     FLEETID_CHECK_OK(tx->Commit());
     after = std::move(now_record);
   }
-  effects_.Committed();
   for (const pki::CertificateRecord& r : changed) authority_.Publish(r);
   return Answer(std::move(after));
 }

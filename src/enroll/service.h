@@ -97,13 +97,13 @@ inline constexpr std::string_view kReceiptType = "fleetid-receipt+jws";
 // PkiEffects carries the registry's fleet-wide credential actions out through the CA in the
 // registry's transaction: hold, release, and revocation (keyCompromise, cessationOfOperation)
 // of a device's live certificates. Issuing and superseding name one certificate, so the
-// enrollment service does those itself. Committed publishes the changes (OCSP, CRLs).
+// enrollment service does those itself. The changes are published (OCSP, CRLs) once the
+// transaction commits (Transaction::AfterCommit), and never if it rolls back.
 class PkiEffects final : public registry::CredentialEffects {
  public:
   explicit PkiEffects(pki::Authority& authority) : authority_(authority) {}
   [[nodiscard]] Result<void> Apply(store::Transaction& tx, const registry::Device& device,
                                    registry::CredentialAction action) override;
-  void Committed() override;
 
  private:
   pki::Authority& authority_;

@@ -296,7 +296,6 @@ Result<Device> Registry::TransitionOnce(const TransitionRequest& request) {
   FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
   FLEETID_TRY(next, TransitionIn(*tx, request));
   FLEETID_CHECK_OK(tx->Commit());
-  if (effects_ != nullptr) effects_->Committed();
   return next;
 }
 

@@ -116,15 +116,13 @@ struct DevicePage {
 };
 
 // CredentialEffects carries a transition's CredentialAction out through the PKI, inside the
-// registry's transaction, so both commit or neither does.
+// registry's transaction, so both commit or neither does. What must happen only after the
+// commit (publishing) is registered on |tx| (store::Transaction::AfterCommit).
 class CredentialEffects {
  public:
   virtual ~CredentialEffects() = default;
   [[nodiscard]] virtual Result<void> Apply(store::Transaction& tx, const Device& device,
                                            CredentialAction action) = 0;
-  // Committed is called on the same thread after the transaction of the last Apply committed
-  // (Registry::Transition only; a caller of TransitionIn commits, and publishes, itself).
-  virtual void Committed() {}
 };
 
 // Credential is one certificate the registry tracks for a device, by role: "current" (the

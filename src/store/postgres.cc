@@ -143,7 +143,7 @@ class PostgresTransaction final : public Transaction {
     return Check(r.get(), "running SQL script");
   }
 
-  Result<void> Commit() override {
+  Result<void> CommitWork() override {
     if (autocommit_) return {};
     if (!open_) return MakeError(ErrorCode::kInternal, "transaction already finished");
     ResultPtr r(PQexec(c_->conn.get(), "COMMIT"));

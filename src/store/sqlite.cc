@@ -207,7 +207,7 @@ class SqliteTransaction final : public Transaction {
     return {};
   }
 
-  Result<void> Commit() override {
+  Result<void> CommitWork() override {
     if (autocommit_) return {};
     if (!open_) return MakeError(ErrorCode::kInternal, "transaction already finished");
     const int rc = sqlite3_exec(conn_->db.get(), "COMMIT", nullptr, nullptr, nullptr);

@@ -80,7 +80,23 @@ class Transaction {
   }
   // ExecScript runs several statements without parameters (migrations).
   [[nodiscard]] virtual Result<void> ExecScript(std::string_view sql) = 0;
-  [[nodiscard]] virtual Result<void> Commit() = 0;
+  // Commit commits, then runs the AfterCommit actions in the order they were registered.
+  [[nodiscard]] Result<void> Commit() {
+    FLEETID_CHECK_OK(CommitWork());
+    std::vector<std::function<void()>> actions = std::move(after_commit_);
+    after_commit_.clear();
+    for (const std::function<void()>& action : actions) action();
+    return {};
+  }
+  // AfterCommit registers |action| to run on the committing thread once this transaction has
+  // committed (publishing what it changed); a transaction that rolls back drops it.
+  void AfterCommit(std::function<void()> action) { after_commit_.push_back(std::move(action)); }
+
+ protected:
+  [[nodiscard]] virtual Result<void> CommitWork() = 0;
+
+ private:
+  std::vector<std::function<void()>> after_commit_;
 };
 
 // Migration is one numbered schema step of a component. Versions start at 1 and are applied in

@@ -153,6 +153,26 @@ TEST_P(StoreTest, ConcurrentWritersLoseNoUpdate) {
   EXPECT_EQ((*rows)[0].Int(0), kThreads * kEach);
 }
 
+TEST_P(StoreTest, AfterCommitRunsOnlyOnceCommitted) {
+  int ran = 0;
+  {
+    auto tx = db().Begin(TxMode::kWrite);
+    ASSERT_TRUE(tx);
+    ASSERT_TRUE((*tx)->Exec("INSERT INTO things (id, name) VALUES (1, 'a')"));
+    (*tx)->AfterCommit([&ran] { ++ran; });
+    // Destroyed without Commit: rolled back, and the action dropped.
+  }
+  EXPECT_EQ(ran, 0);
+  auto tx = db().Begin(TxMode::kWrite);
+  ASSERT_TRUE(tx);
+  ASSERT_TRUE((*tx)->Exec("INSERT INTO things (id, name) VALUES (1, 'a')"));
+  (*tx)->AfterCommit([&ran] { ran = ran * 10 + 1; });
+  (*tx)->AfterCommit([&ran] { ran = ran * 10 + 2; });
+  EXPECT_EQ(ran, 0);
+  ASSERT_TRUE((*tx)->Commit());
+  EXPECT_EQ(ran, 12);
+}
+
 // The database holds the registry, the CA's records and the audit log: its files are the
 // owner's alone, the WAL and shared-memory files too.
 TEST(SqliteFiles, AreCreatedOwnerOnly) {
