@@ -637,14 +637,15 @@ Result<void> Authority::LoadOrCreate() {
     }
     cas_.push_back(std::move(ca));
   }
-  return RecordCaCertificates();
+  return {};
 }
 
-// RecordCaCertificates keeps a certificate record for every issuing CA (issued by the root, its
-// partition 0) and OCSP signer (a long-lived certificate of its issuing CA), so they are revoked,
-// listed in CRLs and answered for like any other certificate. Hierarchies made before these
-// records existed get theirs at the next start.
-Result<void> Authority::RecordCaCertificates() {
+// RecordCaIn makes the certificate record of the issuing CA or OCSP signer whose serial is
+// |serial|, with its pki.issue audit entry, inside |tx|: an issuing CA is a certificate of the
+// root (partition 0), an OCSP signer a long-lived certificate of its issuing CA. It is made when
+// the certificate is first revoked, so it can be revoked, listed and answered for like any
+// other. kNotFound when no CA certificate has that serial.
+Result<void> Authority::RecordCaIn(store::Transaction& tx, std::string_view serial) {
   for (std::size_t i = 1; i < cas_.size(); ++i) {
     const Ca& ca = *cas_[i];
     struct Recorded {
@@ -654,25 +655,21 @@ Result<void> Authority::RecordCaCertificates() {
     };
     for (const Recorded& r : {Recorded{ca.cert.get(), "root", "ca:" + ca.name},
                               Recorded{ca.ocsp_cert.get(), ca.name, "ca:ocsp-" + ca.name}}) {
-      if (r.cert == nullptr) continue;
-      const std::string serial = SerialHex(X509_get0_serialNumber(r.cert));
-      FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
-      FLEETID_TRY(rows, tx->Query("SELECT 1 FROM certificates WHERE serial = ?", {serial}));
-      if (!rows.empty()) continue;
+      if (r.cert == nullptr || SerialHex(X509_get0_serialNumber(r.cert)) != serial) continue;
       const std::int64_t not_before = ASN1TimeToUnix(X509_get0_notBefore(r.cert));
       const std::int64_t not_after = ASN1TimeToUnix(X509_get0_notAfter(r.cert));
       const std::int64_t partition =
           r.issuer == "root" ? 0 : PartitionOf(CertificateClass::kLongLived, FromUnix(not_before));
-      FLEETID_CHECK_OK(tx->Exec(
+      FLEETID_CHECK_OK(tx.Exec(
           "INSERT INTO certificates (serial, issuer, device, suite, not_before, not_after, status, "
           "reason, revoked_at, partition_id, der) VALUES (?, ?, ?, ?, ?, ?, 'good', NULL, NULL, "
           "?, ?)",
-          {serial, r.issuer, r.subject, std::string(ca.suite->name), not_before, not_after,
-           partition, store::Blob(CertDer(r.cert))}));
-      FLEETID_TRY(seq, audit::Log::Append(*tx,
+          {std::string(serial), r.issuer, r.subject, std::string(ca.suite->name), not_before,
+           not_after, partition, store::Blob(CertDer(r.cert))}));
+      FLEETID_TRY(seq, audit::Log::Append(tx,
                                           {"system",
                                            "pki.issue",
-                                           serial,
+                                           std::string(serial),
                                            nullptr,
                                            {{"device", r.subject},
                                             {"issuer", r.issuer},
@@ -684,10 +681,10 @@ Result<void> Authority::RecordCaCertificates() {
                                            ""},
                                           clock_));
       static_cast<void>(seq);
-      FLEETID_CHECK_OK(tx->Commit());
+      return {};
     }
   }
-  return {};
+  return MakeError(ErrorCode::kNotFound, "no certificate with serial {}", serial);
 }
 
 std::int64_t Authority::PartitionOf(CertificateClass klass, TimePoint issued) const {
@@ -1073,7 +1070,12 @@ Result<CertificateRecord> Authority::ChangeStatusIn(store::Transaction& tx, std:
   if (reason == Reason::kRemoveFromCrl) {
     return MakeError(ErrorCode::kInvalidArgument, "removeFromCRL is not a revocation reason");
   }
-  FLEETID_TRY(current, GetIn(tx, serial));
+  auto found = GetIn(tx, serial);
+  if (!found && found.error().code() == ErrorCode::kNotFound) {
+    FLEETID_CHECK_OK(RecordCaIn(tx, serial));
+    found = GetIn(tx, serial);
+  }
+  FLEETID_TRY(current, std::move(found));
   const TimePoint now = clock_.Now();
   if (reason) {
     if (current.status == Status::kRevoked) {

@@ -237,7 +237,7 @@ class Authority {
   [[nodiscard]] Result<CertificateRecord> SignAndRecord(
       CertSpec& spec, Ca& issuing, std::string_view subject_id, const crypto::Suite& suite,
       std::int64_t partition, const AuditContext& audit, store::Transaction* outer, bool hold);
-  [[nodiscard]] Result<void> RecordCaCertificates();
+  [[nodiscard]] Result<void> RecordCaIn(store::Transaction& tx, std::string_view serial);
   [[nodiscard]] Result<CertificateRecord> IssueImpl(store::Transaction* tx,
                                                     std::span<const std::uint8_t> csr_der,
                                                     const DeviceIdentity& device,
