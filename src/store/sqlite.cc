@@ -62,23 +62,22 @@ constexpr std::chrono::milliseconds kBusyTimeout{10000};
 // OwnerOnly creates the database file |path| with mode 0600 if it does not exist, and narrows an
 // existing one (and its -wal and -shm files) to 0600: it holds the registry, the CA's records and
 // the audit log. SQLite gives the -wal and -shm files it creates the main file's mode.
+// WARNING: an existing database file is never opened here. close() of any descriptor of a file
+// drops every POSIX lock this process holds on it, SQLite's included (which lets another process
+// take the WAL for its own and lose this one's commits).
 Result<void> OwnerOnly(const std::string& path) {
   if (path.empty() || path == ":memory:" || path.starts_with("file:")) return {};
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd >= 0) {
+    ::close(fd);  // a new, empty file: no connection can hold it yet
+  } else if (errno != EEXIST) {
     return MakeError(ErrorCode::kUnavailable, "creating SQLite database '{}': {}", path,
                      std::strerror(errno));
   }
-  const int rc = ::fchmod(fd, 0600);
-  ::close(fd);
-  if (rc != 0) {
-    return MakeError(ErrorCode::kUnavailable, "making SQLite database '{}' owner-only: {}", path,
-                     std::strerror(errno));
-  }
-  for (const char* suffix : {"-wal", "-shm"}) {
-    const std::string side = path + suffix;
-    if (::chmod(side.c_str(), 0600) != 0 && errno != ENOENT) {
-      return MakeError(ErrorCode::kUnavailable, "making '{}' owner-only: {}", side,
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    const std::string file = path + suffix;
+    if (::chmod(file.c_str(), 0600) != 0 && errno != ENOENT) {
+      return MakeError(ErrorCode::kUnavailable, "making '{}' owner-only: {}", file,
                        std::strerror(errno));
     }
   }
