@@ -14,6 +14,7 @@
 #include "crypto/keys.h"
 #include "custody/test_token.h"
 #include "pki/pki.h"
+#include "store/test_db.h"
 
 namespace fleetid::pki {
 namespace {
@@ -935,6 +936,48 @@ TEST_F(PkiTest, ServerCertificateKeeperRenewsAtTwoThirdsOnRevocationAndAfterExpi
   ASSERT_FALSE(compromised);
   EXPECT_EQ(compromised.error().code(), ErrorCode::kPermissionDenied);
 }
+
+// The schema (migration 3, compromised_keys) and the statements of revocation on both backends.
+class PkiDbTest : public ::testing::TestWithParam<store::testing::Backend> {};
+
+TEST_P(PkiDbTest, CompromisedKeysAndCaRevocationOnEitherBackend) {
+  store::testing::TestDb db(GetParam());
+  FakeClock clock(SystemClock::Instance().Now());
+  auto opened = Authority::Open(custody::testing::Opened().token, db.db(), clock,
+                                crypto::OpenSslRng::Instance(), {});
+  ASSERT_TRUE(opened) << opened.error();
+  Authority& authority = **opened;
+  crypto::SuitePolicy policy;
+  EvpPkeyPtr key(EVP_EC_gen("P-256"));
+  auto first = authority.Issue(MakeCsr(key.get()), {"A", "acme"}, policy);
+  ASSERT_TRUE(first) << first.error();
+  ASSERT_TRUE(authority.Revoke(first->serial, Reason::kKeyCompromise));
+  auto again = authority.Issue(MakeCsr(key.get()), {"B", "acme"}, policy);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code(), ErrorCode::kPermissionDenied);
+  auto tx = db.db().Begin(store::TxMode::kRead);
+  ASSERT_TRUE(tx);
+  auto compromised = Authority::KeyCompromisedIn(**tx, SpkiOf(key.get()));
+  ASSERT_TRUE(compromised) << compromised.error();
+  EXPECT_TRUE(*compromised);
+  tx->reset();
+  const std::string ca_serial = SerialOf(*authority.CaCertificate("ecdsa-p256-sha256"));
+  auto revoked = authority.Revoke(ca_serial, Reason::kCaCompromise);
+  ASSERT_TRUE(revoked) << revoked.error();
+  auto root_crl = authority.Crl("root", 0);
+  ASSERT_TRUE(root_crl) << root_crl.error();
+  EXPECT_EQ(root_crl->entries, 1u);
+  EvpPkeyPtr fresh(EVP_EC_gen("P-256"));
+  EXPECT_EQ(authority.Issue(MakeCsr(fresh.get()), {"C", "acme"}, policy).error().code(),
+            ErrorCode::kUnavailable);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, PkiDbTest,
+                         ::testing::Values(store::testing::Backend::kSqlite,
+                                           store::testing::Backend::kPostgres),
+                         [](const auto& param_info) {
+                           return store::testing::BackendName(param_info.param);
+                         });
 
 }  // namespace
 }  // namespace fleetid::pki
