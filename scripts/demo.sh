@@ -36,7 +36,8 @@ step "The authority trusts the manufacturer, imports the batch, accepts the firm
 run "${FL[@]}" manufacturer add --cert "$DEMO/factory/manufacturer.pem" --name "Acme Devices"
 run "${FL[@]}" devices import-manifest "$DEMO/batch/manifest.jws"
 run "${FL[@]}" attest reference --model sensor-1 --firmware "$DEMO/firmware-1.0.bin"
-for s in "${S[@]}"; do run "${FL[@]}" devices provision "$s" --tenant acme --region eu-west >/dev/null; done
+quiet() { printf '\033[36m$ %s >/dev/null\033[0m\n' "$*"; "$@" >/dev/null; }
+for s in "${S[@]}"; do quiet "${FL[@]}" devices provision "$s" --tenant acme --region eu-west; done
 run "${FL[@]}" devices counts
 "${FL[@]}" ca certs >"$DEMO/chain.pem"
 openssl x509 -in "$DEMO/chain.pem" -out "$DEMO/root.pem"
