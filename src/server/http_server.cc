@@ -601,7 +601,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   // header_timeout), a later one after at most idle_timeout, unless pipelined bytes are here.
   void NextRequest(bool first) {
     if (state_->stopping.load()) return CloseForStop();
-    parser_.emplace(state_->limits);
+    parser_ = std::make_unique<internal::RequestParser>(state_->limits);
     continue_sent_ = false;
     header_deadline_passed_ = false;
     if (first || buffer_.size() > 0) {
@@ -843,8 +843,8 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   Stream stream_;
   const std::string remote_address_;
   std::vector<std::vector<std::uint8_t>> client_chain_;  // Verified at the handshake; TLS only.
-  beast::flat_buffer buffer_;                      // Bounded by ServerState::max_buffer_bytes.
-  std::optional<internal::RequestParser> parser_;  // The request being read.
+  beast::flat_buffer buffer_;                        // Bounded by ServerState::max_buffer_bytes.
+  std::unique_ptr<internal::RequestParser> parser_;  // The request being read.
   std::optional<http::response<http::string_body>> response_;
   std::chrono::steady_clock::time_point request_start_;
   bool header_deadline_passed_ = false;

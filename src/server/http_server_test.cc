@@ -12,6 +12,8 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <random>
@@ -818,16 +820,13 @@ std::size_t FloodUntilClosed(TestClient& client, std::string_view head, char fil
   return sent;
 }
 
-int RssMegabytes() {
-  FILE* status = std::fopen("/proc/self/status", "r");
-  if (status == nullptr) return -1;
-  char line[256];
-  int kb = -1;
-  while (std::fgets(line, sizeof(line), status) != nullptr) {
-    if (std::sscanf(line, "VmRSS: %d kB", &kb) == 1) break;
+long RssMegabytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.starts_with("VmRSS:")) return std::strtol(line.c_str() + 6, nullptr, 10) / 1024;
   }
-  std::fclose(status);
-  return kb / 1024;
+  return -1;
 }
 
 TEST(HttpServerTest, EndlessChunkExtensionsAreRefusedNotBuffered) {
@@ -836,9 +835,10 @@ TEST(HttpServerTest, EndlessChunkExtensionsAreRefusedNotBuffered) {
   options.header_timeout = 10s;
   auto server = StartServer(options);
   ASSERT_TRUE(server);
-  const int rss_before = RssMegabytes();
+  const long rss_before = RssMegabytes();
   constexpr std::size_t kCap = std::size_t{64} * 1024 * 1024;
   std::vector<std::thread> attackers;
+  attackers.reserve(4);
   std::atomic<std::size_t> most_sent{0};
   std::atomic<int> answered_400{0};
   for (int i = 0; i < 4; ++i) {
