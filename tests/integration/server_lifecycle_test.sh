@@ -60,10 +60,16 @@ for pin in "$DATA/custody/user.pin" "$DATA/custody/so.pin"; do
 done
 
 # A port already taken: a clear error and a non-zero exit, not a crash.
-python3 -c "import socket,time;s=socket.socket();s.bind(('127.0.0.1',$PORT));s.listen();time.sleep(30)" &
+# SO_REUSEADDR lets the holder bind past the TIME_WAIT connections the server just left on the
+# port (Linux still refuses a second bind while the holder listens); the server runs under a
+# timeout so that a holder that failed anyway cannot hang the test.
+python3 -c "import socket,time
+s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+s.bind(('127.0.0.1',$PORT));s.listen();open('$W/holding','w').close();time.sleep(30)" &
 HOLDER=$!; PIDS+=("$HOLDER")
-sleep 0.3
-rc=0; "$SERVER" --data "$DATA" --listen "127.0.0.1:$PORT" --https-listen "127.0.0.1:$HPORT" >"$W/busy.log" 2>&1 || rc=$?
+for _ in $(seq 100); do [[ -f $W/holding ]] && break; sleep 0.05; done
+expect "the holder took the port" test -f "$W/holding"
+rc=0; timeout 20 "$SERVER" --data "$DATA" --listen "127.0.0.1:$PORT" --https-listen "127.0.0.1:$HPORT" >"$W/busy.log" 2>&1 || rc=$?
 expect "a busy port exits 1 (got $rc)" test "$rc" = 1
 expect "a busy port is reported as unavailable" grep -q "unavailable" "$W/busy.log"
 kill "$HOLDER" 2>/dev/null || true
