@@ -3,12 +3,15 @@
 
 #include <fmt/ranges.h>
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <charconv>
 #include <condition_variable>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stop_token>
 #include <thread>
 
@@ -66,35 +69,108 @@ Result<crypto::X509Ptr> ParseDer(std::span<const std::uint8_t> der) {
   return cert;
 }
 
-// HttpsIdentity is the HTTPS front's key (in the token) and the keeper of its certificate.
+// HttpsIdentity is the HTTPS front's key (in the token, labelled |label|) and the keeper of its
+// certificate.
 struct HttpsIdentity {
+  std::string label;
   server::PkeyRef key;
   std::unique_ptr<pki::ServerCertificateKeeper> keeper;
 };
 
-// OpenHttpsIdentity finds the P-256 key |kTlsKeyLabel| in the token, generating it first if it
-// does not exist (or, with |replace|, replacing it: a key revoked as compromised is never
-// certified again), and gets it a certificate from the authority's own hierarchy (reused across
-// restarts while it has a third of its life left).
-Result<HttpsIdentity> OpenHttpsIdentity(custody::Token& token, pki::Authority& authority,
-                                        const std::vector<std::string>& names, bool replace) {
-  const crypto::Suite& suite = crypto::GetSuite(crypto::SuiteId::kEcdsaP256Sha256);
-  if (replace) FLEETID_CHECK_OK(token.DestroyKey(kTlsKeyLabel));
-  if (auto found = token.FindKey(kTlsKeyLabel); !found) {
-    if (found.error().code() != ErrorCode::kNotFound) return MakeError(found.error());
-    FLEETID_TRY(made, token.GenerateKey(kTlsKeyLabel, suite, crypto::OpenSslRng::Instance()));
-    static_cast<void>(made);
+// The HTTPS key's generations: 0 is labelled kTlsKeyLabel, n > 0 kTlsKeyLabel.n. A replacement
+// is the next generation, so the key in use stays until its successor is serving.
+std::string TlsKeyLabel(std::uint64_t generation) {
+  return generation == 0 ? std::string(kTlsKeyLabel)
+                         : fmt::format("{}.{}", kTlsKeyLabel, generation);
+}
+
+std::optional<std::uint64_t> TlsKeyGeneration(std::string_view label) {
+  if (label == kTlsKeyLabel) return 0;
+  if (!label.starts_with(kTlsKeyLabel) || label.size() <= kTlsKeyLabel.size() + 1 ||
+      label[kTlsKeyLabel.size()] != '.') {
+    return std::nullopt;
   }
-  FLEETID_TRY(public_key, token.PublicKey(kTlsKeyLabel));
+  std::uint64_t n = 0;
+  const std::string_view digits = label.substr(kTlsKeyLabel.size() + 1);
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
+  if (ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+  return n;
+}
+
+// TlsKeyGenerations lists the generations of HTTPS keys in |token|, ascending.
+Result<std::vector<std::uint64_t>> TlsKeyGenerations(custody::Token& token) {
+  FLEETID_TRY(keys, token.ListKeys());
+  std::vector<std::uint64_t> out;
+  for (const custody::KeyAttributes& k : keys) {
+    if (auto g = TlsKeyGeneration(k.label)) out.push_back(*g);
+  }
+  std::ranges::sort(out);
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+// IdentityOf gets the token key |label| a certificate from the authority's own hierarchy (reused
+// across restarts while it has a third of its life left). kPermissionDenied: the key was revoked
+// as compromised.
+Result<HttpsIdentity> IdentityOf(custody::Token& token, pki::Authority& authority,
+                                 const std::vector<std::string>& names, const std::string& label) {
+  FLEETID_TRY(public_key, token.PublicKey(label));
   FLEETID_TRY(spki, crypto::PublicKeyDer(public_key.get()));
-  FLEETID_TRY(signer, token.GetSigner(kTlsKeyLabel));
+  FLEETID_TRY(signer, token.GetSigner(label));
   FLEETID_TRY(key, custody::TokenPkey(std::shared_ptr<custody::Signer>(std::move(signer))));
-  HttpsIdentity identity{server::PkeyRef(key.get()),
+  HttpsIdentity identity{label, server::PkeyRef(key.get()),
                          std::make_unique<pki::ServerCertificateKeeper>(
                              authority, SystemClock::Instance(), std::move(spki), names)};
   FLEETID_TRY(first, identity.keeper->Check());
   static_cast<void>(first);
   return identity;
+}
+
+// OpenHttpsIdentity returns the newest P-256 HTTPS key in the token with its certificate,
+// generating the first if there is none. With |replace|, or when the newest key is refused as
+// compromised (a key revoked for keyCompromise is never certified again), it generates the next
+// generation instead. No key is destroyed here: the caller retires the older ones
+// (RetireTlsKeys) once the new identity is serving; a new key that got no certificate is removed.
+Result<HttpsIdentity> OpenHttpsIdentity(custody::Token& token, pki::Authority& authority,
+                                        const std::vector<std::string>& names, bool replace) {
+  FLEETID_TRY(generations, TlsKeyGenerations(token));
+  if (!generations.empty() && !replace) {
+    auto identity = IdentityOf(token, authority, names, TlsKeyLabel(generations.back()));
+    if (identity || identity.error().code() != ErrorCode::kPermissionDenied) return identity;
+    log::Warn("https key compromised: replacing it", {{"error", identity.error().ToString()}});
+  }
+  const std::string label = TlsKeyLabel(generations.empty() ? 0 : generations.back() + 1);
+  const crypto::Suite& suite = crypto::GetSuite(crypto::SuiteId::kEcdsaP256Sha256);
+  FLEETID_TRY(made, token.GenerateKey(label, suite, crypto::OpenSslRng::Instance()));
+  static_cast<void>(made);
+  auto identity = IdentityOf(token, authority, names, label);
+  if (!identity) {
+    if (auto destroyed = token.DestroyKey(label); !destroyed) {
+      log::Warn("an uncertified https key could not be removed",
+                {{"label", label}, {"error", destroyed.error().ToString()}});
+    }
+  }
+  return identity;
+}
+
+// RetireTlsKeys destroys every HTTPS key in |token| but |identity|'s: called once |identity| is
+// serving, so the server is never without a working key.
+void RetireTlsKeys(custody::Token& token, const HttpsIdentity& identity) {
+  auto generations = TlsKeyGenerations(token);
+  if (!generations) {
+    log::Warn("https keys could not be listed", {{"error", generations.error().ToString()}});
+    return;
+  }
+  for (std::uint64_t g : *generations) {
+    const std::string label = TlsKeyLabel(g);
+    if (label == identity.label) continue;
+    if (auto destroyed = token.DestroyKey(label); !destroyed) {
+      log::Warn("a retired https key could not be destroyed",
+                {{"label", label}, {"error", destroyed.error().ToString()}});
+    } else {
+      log::Info("retired https key destroyed", {{"label", label}});
+    }
+  }
 }
 
 // ServedChain is what the listener sends: the leaf and its issuing CA.
@@ -150,6 +226,7 @@ void RenewHttpsCertificate(custody::Token& token, pki::Authority& authority,
                            server::HttpServer& https, HttpsIdentity& identity,
                            const std::vector<std::string>& names) {
   auto renewed = identity.keeper->Check();
+  std::optional<HttpsIdentity> replacement;
   if (!renewed && renewed.error().code() == ErrorCode::kPermissionDenied) {
     log::Warn("https key compromised: replacing it", {{"error", renewed.error().ToString()}});
     auto replaced = OpenHttpsIdentity(token, authority, names, /*replace=*/true);
@@ -157,8 +234,8 @@ void RenewHttpsCertificate(custody::Token& token, pki::Authority& authority,
       log::Warn("https key replacement failed", {{"error", replaced.error().ToString()}});
       return;
     }
-    identity = std::move(*replaced);
-    renewed = identity.keeper->Current();
+    replacement = std::move(*replaced);
+    renewed = replacement->keeper->Current();
   }
   if (!renewed) {
     log::Warn("https certificate renewal failed", {{"error", renewed.error().ToString()}});
@@ -170,11 +247,16 @@ void RenewHttpsCertificate(custody::Token& token, pki::Authority& authority,
     log::Warn("https certificate renewal failed", {{"error", chain.error().ToString()}});
     return;
   }
-  if (auto set = https.SetCertificate(std::move(*chain), identity.key); !set) {
+  const server::PkeyRef& key = replacement ? replacement->key : identity.key;
+  if (auto set = https.SetCertificate(std::move(*chain), key); !set) {
     log::Warn("https certificate could not be loaded", {{"error", set.error().ToString()}});
     return;
   }
   LogCertificate("https certificate renewed", **renewed, names);
+  if (replacement) {
+    identity = std::move(*replacement);
+    RetireTlsKeys(token, identity);
+  }
 }
 
 int Run(int argc, char** argv) {
@@ -308,6 +390,7 @@ int Run(int argc, char** argv) {
     auto started = server::HttpServer::Start(std::move(https_options), router);
     if (!started) return Fail(started.error());
     https = std::move(*started);
+    RetireTlsKeys(*custody->token, https_identity);
   }
   auto http = server::HttpServer::Start(options, std::move(router));
   if (!http) return Fail(http.error());

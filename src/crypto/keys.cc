@@ -108,8 +108,8 @@ Result<EvpPkeyPtr> Ed25519PublicKey(std::span<const std::uint8_t> raw) {
     return MakeError(ErrorCode::kInvalidArgument, "Ed25519 public key must be 32 bytes, not {}",
                      raw.size());
   }
-  EvpPkeyPtr key(EVP_PKEY_new_raw_public_key_ex(nullptr, "ED25519", nullptr, raw.data(),
-                                                raw.size()));
+  EvpPkeyPtr key(
+      EVP_PKEY_new_raw_public_key_ex(nullptr, "ED25519", nullptr, raw.data(), raw.size()));
   if (!key) return MakeError(OpenSslError(ErrorCode::kInvalidArgument, "invalid Ed25519 key"));
   return key;
 }
@@ -154,6 +154,77 @@ Result<EvpPkeyPtr> PublicKeyFromDer(std::span<const std::uint8_t> der) {
     return MakeError(OpenSslError(ErrorCode::kInvalidArgument, "not a DER SubjectPublicKeyInfo"));
   }
   return key;
+}
+
+namespace {
+
+// DerLength appends the DER length octets of |n| (X.690 §8.1.3) to |out|.
+void DerLength(std::size_t n, std::vector<std::uint8_t>& out) {
+  if (n < 0x80) {
+    out.push_back(static_cast<std::uint8_t>(n));
+    return;
+  }
+  std::vector<std::uint8_t> bytes;
+  for (; n > 0; n >>= 8) bytes.insert(bytes.begin(), static_cast<std::uint8_t>(n & 0xff));
+  out.push_back(static_cast<std::uint8_t>(0x80 | bytes.size()));
+  out.insert(out.end(), bytes.begin(), bytes.end());
+}
+
+Result<std::vector<std::uint8_t>> RsaPublicKeyDer(EVP_PKEY* key) {
+  std::vector<std::uint8_t> body;
+  for (const char* name : {OSSL_PKEY_PARAM_RSA_N, OSSL_PKEY_PARAM_RSA_E}) {
+    BIGNUM* raw = nullptr;
+    if (EVP_PKEY_get_bn_param(key, name, &raw) != 1) {
+      return MakeError(OpenSslError(ErrorCode::kInvalidArgument, "RSA public key parameters"));
+    }
+    const BignumPtr bn(raw);
+    // A positive INTEGER: a leading zero octet when the top bit is set (X.690 §8.3.2).
+    std::vector<std::uint8_t> value(static_cast<std::size_t>(BN_num_bytes(bn.get())) + 1);
+    BN_bn2bin(bn.get(), value.data() + 1);
+    const std::size_t skip = value.size() > 1 && (value[1] & 0x80) == 0 ? 1 : 0;
+    body.push_back(0x02);
+    DerLength(value.size() - skip, body);
+    body.insert(body.end(), value.begin() + static_cast<std::ptrdiff_t>(skip), value.end());
+  }
+  std::vector<std::uint8_t> out{0x30};
+  DerLength(body.size(), out);
+  out.insert(out.end(), body.begin(), body.end());
+  return out;
+}
+
+}  // namespace
+
+Result<std::string> KeyFingerprint(std::span<const std::uint8_t> spki) {
+  FLEETID_TRY(key, PublicKeyFromDer(spki));
+  switch (EVP_PKEY_get_base_id(key.get())) {
+    case EVP_PKEY_EC: {
+      EvpPkeyPtr copy(EVP_PKEY_dup(key.get()));
+      if (!copy ||
+          EVP_PKEY_set_utf8_string_param(copy.get(), OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT,
+                                         OSSL_PKEY_EC_POINT_CONVERSION_FORMAT_UNCOMPRESSED) != 1) {
+        return MakeError(OpenSslError(ErrorCode::kInternal, "re-encoding an EC public key"));
+      }
+      FLEETID_TRY(der, PublicKeyDer(copy.get()));
+      return Hex(Sha256(der));
+    }
+    case EVP_PKEY_RSA:
+    case EVP_PKEY_RSA_PSS: {
+      FLEETID_TRY(der, RsaPublicKeyDer(key.get()));
+      return Hex(Sha256(der));
+    }
+    case EVP_PKEY_ED25519: {
+      std::array<std::uint8_t, 32> raw{};
+      std::size_t len = raw.size();
+      if (EVP_PKEY_get_raw_public_key(key.get(), raw.data(), &len) != 1 || len != raw.size()) {
+        return MakeError(OpenSslError(ErrorCode::kInvalidArgument, "Ed25519 public key"));
+      }
+      return Hex(Sha256(raw));
+    }
+    default: {
+      FLEETID_TRY(der, PublicKeyDer(key.get()));
+      return Hex(Sha256(der));
+    }
+  }
 }
 
 }  // namespace fleetid::crypto

@@ -38,6 +38,16 @@ const char* TlsSignatureScheme(EVP_PKEY* key);
 // PublicKeyFromDer parses a DER SubjectPublicKeyInfo.
 [[nodiscard]] Result<EvpPkeyPtr> PublicKeyFromDer(std::span<const std::uint8_t> der);
 
+// KeyFingerprint is the lower-case hex SHA-256 of a canonical form of the public key in |spki|
+// (DER SubjectPublicKeyInfo), so one key has one fingerprint however its SPKI was encoded:
+//   EC:      the SPKI re-encoded with the point uncompressed (curve OID included);
+//   RSA:     the DER RSAPublicKey { n, e } alone (RFC 8017 §A.1.1), whether the SPKI names
+//            rsaEncryption or id-RSASSA-PSS and whatever its parameters;
+//   Ed25519: the 32 raw bytes (RFC 8410 §4);
+//   other:   the SPKI as OpenSSL re-encodes it.
+// The EC form is the one compromised_keys rows were recorded with before it existed.
+[[nodiscard]] Result<std::string> KeyFingerprint(std::span<const std::uint8_t> spki);
+
 }  // namespace fleetid::crypto
 
 #endif  // FLEETID_CRYPTO_KEYS_H_

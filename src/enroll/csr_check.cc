@@ -214,9 +214,12 @@ Result<CheckedCsr> CheckCsrKey(std::span<const std::uint8_t> csr_der,
   } else if (Is(algorithm[0], kOid, kEd25519)) {
     if (has_params || key.size() != 32) return BadKey("an Ed25519 key has 32 bytes, no parameters");
     out.suite = crypto::SuiteId::kEd25519;
-  } else if (Is(algorithm[0], kOid, kRsaEncryption) || Is(algorithm[0], kOid, kRsaPss)) {
-    if (Is(algorithm[0], kOid, kRsaEncryption) &&
-        (!has_params || algorithm[1].tag != kNull)) {
+  } else if (Is(algorithm[0], kOid, kRsaPss)) {
+    // The rsa3072-pss-sha256 suite's keys are rsaEncryption keys that sign with RSASSA-PSS; a
+    // PSS-OID SPKI would be a second encoding of the same key (crypto::KeyFingerprint).
+    return BadKey("an RSA key is an rsaEncryption key, not id-RSASSA-PSS");
+  } else if (Is(algorithm[0], kOid, kRsaEncryption)) {
+    if (!has_params || algorithm[1].tag != kNull) {
       return BadKey("rsaEncryption takes NULL parameters");
     }
     FLEETID_TRY(suite, RsaSuite(key));

@@ -918,6 +918,21 @@ TEST(CsrCheck, KeysMustBelongToAnAllowedSuite) {
   EXPECT_EQ(CheckCsrKey(Csr(p256.get()), policy).error().code(), ErrorCode::kPermissionDenied);
 }
 
+// Issue 16 review, item 2: an RSA key under the id-RSASSA-PSS OID is the same key as under
+// rsaEncryption, and would escape a comparison of SPKI bytes; no suite certifies one.
+TEST(CsrCheck, RsaPssOidKeysAreRefused) {
+  crypto::EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "RSA-PSS", nullptr));
+  EVP_PKEY* generated = nullptr;
+  ASSERT_TRUE(ctx && EVP_PKEY_keygen_init(ctx.get()) == 1 &&
+              EVP_PKEY_CTX_set_rsa_keygen_bits(ctx.get(), 3072) == 1 &&
+              EVP_PKEY_generate(ctx.get(), &generated) == 1);
+  crypto::EvpPkeyPtr pss(generated);
+  auto refused = CheckCsrKey(Csr(pss.get()), crypto::SuitePolicy());
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(refused.error().message().find("id-RSASSA-PSS"), std::string::npos) << refused.error();
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, EnrollTest,
                          ::testing::Values(Backend::kSqlite, Backend::kPostgres),
                          [](const auto& param_info) { return store::testing::BackendName(param_info.param); });

@@ -16,6 +16,7 @@
 #include "crypto/csr.h"
 #include "crypto/handles.h"
 #include "crypto/jws.h"
+#include "crypto/keys.h"
 #include "enroll/csr_check.h"
 #include "enroll/factory.h"
 
@@ -445,7 +446,10 @@ Result<void> RefuseCompromisedKey(store::Transaction& tx, const registry::Device
     if (record.reason != pki::Reason::kKeyCompromise) continue;
     FLEETID_TRY(cert, ParseCertificate(record.der));
     FLEETID_TRY(key, SpkiDer(cert.get()));
-    if (std::ranges::equal(key, spki)) {
+    // One key, one fingerprint, however its SPKI is encoded (crypto::KeyFingerprint).
+    FLEETID_TRY(revoked_fp, crypto::KeyFingerprint(key));
+    FLEETID_TRY(asked_fp, crypto::KeyFingerprint(spki));
+    if (revoked_fp == asked_fp) {
       return MakeError(ErrorCode::kPermissionDenied,
                        "this key was revoked for keyCompromise (certificate {}) and is never "
                        "certified again",
@@ -790,7 +794,9 @@ Result<pki::CertificateRecord> Service::Reenroll(const ClientChain& chain,
     }
     FLEETID_TRY(checked, CheckCsrKey(csr_der, policy_));
     FLEETID_TRY(current_spki, SpkiDer(who.leaf.get()));
-    if (current_spki == checked.spki) {
+    FLEETID_TRY(current_fp, crypto::KeyFingerprint(current_spki));
+    FLEETID_TRY(next_fp, crypto::KeyFingerprint(checked.spki));
+    if (current_fp == next_fp) {
       return MakeError(ErrorCode::kInvalidArgument,
                        "a rotation needs a new key; this CSR carries the current one");
     }

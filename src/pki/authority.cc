@@ -10,6 +10,7 @@
 #include <mutex>
 
 #include "audit/log.h"
+#include "common/identifier.h"
 #include "common/log.h"
 #include "crypto/crypto.h"
 #include "crypto/csr.h"
@@ -25,7 +26,7 @@ struct Authority::CertSpec {
   TimePoint not_before;
   TimePoint not_after;
   std::span<const std::uint8_t> spki;  // the subject's SubjectPublicKeyInfo (DER)
-  std::string key_fingerprint;         // KeyFingerprint of |spki|; empty for CA keys
+  bool refuse_compromised = false;     // refuse |spki| if in compromised_keys; false for CA keys
   std::vector<const X509_EXTENSION*> extensions;
   const X509_EXTENSION* authority_key_id = nullptr;  // nullptr: self-signed, made from the key
   std::vector<std::pair<int, std::string>> subject_alt_names;  // GEN_URI, GEN_DNS, GEN_IPADD
@@ -292,40 +293,35 @@ std::string SerialHex(const ASN1_INTEGER* serial) {
   return crypto::Hex(bytes);
 }
 
-// KeyFingerprint is the hex SHA-256 of |spki|, the DER SubjectPublicKeyInfo of |key|, with an
-// EC point in its uncompressed form: one key has one fingerprint however its point was encoded.
-Result<std::string> KeyFingerprint(EVP_PKEY* key, std::span<const std::uint8_t> spki) {
-  char form[32] = {};
-  if (EVP_PKEY_get_base_id(key) == EVP_PKEY_EC &&
-      EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, form,
-                                     sizeof(form), nullptr) == 1 &&
-      std::string_view(form) != OSSL_PKEY_EC_POINT_CONVERSION_FORMAT_UNCOMPRESSED) {
-    EvpPkeyPtr copy(EVP_PKEY_dup(key));
-    if (!copy ||
-        EVP_PKEY_set_utf8_string_param(copy.get(), OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT,
-                                       OSSL_PKEY_EC_POINT_CONVERSION_FORMAT_UNCOMPRESSED) != 1) {
-      return MakeError(Ossl("re-encoding an EC public key"));
-    }
-    FLEETID_TRY(der, crypto::PublicKeyDer(copy.get()));
-    return crypto::Hex(crypto::Sha256(der));
-  }
-  ERR_clear_error();
-  return crypto::Hex(crypto::Sha256(spki));
+// KeyFingerprints are the compromised_keys keys |spki| is looked up under: crypto::KeyFingerprint,
+// and the SHA-256 of the SPKI bytes as given, under which RSA and Ed25519 keys were recorded
+// before crypto::KeyFingerprint existed (EC rows were already in its form).
+Result<std::pair<std::string, std::string>> KeyFingerprints(std::span<const std::uint8_t> spki) {
+  FLEETID_TRY(canonical, crypto::KeyFingerprint(spki));
+  return std::pair{std::move(canonical), crypto::Hex(crypto::Sha256(spki))};
 }
 
-Result<bool> CompromisedIn(store::Transaction& tx, const std::string& fingerprint) {
-  FLEETID_TRY(rows,
-              tx.Query("SELECT 1 FROM compromised_keys WHERE spki_sha256 = ?", {fingerprint}));
+Result<bool> CompromisedIn(store::Transaction& tx, std::span<const std::uint8_t> spki) {
+  FLEETID_TRY(fingerprints, KeyFingerprints(spki));
+  FLEETID_TRY(rows, tx.Query("SELECT 1 FROM compromised_keys WHERE spki_sha256 IN (?, ?)",
+                             {fingerprints.first, fingerprints.second}));
   return !rows.empty();
+}
+
+// RefusePssKey is kInvalidArgument for a key whose SPKI names id-RSASSA-PSS: the
+// rsa3072-pss-sha256 suite's keys are rsaEncryption keys (RSASSA-PSS is how they sign), and no
+// suite certifies a PSS-restricted key, so an RSA key is certified under one encoding only.
+Result<void> RefusePssKey(EVP_PKEY* key) {
+  if (EVP_PKEY_get_base_id(key) != EVP_PKEY_RSA_PSS) return {};
+  return MakeError(ErrorCode::kInvalidArgument,
+                   "an RSA key is an rsaEncryption SubjectPublicKeyInfo, not id-RSASSA-PSS");
 }
 
 }  // namespace
 
 Result<bool> Authority::KeyCompromisedIn(store::Transaction& tx,
                                          std::span<const std::uint8_t> spki) {
-  FLEETID_TRY(key, crypto::PublicKeyFromDer(spki));
-  FLEETID_TRY(fingerprint, KeyFingerprint(key.get(), spki));
-  return CompromisedIn(tx, fingerprint);
+  return CompromisedIn(tx, spki);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -357,25 +353,32 @@ struct Authority::OcspCache {
   // 0 and -1 apart.
   std::map<std::tuple<std::string, int, std::string>, OcspAnswer> answers;
 
-  // A token bucket for signed "unknown" answers, refilled at ocsp_unknown_per_second.
-  std::mutex budget_mu;
-  double budget = -1;  // < 0: full at first use
-  TimePoint refilled;
-
-  bool TakeUnknown(TimePoint now, int per_second) {
-    std::lock_guard lock(budget_mu);
-    const double cap = std::max(per_second, 0);
-    if (budget < 0) {
-      budget = cap;
-    } else if (now > refilled) {
-      budget = std::min(
-          cap, budget + std::chrono::duration<double>(now - refilled).count() * per_second);
+  // A token bucket of signatures, refilled at |per_second| up to as many, by the injected clock.
+  class Budget {
+   public:
+    bool Take(TimePoint now, int per_second) {
+      std::lock_guard lock(mu_);
+      const double cap = std::max(per_second, 0);
+      if (tokens_ < 0) {
+        tokens_ = cap;
+      } else if (now > refilled_) {
+        tokens_ = std::min(
+            cap, tokens_ + std::chrono::duration<double>(now - refilled_).count() * per_second);
+      }
+      refilled_ = std::max(refilled_, now);
+      if (tokens_ < 1) return false;
+      tokens_ -= 1;
+      return true;
     }
-    refilled = std::max(refilled, now);
-    if (budget < 1) return false;
-    budget -= 1;
-    return true;
-  }
+
+   private:
+    std::mutex mu_;
+    double tokens_ = -1;  // < 0: full at first use
+    TimePoint refilled_;
+  };
+  Budget unknown;  // signed "unknown" answers: ocsp_unknown_per_second
+  Budget fresh;    // answers no cache can hold (nonced, multi-CertID): ocsp_fresh_per_second
+  std::atomic<std::uint64_t> signatures{0};
 };
 
 struct Authority::CrlEntry {
@@ -809,8 +812,8 @@ Result<CertificateRecord> Authority::SignAndRecord(CertSpec& spec, Ca& issuing,
                        issuing.name);
     }
     // A key revoked for keyCompromise is never certified again, for anyone.
-    if (!spec.key_fingerprint.empty()) {
-      FLEETID_TRY(compromised, CompromisedIn(*tx, spec.key_fingerprint));
+    if (spec.refuse_compromised) {
+      FLEETID_TRY(compromised, CompromisedIn(*tx, spec.spki));
       if (compromised) {
         return MakeError(ErrorCode::kPermissionDenied,
                          "this public key was revoked as compromised and is never certified again");
@@ -886,8 +889,12 @@ Result<CertificateRecord> Authority::IssueImpl(store::Transaction* tx,
                                                const DeviceIdentity& device,
                                                const crypto::SuitePolicy& policy,
                                                std::string_view actor, bool pending) {
-  if (device.serial.empty()) return MakeError(ErrorCode::kInvalidArgument, "no device serial");
+  // What goes into the subject and subjectAltName: the registry's character set, enforced here
+  // too so no caller can put ',', '=', NUL or a line break into a name.
+  FLEETID_CHECK_OK(CheckIdentifier("device serial", device.serial));
+  if (!device.tenant.empty()) FLEETID_CHECK_OK(CheckIdentifier("tenant", device.tenant));
   FLEETID_TRY(csr, crypto::VerifyCsr(csr_der));
+  FLEETID_CHECK_OK(RefusePssKey(csr.key.get()));
   FLEETID_TRY(suite, crypto::SuiteOfPublicKey(csr.key.get()));
   FLEETID_CHECK_OK(policy.CheckUsable(*suite));
   FLEETID_TRY(issuing, IssuingCa(*suite));
@@ -897,8 +904,7 @@ Result<CertificateRecord> Authority::IssueImpl(store::Transaction* tx,
   X509NamePtr subject = Name(device.serial, device.tenant);
   spec.subject = subject.get();
   spec.spki = csr.spki;
-  FLEETID_TRY(fingerprint, KeyFingerprint(csr.key.get(), csr.spki));
-  spec.key_fingerprint = std::move(fingerprint);
+  spec.refuse_compromised = true;
   spec.not_before = now - options_.backdate;
   spec.not_after = now + options_.leaf_lifetime;
   for (const X509ExtensionPtr& ext : issuing->device_extensions)
@@ -940,6 +946,12 @@ Result<CertificateRecord> Authority::ServerCertificate(std::span<const std::uint
                            : X509_check_host(cert.get(), name.c_str(), name.size(),
                                              X509_CHECK_FLAG_NO_WILDCARDS, nullptr) == 1);
       }
+      // Never reuse a certificate of a key since revoked for compromise under another serial.
+      FLEETID_TRY(compromised, CompromisedIn(*tx, spki));
+      if (compromised) {
+        return MakeError(ErrorCode::kPermissionDenied,
+                         "this public key was revoked as compromised and is never certified again");
+      }
       if (same) return record;
     }
   }
@@ -951,6 +963,7 @@ Result<CertificateRecord> Authority::IssueServer(std::span<const std::uint8_t> s
   if (names.empty())
     return MakeError(ErrorCode::kInvalidArgument, "a server certificate needs a name");
   FLEETID_TRY(key, crypto::PublicKeyFromDer(spki));
+  FLEETID_CHECK_OK(RefusePssKey(key.get()));
   FLEETID_TRY(suite, crypto::SuiteOfPublicKey(key.get()));
   FLEETID_TRY(issuing, IssuingCa(*suite));
   const TimePoint now = clock_.Now();
@@ -959,8 +972,7 @@ Result<CertificateRecord> Authority::IssueServer(std::span<const std::uint8_t> s
   X509NamePtr subject = Name(names.front(), "fleetid");
   spec.subject = subject.get();
   spec.spki = spki;
-  FLEETID_TRY(fingerprint, KeyFingerprint(key.get(), spki));
-  spec.key_fingerprint = std::move(fingerprint);
+  spec.refuse_compromised = true;
   spec.not_before = now - options_.backdate;
   spec.not_after = now + options_.server_lifetime;
   std::vector<X509ExtensionPtr> extensions;
@@ -1077,8 +1089,15 @@ Result<CertificateRecord> Authority::ChangeStatusIn(store::Transaction& tx, std:
   }
   FLEETID_TRY(current, std::move(found));
   const TimePoint now = clock_.Now();
+  const auto compromise = [](std::optional<Reason> r) {
+    return r == Reason::kKeyCompromise || r == Reason::kCaCompromise;
+  };
   if (reason) {
-    if (current.status == Status::kRevoked) {
+    // A revoked certificate's reason can still be raised to a compromise, found later (a key
+    // superseded first, then found stolen): the key must still be listed as compromised. Its
+    // revocation date stays (RFC 5280 §5.3.1 reasonCode changes, revocationDate does not).
+    if (current.status == Status::kRevoked &&
+        !(compromise(reason) && !compromise(current.reason))) {
       return MakeError(ErrorCode::kConflict, "certificate {} is already revoked", serial);
     }
     if (current.status == Status::kOnHold && *reason == Reason::kCertificateHold) {
@@ -1117,9 +1136,8 @@ Result<CertificateRecord> Authority::ChangeStatusIn(store::Transaction& tx, std:
     unsigned char* der = nullptr;
     const int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert.get()), &der);
     const crypto::OpenSslBytesPtr owner(der);
-    EVP_PKEY* key = X509_get0_pubkey(cert.get());
-    if (len <= 0 || key == nullptr) return MakeError(Ossl("the certificate's public key"));
-    FLEETID_TRY(fingerprint, KeyFingerprint(key, {der, static_cast<std::size_t>(len)}));
+    if (len <= 0) return MakeError(Ossl("the certificate's public key"));
+    FLEETID_TRY(fingerprint, crypto::KeyFingerprint({der, static_cast<std::size_t>(len)}));
     FLEETID_CHECK_OK(tx.Exec(
         "INSERT INTO compromised_keys (spki_sha256, serial, reason, "
         "recorded_at) VALUES (?, ?, ?, ?) ON CONFLICT (spki_sha256) DO NOTHING",
@@ -1267,6 +1285,10 @@ bool RequestExtensionsOk(GetCount count, GetExt get, bool top) {
 
 }  // namespace
 
+std::uint64_t Authority::OcspSignatures() const {
+  return ocsp_cache_->signatures.load(std::memory_order_relaxed);
+}
+
 std::size_t Authority::OcspCacheSize() const {
   std::shared_lock lock(ocsp_cache_->mu);
   return ocsp_cache_->answers.size();
@@ -1281,12 +1303,14 @@ OcspAnswer Authority::Ocsp(std::span<const std::uint8_t> request_der) {
     return ErrorAnswer(OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
   }
   const int count = OCSP_request_onereq_count(req.get());
-  if (count <= 0 || count > 64) return ErrorAnswer(OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+  if (count <= 0 || count > kMaxOcspCertIds) {
+    return ErrorAnswer(OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+  }
   if (!RequestExtensionsOk([&] { return OCSP_REQUEST_get_ext_count(req.get()); },
                            [&](int i) { return OCSP_REQUEST_get_ext(req.get(), i); }, true)) {
     return ErrorAnswer(OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
   }
-  const bool has_nonce = OCSP_REQUEST_get_ext_by_NID(req.get(), NID_id_pkix_OCSP_Nonce, -1) >= 0;
+  bool has_nonce = OCSP_REQUEST_get_ext_by_NID(req.get(), NID_id_pkix_OCSP_Nonce, -1) >= 0;
 
   struct One {
     OCSP_CERTID* id;
@@ -1328,6 +1352,13 @@ OcspAnswer Authority::Ocsp(std::span<const std::uint8_t> request_der) {
   }
 
   const TimePoint now = clock_.Now();
+  // Every answer the cache cannot hold costs a database read and a token signature: charged to
+  // the fresh budget, past which a nonced request is answered from the cache without its nonce.
+  if ((has_nonce || ones.size() > 1) &&
+      !ocsp_cache_->fresh.Take(now, options_.ocsp_fresh_per_second)) {
+    if (ones.size() > 1) return ErrorAnswer(OCSP_RESPONSE_STATUS_UNAUTHORIZED);
+    has_nonce = false;
+  }
   if (!has_nonce && ones.size() == 1) {
     std::shared_lock lock(ocsp_cache_->mu);
     auto it = ocsp_cache_->answers.find({ca->name, ones[0].md_nid, ones[0].cache_key});
@@ -1372,7 +1403,7 @@ OcspAnswer Authority::Ocsp(std::span<const std::uint8_t> request_der) {
   }
   // A stream of made-up serials must not buy a token signature each: past the budget it gets
   // RFC 5019 §2.2.3's unsigned unauthorized (tryLater would invite retries).
-  if (never_issued && !ocsp_cache_->TakeUnknown(now, options_.ocsp_unknown_per_second)) {
+  if (never_issued && !ocsp_cache_->unknown.Take(now, options_.ocsp_unknown_per_second)) {
     return ErrorAnswer(OCSP_RESPONSE_STATUS_UNAUTHORIZED);
   }
   if (has_nonce && OCSP_copy_nonce(basic.get(), req.get()) <= 0) {
@@ -1384,6 +1415,7 @@ OcspAnswer Authority::Ocsp(std::span<const std::uint8_t> request_der) {
     ERR_clear_error();
     return ErrorAnswer(OCSP_RESPONSE_STATUS_TRYLATER);
   }
+  ocsp_cache_->signatures.fetch_add(1, std::memory_order_relaxed);
   OcspResponsePtr response(OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, basic.get()));
   OcspAnswer answer;
   answer.der = ResponseDer(response.get());

@@ -72,6 +72,11 @@ struct AuthorityOptions {
   // this many per second (and as a burst); beyond it such requests get an unsigned
   // `unauthorized`. They are never cached.
   int ocsp_unknown_per_second = 20;
+  // Answers that cannot come from the pre-signed cache (a request with a nonce, or with more than
+  // one CertID): at most this many signed per second (and as a burst). Beyond it a nonced
+  // single-CertID request gets the cached answer without its nonce (RFC 6960 §4.4.1 and RFC 8954
+  // §2.1 let a responder omit it) and a multi-CertID request an unsigned `unauthorized`.
+  int ocsp_fresh_per_second = 200;
 };
 
 // The classes of certificate the CA issues, by where their revocation is published.
@@ -161,9 +166,11 @@ class Authority {
   // a hold. The OCSP cache holds the new answer before either returns.
   // Each change commits with its audit entry, naming |actor|. Issuing CAs and OCSP signers are
   // revocable like any certificate (the root's CRL lists revoked issuing CAs). keyCompromise and
-  // cACompromise also record the certificate's public key as compromised in the same
-  // transaction: from then on every issuance for that key (SubjectPublicKeyInfo) is refused
-  // with kPermissionDenied.
+  // cACompromise also record the certificate's public key (crypto::KeyFingerprint) as
+  // compromised in the same transaction: from then on every issuance for that key, however its
+  // SubjectPublicKeyInfo is encoded, is refused with kPermissionDenied. A revoked certificate can
+  // be revoked again only to raise its reason to keyCompromise or cACompromise (its revocation
+  // date stays, RFC 5280 §5.3.1); any other change of a revoked certificate is kConflict.
   [[nodiscard]] Result<CertificateRecord> Revoke(std::string_view serial, Reason reason,
                                                  std::string_view actor = "system");
   [[nodiscard]] Result<CertificateRecord> Release(std::string_view serial,
@@ -182,11 +189,16 @@ class Authority {
                                                          std::string_view actor);
   void Publish(const CertificateRecord& changed);
 
-  // Ocsp answers a DER OCSPRequest. It never fails: garbage, a serial over 20 octets (RFC 5280
-  // §4.1.2.2), a nonce over 32 octets (RFC 8954 §2.1) and an unknown critical extension get
-  // malformedRequest; a CertID of an issuer fleetid does not run gets unauthorized, and so does
-  // a serial never issued once ocsp_unknown_per_second signed answers have been spent.
+  // Ocsp answers a DER OCSPRequest. It never fails: garbage, more than kMaxOcspCertIds CertIDs,
+  // a serial over 20 octets (RFC 5280 §4.1.2.2), a nonce over 32 octets (RFC 8954 §2.1) and an
+  // unknown critical extension get malformedRequest; a CertID of an issuer fleetid does not run
+  // gets unauthorized, and so does a serial never issued once ocsp_unknown_per_second signed
+  // answers have been spent, and a multi-CertID request once ocsp_fresh_per_second have; a
+  // nonced request past that budget gets the pre-signed answer, without its nonce.
   OcspAnswer Ocsp(std::span<const std::uint8_t> request_der);
+  static constexpr int kMaxOcspCertIds = 16;
+  // OcspSignatures counts the OCSP answers signed in the token since Open.
+  std::uint64_t OcspSignatures() const;
   // OcspCacheSize is the number of pre-signed answers held: one per (CertID hash, issued
   // serial) asked for within ocsp_validity, never one per never-issued serial.
   std::size_t OcspCacheSize() const;

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "crypto/crypto.h"
 #include "crypto/keys.h"
@@ -187,16 +188,20 @@ TEST_F(PkiTest, IssuedCertificatesVerifyWithOpensslAndCarryTheProfile) {
     EvpPkeyPtr device(std::string(type) == "P-256"
                           ? EVP_EC_gen("P-256")
                           : EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
-    CertificateRecord rec = IssueOne(device.get(), "GW-0001/x,URI:evil");
+    // A hostile serial is refused (the registry's identifier character set, checked by the CA).
+    auto hostile =
+        authority_->Issue(MakeCsr(device.get()), {"GW-0001/x,URI:evil", "acme"}, policy_);
+    ASSERT_FALSE(hostile);
+    EXPECT_EQ(hostile.error().code(), ErrorCode::kInvalidArgument);
+    CertificateRecord rec = IssueOne(device.get(), "GW-0001.x_y");
     X509Ptr leaf = Parse(rec.der);
     ASSERT_TRUE(leaf);
     EXPECT_EQ(rec.serial.size(), 32u);
     EXPECT_EQ(rec.issuer, std::string(type) == "P-256" ? "ecdsa-p256-sha256" : "ed25519");
-    // Subject and SAN come from the device record; the CSR's CN is ignored, and a hostile serial
-    // is percent-encoded into one URI.
+    // Subject and SAN come from the device record; the CSR's CN is ignored.
     char cn[128] = {};
     X509_NAME_get_text_by_NID(X509_get_subject_name(leaf.get()), NID_commonName, cn, sizeof(cn));
-    EXPECT_STREQ(cn, "GW-0001/x,URI:evil");
+    EXPECT_STREQ(cn, "GW-0001.x_y");
     auto* sans = static_cast<GENERAL_NAMES*>(
         X509_get_ext_d2i(leaf.get(), NID_subject_alt_name, nullptr, nullptr));
     ASSERT_NE(sans, nullptr);
@@ -205,7 +210,7 @@ TEST_F(PkiTest, IssuedCertificatesVerifyWithOpensslAndCarryTheProfile) {
     ASSERT_EQ(san->type, GEN_URI);
     EXPECT_EQ(std::string(reinterpret_cast<const char*>(
                   ASN1_STRING_get0_data(san->d.uniformResourceIdentifier))),
-              "urn:fleetid:device:GW-0001%2Fx%2CURI%3Aevil");
+              "urn:fleetid:device:GW-0001.x_y");
     GENERAL_NAMES_free(sans);
     EXPECT_TRUE(X509_get_extended_key_usage(leaf.get()) & XKU_SSL_CLIENT);
     EXPECT_EQ(X509_check_ca(leaf.get()), 0);
@@ -935,6 +940,213 @@ TEST_F(PkiTest, ServerCertificateKeeperRenewsAtTwoThirdsOnRevocationAndAfterExpi
   auto compromised = keeper.Check();
   ASSERT_FALSE(compromised);
   EXPECT_EQ(compromised.error().code(), ErrorCode::kPermissionDenied);
+}
+
+// Issue 16 review, item 1: nonced and multi-CertID requests cannot be served from the cache, so
+// each costs a signature; they are charged to ocsp_fresh_per_second.
+TEST_F(PkiTest, NoncedAndMultiCertIdRequestsAreSignedOnlyWithinTheFreshBudget) {
+  options_.ocsp_fresh_per_second = 10;
+  Open();
+  EvpPkeyPtr device(EVP_EC_gen("P-256"));
+  CertificateRecord rec = IssueOne(device.get());
+  X509Ptr leaf = Parse(rec.der);
+  X509Ptr issuer = Parse(*authority_->CaCertificate(rec.issuer));
+  X509StorePtr store(X509_STORE_new());
+  X509Ptr root = Parse(authority_->RootDer());
+  X509_STORE_add_cert(store.get(), root.get());
+  auto nonced = [&] {
+    OcspRequestPtr req(OCSP_REQUEST_new());
+    OCSP_request_add0_id(req.get(), OCSP_cert_to_id(EVP_sha1(), leaf.get(), issuer.get()));
+    EXPECT_EQ(OCSP_request_add1_nonce(req.get(), nullptr, 16), 1);
+    return req;
+  };
+  const std::uint64_t before = authority_->OcspSignatures();
+  int echoed = 0;
+  int without = 0;
+  for (int i = 0; i < 200; ++i) {
+    OcspRequestPtr req = nonced();
+    Answer a = Ask(*authority_, req.get());
+    ASSERT_EQ(a.status, OCSP_RESPONSE_STATUS_SUCCESSFUL) << i;
+    STACK_OF(X509)* chain = sk_X509_new_null();
+    sk_X509_push(chain, issuer.get());
+    EXPECT_EQ(OCSP_basic_verify(a.basic.get(), chain, store.get(), 0), 1) << i;
+    sk_X509_free(chain);
+    // OCSP_check_nonce: 1 echoed, -1 in the request only (RFC 8954 §2.1 allows omitting it).
+    const int nonce = OCSP_check_nonce(req.get(), a.basic.get());
+    if (nonce == 1) {
+      ++echoed;
+    } else {
+      EXPECT_EQ(nonce, -1) << i;
+      ++without;
+    }
+  }
+  EXPECT_EQ(echoed, 10) << "the burst";
+  EXPECT_EQ(without, 190);
+  // The budget's 10, plus one nonce-less answer signed once and then served from the cache.
+  EXPECT_EQ(authority_->OcspSignatures() - before, 11u);
+  EXPECT_EQ(authority_->OcspCacheSize(), 1u);
+
+  // Past the budget a request for two CertIDs is an unsigned unauthorized.
+  auto twice = [&](int count) {
+    OcspRequestPtr req(OCSP_REQUEST_new());
+    for (int i = 0; i < count; ++i) {
+      OCSP_request_add0_id(req.get(), OCSP_cert_to_id(EVP_sha1(), leaf.get(), issuer.get()));
+    }
+    return Ask(*authority_, req.get()).status;
+  };
+  EXPECT_EQ(twice(2), OCSP_RESPONSE_STATUS_UNAUTHORIZED);
+  EXPECT_EQ(authority_->OcspSignatures() - before, 11u);
+  // The budget refills by the clock.
+  clock_.Advance(1s);
+  EXPECT_EQ(twice(Authority::kMaxOcspCertIds), OCSP_RESPONSE_STATUS_SUCCESSFUL);
+  EXPECT_EQ(twice(Authority::kMaxOcspCertIds + 1), OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+  OcspRequestPtr req = nonced();
+  EXPECT_EQ(OCSP_check_nonce(req.get(), Ask(*authority_, req.get()).basic.get()), 1);
+  EXPECT_EQ(authority_->OcspSignatures() - before, 13u);
+}
+
+using X509PubkeyPtr = std::unique_ptr<X509_PUBKEY, crypto::Deleter<&X509_PUBKEY_free>>;
+
+// PssSpki re-labels the RSA key of |rsa_spki| (rsaEncryption) as id-RSASSA-PSS, with absent
+// parameters or with |params| (DER RSASSA-PSS-params).
+std::vector<std::uint8_t> PssSpki(const std::vector<std::uint8_t>& rsa_spki,
+                                  std::optional<std::vector<std::uint8_t>> params) {
+  const unsigned char* p = rsa_spki.data();
+  X509PubkeyPtr pub(d2i_X509_PUBKEY(nullptr, &p, static_cast<long>(rsa_spki.size())));
+  const unsigned char* bits = nullptr;
+  int bits_len = 0;
+  EXPECT_EQ(X509_PUBKEY_get0_param(nullptr, &bits, &bits_len, nullptr, pub.get()), 1);
+  auto* copy =
+      static_cast<unsigned char*>(OPENSSL_memdup(bits, static_cast<std::size_t>(bits_len)));
+  ASN1_STRING* seq = nullptr;
+  if (params) {
+    seq = ASN1_STRING_new();
+    ASN1_STRING_set(seq, params->data(), static_cast<int>(params->size()));
+  }
+  X509PubkeyPtr pss(X509_PUBKEY_new());
+  EXPECT_EQ(X509_PUBKEY_set0_param(pss.get(), OBJ_nid2obj(NID_rsassaPss),
+                                   params ? V_ASN1_SEQUENCE : V_ASN1_UNDEF, seq, copy, bits_len),
+            1);
+  unsigned char* der = nullptr;
+  const int len = i2d_X509_PUBKEY(pss.get(), &der);
+  std::vector<std::uint8_t> out(der, der + std::max(len, 0));
+  OPENSSL_free(der);
+  return out;
+}
+
+// Issue 16 review, item 2: an RSA key is one key whatever OID its SPKI names.
+TEST_F(PkiTest, AnRsaKeyRevokedForKeyCompromiseIsRefusedUnderThePssOidToo) {
+  Open();
+  options_.issuing_suites = {crypto::SuiteId::kRsa3072PssSha256};
+  AuthorityOptions options = options_;
+  auto rsa_authority = Authority::Open(custody::testing::Opened().token, *db_, clock_,
+                                       crypto::OpenSslRng::Instance(), options);
+  ASSERT_TRUE(rsa_authority) << rsa_authority.error();
+  EvpPkeyPtr key(EVP_RSA_gen(3072));
+  ASSERT_TRUE(key);
+  const std::vector<std::uint8_t> spki = SpkiOf(key.get());
+  const std::vector<std::uint8_t> pss = PssSpki(spki, std::nullopt);
+  const std::vector<std::uint8_t> pss_default_params = PssSpki(spki, {{0x30, 0x00}});
+  ASSERT_NE(pss, spki);
+  ASSERT_NE(pss_default_params, pss);
+  auto fp = crypto::KeyFingerprint(spki);
+  ASSERT_TRUE(fp) << fp.error();
+  EXPECT_EQ(*crypto::KeyFingerprint(pss), *fp);
+  EXPECT_EQ(*crypto::KeyFingerprint(pss_default_params), *fp);
+
+  auto rec = (*rsa_authority)->Issue(MakeCsr(key.get()), {"R-1", "acme"}, policy_);
+  ASSERT_TRUE(rec) << rec.error();
+  ASSERT_TRUE((*rsa_authority)->Revoke(rec->serial, Reason::kKeyCompromise));
+  {
+    auto tx = db_->Begin(store::TxMode::kRead);
+    for (const auto& form : {spki, pss, pss_default_params}) {
+      auto compromised = Authority::KeyCompromisedIn(**tx, form);
+      ASSERT_TRUE(compromised) << compromised.error();
+      EXPECT_TRUE(*compromised);
+    }
+  }
+  EXPECT_EQ((*rsa_authority)->Issue(MakeCsr(key.get()), {"R-2", "acme"}, policy_).error().code(),
+            ErrorCode::kPermissionDenied);
+  // A PSS-OID key is refused outright: no suite certifies one.
+  for (const auto& form : {pss, pss_default_params}) {
+    auto server = (*rsa_authority)->IssueServer(form, {"localhost"});
+    ASSERT_FALSE(server);
+    EXPECT_EQ(server.error().code(), ErrorCode::kInvalidArgument);
+  }
+  crypto::EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "RSA-PSS", nullptr));
+  EVP_PKEY* generated = nullptr;
+  ASSERT_TRUE(ctx && EVP_PKEY_keygen_init(ctx.get()) == 1 &&
+              EVP_PKEY_CTX_set_rsa_keygen_bits(ctx.get(), 3072) == 1 &&
+              EVP_PKEY_generate(ctx.get(), &generated) == 1);
+  EvpPkeyPtr pss_key(generated);
+  ASSERT_EQ(EVP_PKEY_get_base_id(pss_key.get()), EVP_PKEY_RSA_PSS);
+  auto pss_csr = (*rsa_authority)->Issue(MakeCsr(pss_key.get()), {"R-3", "acme"}, policy_);
+  ASSERT_FALSE(pss_csr);
+  EXPECT_EQ(pss_csr.error().code(), ErrorCode::kInvalidArgument);
+}
+
+// Issue 16 review, item 3: a compromise found after another revocation is still recorded.
+TEST_F(PkiTest, ARevokedCertificatesReasonCanBeRaisedToKeyCompromise) {
+  EvpPkeyPtr key(EVP_EC_gen("P-256"));
+  CertificateRecord old = IssueOne(key.get(), "GW-0001");
+  EvpPkeyPtr next(EVP_EC_gen("P-256"));
+  IssueOne(next.get(), "GW-0001");
+  auto superseded = authority_->Revoke(old.serial, Reason::kSuperseded);
+  ASSERT_TRUE(superseded) << superseded.error();
+  clock_.Advance(2s);
+  auto raised = authority_->Revoke(old.serial, Reason::kKeyCompromise, "operator:alice");
+  ASSERT_TRUE(raised) << raised.error();
+  EXPECT_EQ(raised->status, Status::kRevoked);
+  EXPECT_EQ(raised->reason, Reason::kKeyCompromise);
+  EXPECT_EQ(raised->revoked_at, superseded->revoked_at) << "RFC 5280 §5.3.1: the date stays";
+  int reason = -1;
+  EXPECT_EQ(Status(old, &reason), V_OCSP_CERTSTATUS_REVOKED);
+  EXPECT_EQ(reason, static_cast<int>(Reason::kKeyCompromise)) << "published";
+  {
+    auto tx = db_->Begin(store::TxMode::kRead);
+    EXPECT_TRUE(*Authority::KeyCompromisedIn(**tx, SpkiOf(key.get())));
+  }
+  auto again = authority_->Issue(MakeCsr(key.get()), {"GW-0001", "acme"}, policy_);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code(), ErrorCode::kPermissionDenied);
+  // Nothing else changes a revocation: not a second compromise, not a lesser reason.
+  EXPECT_EQ(authority_->Revoke(old.serial, Reason::kCaCompromise).error().code(),
+            ErrorCode::kConflict);
+  EXPECT_EQ(authority_->Revoke(old.serial, Reason::kSuperseded).error().code(),
+            ErrorCode::kConflict);
+  EXPECT_EQ(authority_->Release(old.serial).error().code(), ErrorCode::kConflict);
+}
+
+// Issue 16 review, item 5: another good certificate of a compromised key is not reused.
+TEST_F(PkiTest, ServerCertificateNeverReusesACertificateOfACompromisedKey) {
+  EvpPkeyPtr key(EVP_EC_gen("P-256"));
+  const std::vector<std::uint8_t> spki = SpkiOf(key.get());
+  auto older = authority_->IssueServer(spki, {"localhost"});
+  ASSERT_TRUE(older) << older.error();
+  clock_.Advance(1s);
+  auto newer = authority_->IssueServer(spki, {"localhost"});
+  ASSERT_TRUE(newer) << newer.error();
+  ASSERT_TRUE(authority_->Revoke(older->serial, Reason::kKeyCompromise));
+  auto reused = authority_->ServerCertificate(spki, {"localhost"});
+  ASSERT_FALSE(reused) << "reused " << reused->serial;
+  EXPECT_EQ(reused.error().code(), ErrorCode::kPermissionDenied);
+}
+
+// Issue 16 review, item 7: the CA enforces the identifier character set itself.
+TEST_F(PkiTest, SubjectsOutsideTheIdentifierCharacterSetAreRefused) {
+  EvpPkeyPtr key(EVP_EC_gen("P-256"));
+  const std::vector<std::uint8_t> csr = MakeCsr(key.get());
+  for (const DeviceIdentity& bad : std::vector<DeviceIdentity>{{"GW-1,O=evil", "acme"},
+                                                               {"GW-1", "acme\nCN=x"},
+                                                               {std::string("GW-1\0x", 6), "acme"},
+                                                               {"GW-1", "a=b"},
+                                                               {"-GW", "acme"},
+                                                               {std::string(65, 'a'), "acme"}}) {
+    auto issued = authority_->Issue(csr, bad, policy_);
+    ASSERT_FALSE(issued) << bad.serial;
+    EXPECT_EQ(issued.error().code(), ErrorCode::kInvalidArgument) << bad.serial;
+  }
+  EXPECT_TRUE(authority_->Issue(csr, {"GW-1.a_b", ""}, policy_));
 }
 
 // The schema (migration 3, compromised_keys) and the statements of revocation on both backends.

@@ -15,6 +15,7 @@
 
 #include "common/clock.h"
 #include "common/error.h"
+#include "common/identifier.h"
 #include "registry/lifecycle.h"
 #include "store/store.h"
 
@@ -210,13 +211,11 @@ class Registry {
 };
 
 // Identifiers the registry stores and the CA writes into certificate subjects: serials,
-// models, tenants and regions. Each is 1 to kMaxIdentifierChars characters of A-Z a-z 0-9 . _ -
-// beginning with a letter or digit; nothing else (no NUL, line breaks, ',' '=' '+' or spaces,
-// which would change a distinguished name or a log line). docs/registry.md, "Identifiers".
-inline constexpr std::size_t kMaxIdentifierChars = 64;
-bool IsIdentifier(std::string_view value);
-// CheckIdentifier is kInvalidArgument naming |what| unless IsIdentifier(|value|).
-[[nodiscard]] Result<void> CheckIdentifier(std::string_view what, std::string_view value);
+// models, tenants and regions, in the one character set of common/identifier.h (the CA checks
+// the same at issuance). docs/registry.md, "Identifiers".
+using fleetid::CheckIdentifier;
+using fleetid::IsIdentifier;
+using fleetid::kMaxIdentifierChars;
 
 // ParseBatch reads a batch file in JSON Lines (one device object per line; blank lines and lines
 // starting with # are skipped) and reports the first bad line by number.

@@ -5,10 +5,14 @@
 #   their own CertID;
 # - serials over 20 octets, nonces over 32 octets and unknown critical extensions are
 #   malformedRequest, a POST of another media type is a 415;
-# - a key revoked for keyCompromise is never certified again;
+# - nonced requests for an issued serial buy at most ocsp_fresh_per_second signatures; beyond, the
+#   pre-signed answer without the nonce;
+# - a key revoked for keyCompromise is never certified again, also when the compromise is found
+#   after another revocation;
 # - device CRL partitions follow the 24-hour device lifetime, server certificates have their own;
 # - the HTTPS certificate is replaced within seconds of its revocation (and its key too, when the
-#   key is compromised);
+#   key is compromised), and a server whose key was revoked for keyCompromise while it was
+#   stopped starts with a new key;
 # - an issuing CA is revocable, and `openssl verify -crl_check_all` then refuses its chains.
 SERVER=$1
 CLI=$2
@@ -122,6 +126,25 @@ elif cmd == "flood":  # flood HOST PORT COUNT: distinct never-issued serials ove
         counts[s] = counts.get(s, 0) + 1
     # OCSPResponseStatus: 0 successful (signed), 6 unauthorized (unsigned)
     print(counts.get(0, 0), counts.get(6, 0), sum(counts.values()))
+elif cmd == "nonceflood":  # nonceflood HOST PORT SERIAL COUNT OUT: one issued serial, fresh nonces
+    import os, time
+    host, port, serial, count, out = sys.argv[3], int(sys.argv[4]), int(sys.argv[5], 0), int(sys.argv[6]), sys.argv[7]
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    echoed, without, other = 0, 0, 0
+    start = time.monotonic()
+    for k in range(count):
+        nonce = os.urandom(16)
+        conn.request("POST", "/ocsp", body=request(serial, nonce=nonce),
+                     headers={"Content-Type": "application/ocsp-request"})
+        body = conn.getresponse().read()
+        if status(body) != 0:
+            other += 1
+        elif nonce in body:
+            echoed += 1
+        else:
+            without += 1
+            open(out, "wb").write(body)
+    print(echoed, without, other, int(time.monotonic() - start) + 1)
 PY
 ocsp_req() { python3 "$W/ocsp.py" "$W/template.der" write "$@"; }
 post() {  # post REQUEST RESPONSE: POST an OCSP request, prints the HTTP status
@@ -171,6 +194,19 @@ out=$(openssl ocsp -issuer "$W/issuing.pem" -cert "$W/dev1.pem" -url "$URL/ocsp"
   -verify_other "$W/issuing.pem" -timeout 5 2>&1)
 expect "openssl ocsp (16-octet nonce) still answered good" grep -q "dev1.pem: good" <<<"$out"
 
+# --- Nonced requests cannot come from the pre-signed cache: at most ocsp_fresh_per_second (200)
+#     of them are signed per second; past that the cached answer is served without the nonce.
+read -r echoed without other secs < <(python3 "$W/ocsp.py" "$W/template.der" nonceflood 127.0.0.1 "$PORT" "0x$SERIAL1" 2000 "$W/nononce.resp")
+echo "# 2000 nonced requests in ${secs}s: $echoed with their nonce, $without without, $other other"
+expect "fresh signatures stay within the budget ($echoed in ${secs}s)" \
+  test "$echoed" -le $((200 * (secs + 1))) -a "$other" = 0
+expect "beyond it the answers come without the nonce ($without)" test "$without" -gt 0
+out=$(openssl ocsp -respin "$W/nononce.resp" -issuer "$W/issuing.pem" -CAfile "$W/root.pem" \
+  -verify_other "$W/issuing.pem" -resp_text 2>&1)
+expect "such an answer verifies with openssl" grep -q "Response verify OK" <<<"$out"
+expect "and says good" grep -q "Cert Status: good" <<<"$out"
+expect "and carries no nonce" bash -c '! grep -qi "nonce" <<<"$1"' _ "$out"
+
 # --- Keys revoked for keyCompromise are never certified again.
 "${F[@]}" ca revoke "$SERIAL1" --reason keyCompromise >"$W/revoke1.json"
 expect "dev1 revoked for keyCompromise" grep -q '"reason": "keyCompromise"' "$W/revoke1.json"
@@ -181,6 +217,14 @@ rc=0; issue dev1b GW-0002 || rc=$?
 expect "the same key for another device is refused (rc $rc)" grep -q "permission_denied" "$W/dev1b.issue.json"
 issue dev2 GW-0001
 expect "a new key for the same device is certified" openssl x509 -in "$W/dev2.pem" -noout
+# A compromise found after another revocation (a rotated-out key, superseded) is still recorded.
+issue dev4 GW-0003
+SERIAL4=$(serial_of "$W/dev4.pem")
+"${F[@]}" ca revoke "$SERIAL4" --reason superseded >/dev/null
+rc=0; "${F[@]}" ca revoke "$SERIAL4" --reason keyCompromise >"$W/revoke4.json" 2>&1 || rc=$?
+expect "a superseded certificate can be revoked for keyCompromise (rc $rc)" grep -q '"reason": "keyCompromise"' "$W/revoke4.json"
+rc=0; issue dev4 GW-0003 || rc=$?
+expect "and its key is never certified again (rc $rc)" grep -q "permission_denied" "$W/dev4.issue.json"
 
 # --- CRL partitions: device certificates by hour within their 24-hour life, server
 #     certificates in their own.
@@ -231,6 +275,26 @@ k3=$(openssl x509 -in "$W/https3.pem" -noout -pubkey)
 expect "for a new key" test "$k2" != "$k3"
 body=$(curl -sS --max-time 5 --cacert "$W/root.pem" "$H/healthz")
 expect "HTTPS clients are served with the new key ($body)" grep -q '"status":"ok"' <<<"$body"
+expect "the old key was destroyed only after the new one served" grep -q 'msg="retired https key destroyed"' "$W/server.log"
+# Revoked for keyCompromise while the server is stopped: it starts with a new key.
+HS3=$(serial_of "$W/https3.pem")
+kill -TERM "$PID"; wait_exit "$PID" 15
+expect "the server stops ($RC)" test "$RC" = 0
+"${F[@]}" ca revoke "$HS3" --reason keyCompromise >/dev/null
+cp "$W/server.log" "$W/server-1.log"
+# The same ports: the certificates issued so far name them in their CDP and AIA URLs.
+"$SERVER" --data "$DATA" --listen "127.0.0.1:$PORT" --https-listen "127.0.0.1:$HPORT" >"$W/server.log" 2>&1 &
+PID=$!; PIDS+=("$PID")
+wait_for_log "$W/server.log" "msg=listening"
+served "$W/https4.pem"
+k4=$(openssl x509 -in "$W/https4.pem" -noout -pubkey)
+expect "restarted after its key was revoked for keyCompromise, it serves another certificate" \
+  test "$(serial_of "$W/https4.pem")" != "$HS3"
+expect "for a new key" test "$k3" != "$k4"
+out=$(openssl verify -purpose sslserver -verify_hostname localhost -CAfile "$W/root.pem" -untrusted "$W/issuing.pem" "$W/https4.pem" 2>&1)
+expect "which verifies ($out)" grep -q ": OK" <<<"$out"
+expect "and is good" grep -q '"status": "good"' <<<"$("${F[@]}" ca status "$(serial_of "$W/https4.pem")")"
+expect "the server logged the replacement" grep -q 'msg="https key compromised: replacing it"' "$W/server.log"
 
 # --- Issuing CAs are revocable by the root: the root's CRL lists them.
 chain_check() {  # chain_check LEAF: openssl verify -crl_check_all with the CRLs fetched now
@@ -272,5 +336,7 @@ expect "the server is still up" curl -sf "$URL/healthz" -o /dev/null
 expect "no 500 was answered" bash -c '! grep -q "status=500" "$1"' _ "$W/server.log"
 kill -TERM "$PID"; wait_exit "$PID" 15
 expect "the server stops cleanly ($RC)" test "$RC" = 0
+n=$("${F[@]}" keys list 2>&1 | grep -c "fleetid-server-tls" || true)
+expect "one HTTPS key is left in the token ($n)" test "$n" = 1
 audit_covers "$CLI" "$DATA"
 finish
