@@ -8,8 +8,8 @@
 #include <iostream>
 #include <thread>
 
-#include <nlohmann/json.hpp>
 #include <openssl/pem.h>
+#include <nlohmann/json.hpp>
 
 #include "agent/agent.h"
 #include "common/log.h"
@@ -39,29 +39,41 @@ Result<std::vector<std::uint8_t>> ReadPemCert(const std::string& path) {
   return der;
 }
 
-Json StateJson(agent::Agent& a) {
+// StateJson is the agent's state and the LDevID keys in the token; with |once|, also what the
+// last Once found (the device state, the current LDevID) and did.
+Json StateJson(agent::Agent& a, bool once) {
   const agent::AgentState& s = a.state();
   Json keys = Json::array();
   if (auto labels = a.LdevidKeys()) keys = *labels;
-  return Json{{"serial", a.serial()},
-              {"current_key", s.current_label},
-              {"current_cert", s.current_cert},
-              {"pending_key", s.pending_label},
-              {"pending_cert", s.pending_cert},
-              {"renew_at", s.renew_at},
-              {"decommissioned", s.decommissioned},
-              {"receipt_delivered", s.receipt_delivered},
-              {"ldevid_keys_in_token", keys}};
+  Json out{{"serial", a.serial()},
+           {"device_state", s.device_state},
+           {"current_key", s.current_label},
+           {"current_cert", s.current_cert},
+           {"pending_key", s.pending_label},
+           {"pending_cert", s.pending_cert},
+           {"renew_at", s.renew_at},
+           {"decommissioned", s.decommissioned},
+           {"receipt_delivered", s.receipt_delivered},
+           {"ldevid_keys_in_token", keys}};
+  if (once) {
+    const agent::OnceReport& r = a.report();
+    out["device_state"] = r.device_state;
+    out["ldevid"] = agent::CredentialName(r.credential);
+    out["action"] = r.action;
+    if (!r.waiting_for.empty()) out["waiting_for"] = r.waiting_for;
+    out["erased_keys"] = r.erased;
+  }
+  return out;
 }
 
-int PrintState(agent::Agent& a) {
-  std::cout << StateJson(a).dump(2) << "\n";
+int PrintState(agent::Agent& a, bool once = false) {
+  std::cout << StateJson(a, once).dump(2) << "\n";
   return 0;
 }
 
-int Finish(agent::Agent& a, const Result<void>& done) {
+int Finish(agent::Agent& a, const Result<void>& done, bool once = false) {
   if (!done) return Fail(done.error());
-  return PrintState(a);
+  return PrintState(a, once);
 }
 
 // RunForever keeps the identity alive until the device is retired; errors are logged and retried
@@ -109,7 +121,8 @@ int Simulate(const std::shared_ptr<custody::Module>& module, const agent::AgentO
       workers.emplace_back([&] {
         for (std::size_t i = next++; i < agents.size(); i = next++) {
           if (auto r = agents[i]->Enroll(per_request); !r) {
-            if (failed++ < 3) std::cerr << agents[i]->serial() << ": " << r.error().ToString() << "\n";
+            if (failed++ < 3)
+              std::cerr << agents[i]->serial() << ": " << r.error().ToString() << "\n";
           }
         }
       });
@@ -138,19 +151,23 @@ int Run(int argc, char** argv) {
   std::string trust;
   std::string firmware;
   std::string suite_name = "ecdsa-p256-sha256";
-  auto* se_init = app.add_subcommand("se-init", "factory step: make each device's IDevID key in its secure element");
+  auto* se_init = app.add_subcommand(
+      "se-init", "factory step: make each device's IDevID key in its secure element");
   se_init->add_option("--batch", batch, "batch directory (serials.txt, devices/)")->required();
   se_init->add_option("--suite", suite_name, "IDevID key suite");
 
-  auto* once = app.add_subcommand("once", "do what is due once: enroll, finish or start a rotation, poll, OCSP");
+  auto* once = app.add_subcommand(
+      "once", "do what is due once: enroll, finish or start a rotation, poll, OCSP");
   bool force_rotate = false;
   once->add_flag("--rotate", force_rotate, "rotate now even if renewal is not due");
   auto* run = app.add_subcommand("run", "keep the identity alive: once, then again when due");
   int poll_seconds = 300;
   run->add_option("--poll", poll_seconds, "poll the authority at least this often (seconds)");
-  auto* status = app.add_subcommand("status", "print the agent's state and the LDevID keys in the token");
+  auto* status =
+      app.add_subcommand("status", "print the agent's state and the LDevID keys in the token");
   auto* enroll = app.add_subcommand("enroll", "enroll now with the IDevID and fresh evidence");
-  auto* simulate = app.add_subcommand("simulate", "enroll N devices of a batch from one process (load and demo)");
+  auto* simulate = app.add_subcommand(
+      "simulate", "enroll N devices of a batch from one process (load and demo)");
   int count = 0;
   int threads = 2;
   bool per_request = false;
@@ -159,13 +176,16 @@ int Run(int argc, char** argv) {
   simulate->add_flag("--per-request-connections", per_request,
                      "a fresh mutual-TLS connection for every request (as three curl calls would)");
   for (auto* sub : {once, run, status, enroll}) {
-    sub->add_option("--device", device, "the device's serial (its directory in the batch)")->required();
+    sub->add_option("--device", device, "the device's serial (its directory in the batch)")
+        ->required();
   }
   for (auto* sub : {once, run, status, enroll, simulate}) {
     sub->add_option("--batch", batch, "batch directory");
     sub->add_option("--server", server, "the authority's HTTPS front");
-    sub->add_option("--trust", trust, "the authority's root certificate (PEM), given out of band")->required();
-    sub->add_option("--firmware", firmware, "measure this firmware image instead of the factory's record");
+    sub->add_option("--trust", trust, "the authority's root certificate (PEM), given out of band")
+        ->required();
+    sub->add_option("--firmware", firmware,
+                    "measure this firmware image instead of the factory's record");
   }
   try {
     app.parse(argc, argv);
@@ -203,7 +223,7 @@ int Run(int argc, char** argv) {
   agent::Agent& one = **a;
   if (status->parsed()) return PrintState(one);
   if (enroll->parsed()) return Finish(one, one.Enroll());
-  if (once->parsed()) return Finish(one, one.Once(force_rotate));
+  if (once->parsed()) return Finish(one, one.Once(force_rotate), true);
   return RunForever(one, poll_seconds);
 }
 

@@ -9,6 +9,8 @@
 #include <openssl/pkcs7.h>
 #include <openssl/x509.h>
 
+#include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <iterator>
 
@@ -130,6 +132,27 @@ Error ReplyError(std::string_view what, const HttpReply& reply) {
   return Error(code, fmt::format("{}: HTTP {}: {}", what, reply.status, body));
 }
 
+// SameSerial compares two hex serials as numbers written in hex.
+bool SameSerial(std::string_view a, std::string_view b) {
+  const auto trim = [](std::string_view s) {
+    while (!s.empty() && s.front() == '0') s.remove_prefix(1);
+    return s;
+  };
+  a = trim(a);
+  b = trim(b);
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+void FreeX509Stack(STACK_OF(X509) * certs) { sk_X509_free(certs); }
+// X509StackPtr owns the stack only, not the certificates it points to.
+using X509StackPtr = std::unique_ptr<STACK_OF(X509), crypto::Deleter<&FreeX509Stack>>;
+
+// The skew allowed between the OCSP responder's clock and the device's (thisUpdate, nextUpdate).
+constexpr std::chrono::minutes kOcspSkew{5};
+
 Result<std::string> SerialOf(X509* cert) {
   const ASN1_INTEGER* s = X509_get0_serialNumber(cert);
   return crypto::Hex(
@@ -229,6 +252,7 @@ Result<std::unique_ptr<Agent>> Agent::Open(const std::shared_ptr<custody::Module
     st.renew_at = s.value("renew_at", std::int64_t{0});
     st.decommissioned = s.value("decommissioned", false);
     st.receipt_delivered = s.value("receipt_delivered", false);
+    st.device_state = s.value("device_state", "");
   }
   return agent;
 }
@@ -238,7 +262,8 @@ Result<void> Agent::SaveState() {
       {"generation", state_.generation},         {"current_label", state_.current_label},
       {"current_cert", state_.current_cert},     {"pending_label", state_.pending_label},
       {"pending_cert", state_.pending_cert},     {"renew_at", state_.renew_at},
-      {"decommissioned", state_.decommissioned}, {"receipt_delivered", state_.receipt_delivered}};
+      {"decommissioned", state_.decommissioned}, {"receipt_delivered", state_.receipt_delivered},
+      {"device_state", state_.device_state}};
   return WriteFileAtomic(dir_ / "state.json", s.dump(2) + "\n");
 }
 
@@ -512,7 +537,7 @@ Result<void> Agent::FinishRotation() {
   return {};
 }
 
-Result<std::string> Agent::Poll() {
+Result<PollResult> Agent::Poll() {
   std::unique_ptr<Connection> conn;
   const bool with_ldevid = CurrentUsable();
   if (with_ldevid) {
@@ -524,7 +549,8 @@ Result<std::string> Agent::Poll() {
     conn = std::move(c);
   }
   FLEETID_TRY(reply, conn->Request("GET", "/device/v1/status"));
-  if (reply.status == 403 && with_ldevid) {
+  const bool refused = reply.status == 403 && with_ldevid;
+  if (refused) {
     FLEETID_TRY(c, Connect(std::string(kIdevidLabel), idevid_der_));
     conn = std::move(c);
     FLEETID_TRY(again, conn->Request("GET", "/device/v1/status"));
@@ -532,14 +558,34 @@ Result<std::string> Agent::Poll() {
   }
   if (reply.status != 200) return MakeError(ReplyError("status", reply));
   const Json status = Json::parse(reply.body, nullptr, false);
-  if (!status.is_object())
+  if (!status.is_object() || !status.contains("state") || !status["state"].is_string()) {
     return MakeError(ErrorCode::kUnavailable, "the status answer is malformed");
+  }
+  PollResult out{.state = status["state"].get<std::string>(), .current_refused = false};
   if (status.value("order", Json()).is_string() && status["order"] == "decommission" &&
       status.value("order_id", Json()).is_string() && !state_.current_label.empty()) {
     FLEETID_CHECK_OK(Decommission(status["order_id"].get<std::string>()));
-    return std::string("decommissioned");
+    out.state = "decommissioned";
+    return out;
   }
-  return status.value("state", "");
+  if (refused) {
+    // The LDevID was refused, the IDevID answered: unless the authority names this very
+    // certificate as the device's credential and not revoked (then the refusal is not about
+    // revocation, and nothing is destroyed on its word), the LDevID is revoked or unknown.
+    FLEETID_TRY(der, ReadCert(state_.current_cert));
+    FLEETID_TRY(cert, ParseDer(der));
+    FLEETID_TRY(serial, SerialOf(cert.get()));
+    const Json current = status.value("current", Json());
+    if (current.is_object() && current.value("serial", Json()).is_string() &&
+        SameSerial(current["serial"].get<std::string>(), serial) &&
+        current.value("status", Json()) != "revoked") {
+      return MakeError(ErrorCode::kUnavailable,
+                       "the authority refused LDevID {} yet names it as the device's credential",
+                       serial);
+    }
+    out.current_refused = true;
+  }
+  return out;
 }
 
 Result<std::vector<std::string>> Agent::LdevidKeys() {
@@ -594,8 +640,8 @@ Result<void> Agent::DeliverReceipt() {
   return {};
 }
 
-Result<void> Agent::RefreshOcsp() {
-  if (state_.current_label.empty()) return {};
+Result<OcspVerdict> Agent::RefreshOcsp() {
+  if (state_.current_label.empty()) return MakeError(ErrorCode::kNotFound, "no current LDevID");
   FLEETID_TRY(der, ReadCert(state_.current_cert));
   FLEETID_TRY(cert, ParseDer(der));
   FLEETID_TRY(chain, ReadPemCerts(dir_ / "ca.pem"));
@@ -626,36 +672,184 @@ Result<void> Agent::RefreshOcsp() {
   FLEETID_TRY(reply, conn->Request("POST", where.path.empty() ? "/" : where.path, body,
                                    "application/ocsp-request"));
   if (reply.status != 200) return MakeError(ReplyError("ocsp", reply));
-  return WriteFileAtomic(dir_ / "ocsp.der", reply.body);
+  // RFC 6960 §3.2: the answer is signed by the issuing CA or its delegated responder (§4.2.2.2),
+  // which chains to the trust anchor, and is fresh; only then is it kept or believed.
+  const auto* q = reinterpret_cast<const unsigned char*>(reply.body.data());
+  crypto::OcspResponsePtr resp(
+      d2i_OCSP_RESPONSE(nullptr, &q, static_cast<long>(reply.body.size())));
+  if (!resp || OCSP_response_status(resp.get()) != OCSP_RESPONSE_STATUS_SUCCESSFUL) {
+    ERR_clear_error();
+    return MakeError(ErrorCode::kUnavailable, "the OCSP answer is not a successful response");
+  }
+  crypto::OcspBasicRespPtr basic(OCSP_response_get1_basic(resp.get()));
+  FLEETID_TRY(anchor, ParseDer(options_.trust_anchor));
+  crypto::X509StorePtr store(X509_STORE_new());
+  X509StackPtr untrusted(sk_X509_new_null());
+  if (!basic || !store || !untrusted || X509_STORE_add_cert(store.get(), anchor.get()) != 1) {
+    return MakeError(crypto::OpenSslError(ErrorCode::kInternal, "OCSP verification"));
+  }
+  for (const crypto::X509Ptr& c : chain) {
+    if (sk_X509_push(untrusted.get(), c.get()) <= 0) {
+      return MakeError(crypto::OpenSslError(ErrorCode::kInternal, "OCSP verification"));
+    }
+  }
+  const TimePoint now = clock_.Now();
+  X509_VERIFY_PARAM_set_time(X509_STORE_get0_param(store.get()), static_cast<time_t>(Unix(now)));
+  if (OCSP_basic_verify(basic.get(), untrusted.get(), store.get(), 0) != 1) {
+    ERR_clear_error();
+    return MakeError(ErrorCode::kUnavailable, "the OCSP answer does not verify");
+  }
+  int status = V_OCSP_CERTSTATUS_UNKNOWN;
+  int reason = -1;
+  ASN1_GENERALIZEDTIME* this_update = nullptr;
+  ASN1_GENERALIZEDTIME* next_update = nullptr;
+  if (OCSP_resp_find_status(basic.get(), id, &status, &reason, nullptr, &this_update,
+                            &next_update) != 1 ||
+      this_update == nullptr) {
+    return MakeError(ErrorCode::kUnavailable, "the OCSP answer does not answer for the LDevID");
+  }
+  FLEETID_TRY(produced, TimeOf(this_update));
+  if (produced > now + kOcspSkew) {
+    return MakeError(ErrorCode::kUnavailable, "the OCSP answer is from the future");
+  }
+  if (next_update != nullptr) {
+    FLEETID_TRY(stale, TimeOf(next_update));
+    if (stale < now - kOcspSkew) {
+      return MakeError(ErrorCode::kUnavailable, "the OCSP answer is stale");
+    }
+  }
+  FLEETID_CHECK_OK(WriteFileAtomic(dir_ / "ocsp.der", reply.body));
+  if (status == V_OCSP_CERTSTATUS_GOOD) return OcspVerdict::kGood;
+  if (status == V_OCSP_CERTSTATUS_REVOKED) {
+    return reason == OCSP_REVOKED_STATUS_CERTIFICATEHOLD ? OcspVerdict::kHeld
+                                                         : OcspVerdict::kRevoked;
+  }
+  return OcspVerdict::kUnknown;
+}
+
+Result<void> Agent::DropCurrent(std::string_view why) {
+  const std::string label = state_.current_label;
+  state_.current_label.clear();
+  state_.current_cert.clear();
+  state_.renew_at = 0;
+  // The state first: a crash in between leaves a stray key, never a current label whose key is
+  // gone (which would make every later poll fail).
+  FLEETID_CHECK_OK(SaveState());
+  std::error_code ignored;
+  fs::remove(dir_ / "ocsp.der", ignored);
+  FLEETID_TRY(labels, LdevidKeys());
+  for (const std::string& l : labels) {
+    if (l == state_.pending_label) continue;  // an enrollment reuses an uncertified new key
+    if (auto gone = Forget(l); !gone && gone.error().code() != ErrorCode::kNotFound) {
+      return MakeError(gone.error());
+    }
+    report_.erased.push_back(l);
+  }
+  log::Warn("agent: LDevID revoked, its key destroyed",
+            {{"device", serial_}, {"key", label}, {"why", why}});
+  return {};
+}
+
+Result<void> Agent::Act(const Plan& plan, bool force_rotate) {
+  switch (plan.step) {
+    case Step::kNothing:
+      return {};
+    case Step::kWait:
+      report_.action = "waiting";
+      report_.waiting_for = std::string(plan.waiting_for);
+      log::Info("agent: waiting",
+                {{"device", serial_}, {"state", report_.device_state}, {"for", plan.waiting_for}});
+      if (force_rotate) {
+        return MakeError(ErrorCode::kConflict, "'{}' is {}: no rotation while it waits for {}",
+                         serial_, report_.device_state, plan.waiting_for);
+      }
+      return {};
+    case Step::kFinishRotation: {
+      auto finished = FinishRotation();
+      if (finished) {
+        report_.action = "rotated";
+        return {};
+      }
+      // Without a usable current LDevID, a pending certificate the authority refuses (409: it
+      // was abandoned; 403: revoked) leaves enrolling afresh, which abandons the pending key.
+      const ErrorCode code = finished.error().code();
+      if (CurrentUsable() ||
+          (code != ErrorCode::kConflict && code != ErrorCode::kPermissionDenied)) {
+        return finished;
+      }
+      log::Warn("agent: pending rotation refused, enrolling afresh",
+                {{"device", serial_}, {"error", finished.error().ToString()}});
+      FLEETID_CHECK_OK(Enroll());
+      report_.action = "enrolled";
+      return {};
+    }
+    case Step::kEnroll:
+      FLEETID_CHECK_OK(Enroll());
+      report_.action = "enrolled";
+      return {};
+    case Step::kRotate:
+      FLEETID_CHECK_OK(Rotate());
+      report_.action = "rotated";
+      return {};
+  }
+  return {};
 }
 
 Result<void> Agent::Once(bool force_rotate) {
+  report_ = OnceReport{};
+  report_.device_state = state_.device_state;
   if (state_.decommissioned) {
+    report_.action = "decommissioned";
     if (!state_.receipt_delivered) return DeliverReceipt();
     return {};
   }
-  // Orders first: a device ordered decommissioned must not renew, whatever else is pending.
-  FLEETID_TRY(state, Poll());
-  if (state == "decommissioned" || state_.decommissioned) return {};
-  if (!state_.pending_label.empty() && !state_.current_label.empty() && CurrentUsable()) {
-    FLEETID_CHECK_OK(FinishRotation());
-  }
-  if (!CurrentUsable()) {
-    // First boot, or an outage longer than the certificate's life: the IDevID and fresh
-    // evidence (the authority decides whether policy allows it).
-    FLEETID_CHECK_OK(Enroll());
-  } else if (force_rotate || Unix(clock_.Now()) >= state_.renew_at) {
-    FLEETID_CHECK_OK(Rotate());
-  }
-  if (auto ocsp = RefreshOcsp(); !ocsp) {
-    log::Warn("agent: OCSP refresh failed", {{"device", serial_}, {"error", ocsp.error().ToString()}});
+  // At most two rounds: the second when OCSP says the current LDevID is revoked after all.
+  for (int round = 0; round < 2; ++round) {
+    // Orders first: a device ordered decommissioned must not renew, whatever else is pending.
+    FLEETID_TRY(polled, Poll());
+    report_.device_state = polled.state;
+    if (state_.device_state != polled.state) {
+      state_.device_state = polled.state;
+      FLEETID_CHECK_OK(SaveState());
+    }
+    if (state_.decommissioned) {
+      report_.action = "decommissioned";
+      return {};
+    }
+    const Credential current = state_.current_label.empty() ? Credential::kNone
+                               : polled.current_refused     ? Credential::kRevoked
+                               : CurrentUsable()            ? Credential::kGood
+                                                            : Credential::kLapsed;
+    if (report_.credential != Credential::kRevoked) report_.credential = current;
+    const Plan plan = Decide({.device = ParseDeviceState(polled.state),
+                              .current = current,
+                              .pending_key = !state_.pending_label.empty(),
+                              .pending_cert = !state_.pending_cert.empty(),
+                              .renewal_due = Unix(clock_.Now()) >= state_.renew_at,
+                              .force_rotate = force_rotate});
+    if (plan.erase_current) {
+      FLEETID_CHECK_OK(DropCurrent("refused by the authority"));
+    }
+    FLEETID_CHECK_OK(Act(plan, force_rotate));
+    if (state_.current_label.empty()) return {};
+    auto ocsp = RefreshOcsp();
+    if (!ocsp) {
+      log::Warn("agent: OCSP refresh failed",
+                {{"device", serial_}, {"error", ocsp.error().ToString()}});
+      return {};
+    }
+    if (*ocsp != OcspVerdict::kRevoked) return {};
+    report_.credential = Credential::kRevoked;
+    FLEETID_CHECK_OK(DropCurrent("revoked in a verified OCSP answer"));
   }
   return {};
 }
 
 TimePoint Agent::NextWake(std::chrono::seconds poll) const {
+  const TimePoint now = clock_.Now();
   const TimePoint renew{std::chrono::seconds(state_.renew_at)};
-  return std::min(renew, clock_.Now() + poll);
+  if (renew <= now) return now + poll;
+  return std::min(renew, now + poll);
 }
 
 }  // namespace fleetid::agent

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "agent/https_client.h"
+#include "agent/plan.h"
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/rng.h"
@@ -58,23 +59,49 @@ struct AgentState {
   std::int64_t renew_at = 0;    // Unix seconds
   bool decommissioned = false;  // keys destroyed; receipt.jws holds the receipt
   bool receipt_delivered = false;
+  std::string device_state;  // the state the authority last reported ("" before any poll)
 };
+
+// OnceReport is what the last Once found and did, for the agent's JSON output.
+struct OnceReport {
+  std::string device_state;                   // as the status poll reported it
+  Credential credential = Credential::kNone;  // the current LDevID as Once found it
+  std::string action = "none";      // "none", "waiting", "enrolled", "rotated", "decommissioned"
+  std::string waiting_for;          // for "waiting": what the device waits for
+  std::vector<std::string> erased;  // LDevID keys destroyed because their credential was revoked
+};
+
+// PollResult is the authority's answer to GET /device/v1/status.
+struct PollResult {
+  std::string state;  // the device's state ("decommissioned" once the agent obeyed an order)
+  // The authority refused the current LDevID (403) and, asked with the IDevID, did not name it
+  // as the device's good credential: the LDevID is revoked (or unknown to the authority).
+  bool current_refused = false;
+};
+
+// OcspVerdict is the current LDevID's status in a verified, fresh OCSP answer.
+enum class OcspVerdict { kGood, kHeld, kRevoked, kUnknown };
 
 // Agent is one device. Not thread-safe; several agents may run in one process (--simulate).
 class Agent {
  public:
-  [[nodiscard]] static Result<std::unique_ptr<Agent>> Open(const std::shared_ptr<custody::Module>& module,
-                                                           const std::filesystem::path& device_dir,
-                                                           AgentOptions options, Clock& clock,
-                                                           Rng& rng);
+  [[nodiscard]] static Result<std::unique_ptr<Agent>> Open(
+      const std::shared_ptr<custody::Module>& module, const std::filesystem::path& device_dir,
+      AgentOptions options, Clock& clock, Rng& rng);
 
   const std::string& serial() const { return serial_; }
   const AgentState& state() const { return state_; }
 
-  // Once does what is due, in order: deliver an undelivered receipt; finish a rotation left
-  // half-done; enroll with the IDevID if there is no usable LDevID; poll for orders (and obey a
-  // decommissioning); rotate if renewal is due (or |force_rotate|); refresh the OCSP answer.
+  // Once does what is due: deliver an undelivered receipt; poll for orders (and obey a
+  // decommissioning); then what Decide plans from the device state and the current LDevID:
+  // destroy the key of a revoked LDevID, finish a rotation left half-done, enroll with the IDevID
+  // (no usable LDevID, or the device must enroll afresh), rotate if renewal is due (or
+  // |force_rotate|), or wait while the device is suspended or quarantined (no enrollment, no key
+  // generation); refresh and check the OCSP answer, and if it says the current LDevID is revoked,
+  // destroy its key and decide once more. |force_rotate| while waiting is kConflict.
   [[nodiscard]] Result<void> Once(bool force_rotate = false);
+  // report is what the last Once found and did.
+  const OnceReport& report() const { return report_; }
 
   // PrepareEnrollment makes the next LDevID key in the token and its CSR ahead of Enroll (at
   // boot, or before a benchmark's clock starts).
@@ -84,16 +111,19 @@ class Agent {
   [[nodiscard]] Result<void> Enroll(bool fresh_per_request = false);
   // Rotate makes a new key, has it certified (pending), proves possession, destroys the old key.
   [[nodiscard]] Result<void> Rotate();
-  // Poll asks the authority for orders; returns the device state it reports. A current LDevID
-  // the authority refuses (revoked, e.g. superseded by a rotation whose end this device missed)
-  // is retried with the IDevID.
-  [[nodiscard]] Result<std::string> Poll();
+  // Poll asks the authority for orders and the device state. A current LDevID the authority
+  // refuses (revoked, e.g. superseded by a rotation whose end this device missed) is retried with
+  // the IDevID. A decommissioning order is obeyed here while an LDevID key can sign the receipt.
+  [[nodiscard]] Result<PollResult> Poll();
   // Decommission signs a receipt answering the order |order_id| and naming the LDevID keys,
   // destroys them, and delivers it.
   [[nodiscard]] Result<void> Decommission(const std::string& order_id);
-  [[nodiscard]] Result<void> RefreshOcsp();
+  // RefreshOcsp fetches an OCSP answer for the current LDevID from its AIA responder, verifies it
+  // (signed for the issuing CA, fresh) and keeps it as ocsp.der for stapling.
+  [[nodiscard]] Result<OcspVerdict> RefreshOcsp();
 
-  // NextWake is when Once should run again: the renewal time, capped by |poll|.
+  // NextWake is when Once should run again: the renewal time, capped by |poll|; a renewal time
+  // already past (the device waits, or a renewal failed) waits |poll|.
   TimePoint NextWake(std::chrono::seconds poll) const;
 
   // LdevidKeys lists the LDevID key labels in the token.
@@ -127,6 +157,11 @@ class Agent {
   [[nodiscard]] Result<void> ComputeRenewal(const std::vector<std::uint8_t>& der);
   [[nodiscard]] Result<void> FinishRotation();
   [[nodiscard]] Result<void> DeliverReceipt();
+  // DropCurrent forgets a revoked current LDevID and destroys its key (and any stray LDevID key
+  // but the pending one, which an enrollment reuses).
+  [[nodiscard]] Result<void> DropCurrent(std::string_view why);
+  // Carry out Decide's step; Act reports kConflict for a forced rotation while waiting.
+  [[nodiscard]] Result<void> Act(const Plan& plan, bool force_rotate);
   bool CurrentUsable() const;
 
   std::shared_ptr<custody::Token> token_;
@@ -146,6 +181,7 @@ class Agent {
   std::vector<std::uint8_t> prepared_csr_;
   Url url_;
   AgentState state_;
+  OnceReport report_;
 };
 
 }  // namespace fleetid::agent

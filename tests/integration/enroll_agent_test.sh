@@ -6,7 +6,8 @@
 # certificate revoked as superseded), and decommissioning makes the agent destroy its LDevID keys
 # and return a signed receipt, after which every certificate is revoked and the IDevID is refused
 # for good. Then crash tests: the agent and the server are SIGKILLed at each step of a rotation
-# (failpoints); after each, exactly one credential is usable and a retry completes.
+# (failpoints); after each, exactly one credential is usable and a retry completes. Last, a revoked
+# LDevID: the agent destroys its key, waits while quarantined and enrolls afresh once allowed.
 SERVER=$1
 CLI=$2
 AGENT=$(dirname "$CLI")/fleetid-agent
@@ -96,8 +97,10 @@ expect "the registry recorded the rotation" grep -q '"event": "rotated"' <<<"$("
 # --- suspension and resumption (seen by relying parties through OCSP) ---
 "${F[@]}" devices suspend "$D1" --reason "reported lost" >/dev/null
 expect "a suspended device's certificate is on hold" grep -qi "certificateHold" <<<"$(ocsp "$cert2")"
-out=$("$AGENT" once --rotate --device "$D1" "${A[@]}" 2>&1 || true)
-expect "a suspended device cannot renew ($(tail -1 <<<"$out"))" grep -q "403" <<<"$out"
+out=$("$AGENT" once --rotate --device "$D1" "${A[@]}" 2>&1) && rc=0 || rc=$?
+expect "a suspended device cannot renew: the agent waits ($rc: $(tail -1 <<<"$out"))" \
+  test "$rc" != 0 -a -n "$(grep "is suspended: no rotation" <<<"$out" || true)"
+expect "... and made no new key" test "$(p11 "$D1" --list-objects --type privkey | grep -c "label: *ldevid")" = 1
 "${F[@]}" devices resume "$D1" --reason "found" >/dev/null
 expect "after resumption the certificate is good again" grep -q ": good" <<<"$(ocsp "$cert2")"
 
@@ -188,6 +191,60 @@ for step in server-reenroll-before-commit server-reenroll-after-commit \
   restart_server
   check_after_crash "$step"
 done
+
+# --- a revoked LDevID (security issue 16): the agent notices, destroys its key, and enrolls
+# afresh with its IDevID when the device's state allows; while suspended or quarantined it waits,
+# making no key and asking for no certificate.
+js() { python3 -c 'import json,sys;v=json.load(open(sys.argv[1]))[sys.argv[2]];print(v if isinstance(v,str) else json.dumps(v))' "$1" "$2"; }
+d2_state() { "${F[@]}" devices show "$D2" | js /dev/stdin state; }
+d2_certs() { python3 -c 'import sqlite3,sys;print(sqlite3.connect(sys.argv[1]).execute("SELECT COUNT(*) FROM certificates WHERE device = ?",(sys.argv[2],)).fetchone()[0])' "$DATA/fleetid.db" "$D2"; }
+cert_serial() { openssl x509 -in "$1" -noout -serial | cut -d= -f2; }
+agent_once() {  # agent_once NAME: `once` for D2, its JSON in $W/NAME.json and its status in RC
+  RC=0
+  "$AGENT" once --device "$D2" "${A[@]}" >"$W/$1.json" 2>>"$W/agent.log" || RC=$?
+}
+old_key=$(js "$DEV2/state.json" current_label)
+old_serial=$(cert_serial "$DEV2/$(js "$DEV2/state.json" current_cert)")
+"${F[@]}" ca hold "$old_serial" >/dev/null
+agent_once held
+expect "revoked: on hold (suspended) the agent waits (rc $RC, $(js "$W/held.json" device_state): $(js "$W/held.json" waiting_for))" \
+  test "$RC" = 0 -a "$(js "$W/held.json" action)" = waiting -a "$(js "$W/held.json" device_state)" = suspended
+expect "revoked: ... and keeps its held key, making no other" \
+  test "$(ldevid_keys)" = 1 -a "$(js "$W/held.json" current_key)" = "$old_key"
+"${F[@]}" ca release "$old_serial" >/dev/null
+before=$(d2_certs)
+"${F[@]}" ca revoke "$old_serial" --reason keyCompromise >/dev/null
+expect "revoked: keyCompromise quarantines the device" test "$(d2_state)" = quarantined
+agent_once quarantined1
+agent_once quarantined2
+expect "revoked: while quarantined the agent waits (rc $RC, $(js "$W/quarantined2.json" device_state): $(js "$W/quarantined2.json" waiting_for))" \
+  test "$RC" = 0 -a "$(js "$W/quarantined2.json" action)" = waiting -a "$(js "$W/quarantined2.json" device_state)" = quarantined
+expect "revoked: ... it destroyed the revoked key ($(js "$W/quarantined1.json" erased_keys))" \
+  test "$(js "$W/quarantined1.json" erased_keys)" = "[\"$old_key\"]" -a "$(js "$W/quarantined1.json" ldevid)" = revoked
+expect "revoked: ... and made none: no LDevID key in the token (pkcs11-tool)" test "$(ldevid_keys)" = 0
+expect "revoked: ... no current or pending key" \
+  test -z "$(js "$W/quarantined2.json" current_key)$(js "$W/quarantined2.json" pending_key)"
+expect "revoked: ... and asked for no certificate" test "$(d2_certs)" = "$before"
+"${F[@]}" devices clear-quarantine "$D2" --reason "investigated" >/dev/null
+expect "revoked: an operator lifts the quarantine: provisioned" test "$(d2_state)" = provisioned
+agent_once cleared
+new_key=$(js "$W/cleared.json" current_key)
+expect "revoked: the next once enrolls a new key with the IDevID (rc $RC, $(js "$W/cleared.json" action) $new_key)" \
+  test "$RC" = 0 -a "$(js "$W/cleared.json" action)" = enrolled -a -n "$new_key" -a "$new_key" != "$old_key"
+expect "revoked: ... the registry says active" test "$(d2_state)" = active
+new_cert=$DEV2/$(js "$W/cleared.json" current_cert)
+expect "revoked: ... OCSP says the new certificate is good" grep -q ": good" <<<"$(ocsp "$new_cert")"
+expect "revoked: ... the token holds only the new key ($(js "$W/cleared.json" ldevid_keys_in_token))" \
+  test "$(ldevid_keys)" = 1 -a "$(js "$W/cleared.json" ldevid_keys_in_token)" = "[\"$new_key\"]"
+"${F[@]}" ca revoke "$(cert_serial "$new_cert")" --reason superseded >/dev/null
+agent_once superseded
+newer_key=$(js "$W/superseded.json" current_key)
+expect "revoked: superseded by an operator while active, once enrolls afresh (rc $RC, $(js "$W/superseded.json" action) $newer_key)" \
+  test "$RC" = 0 -a "$(js "$W/superseded.json" action)" = enrolled -a -n "$newer_key" -a "$newer_key" != "$new_key"
+expect "revoked: ... active, the new certificate good in OCSP, one key in the token" \
+  test "$(d2_state)" = active -a "$(ldevid_keys)" = 1 -a \
+  -n "$(grep ": good" <<<"$(ocsp "$DEV2/$(js "$W/superseded.json" current_cert)")" || true)"
+
 expect "the agent never logged a PIN or key material" test -z "$(grep -iE 'pin=|BEGIN .*PRIVATE' "$W/agent.log" || true)"
 
 audit_covers "$CLI" "$DATA"
