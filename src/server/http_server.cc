@@ -40,6 +40,7 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/message.hpp>
+#include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
@@ -54,6 +55,7 @@
 #include "common/log.h"
 #include "crypto/crypto.h"
 #include "crypto/keys.h"
+#include "server/connection_share.h"
 #include "server/request_parser.h"
 
 namespace fleetid::server {
@@ -83,6 +85,16 @@ std::string FormatEndpoint(const tcp::endpoint& endpoint) {
     return fmt::format("[{}]:{}", endpoint.address().to_string(), endpoint.port());
   }
   return fmt::format("{}:{}", endpoint.address().to_string(), endpoint.port());
+}
+
+// ShareKeyOf is internal::ShareKey for a parsed address.
+std::string ShareKeyOf(const net::ip::address& address) {
+  if (address.is_v4()) return address.to_string();
+  const net::ip::address_v6 v6 = address.to_v6();
+  if (v6.is_v4_mapped()) return net::ip::make_address_v4(net::ip::v4_mapped, v6).to_string();
+  net::ip::address_v6::bytes_type prefix = v6.to_bytes();
+  std::fill(prefix.begin() + 8, prefix.end(), std::uint8_t{0});
+  return net::ip::address_v6(prefix).to_string() + "/64";
 }
 
 // RFC 9110 §5.6.2 token characters, for header names a Handler supplies.
@@ -262,16 +274,23 @@ enum class Phase : std::uint8_t {
   kHandshaking,  // The TLS handshake runs.
   kIdle,         // Between requests; no byte of the next one yet.
   kReading,      // A request is arriving (for a new plain connection: from accept).
-  kResponding,   // Its Handler runs, or its response is being written.
+  kHandling,     // Its Handler runs (or the server's own error answer is being made).
+  kWriting,      // Its response is being written.
   kLingering,    // Closing after the last response (close_notify, or draining what is left).
   kClosed,
 };
 
 // Sheddable phases are those a connection may be closed in to admit another: nothing the server
-// has started to answer is lost.
+// has started to answer is lost. A connection in kWriting becomes sheddable too once its client
+// has taken no byte of the response for kStalledWrite (see SessionBase::SheddableAt).
 constexpr bool Sheddable(Phase phase) {
   return phase == Phase::kHandshaking || phase == Phase::kIdle || phase == Phase::kReading;
 }
+
+// A response write that has made no progress for this long (the client does not read, so the
+// socket's buffers are full) no longer protects its connection from being shed: otherwise a few
+// clients that ask and never read could hold every connection for write_timeout.
+constexpr std::chrono::seconds kStalledWrite{1};
 
 constexpr std::chrono::seconds kConnectionLogInterval{10};
 // How far into the least recently active connections to look for one to close.
@@ -359,6 +378,8 @@ struct ServerState {
 
   // Set for a TLS listener (an SSL_CTX is thread-safe once built, and never changed after):
   // SetCertificate and AddClientTrustAnchor build a new one from tls_options and swap it in.
+  // After Start, tls_context is read only through TlsContext(); whether the listener speaks TLS
+  // is options.tls, which never changes.
   std::mutex tls_mutex;
   TlsContextPtr tls_context;  // GUARDED_BY(tls_mutex)
   TlsOptions tls_options;     // GUARDED_BY(tls_mutex): what tls_context was built from.
@@ -369,7 +390,8 @@ struct ServerState {
   // GUARDED_BY(mutex): admitted sessions, least recently active first (a session moves to the
   // back when its handshake completes and when a request has arrived).
   std::list<SessionBase*> by_activity;
-  // GUARDED_BY(mutex): admitted sessions per remote address (without port).
+  // GUARDED_BY(mutex): admitted sessions per share key (internal::ShareKey: the IPv4 address, or
+  // the IPv6 /64).
   std::unordered_map<std::string, std::size_t> per_address;
   bool acceptor_closed = false;  // GUARDED_BY(mutex); set on the acceptor's strand during Stop().
 };
@@ -404,11 +426,24 @@ class SessionBase {
   // allowed to finish writing; anything else is closed now (over TLS, with close_notify).
   virtual void OnServerStop() = 0;
   // Shed runs on the strand after the acceptor chose this connection to make room: it closes
-  // the connection if its phase is still sheddable.
+  // the connection if it is still sheddable (SheddableAt).
   virtual void Shed() = 0;
 
+  // address is the connection's share key (internal::ShareKey), not the peer's full address.
   const std::string& address() const { return address_; }
-  Phase phase() const { return phase_.load(std::memory_order_relaxed); }
+  Phase phase() const { return phase_.load(std::memory_order_acquire); }
+
+  // SheddableAt says whether the connection may be closed at |now| to admit another: in a
+  // sheddable phase, or writing a response of which the client has taken nothing since
+  // kStalledWrite before |now|. A Handler that runs is never sheddable. Any thread.
+  bool SheddableAt(std::chrono::steady_clock::time_point now) const {
+    const Phase current = phase();
+    if (Sheddable(current)) return true;
+    if (current != Phase::kWriting) return false;
+    const std::chrono::steady_clock::time_point progress{
+        std::chrono::steady_clock::duration(write_progress_.load(std::memory_order_relaxed))};
+    return now - progress > kStalledWrite;
+  }
 
   // Admit makes |self| one of the server's connections; Touch marks it active. Both lock
   // state->mutex. MarkShed and the members below are used under state->mutex only.
@@ -427,9 +462,10 @@ class SessionBase {
 
   static std::shared_ptr<SessionBase> FindVictim(ServerState& state, const std::string* address) {
     std::size_t scanned = 0;
+    const auto now = std::chrono::steady_clock::now();
     for (SessionBase* session : state.by_activity) {
       if (++scanned > kMaxVictimScan) break;
-      if (session->shed_marked_ || !Sheddable(session->phase())) continue;
+      if (session->shed_marked_ || !session->SheddableAt(now)) continue;
       if (address != nullptr && session->address_ != *address) continue;
       // Null while the session is being destroyed (its destructor waits for the mutex).
       if (auto victim = session->self_.lock()) {
@@ -441,7 +477,14 @@ class SessionBase {
   }
 
  protected:
-  void SetPhase(Phase phase) { phase_.store(phase, std::memory_order_relaxed); }
+  // Release: the acceptor that sees kWriting sees that write's first NoteWriteProgress too.
+  void SetPhase(Phase phase) { phase_.store(phase, std::memory_order_release); }
+
+  // NoteWriteProgress records that the response write began or the client took some of it.
+  void NoteWriteProgress() {
+    write_progress_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                          std::memory_order_relaxed);
+  }
 
   void Touch() {
     std::lock_guard lock(state_->mutex);
@@ -460,8 +503,11 @@ class SessionBase {
  private:
   const std::string address_;
   std::atomic<Phase> phase_;  // Written on the strand; read by the acceptor as a hint.
-  bool admitted_ = false;     // GUARDED_BY(state_->mutex)
-  bool shed_marked_ = false;  // GUARDED_BY(state_->mutex)
+  // steady_clock ticks of the response write's last progress (kWriting). Written on the strand;
+  // read by the acceptor.
+  std::atomic<std::chrono::steady_clock::rep> write_progress_{0};
+  bool admitted_ = false;                       // GUARDED_BY(state_->mutex)
+  bool shed_marked_ = false;                    // GUARDED_BY(state_->mutex)
   std::list<SessionBase*>::iterator position_;  // GUARDED_BY(state_->mutex)
   std::weak_ptr<SessionBase> self_;             // GUARDED_BY(state_->mutex)
 };
@@ -498,18 +544,19 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
           // The read in flight ends with operation_aborted, and its handler sends close_notify
           // (CloseAfterReadError), which cannot be sent while the read holds the TLS stream.
           return Tcp().cancel();
-        case Phase::kResponding:  // OnWrite sees stopping.
-        case Phase::kLingering:   // Already bounded.
+        case Phase::kHandling:  // OnWrite sees stopping.
+        case Phase::kWriting:
+        case Phase::kLingering:  // Already bounded.
         case Phase::kClosed:
           return;
       }
     } else {
-      if (phase() != Phase::kResponding) Close();
+      if (phase() != Phase::kHandling && phase() != Phase::kWriting) Close();
     }
   }
 
   void Shed() override {
-    if (!Sheddable(phase())) return Unmark();
+    if (!SheddableAt(std::chrono::steady_clock::now())) return Unmark();
     Close();
   }
 
@@ -685,7 +732,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   }
 
   void OnRequest() {
-    SetPhase(Phase::kResponding);
+    SetPhase(Phase::kHandling);
     Touch();
     const unsigned version = parser_->Version();
     const bool client_keep_alive = parser_->KeepAlive();
@@ -716,7 +763,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   }
 
   void SendErrorAndClose(HttpResponse response) {
-    SetPhase(Phase::kResponding);
+    SetPhase(Phase::kHandling);
     parser_.reset();
     SendResponse(std::move(response), 11, /*head=*/false, /*keep_alive=*/false);
   }
@@ -756,14 +803,32 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     }
 
     Tcp().expires_after(state_->options.write_timeout);
-    http::async_write(
-        stream_, out,
-        [self = this->shared_from_this(), keep_alive](beast::error_code ec, std::size_t) {
-          self->Guard([&] { self->OnWrite(ec, keep_alive); });
+    serializer_.emplace(out);
+    NoteWriteProgress();
+    SetPhase(Phase::kWriting);
+    WriteSome(keep_alive);
+  }
+
+  // WriteSome writes what the socket takes of the response, one write at a time, so that each
+  // piece the client takes is noted: a write that stalls makes the connection sheddable.
+  void WriteSome(bool keep_alive) {
+    http::async_write_some(
+        stream_, *serializer_,
+        [self = this->shared_from_this(), keep_alive](beast::error_code ec, std::size_t n) {
+          self->Guard([&] { self->OnWriteSome(ec, n, keep_alive); });
         });
   }
 
+  void OnWriteSome(beast::error_code ec, std::size_t n, bool keep_alive) {
+    if (!ec && !serializer_->is_done()) {
+      if (n > 0) NoteWriteProgress();
+      return WriteSome(keep_alive);
+    }
+    OnWrite(ec, keep_alive);
+  }
+
   void OnWrite(beast::error_code ec, bool keep_alive) {
+    serializer_.reset();
     response_.reset();
     if (ec) return Close();
     if (state_->stopping.load()) {
@@ -846,6 +911,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   beast::flat_buffer buffer_;                        // Bounded by ServerState::max_buffer_bytes.
   std::unique_ptr<internal::RequestParser> parser_;  // The request being read.
   std::optional<http::response<http::string_body>> response_;
+  std::optional<http::response_serializer<http::string_body>> serializer_;  // Writes response_.
   std::chrono::steady_clock::time_point request_start_;
   bool header_deadline_passed_ = false;
   bool continue_sent_ = false;
@@ -853,6 +919,13 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
 };
 
 }  // namespace
+
+std::string internal::ShareKey(std::string_view address) {
+  beast::error_code ec;
+  const net::ip::address parsed = net::ip::make_address(address, ec);
+  if (ec) return std::string(address);
+  return ShareKeyOf(parsed);
+}
 
 std::string_view HttpRequest::Header(std::string_view name) const {
   for (const auto& [key, value] : headers) {
@@ -1091,7 +1164,7 @@ class HttpServer::Impl {
   std::string address() const { return bound_.address().to_string(); }
   Result<void> AddClientTrustAnchor(const X509Ref& anchor) {
     if (!anchor) return MakeError(ErrorCode::kInvalidArgument, "a trust anchor must not be null");
-    if (!state_->tls_context) {
+    if (!state_->options.tls) {
       return MakeError(ErrorCode::kConflict, "this listener does not speak TLS");
     }
     std::lock_guard lock(state_->tls_mutex);
@@ -1109,7 +1182,7 @@ class HttpServer::Impl {
   }
 
   Result<void> SetCertificate(std::vector<X509Ref> certificate_chain, PkeyRef private_key) {
-    if (!state_->tls_context) {
+    if (!state_->options.tls) {
       return MakeError(ErrorCode::kConflict, "this listener does not speak TLS");
     }
     std::lock_guard lock(state_->tls_mutex);
@@ -1191,7 +1264,7 @@ class HttpServer::Impl {
   // (out of memory) closes its socket and is logged.
   void Admit(tcp::socket socket, const tcp::endpoint& remote) noexcept {
     try {
-      std::string address = remote.address().to_string();
+      std::string address = ShareKeyOf(remote.address());
       std::shared_ptr<SessionBase> session;
       if (auto tls_context = state_->TlsContext()) {
         session =
@@ -1244,8 +1317,8 @@ class HttpServer::Impl {
   std::vector<std::thread::id> thread_ids_;  // Written only before Start returns.
   std::atomic<bool> joining_{false};
 
-  // SwapTlsContext builds a context from |tls| and makes it the one new connections use. Under
-  // state_->tls_mutex.
+  // SwapTlsContext builds a context from |tls| and makes it the one new connections use. The
+  // caller holds state_->tls_mutex.
   Result<void> SwapTlsContext(TlsOptions tls) {
     auto made = MakeTlsContext(tls);
     if (!made) return MakeError(made.error());

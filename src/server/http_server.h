@@ -205,14 +205,17 @@ struct HttpServerOptions {
   // listeners fit in one process, but at most 4096, which bounds memory (a TLS connection in its
   // handshake holds about 130 KiB). At the limit, and at an address's share below, a new
   // connection is admitted by closing the least recently active connection that is not serving
-  // a request: one in its TLS handshake, idle between requests, or still sending its request
-  // (the address's own, for the share). A connection whose Handler runs or whose response is
-  // being written is never closed for another. Only when none can be closed is the new
-  // connection closed right after accept.
+  // a request: one in its TLS handshake, idle between requests, still sending its request, or
+  // whose response the client has not read from for over a second (the address's own, for the
+  // share). A connection whose Handler runs, or whose response the client is taking, is never
+  // closed for another. Only when none can be closed is the new connection closed right after
+  // accept.
   std::size_t max_connections = 0;
   // One remote address's share of max_connections, so that one host (or one NAT) cannot hold
-  // everyone else's connections. 0 (the default): a quarter of max_connections, but not less
-  // than max_connections or 64, whichever is smaller. Loopback is not exempt.
+  // everyone else's connections, whatever their phase. An "address" is an IPv4 address (an
+  // IPv4-mapped IPv6 peer counts as its IPv4 address) or an IPv6 /64, which one host may hold
+  // whole. 0 (the default): a quarter of max_connections, but not less than max_connections or
+  // 64, whichever is smaller. Loopback is not exempt.
   std::size_t max_connections_per_address = 0;
 
   // A TLS handshake must complete within this from accept.
@@ -226,7 +229,8 @@ struct HttpServerOptions {
   // A keep-alive connection may idle this long between requests (and may be closed sooner to
   // admit another, see max_connections).
   std::chrono::seconds idle_timeout{30};
-  // A response must be taken by the client within this.
+  // A response must be taken by the client within this. When connections run short, one the
+  // client has taken nothing of for a second may be closed sooner (see max_connections).
   std::chrono::seconds write_timeout{10};
   // Stop() waits at most this for in-flight requests.
   std::chrono::seconds drain_timeout{5};

@@ -31,6 +31,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/log.h"
+#include "server/connection_share.h"
 
 namespace fleetid::server {
 namespace {
@@ -66,9 +67,12 @@ std::string Lower(std::string s) {
 class TestClient {
  public:
   // |source| binds the client to that loopback address first ("127.0.0.2"), to stand for
-  // another host.
-  explicit TestClient(std::uint16_t port, const char* source = nullptr)
+  // another host. A positive |receive_buffer| sets SO_RCVBUF before connecting.
+  explicit TestClient(std::uint16_t port, const char* source = nullptr, int receive_buffer = 0)
       : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
+    if (receive_buffer > 0 && fd_ >= 0) {
+      ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
+    }
     if (source != nullptr && fd_ >= 0) {
       sockaddr_in local{};
       local.sin_family = AF_INET;
@@ -741,6 +745,99 @@ TEST(HttpServerTest, OneAddressCannotTakeMoreThanItsShare) {
   auto response = from_hog.ReadResponse(false, 1s);
   ASSERT_TRUE(response) << "a newcomer from the same address still gets through";
   EXPECT_EQ(response.status, 200);
+}
+
+TEST(ShareKeyTest, IsTheIpv4AddressOrTheIpv6Slash64) {
+  EXPECT_EQ(internal::ShareKey("192.0.2.7"), "192.0.2.7");
+  EXPECT_EQ(internal::ShareKey("127.0.0.1"), "127.0.0.1");
+  // An IPv4-mapped IPv6 peer (a dual-stack listener) is its IPv4 address.
+  EXPECT_EQ(internal::ShareKey("::ffff:192.0.2.7"), "192.0.2.7");
+  EXPECT_EQ(internal::ShareKey("::ffff:c000:0207"), "192.0.2.7");
+  // Every address of one /64 is one key; another /64 is another.
+  EXPECT_EQ(internal::ShareKey("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+  EXPECT_EQ(internal::ShareKey("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::/64");
+  EXPECT_EQ(internal::ShareKey("2001:db8:1:2:a:b:c:d"), "2001:db8:1:2::/64");
+  EXPECT_EQ(internal::ShareKey("2001:db8:1:3::1"), "2001:db8:1:3::/64");
+  EXPECT_EQ(internal::ShareKey("::1"), "::/64");
+  EXPECT_EQ(internal::ShareKey("fe80::1%1"), "fe80::/64");
+  EXPECT_EQ(internal::ShareKey("not an address"), "not an address");
+}
+
+// Clients that ask for a response and never read it: their writes stall on full socket buffers,
+// and after a second without progress they make room for others instead of holding their slots
+// for write_timeout (10 s).
+TEST(HttpServerTest, ClientsThatNeverReadTheirResponsesDoNotLockOthersOut) {
+  HttpServerOptions options;
+  options.max_connections = 6;
+  options.max_connections_per_address = 6;
+  ASSERT_EQ(options.write_timeout, 10s);
+  Router router = TestRouter();
+  // Larger than a loopback socket's send buffer (which autotuning grows to about 1 MB) and the
+  // client's small receive buffer together, so the write cannot finish.
+  router.Add("GET", "/large",
+             [](const HttpRequest&) { return HttpResponse::Json(200, std::string(8 << 20, 'x')); });
+  auto server = StartServer(options, std::move(router));
+  ASSERT_TRUE(server);
+  std::vector<std::unique_ptr<TestClient>> stalled;
+  for (int i = 0; i < 6; ++i) {
+    stalled.push_back(std::make_unique<TestClient>(server->port(), nullptr, 4096));
+    ASSERT_TRUE(stalled.back()->connected());
+    ASSERT_TRUE(stalled.back()->Send(Request("GET", "/large")));
+  }
+  std::this_thread::sleep_for(300ms);
+  {
+    TestClient early(server->port());
+    EXPECT_TRUE(early.WaitClosed(500ms))
+        << "writes that stalled for under a second are still protected, so the newcomer is "
+           "refused";
+  }
+  std::this_thread::sleep_for(1200ms);  // Now every write has stalled for over a second.
+
+  for (int i = 0; i < 4; ++i) {
+    const auto start = Clock::now();
+    TestClient client(server->port());
+    ASSERT_TRUE(client.Send(Request("GET", "/hello")));
+    auto response = client.ReadResponse(false, 1s);
+    ASSERT_TRUE(response) << "request " << i;
+    EXPECT_EQ(response.status, 200);
+    EXPECT_EQ(response.body, R"({"hello":"world"})");
+    EXPECT_LT(Clock::now() - start, 1s);
+  }
+  int shed = 0;
+  for (auto& client : stalled) {
+    if (client->WaitClosed(50ms)) ++shed;
+  }
+  EXPECT_GE(shed, 1) << "stalled writers were shed";
+}
+
+// A client that pipelines requests and never reads their answers is shed like any other reader
+// that stalls, and a client from the same address still gets its own share's slot.
+TEST(HttpServerTest, PipeliningClientsThatNeverReadAreShedAtTheAddressShare) {
+  HttpServerOptions options;
+  options.max_connections = 64;
+  options.max_connections_per_address = 3;
+  Router router = TestRouter();
+  router.Add("GET", "/large",
+             [](const HttpRequest&) { return HttpResponse::Json(200, std::string(4 << 20, 'x')); });
+  auto server = StartServer(options, std::move(router));
+  ASSERT_TRUE(server);
+  std::string pipelined;
+  for (int i = 0; i < 4; ++i) pipelined += Request("GET", "/large");
+  std::vector<std::unique_ptr<TestClient>> stalled;
+  for (int i = 0; i < 3; ++i) {
+    stalled.push_back(std::make_unique<TestClient>(server->port(), "127.0.0.3", 4096));
+    ASSERT_TRUE(stalled.back()->connected());
+    ASSERT_TRUE(stalled.back()->Send(pipelined));
+  }
+  std::this_thread::sleep_for(1500ms);
+  const auto start = Clock::now();
+  TestClient client(server->port(), "127.0.0.3");
+  ASSERT_TRUE(client.Send(Request("GET", "/hello")));
+  auto response = client.ReadResponse(false, 1s);
+  ASSERT_TRUE(response) << "the address's own stalled writer made room";
+  EXPECT_EQ(response.status, 200);
+  EXPECT_LT(Clock::now() - start, 1s);
+  EXPECT_TRUE(stalled.front()->WaitClosed(1s)) << "the least recently active one";
 }
 
 // The attack of issue 16: a thousand and more silent connections used to shut a listener for

@@ -1098,6 +1098,66 @@ TEST_F(TlsTest, SetCertificateServesNewHandshakesAndKeepsOpenConnections) {
   EXPECT_EQ(curl.status, 0) << curl.output;
 }
 
+// SetCertificate and AddClientTrustAnchor are thread-safe: called from several threads while
+// clients handshake, no swap is lost and every handshake gets one whole context (run under
+// TSan, this is the regression test for their reading the context outside tls_mutex).
+TEST_F(TlsTest, CertificatesAndAnchorsChangeConcurrentlyWithHandshakes) {
+  auto server = StartServer(ServerTls(ClientAuth::kRequired));
+  ASSERT_TRUE(server);
+  crypto::EvpPkeyPtr renewed_key = SoftwareKey();
+  crypto::X509Ptr renewed =
+      MakeServerCert(renewed_key.get(), pki().ca_cert.get(), pki().ca_key.get());
+  ASSERT_TRUE(renewed);
+  const std::vector<Maker> makers(4);
+
+  std::atomic<bool> done{false};
+  std::atomic<int> handshakes{0};
+  std::atomic<int> failures{0};
+  std::vector<std::thread> clients;
+  clients.reserve(2);
+  for (int i = 0; i < 2; ++i) {
+    clients.emplace_back([&] {
+      while (!done.load()) {
+        TlsClient client(server->port(), pki().ca_pem, pki().client_cert.get(),
+                         pki().client_key.get());
+        if (Whoami(client).empty()) ++failures;
+        ++handshakes;
+      }
+    });
+  }
+  std::thread swapper([&] {
+    for (int i = 0; i < 20; ++i) {
+      auto swapped =
+          i % 2 == 0 ? server->SetCertificate({X509Ref(renewed.get())}, PkeyRef(renewed_key.get()))
+                     : server->SetCertificate({X509Ref(pki().server_cert.get())},
+                                              PkeyRef(pki().server_key.get()));
+      if (!swapped) ++failures;
+      std::this_thread::sleep_for(5ms);
+    }
+  });
+  std::thread anchorer([&] {
+    for (const Maker& maker : makers) {
+      if (!server->AddClientTrustAnchor(X509Ref(maker.ca.get()))) ++failures;
+      std::this_thread::sleep_for(20ms);
+    }
+  });
+  swapper.join();
+  anchorer.join();
+  while (handshakes.load() < 10) std::this_thread::sleep_for(10ms);
+  done.store(true);
+  for (auto& client : clients) client.join();
+  EXPECT_EQ(failures.load(), 0);
+
+  for (const Maker& maker : makers) {
+    TlsClient device(server->port(), pki().ca_pem, maker.device.get(), maker.device_key.get());
+    const auto body = Whoami(device);
+    ASSERT_FALSE(body.empty()) << "no anchor added concurrently was lost";
+    EXPECT_EQ(body.at("anchor"), "fleetid test manufacturer CA");
+    EXPECT_EQ(X509_cmp(SSL_get0_peer_certificate(device.ssl()), pki().server_cert.get()), 0)
+        << "the last certificate set is served";
+  }
+}
+
 TEST_F(TlsTest, SilentAndHalfSentHandshakesAreDroppedAfterTheHandshakeTimeout) {
   HttpServerOptions options;
   options.handshake_timeout = 1s;

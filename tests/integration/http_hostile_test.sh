@@ -6,8 +6,9 @@
 #  (a) thousands of silent TCP sockets, half-sent TLS handshakes, half-sent headers and idle
 #      keep-alive connections on each listener, reconnecting when the server closes them, while
 #      OCSP (POST and GET), EST /cacerts over HTTPS, /healthz and /audit/v1/sth (the signed tree
-#      head) on both listeners must each answer within a second; VmRSS stays under
-#      HOLD_RSS_BOUND_MB;
+#      head) on both listeners, and two mutual-TLS calls by a device (/healthz naming the device's
+#      certificate and its status, an EST simpleenroll with a refused CSR) must each answer within
+#      a second with the right body; VmRSS stays under HOLD_RSS_BOUND_MB;
 #  (c) afterwards the server still answers, and its log holds a few summary lines about shed or
 #      refused connections, not thousands.
 # Only 127.0.0.1; every loop is bounded in count and time.
@@ -36,13 +37,16 @@ echo '{"serial":"GW-0001","model":"gw-100","manufacturer":"acme","idevid_fingerp
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$W/dev.key" 2>/dev/null
 openssl req -new -key "$W/dev.key" -subj "/CN=dev" -out "$W/dev.csr"
 "${F[@]}" ca issue --device GW-0001 --csr "$W/dev.csr" --out "$W/dev.pem" 2>/dev/null
+DEV_SERIAL=$(openssl x509 -in "$W/dev.pem" -noout -serial | sed 's/^serial=//')
+printf '!!!notbase64' >"$W/notb64.b64"
+DEVICE=(--cacert "$W/root.pem" --cert "$W/dev.pem" --key "$W/dev.key")
 "${F[@]}" ca certs >"$W/certs.out" 2>&1 || true
 openssl ocsp -issuer "$W/issuing.pem" -cert "$W/dev.pem" -no_nonce -reqout "$W/ocsp.der" >/dev/null 2>&1
 expect "an OCSP request for an issued certificate" test -s "$W/ocsp.der"
 OCSP_GET=$URL/ocsp/$(openssl base64 -A -in "$W/ocsp.der" | python3 -c 'import sys,urllib.parse;print(urllib.parse.quote(sys.stdin.read(),safe=""))')
 
 # timed NAME EXPECTED_CODE CURL_ARGS...: one request; passes if it answers EXPECTED_CODE within
-# a second. Prints the time.
+# a second. Prints the time; the body is in $W/timed.out.
 timed() {
   local name=$1 want=$2 out
   shift 2
@@ -68,6 +72,18 @@ services() {
   timed "[$1] /healthz over HTTPS" 200 --cacert "$W/root.pem" "$H/healthz"
   timed "[$1] /audit/v1/sth over HTTP" 200 "$URL/audit/v1/sth"
   timed "[$1] /audit/v1/sth over HTTPS" 200 --cacert "$W/root.pem" "$H/audit/v1/sth"
+  # Mutual TLS: the device's certificate verified in a full handshake, then looked up.
+  timed "[$1] mutual-TLS /healthz as device GW-0001" 200 "${DEVICE[@]}" "$H/healthz"
+  expect "[$1] and it names the device's certificate, good" python3 -c '
+import json, sys
+client = json.load(open(sys.argv[1]))["client"]
+same = client["serial"].lower().lstrip("0") == sys.argv[2].lower().lstrip("0")
+sys.exit(0 if same and client["certificate_status"] == "good" else 1)' "$W/timed.out" "$DEV_SERIAL"
+  timed "[$1] mutual-TLS EST simpleenroll as the device, CSR refused" 400 "${DEVICE[@]}" \
+    -H 'Content-Type: application/pkcs10' --data-binary @"$W/notb64.b64" \
+    "$H/.well-known/est/simpleenroll"
+  # RFC 7030 §4.2.3: EST answers errors in text/plain.
+  expect "[$1] and it says why: $(head -c 80 "$W/timed.out" | tr -d '\r\n')" grep -qi base64 "$W/timed.out"
 }
 
 services baseline
