@@ -138,7 +138,14 @@ void AddEstRoutes(server::Router& router, enroll::Service& service) {
     while (!evidence.empty() && (evidence.back() == '\n' || evidence.back() == '\r')) {
       evidence.remove_suffix(1);
     }
-    auto appraisal = service.Appraise(req.client_chain, evidence);
+    enroll::Throttled throttled;
+    auto appraisal = service.Appraise(req.client_chain, evidence, &throttled);
+    if (!appraisal && throttled.retry_after.count() > 0) {
+      HttpResponse r =
+          HttpResponse::JsonError(429, "too_many_requests", appraisal.error().message());
+      r.headers.emplace_back("Retry-After", std::to_string(throttled.retry_after.count()));
+      return r;
+    }
     if (!appraisal) return HttpResponse::FromError(appraisal.error());
     return HttpResponse::Json(200, Json{{"appraisal", appraisal->id},
                                         {"result", "pass"},

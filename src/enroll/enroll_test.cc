@@ -191,6 +191,20 @@ class EnrollTest : public ::testing::TestWithParam<Backend> {
 
   ClientChain LdevidChain(const pki::CertificateRecord& r) { return {r.der, authority_->RootDer()}; }
 
+  // Resume is an operator's `fleetid devices resume` of |serial|.
+  Result<registry::Device> Resume(const std::string& serial, const registry::Actor& op) {
+    FLEETID_TRY(dev, registry_->Get(serial));
+    registry::TransitionRequest req;
+    req.serial = serial;
+    req.event = registry::Event::kResume;
+    req.expected_version = dev.version;
+    req.actor = op;
+    req.reason = "lifted";
+    return registry_->Transition(req);
+  }
+
+  std::int64_t AuditEntries() { return Rows("audit_entries"); }
+
   // Snapshot is what a refused request must leave unchanged.
   struct Snapshot {
     std::string state;
@@ -642,13 +656,20 @@ TEST_P(EnrollTest, OperatorHoldAndCompromiseAreStickyLifecycleEvents) {
             ErrorCode::kPermissionDenied);
   EXPECT_EQ(authority_->Get(fresh->serial)->status, pki::Status::kOnHold);
 
-  // Another reason revokes the credential; the device must attest afresh to get a new one.
+  // Another reason revokes the credential and suspends the device (it used to leave it active,
+  // free to enroll again at once): only after an operator resumes it does the device attest
+  // afresh for a new credential.
   ASSERT_TRUE(authority_->Release(fresh->serial, "operator:bob"));
   auto withdrawn =
       service_->ChangeCertificateStatus(fresh->serial, pki::Reason::kAffiliationChanged, op, "t");
   ASSERT_TRUE(withdrawn && *withdrawn);
   EXPECT_EQ((*withdrawn)->status, pki::Status::kRevoked);
-  EXPECT_EQ(registry_->Get(d.serial)->state, registry::State::kActive);
+  EXPECT_EQ((*withdrawn)->reason, pki::Reason::kAffiliationChanged);
+  EXPECT_EQ(registry_->Get(d.serial)->state, registry::State::kSuspended);
+  EXPECT_EQ(service_->Enroll(d.idevid_chain, Csr(k3.get())).error().code(),
+            ErrorCode::kPermissionDenied);
+  clock_.Advance(1s);
+  ASSERT_TRUE(Resume(d.serial, op));
   EXPECT_TRUE(Enroll(d, k3.get()));
 
   // A certificate that is no device's credential is the CA's alone.
@@ -863,6 +884,294 @@ TEST_P(EnrollTest, IdentifiersOutsideTheCharacterSetAreRefused) {
 }
 
 // The checks made before a CSR's signature is verified.
+// Every refused appraisal is a counter update and an audit entry, so a device's credential
+// spends its refusal bucket on them: replaying one evidence JWS or inventing nonces writes at
+// most nonce_burst entries, then 429 (kUnavailable) with nothing written.
+TEST_P(EnrollTest, RefusedAppraisalsAreRateLimitedPerDevice) {
+  auto devices = MakeDevices(2);
+  const ServiceOptions options;
+  TestDevice& d = devices[0];
+  auto k1 = NewKey();
+  const std::string evidence =
+      Evidence(d.idevid_chain, d.idevid_key.get(), k1.get(), Purpose::kEnroll, d.serial);
+  ASSERT_TRUE(service_->Appraise(d.idevid_chain, evidence));
+  const std::int64_t entries = AuditEntries();
+  for (int i = 0; i < options.nonce_burst; ++i) {
+    auto replayed = service_->Appraise(d.idevid_chain, evidence);
+    ASSERT_FALSE(replayed);
+    EXPECT_EQ(replayed.error().code(), ErrorCode::kPermissionDenied) << i;
+  }
+  EXPECT_EQ(AuditEntries(), entries + options.nonce_burst);
+  EXPECT_EQ((*service_->Counters())["nonce_replayed"], options.nonce_burst);
+  for (int i = 0; i < 3 * options.nonce_burst; ++i) {
+    Throttled throttled;
+    auto over = service_->Appraise(d.idevid_chain, evidence, &throttled);
+    ASSERT_FALSE(over);
+    EXPECT_EQ(over.error().code(), ErrorCode::kUnavailable) << i;
+    EXPECT_EQ(throttled.retry_after, options.nonce_refill);
+  }
+  EXPECT_EQ(AuditEntries(), entries + options.nonce_burst);
+  EXPECT_EQ((*service_->Counters())["nonce_replayed"], options.nonce_burst);
+  // The refusal bucket is not the nonce bucket: the device still gets nonces and may pass.
+  auto k2 = NewKey();
+  EXPECT_TRUE(service_->Appraise(d.idevid_chain, Evidence(d.idevid_chain, d.idevid_key.get(),
+                                                          k2.get(), Purpose::kEnroll, d.serial)));
+  // Made-up nonces from another device: its own bucket, the same bound.
+  TestDevice& e = devices[1];
+  const std::int64_t before_e = AuditEntries();
+  int refused = 0;
+  int throttled = 0;
+  for (int i = 0; i < 2 * options.nonce_burst; ++i) {
+    const Json claims{{"eat_profile", kEvidenceProfile},
+                      {"eat_nonce", crypto::Base64UrlEncode(*rng_.Bytes(32))},
+                      {"serial", e.serial},
+                      {"fw_sha256", kFirmware},
+                      {"key_sha256", KeyHash(k1.get())}};
+    auto jws = crypto::SignJws(e.idevid_key.get(), {{"typ", kEvidenceType}}, claims.dump());
+    ASSERT_TRUE(jws);
+    auto answer = service_->Appraise(e.idevid_chain, *jws);
+    ASSERT_FALSE(answer);
+    refused += answer.error().code() == ErrorCode::kPermissionDenied ? 1 : 0;
+    throttled += answer.error().code() == ErrorCode::kUnavailable ? 1 : 0;
+  }
+  EXPECT_EQ(refused, options.nonce_burst);
+  EXPECT_EQ(throttled, options.nonce_burst);
+  EXPECT_EQ(AuditEntries(), before_e + options.nonce_burst);
+  // The bucket refills: one more refusal is recorded after nonce_refill.
+  clock_.Advance(options.nonce_refill);
+  EXPECT_EQ(service_->Appraise(d.idevid_chain, evidence).error().code(),
+            ErrorCode::kPermissionDenied);
+  EXPECT_EQ(service_->Appraise(d.idevid_chain, evidence).error().code(), ErrorCode::kUnavailable);
+}
+
+// A revoked LDevID (keyCompromise here) and a tombstoned IDevID are refused before their
+// evidence is verified: 403 and nothing written, however often they try.
+TEST_P(EnrollTest, RevokedAndTombstonedCredentialsAppraiseNothing) {
+  auto devices = MakeDevices(2);
+  const registry::Actor op{registry::kOperator, "alice", {"admin"}};
+  TestDevice& d = devices[0];
+  auto k1 = NewKey();
+  auto first = Enroll(d, k1.get());
+  ASSERT_TRUE(first) << first.error();
+  const ClientChain l1 = LdevidChain(*first);
+  auto k2 = NewKey();
+  const std::string evidence = Evidence(l1, k1.get(), k2.get(), Purpose::kReenroll, d.serial);
+  ASSERT_TRUE(
+      service_->ChangeCertificateStatus(first->serial, pki::Reason::kKeyCompromise, op, "stolen"));
+  const std::int64_t entries = AuditEntries();
+  const std::int64_t appraisals = Rows("appraisals");
+  const auto counters = *service_->Counters();
+  for (int i = 0; i < 3 * ServiceOptions{}.nonce_burst; ++i) {
+    auto refused = service_->Appraise(l1, evidence);
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code(), ErrorCode::kPermissionDenied) << i;
+  }
+  EXPECT_EQ(AuditEntries(), entries);
+  EXPECT_EQ(Rows("appraisals"), appraisals);
+  EXPECT_EQ(*service_->Counters(), counters);
+
+  // A decommissioned device's IDevID, with evidence made while it could still enroll.
+  TestDevice& e = devices[1];
+  auto k3 = NewKey();
+  const std::string early =
+      Evidence(e.idevid_chain, e.idevid_key.get(), k3.get(), Purpose::kEnroll, e.serial);
+  auto k4 = NewKey();
+  auto cert = Enroll(e, k4.get());
+  ASSERT_TRUE(cert) << cert.error();
+  auto dev = registry_->Get(e.serial);
+  registry::TransitionRequest order;
+  order.serial = e.serial;
+  order.event = registry::Event::kDecommission;
+  order.expected_version = dev->version;
+  order.actor = op;
+  order.reason = "end of life";
+  ASSERT_TRUE(registry_->Transition(order));
+  auto status = service_->Status(LdevidChain(*cert));
+  ASSERT_TRUE(status);
+  const Json destroyed = Json::array({{{"label", "ldevid"}, {"key_sha256", KeyHash(k4.get())}}});
+  ASSERT_TRUE(service_->RecordReceipt(
+      Receipt(k4.get(), cert->serial, e.serial, status->order_id, destroyed, Now())));
+  const std::int64_t after_erase = AuditEntries();
+  const std::int64_t appraisals_after_erase = Rows("appraisals");
+  for (int i = 0; i < 3; ++i) {
+    auto refused = service_->Appraise(e.idevid_chain, early);
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code(), ErrorCode::kPermissionDenied) << i;
+  }
+  EXPECT_EQ(AuditEntries(), after_erase);
+  EXPECT_EQ(Rows("appraisals"), appraisals_after_erase);
+}
+
+// fleetid ca revoke with any reason but superseded (and keyCompromise, which quarantines) on a
+// device's current LDevID suspends the device with that LDevID revoked; the IDevID enrolls
+// again only after an operator resumes it. A revocation past the lifecycle (the CA alone) is
+// as sticky: the device's IDevID is refused until an operator suspends and resumes it.
+TEST_P(EnrollTest, OtherRevocationsSuspendUntilAnOperatorResumes) {
+  const pki::Reason reasons[] = {pki::Reason::kPrivilegeWithdrawn, pki::Reason::kAffiliationChanged,
+                                 pki::Reason::kCessationOfOperation, pki::Reason::kUnspecified};
+  auto devices = MakeDevices(static_cast<int>(std::size(reasons)) + 1);
+  const registry::Actor op{registry::kOperator, "alice", {"admin"}};
+  for (std::size_t i = 0; i < std::size(reasons); ++i) {
+    TestDevice& d = devices[i];
+    SCOPED_TRACE(std::string(pki::ReasonName(reasons[i])));
+    auto k1 = NewKey();
+    auto first = Enroll(d, k1.get());
+    ASSERT_TRUE(first) << first.error();
+    auto revoked = service_->ChangeCertificateStatus(first->serial, reasons[i], op, "t");
+    ASSERT_TRUE(revoked && *revoked);
+    EXPECT_EQ((*revoked)->status, pki::Status::kRevoked);
+    EXPECT_EQ((*revoked)->reason, reasons[i]);
+    EXPECT_EQ(registry_->Get(d.serial)->state, registry::State::kSuspended);
+    EXPECT_EQ(registry::EventName(registry_->History(d.serial)->back().event), "suspend");
+    const Snapshot suspended = Snap(d.serial);
+    auto k2 = NewKey();
+    EXPECT_EQ(service_->IssueNonce(d.idevid_chain, Purpose::kEnroll).error().code(),
+              ErrorCode::kPermissionDenied);
+    EXPECT_EQ(service_->Enroll(d.idevid_chain, Csr(k2.get())).error().code(),
+              ErrorCode::kPermissionDenied);
+    EXPECT_EQ(Snap(d.serial), suspended);
+    clock_.Advance(1s);
+    ASSERT_TRUE(Resume(d.serial, op));
+    EXPECT_EQ(authority_->Get(first->serial)->status, pki::Status::kRevoked);
+    auto fresh = Enroll(d, k2.get());
+    ASSERT_TRUE(fresh) << fresh.error();
+    EXPECT_EQ(Usable(d.serial), 1);
+  }
+
+  // Past the lifecycle: the CA alone revokes the current LDevID of an active device.
+  TestDevice& d = devices.back();
+  auto k1 = NewKey();
+  auto first = Enroll(d, k1.get());
+  ASSERT_TRUE(first) << first.error();
+  ASSERT_TRUE(authority_->Revoke(first->serial, pki::Reason::kPrivilegeWithdrawn, "operator:bob"));
+  EXPECT_EQ(registry_->Get(d.serial)->state, registry::State::kActive);
+  const Snapshot active = Snap(d.serial);
+  auto k2 = NewKey();
+  auto nonce = service_->IssueNonce(d.idevid_chain, Purpose::kEnroll);
+  ASSERT_FALSE(nonce);
+  EXPECT_EQ(nonce.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_NE(nonce.error().message().find("privilegeWithdrawn"), std::string::npos) << nonce.error();
+  EXPECT_EQ(service_->Enroll(d.idevid_chain, Csr(k2.get())).error().code(),
+            ErrorCode::kPermissionDenied);
+  EXPECT_EQ(Snap(d.serial), active);
+  clock_.Advance(1s);
+  auto dev = registry_->Get(d.serial);
+  registry::TransitionRequest suspend;
+  suspend.serial = d.serial;
+  suspend.event = registry::Event::kSuspend;
+  suspend.expected_version = dev->version;
+  suspend.actor = op;
+  suspend.reason = "looking";
+  ASSERT_TRUE(registry_->Transition(suspend));
+  clock_.Advance(1s);
+  ASSERT_TRUE(Resume(d.serial, op));
+  auto fresh = Enroll(d, k2.get());
+  ASSERT_TRUE(fresh) << fresh.error();
+
+  // The lapse path is unchanged: a good LDevID that expired lets the IDevID enroll again.
+  clock_.Advance(std::chrono::duration_cast<std::chrono::seconds>(fresh->not_after - clock_.Now()) +
+                 1s);
+  auto k3 = NewKey();
+  auto lapsed = Enroll(d, k3.get());
+  ASSERT_TRUE(lapsed) << lapsed.error();
+}
+
+// An operator's hold (or suspension) of a device with a rotation in flight cancels the pending
+// certificate (revoked, superseded): the device's Confirm cannot release it past the hold, not
+// even after the operator resumes the device.
+TEST_P(EnrollTest, OperatorHoldCancelsAPendingRotation) {
+  auto devices = MakeDevices(1);
+  const registry::Actor op{registry::kOperator, "alice", {"admin"}};
+  TestDevice& d = devices[0];
+  auto k1 = NewKey();
+  auto first = Enroll(d, k1.get());
+  ASSERT_TRUE(first) << first.error();
+  const ClientChain l1 = LdevidChain(*first);
+  // Rotate starts a rotation to |key| and answers the pending certificate.
+  const auto rotate = [&](EVP_PKEY* key) -> Result<pki::CertificateRecord> {
+    FLEETID_TRY(appraisal,
+                service_->Appraise(l1, Evidence(l1, k1.get(), key, Purpose::kReenroll, d.serial)));
+    (void)appraisal;
+    return service_->Reenroll(l1, Csr(key));
+  };
+
+  // The hold names the current certificate.
+  auto k2 = NewKey();
+  auto pending = rotate(k2.get());
+  ASSERT_TRUE(pending) << pending.error();
+  EXPECT_EQ(pending->status, pki::Status::kOnHold);
+  auto held = service_->ChangeCertificateStatus(first->serial, pki::Reason::kCertificateHold, op,
+                                                "looking");
+  ASSERT_TRUE(held && *held) << (held ? "" : held.error().message());
+  EXPECT_EQ(registry_->Get(d.serial)->state, registry::State::kSuspended);
+  auto cancelled = authority_->Get(pending->serial);
+  EXPECT_EQ(cancelled->status, pki::Status::kRevoked);
+  EXPECT_EQ(cancelled->reason, pki::Reason::kSuperseded);
+  EXPECT_EQ(service_->Confirm(LdevidChain(*pending)).error().code(), ErrorCode::kConflict);
+  ASSERT_TRUE(service_->ChangeCertificateStatus(first->serial, std::nullopt, op, "resolved"));
+  EXPECT_EQ(registry_->Get(d.serial)->state, registry::State::kActive);
+  const Snapshot resumed = Snap(d.serial);
+  auto confirm = service_->Confirm(LdevidChain(*pending));
+  ASSERT_FALSE(confirm);
+  EXPECT_EQ(confirm.error().code(), ErrorCode::kConflict);
+  EXPECT_EQ(Snap(d.serial), resumed);
+  EXPECT_EQ(authority_->Get(first->serial)->status, pki::Status::kGood);
+  EXPECT_EQ(Usable(d.serial), 1);
+
+  // The hold names the pending certificate itself.
+  auto k3 = NewKey();
+  auto pending2 = rotate(k3.get());
+  ASSERT_TRUE(pending2) << pending2.error();
+  auto held2 = service_->ChangeCertificateStatus(pending2->serial, pki::Reason::kCertificateHold,
+                                                 op, "looking");
+  ASSERT_TRUE(held2 && *held2) << (held2 ? "" : held2.error().message());
+  EXPECT_EQ((*held2)->status, pki::Status::kRevoked);
+  EXPECT_EQ(registry_->Get(d.serial)->state, registry::State::kSuspended);
+  ASSERT_TRUE(Resume(d.serial, op));
+  EXPECT_EQ(service_->Confirm(LdevidChain(*pending2)).error().code(), ErrorCode::kConflict);
+  EXPECT_EQ(authority_->Get(pending2->serial)->status, pki::Status::kRevoked);
+
+  // Once active, the device rotates again as usual.
+  auto k4 = NewKey();
+  auto pending3 = rotate(k4.get());
+  ASSERT_TRUE(pending3) << pending3.error();
+  auto confirmed = service_->Confirm(LdevidChain(*pending3));
+  ASSERT_TRUE(confirmed) << confirmed.error();
+  EXPECT_EQ(confirmed->status, pki::Status::kGood);
+}
+
+// A database error while looking the certificate or its device up is returned, never taken for
+// "no device's certificate" (which would let the CLI hold or revoke at the CA alone).
+TEST_P(EnrollTest, DatabaseErrorsAreNotTakenForACertificateOfNoDevice) {
+  auto devices = MakeDevices(1);
+  const registry::Actor op{registry::kOperator, "alice", {"admin"}};
+  auto k1 = NewKey();
+  auto first = Enroll(devices[0], k1.get());
+  ASSERT_TRUE(first) << first.error();
+  const auto exec = [&](const std::string& sql) {
+    auto tx = db().Begin(store::TxMode::kWrite);
+    ASSERT_TRUE(tx);
+    ASSERT_TRUE((*tx)->Exec(sql)) << sql;
+    ASSERT_TRUE((*tx)->Commit());
+  };
+  for (const std::string table : {"devices", "certificates"}) {
+    SCOPED_TRACE(table);
+    exec(fmt::format("ALTER TABLE {} RENAME TO {}_away", table, table));
+    auto changed =
+        service_->ChangeCertificateStatus(first->serial, pki::Reason::kCertificateHold, op, "t");
+    exec(fmt::format("ALTER TABLE {}_away RENAME TO {}", table, table));
+    ASSERT_FALSE(changed);
+    EXPECT_NE(changed.error().code(), ErrorCode::kNotFound) << changed.error();
+    EXPECT_EQ(authority_->Get(first->serial)->status, pki::Status::kGood);
+    EXPECT_EQ(registry_->Get(devices[0].serial)->state, registry::State::kActive);
+  }
+  // Not found is still the CA's alone.
+  auto unknown =
+      service_->ChangeCertificateStatus("abcdef", pki::Reason::kCertificateHold, op, "t");
+  ASSERT_TRUE(unknown) << unknown.error();
+  EXPECT_FALSE(*unknown);
+}
+
 TEST(CsrCheck, AcceptsDerOnly) {
   using Bytes = std::vector<std::uint8_t>;
   for (const Bytes& good :

@@ -132,6 +132,9 @@ std::string OrderId(const registry::Device& device) {
 
 bool Live(const pki::CertificateRecord& r) { return r.status != pki::Status::kRevoked; }
 
+// RefusalBucket names the rate bucket of |serial|'s refused appraisals ('|' is in no serial).
+std::string RefusalBucket(std::string_view serial) { return fmt::format("refusal|{}", serial); }
+
 }  // namespace
 
 std::string_view PurposeName(Purpose purpose) {
@@ -160,6 +163,14 @@ Result<void> PkiEffects::Apply(store::Transaction& tx, const registry::Device& d
       case A::kHold:
         if (c.role == "current" && record.status == pki::Status::kGood) {
           reason = pki::Reason::kCertificateHold;
+        }
+        // A rotation in flight is abandoned, as a new rotation abandons it (Reenroll): its
+        // certificate was never proven, and left on hold the device's Confirm would release it
+        // past the operator's hold. superseded, not cessationOfOperation: the key is not in
+        // doubt and the device is not retiring; it rotates again once it is active.
+        if (c.role == "pending" && record.status == pki::Status::kOnHold) {
+          reason = pki::Reason::kSuperseded;
+          FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(tx, c.cert_serial, "superseded"));
         }
         break;
       case A::kRelease:
@@ -412,9 +423,20 @@ namespace {
 Result<void> CheckReenrollable(store::Transaction& tx, const registry::Device& device,
                                TimePoint now) {
   FLEETID_TRY(credentials, registry::Registry::Credentials(tx, device.id));
+  // A revocation for any reason but superseded is sticky: only an operator's later resume or
+  // clear lifts it (the device was suspended or quarantined by it, docs/registry.md).
+  FLEETID_TRY(lifted, registry::Registry::LastLiftedAtIn(tx, device.id));
   for (const registry::Credential& c : credentials) {
-    if (c.role != "current") continue;
     FLEETID_TRY(record, pki::Authority::GetIn(tx, c.cert_serial));
+    if (record.status == pki::Status::kRevoked && record.reason != pki::Reason::kSuperseded &&
+        record.revoked_at && (!lifted || *record.revoked_at > *lifted)) {
+      return MakeError(ErrorCode::kPermissionDenied,
+                       "'{}' has its certificate {} revoked ({}) and no operator lifted that "
+                       "through the lifecycle since (fleetid devices suspend and resume)",
+                       device.serial, c.cert_serial,
+                       record.reason ? pki::ReasonName(*record.reason) : "unspecified");
+    }
+    if (c.role != "current") continue;
     if (record.status == pki::Status::kOnHold) {
       return MakeError(ErrorCode::kPermissionDenied,
                        "'{}' has its certificate {} on hold: an operator lifts it through the "
@@ -534,7 +556,8 @@ Result<Nonce> Service::IssueNonce(const ClientChain& chain, Purpose purpose, Thr
   return nonce;
 }
 
-Result<Appraisal> Service::Appraise(const ClientChain& chain, std::string_view evidence) {
+Result<Appraisal> Service::Appraise(const ClientChain& chain, std::string_view evidence,
+                                    Throttled* throttled) {
   if (evidence.size() > kMaxEvidenceBytes) {
     return MakeError(ErrorCode::kInvalidArgument, "evidence is at most {} bytes",
                      kMaxEvidenceBytes);
@@ -577,9 +600,22 @@ Result<Appraisal> Service::Appraise(const ClientChain& chain, std::string_view e
   const std::string evidence_sha256 = crypto::Hex(crypto::Sha256(evidence));
 
   std::string refusal;  // the counter to bump once the transaction is closed
+  std::string device;   // whose refusal budget that spends
   auto appraise = [&]() -> Result<Appraisal> {
     FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
     FLEETID_TRY(who, Identify(*tx, chain));
+    // A credential that no longer speaks for the device is refused before its signature costs
+    // anything, and writes nothing (as Status).
+    if (!who.idevid && who.record.status == pki::Status::kRevoked) {
+      return MakeError(ErrorCode::kPermissionDenied, "certificate {} is revoked ({})",
+                       who.record.serial,
+                       who.record.reason ? pki::ReasonName(*who.record.reason) : "unspecified");
+    }
+    if (who.idevid) {
+      FLEETID_CHECK_OK(registry::Registry::CheckEnrollableIn(*tx, who.device.serial,
+                                                             who.device.idevid_fingerprint));
+    }
+    device = who.device.serial;
     EVP_PKEY* key = X509_get0_pubkey(who.leaf.get());
     if (key == nullptr || !crypto::VerifyJws(jws, key)) {
       return MakeError(ErrorCode::kUnauthenticated,
@@ -651,7 +687,17 @@ Result<Appraisal> Service::Appraise(const ClientChain& chain, std::string_view e
     return out;
   };
   auto result = appraise();
-  if (!refusal.empty()) FLEETID_CHECK_OK(Count(refusal));
+  if (!refusal.empty()) {
+    // Each refusal is a counter update and an audit entry: a device spends a token of its
+    // refusal bucket (sized as its nonce bucket) on each, and past it nothing is written.
+    if (auto wait = TakeNonceToken(RefusalBucket(device))) {
+      if (throttled != nullptr) throttled->retry_after = *wait;
+      return MakeError(ErrorCode::kUnavailable,
+                       "'{}' sends refused evidence too often: retry in {} s", device,
+                       wait->count());
+    }
+    FLEETID_CHECK_OK(Count(refusal));
+  }
   if (result && !result->passed) {
     return MakeError(ErrorCode::kPermissionDenied, "appraisal failed: {}", result->detail);
   }
@@ -1028,10 +1074,14 @@ Result<std::optional<pki::CertificateRecord>> Service::ChangeCertificateStatus(
   pki::CertificateRecord after;
   {
     FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
+    // Only a certificate or device that is not there makes this the CA's alone; any other
+    // error (the database's) is the caller's, never a CA-only change past the lifecycle.
     auto record = pki::Authority::GetIn(*tx, cert_serial);
-    if (!record) return Answer();
+    if (!record && record.error().code() == ErrorCode::kNotFound) return Answer();
+    if (!record) return MakeError(record.error());
     auto found = registry::Registry::GetIn(*tx, record->device);
-    if (!found) return Answer();
+    if (!found && found.error().code() == ErrorCode::kNotFound) return Answer();
+    if (!found) return MakeError(found.error());
     const registry::Device device = std::move(*found);
     FLEETID_TRY(credentials, registry::Registry::Credentials(*tx, device.id));
     const auto credential = std::ranges::find_if(credentials, [&](const registry::Credential& c) {
@@ -1057,6 +1107,13 @@ Result<std::optional<pki::CertificateRecord>> Service::ChangeCertificateStatus(
     } else if (*reason == pki::Reason::kKeyCompromise &&
                registry::FindRule(registry::Event::kQuarantine, device.state)) {
       event = registry::Event::kQuarantine;
+    } else if (*reason != pki::Reason::kSuperseded && credential->role == "current" &&
+               registry::FindRule(registry::Event::kSuspend, device.state)) {
+      // Any other revocation of the current credential suspends the device until an operator
+      // resumes it; the credential is then revoked below (not merely held), so the resumed
+      // device enrolls afresh with its IDevID and new evidence. cessationOfOperation too: an
+      // operator who means to retire the device decommissions it, with its grace period.
+      event = registry::Event::kSuspend;
     }
     if (event) {
       registry::TransitionRequest req;
@@ -1071,8 +1128,11 @@ Result<std::optional<pki::CertificateRecord>> Service::ChangeCertificateStatus(
     // The named certificate carries the operator's reason even where the lifecycle's effects
     // did not reach it (a pending or superseded credential, a state without a transition).
     FLEETID_TRY(now_record, pki::Authority::GetIn(*tx, record->serial));
+    // A pending certificate's hold is done when the suspension cancelled it (PkiEffects).
     const bool hold_done =
-        reason == pki::Reason::kCertificateHold && now_record.status == pki::Status::kOnHold;
+        reason == pki::Reason::kCertificateHold &&
+        (now_record.status == pki::Status::kOnHold ||
+         (credential->role == "pending" && now_record.status == pki::Status::kRevoked));
     const bool revoke_done =
         reason && now_record.status == pki::Status::kRevoked &&
         (now_record.reason == reason || now_record.reason == pki::Reason::kKeyCompromise);

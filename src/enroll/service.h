@@ -95,10 +95,11 @@ inline constexpr std::string_view kEvidenceType = "fleetid-evidence+jws";
 inline constexpr std::string_view kReceiptType = "fleetid-receipt+jws";
 
 // PkiEffects carries the registry's fleet-wide credential actions out through the CA in the
-// registry's transaction: hold, release, and revocation (keyCompromise, cessationOfOperation)
-// of a device's live certificates. Issuing and superseding name one certificate, so the
-// enrollment service does those itself. The changes are published (OCSP, CRLs) once the
-// transaction commits (Transaction::AfterCommit), and never if it rolls back.
+// registry's transaction: hold (which abandons a pending rotation: its certificate is revoked,
+// superseded, so Confirm refuses it), release, and revocation (keyCompromise,
+// cessationOfOperation) of a device's live certificates. Issuing and superseding name one
+// certificate, so the enrollment service does those itself. The changes are published (OCSP, CRLs)
+// once the transaction commits (Transaction::AfterCommit), and never if it rolls back.
 class PkiEffects final : public registry::CredentialEffects {
  public:
   explicit PkiEffects(pki::Authority& authority) : authority_(authority) {}
@@ -134,9 +135,11 @@ class Service {
   // reason) or release (nullopt) of one certificate: `fleetid ca hold|revoke|release`. For a
   // device's tracked credential it is a lifecycle event of that device, decided by the registry
   // in the same transaction (docs/registry.md, "Operator actions on a device's certificate"):
-  // a hold suspends the device, keyCompromise quarantines it, a release is refused unless it
-  // resumes a suspended device. Answers nullopt, changing nothing, for a certificate that is no
-  // device's credential: the CA alone decides those.
+  // a hold suspends the device, keyCompromise quarantines it, any other reason but superseded
+  // on the current credential suspends it with that credential revoked, a release is refused
+  // unless it resumes a suspended device. Answers nullopt, changing nothing, for a certificate
+  // that is no device's credential (not found, or no device's): the CA alone decides those.
+  // Any other error (the database's) is returned.
   [[nodiscard]] Result<std::optional<pki::CertificateRecord>> ChangeCertificateStatus(
       std::string_view cert_serial, std::optional<pki::Reason> reason, const registry::Actor& actor,
       std::string_view why);
@@ -147,8 +150,13 @@ class Service {
   [[nodiscard]] Result<Nonce> IssueNonce(const ClientChain& chain, Purpose purpose,
                                          Throttled* throttled = nullptr);
   // Appraise verifies evidence signed by the client's own key and records the result. A
-  // failing appraisal is recorded and answered kPermissionDenied with the reason.
-  [[nodiscard]] Result<Appraisal> Appraise(const ClientChain& chain, std::string_view evidence);
+  // failing appraisal is recorded and answered kPermissionDenied with the reason. A revoked
+  // LDevID or a tombstoned IDevID is kPermissionDenied before anything is verified or written.
+  // A refused nonce (unknown, replayed, misbound, expired) is counted and audited within the
+  // device's refusal bucket (nonce_burst, refilled every nonce_refill); past it the answer is
+  // kUnavailable, nothing is written, and |throttled| (if given) says when to retry.
+  [[nodiscard]] Result<Appraisal> Appraise(const ClientChain& chain, std::string_view evidence,
+                                           Throttled* throttled = nullptr);
   // Enroll is EST simpleenroll with the IDevID: the device's first LDevID (or a new one after
   // quarantine or a lapse).
   [[nodiscard]] Result<pki::CertificateRecord> Enroll(const ClientChain& chain,
@@ -186,7 +194,8 @@ class Service {
   [[nodiscard]] Result<Identified> Identify(store::Transaction& tx,
                                             const ClientChain& chain) const;
   [[nodiscard]] Result<void> Count(std::string_view counter);
-  // TakeNonceToken spends one of |device|'s nonce tokens, or says how long until one is due.
+  // TakeNonceToken spends a token of the bucket |device| (a device serial for its nonces,
+  // RefusalBucket(serial) for its refused appraisals), or says how long until one is due.
   std::optional<std::chrono::seconds> TakeNonceToken(const std::string& device);
 
   struct Bucket {

@@ -606,6 +606,16 @@ Result<void> Registry::CheckEnrollableIn(store::Transaction& tx, std::string_vie
   return {};
 }
 
+Result<std::optional<TimePoint>> Registry::LastLiftedAtIn(store::Transaction& tx,
+                                                          std::int64_t device_id) {
+  FLEETID_TRY(rows, tx.Query("SELECT MAX(at) FROM transitions WHERE device_id = ? AND "
+                             "event IN (?, ?)",
+                             {device_id, std::string(EventName(Event::kResume)),
+                              std::string(EventName(Event::kClear))}));
+  if (rows.empty() || rows[0].IsNull(0)) return std::optional<TimePoint>();
+  return std::optional<TimePoint>(FromUnix(rows[0].Int(0)));
+}
+
 Result<void> Registry::AddCredential(store::Transaction& tx, std::int64_t device_id,
                                      std::string_view cert_serial, std::string_view role,
                                      TimePoint not_after) {

@@ -200,6 +200,11 @@ class Registry {
   [[nodiscard]] static Result<void> SetCredentialRole(store::Transaction& tx,
                                                       std::string_view cert_serial,
                                                       std::string_view role);
+  // LastLiftedAtIn is when an operator last lifted a suspension or a quarantine of the device
+  // |device_id| (its latest resume or clear), or nullopt if none ever was. A revocation of the
+  // device's credential after that time has not been lifted (docs/registry.md).
+  [[nodiscard]] static Result<std::optional<TimePoint>> LastLiftedAtIn(store::Transaction& tx,
+                                                                       std::int64_t device_id);
 
  private:
   [[nodiscard]] Result<Device> TransitionOnce(const TransitionRequest& request);

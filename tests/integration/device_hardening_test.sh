@@ -10,7 +10,13 @@
 #  6. serials, tenants and regions outside the character set are refused;
 #  7. revoked and tombstoned credentials cannot read /device/v1/status;
 #  8. the database files are 0600;
-#  9. /audit/v1/entries near 2^64 does not wrap.
+#  9. /audit/v1/entries near 2^64 does not wrap;
+# 10. refused evidence (replays, made-up nonces) is rate-limited per device (429, Retry-After,
+#     nothing written past the bucket), and a revoked LDevID's or a tombstoned IDevID's evidence
+#     is refused (403) writing nothing;
+# 11. ca revoke with another reason than keyCompromise (privilegeWithdrawn) suspends the device,
+#     whose IDevID enrolls again only after an operator resumes it;
+# 12. an operator's hold cancels a pending rotation: the device's confirm cannot release it.
 SERVER=$1
 CLI=$2
 AGENT=$(dirname "$CLI")/fleetid-agent
@@ -75,6 +81,14 @@ evidence() {
   call "$1.evidence" "$2" /attest/v1/evidence -H 'Content-Type: application/jose' \
     --data-binary @"$W/$1.jws"
 }
+# forged NAME WHO SERIAL CERTIFIED_KEY: evidence signed by WHO with a nonce never issued, posted.
+forged() {
+  jws "$W/$2.key" '{"alg":"ES256","typ":"fleetid-evidence+jws"}' "$(printf \
+    '{"eat_profile":"urn:fleetid:evidence:1","eat_nonce":"%s","serial":"%s","fw_sha256":"%s","key_sha256":"%s"}' \
+    "$(openssl rand 32 | b64url)" "$3" "$(sha256_hex "$W/fw.bin")" "$(key_sha256 "$W/$4.key")")" >"$W/$1.jws"
+  call "$1.evidence" "$2" /attest/v1/evidence -H 'Content-Type: application/jose' \
+    --data-binary @"$W/$1.jws"
+}
 est() {  # est NAME WHO simpleenroll|simplereenroll BODY_FILE
   call "$1.$3" "$2" "/.well-known/est/$3" -H 'Content-Type: application/pkcs10' \
     --data-binary @"$4"
@@ -99,17 +113,19 @@ done
 
 echo "firmware 1.0" >"$W/fw.bin"
 "$CLI" factory init --dir "$W/F" --name "Acme Devices" >/dev/null
-for x in x1 x2; do
+for x in x1 x2 x3; do
   newkey "$x"
   openssl req -new -key "$W/$x.key" -subj "/serialNumber=${x^^}" -out "$W/$x.idevid.csr"
 done
 "$CLI" factory make --dir "$W/F" --out "$W/B" --count 2 --model sensor-1 --firmware "$W/fw.bin" \
-  --agent "$AGENT" --external "X-1=$W/x1.idevid.csr" --external "X-2=$W/x2.idevid.csr" >/dev/null
+  --agent "$AGENT" --external "X-1=$W/x1.idevid.csr" --external "X-2=$W/x2.idevid.csr" \
+  --external "X-3=$W/x3.idevid.csr" >/dev/null
 mapfile -t SERIALS <"$W/B/serials.txt"
 A1=${SERIALS[0]}
 A2=${SERIALS[1]}
 cp "$W/B/devices/X-1/idevid.pem" "$W/x1.pem"
 cp "$W/B/devices/X-2/idevid.pem" "$W/x2.pem"
+cp "$W/B/devices/X-3/idevid.pem" "$W/x3.pem"
 "${F[@]}" manufacturer add --cert "$W/F/manufacturer.pem" --name "Acme Devices" >/dev/null
 "${F[@]}" devices import-manifest "$W/B/manifest.jws" >/dev/null
 "${F[@]}" attest reference --model sensor-1 --firmware "$W/fw.bin" >/dev/null
@@ -130,7 +146,7 @@ printf '{"serial":"GW-1,CN=evil","model":"m","manufacturer":"Acme Devices","idev
   "$(printf 'a%.0s' {1..64})" >"$W/bad.jsonl"
 out=$("${F[@]}" devices import "$W/bad.jsonl" 2>&1) && rc=0 || rc=$?
 expect "6. an import naming serial 'GW-1,CN=evil' is refused ($rc: ${out:0:100})" test "$rc" != 0
-for s in "$A1" "$A2" X-1 X-2; do "${F[@]}" devices provision "$s" --tenant acme --region eu >/dev/null; done
+for s in "$A1" "$A2" X-1 X-2 X-3; do "${F[@]}" devices provision "$s" --tenant acme --region eu >/dev/null; done
 A=(--batch "$W/B" --server "https://127.0.0.1:$HPORT" --trust "$W/root.pem")
 
 # --- 2. the CSR is verified only after the client and the key are checked ----------------------
@@ -262,6 +278,95 @@ expect "1. the agent of a quarantined device cannot enroll ($rc)" test "$rc" != 
 expect "1. ... A2 is still quarantined" test "$(state_of "$A2")" = quarantined
 expect "1. ... no certificate was issued" test "$(certs_of "$A2")" = "$before"
 
+# --- 10. refused evidence is bounded; revoked credentials write nothing ------------------------
+
+# X-1's LDevID revoked for keyCompromise: its evidence is refused before anything is written.
+audited=$(rows audit_entries)
+codes=""
+for i in $(seq 1 15); do
+  forged revoked$i ldev1 X-1 ldev3
+  codes+="$CODE "
+done
+expect "10. evidence over the LDevID revoked for keyCompromise: 403 each time ($codes)" \
+  test "$(grep -o 403 <<<"$codes" | wc -l)" = 15
+expect "10. ... and not one audit entry ($audited -> $(rows audit_entries))" \
+  test "$(rows audit_entries)" = "$audited"
+
+# X-3 replays one accepted evidence JWS: at most the bucket's worth (10) of refusals is audited.
+newkey ldevx3a
+csr_der ldevx3a
+b64file "$W/ldevx3a.csr.der" "$W/ldevx3a.b64"
+evidence x3ev x3 X-3 ldevx3a
+expect "X-3's evidence passes ($CODE)" test "$CODE" = 200
+audited=$(rows audit_entries)
+started=$(date +%s)
+codes=""
+for i in $(seq 1 20); do
+  call replay$i x3 /attest/v1/evidence -H 'Content-Type: application/jose' \
+    --data-binary @"$W/x3ev.jws"
+  codes+="$CODE "
+  [[ $CODE == 429 ]] && break
+done
+expect "10. replayed evidence: 429 after the refusal bucket ($codes)" test "$CODE" = 429
+expect "10. ... with a JSON body" is_json_error
+expect "10. ... and Retry-After" grep -qi '^retry-after: [0-9]' "$W/$LAST.hdr"
+for i in $(seq 1 10); do
+  forged madeup$i x3 X-3 ldevx3a
+  [[ $CODE == 429 ]] && break
+done
+expect "10. made-up nonces are throttled too (429: $CODE)" test "$CODE" = 429
+# The bucket is 10, refilled by one every 6 s while these requests ran.
+bound=$((10 + ($(date +%s) - started) / 6 + 1))
+grown=$(($(rows audit_entries) - audited))
+expect "10. ... at most the bucket's worth of audit entries was written ($grown <= $bound)" \
+  test "$grown" -le "$bound"
+est x3enroll x3 simpleenroll "$W/ldevx3a.b64"
+expect "10. X-3 still enrolls with its passing evidence ($CODE)" test "$CODE" = 200
+p7_pem "$W/x3enroll.simpleenroll.out" "$W/ldevx3a.pem"
+X3A=$(serial_of "$W/ldevx3a.pem")
+
+# --- 12. an operator's hold cancels a pending rotation -------------------------------------------
+
+newkey ldevx3b
+csr_der ldevx3b
+b64file "$W/ldevx3b.csr.der" "$W/ldevx3b.b64"
+evidence x3rot ldevx3a X-3 ldevx3b
+expect "X-3's rotation evidence passes ($CODE)" test "$CODE" = 200
+est x3rot ldevx3a simplereenroll "$W/ldevx3b.b64"
+expect "X-3 gets a pending certificate ($CODE)" test "$CODE" = 200
+p7_pem "$W/x3rot.simplereenroll.out" "$W/ldevx3b.pem"
+X3B=$(serial_of "$W/ldevx3b.pem")
+expect "12. ... on hold" test "$(ca_status "$X3B")" = hold
+"${F[@]}" ca hold "$X3A" >/dev/null
+expect "12. ca hold of the current certificate suspends X-3" test "$(state_of X-3)" = suspended
+expect "12. ... and revokes the pending one" test "$(ca_status "$X3B")" = revoked
+expect "12. ... as superseded" test "$(ca_reason "$X3B")" = superseded
+"${F[@]}" devices resume X-3 --reason "checked" >/dev/null
+expect "12. an operator resumes X-3" test "$(state_of X-3)" = active
+call x3confirm ldevx3b /device/v1/rotation/confirm -X POST
+expect "12. the device's confirm cannot release the cancelled certificate: 409 ($CODE)" \
+  test "$CODE" = 409
+expect "12. ... it stays revoked" test "$(ca_status "$X3B")" = revoked
+expect "12. ... and the current certificate is good" test "$(ca_status "$X3A")" = good
+
+# --- 11. other revocation reasons are sticky too -------------------------------------------------
+
+A1NOW=$(serial_of "$W/B/devices/$A1/$(json_field current_cert "$W/a1.json")")
+"${F[@]}" ca revoke "$A1NOW" --reason privilegeWithdrawn >/dev/null
+expect "11. ca revoke --reason privilegeWithdrawn suspends A1" test "$(state_of "$A1")" = suspended
+expect "11. ... with the certificate revoked, not held" test "$(ca_status "$A1NOW")" = revoked
+before=$(certs_of "$A1")
+out=$("$AGENT" enroll --device "$A1" "${A[@]}" 2>&1) && rc=0 || rc=$?
+expect "11. the agent cannot re-enroll with its IDevID ($rc: $(tail -1 <<<"$out" | head -c 120))" test "$rc" != 0
+expect "11. ... no certificate was issued" test "$(certs_of "$A1")" = "$before"
+sleep 1  # the operator's resume comes in a later second than the revocation
+"${F[@]}" devices resume "$A1" --reason "privilege restored" >/dev/null
+expect "11. an operator resumes A1" test "$(state_of "$A1")" = active
+out=$("$AGENT" enroll --device "$A1" "${A[@]}" 2>&1) && rc=0 || rc=$?
+expect "11. then A1 enrolls again with fresh attestation ($rc: $(tail -1 <<<"$out" | head -c 120))" test "$rc" = 0
+expect "11. ... a new certificate was issued" test "$(certs_of "$A1")" = $((before + 1))
+expect "11. ... and A1 is active" test "$(state_of "$A1")" = active
+
 # --- 5 and 7. receipts and status --------------------------------------------------------------
 
 "${F[@]}" devices decommission X-1 --reason "end of life" >/dev/null
@@ -294,6 +399,10 @@ call st_tomb x1 /device/v1/status
 expect "7. a tombstoned IDevID cannot either: 403 ($CODE)" test "$CODE" = 403
 call st_old ldev1 /device/v1/status
 expect "7. nor the LDevID revoked for keyCompromise: 403 ($CODE)" test "$CODE" = 403
+audited=$(rows audit_entries)
+forged tomb x1 X-1 ldev3
+expect "10. a tombstoned IDevID's evidence: 403 ($CODE)" test "$CODE" = 403
+expect "10. ... and nothing audited" test "$(rows audit_entries)" = "$audited"
 
 # --- 3. the nonce rate ---------------------------------------------------------------------------
 
