@@ -803,7 +803,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     }
 
     Tcp().expires_after(state_->options.write_timeout);
-    serializer_.emplace(out);
+    serializer_ = std::make_unique<http::response_serializer<http::string_body>>(out);
     NoteWriteProgress();
     SetPhase(Phase::kWriting);
     WriteSome(keep_alive);
@@ -911,7 +911,8 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   beast::flat_buffer buffer_;                        // Bounded by ServerState::max_buffer_bytes.
   std::unique_ptr<internal::RequestParser> parser_;  // The request being read.
   std::optional<http::response<http::string_body>> response_;
-  std::optional<http::response_serializer<http::string_body>> serializer_;  // Writes response_.
+  // Writes response_; set from SendResponse to the write's end.
+  std::unique_ptr<http::response_serializer<http::string_body>> serializer_;
   std::chrono::steady_clock::time_point request_start_;
   bool header_deadline_passed_ = false;
   bool continue_sent_ = false;
