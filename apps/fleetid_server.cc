@@ -437,7 +437,7 @@ int Run(int argc, char** argv) {
           log::Warn("audit: signing a tree head failed", {{"error", head.error().ToString()}});
         }
       }
-      if (tick % 60 == 0) {  // expired nonces and idle rate buckets (docs/security-device.md)
+      if (tick % 60 == 0) {  // expired nonces and idle rate buckets (docs/security.md)
         if (auto pruned = enrollment.Prune(); !pruned) {
           log::Warn("enroll: pruning failed", {{"error", pruned.error().ToString()}});
         }

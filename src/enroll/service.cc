@@ -98,7 +98,7 @@ std::string SerialHex(X509* cert) {
 
 std::string DeviceActor(std::string_view serial) { return fmt::format("device:{}", serial); }
 
-// Sizes of what a device sends (docs/security-device.md).
+// Sizes of what a device sends (docs/security.md).
 constexpr std::size_t kMaxEvidenceBytes = 8 * 1024;
 constexpr std::size_t kMaxReceiptBytes = 16 * 1024;
 constexpr std::size_t kMaxClaimChars = 64;

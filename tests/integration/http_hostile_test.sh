@@ -19,7 +19,7 @@ source "$(dirname "$0")/lib.sh"
 HOLD=${HOLD:-3000}           # connections held per listener
 FLOODERS=${FLOODERS:-200}    # memory test: concurrent hostile streams
 FLOOD_MB=${FLOOD_MB:-8}      # and what each tries to send
-RSS_BOUND_MB=${RSS_BOUND_MB:-150}  # docs/security-http.md: measured peak plus margin
+RSS_BOUND_MB=${RSS_BOUND_MB:-150}  # docs/security.md: measured peak plus margin
 HOLD_RSS_BOUND_MB=${HOLD_RSS_BOUND_MB:-600}
 
 DATA=$W/var
