@@ -249,6 +249,22 @@ Result<std::optional<Manufacturer>> ManufacturerByFingerprint(store::Transaction
 
 }  // namespace
 
+// RefuseRetiredCredential refuses a credential that no longer speaks for its device: an LDevID
+// that is revoked (for any reason) and the IDevID of a tombstoned identity. A certificate on hold
+// still passes: that is how a suspended device learns its orders.
+Result<void> Service::RefuseRetiredCredential(store::Transaction& tx, const Identified& who) {
+  if (!who.idevid && who.record.status == pki::Status::kRevoked) {
+    return MakeError(ErrorCode::kPermissionDenied, "certificate {} is revoked ({})",
+                     who.record.serial,
+                     who.record.reason ? pki::ReasonName(*who.record.reason) : "unspecified");
+  }
+  if (who.idevid) {
+    FLEETID_CHECK_OK(registry::Registry::CheckEnrollableIn(tx, who.device.serial,
+                                                           who.device.idevid_fingerprint));
+  }
+  return {};
+}
+
 Result<Service::Identified> Service::Identify(store::Transaction& tx,
                                               const ClientChain& chain) const {
   if (chain.empty()) {
@@ -606,15 +622,7 @@ Result<Appraisal> Service::Appraise(const ClientChain& chain, std::string_view e
     FLEETID_TRY(who, Identify(*tx, chain));
     // A credential that no longer speaks for the device is refused before its signature costs
     // anything, and writes nothing (as Status).
-    if (!who.idevid && who.record.status == pki::Status::kRevoked) {
-      return MakeError(ErrorCode::kPermissionDenied, "certificate {} is revoked ({})",
-                       who.record.serial,
-                       who.record.reason ? pki::ReasonName(*who.record.reason) : "unspecified");
-    }
-    if (who.idevid) {
-      FLEETID_CHECK_OK(registry::Registry::CheckEnrollableIn(*tx, who.device.serial,
-                                                             who.device.idevid_fingerprint));
-    }
+    FLEETID_CHECK_OK(RefuseRetiredCredential(*tx, who));
     device = who.device.serial;
     EVP_PKEY* key = X509_get0_pubkey(who.leaf.get());
     if (key == nullptr || !crypto::VerifyJws(jws, key)) {
@@ -919,15 +927,7 @@ Result<pki::CertificateRecord> Service::Confirm(const ClientChain& chain) {
 Result<DeviceStatus> Service::Status(const ClientChain& chain) {
   FLEETID_TRY(tx, db_.Begin(TxMode::kRead));
   FLEETID_TRY(who, Identify(*tx, chain));
-  if (!who.idevid && who.record.status == pki::Status::kRevoked) {
-    return MakeError(ErrorCode::kPermissionDenied, "certificate {} is revoked ({})",
-                     who.record.serial,
-                     who.record.reason ? pki::ReasonName(*who.record.reason) : "unspecified");
-  }
-  if (who.idevid) {
-    FLEETID_CHECK_OK(registry::Registry::CheckEnrollableIn(*tx, who.device.serial,
-                                                           who.device.idevid_fingerprint));
-  }
+  FLEETID_CHECK_OK(RefuseRetiredCredential(*tx, who));
   DeviceStatus out;
   out.device = who.device;
   out.decommission_ordered = who.device.state == registry::State::kDecommissioning ||

@@ -193,6 +193,8 @@ class Service {
   struct Identified;
   [[nodiscard]] Result<Identified> Identify(store::Transaction& tx,
                                             const ClientChain& chain) const;
+  [[nodiscard]] static Result<void> RefuseRetiredCredential(store::Transaction& tx,
+                                                            const Identified& who);
   [[nodiscard]] Result<void> Count(std::string_view counter);
   // TakeNonceToken spends a token of the bucket |device| (a device serial for its nonces,
   // RefusalBucket(serial) for its refused appraisals), or says how long until one is due.
