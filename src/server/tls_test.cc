@@ -799,6 +799,7 @@ TEST_F(TlsTest, ClientCertificateForAnotherPurposeIsRejected) {
 TEST_F(TlsTest, PlainHttpAndGarbageFailTheHandshakeWithoutHarm) {
   HttpServerOptions options;
   options.read_timeout = 1s;
+  options.handshake_timeout = 1s;
   auto server = StartServer(ServerTls(ClientAuth::kOptional), options);
   ASSERT_TRUE(server);
 
@@ -820,7 +821,7 @@ TEST_F(TlsTest, PlainHttpAndGarbageFailTheHandshakeWithoutHarm) {
   noise.Send(garbage);  // The server may close before taking all of it.
   EXPECT_TRUE(noise.WaitClosed(3s));
 
-  // Half a ClientHello, then silence: dropped at the handshake timeout (read_timeout).
+  // Half a ClientHello, then silence: dropped at the handshake timeout.
   RawClient silent(server->port());
   ASSERT_TRUE(silent.connected());
   ASSERT_TRUE(silent.Send(std::string_view("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11)));
