@@ -82,6 +82,13 @@ Json RecordJson(const pki::CertificateRecord& r) {
   return j;
 }
 
+// TooManyRequests is RFC 6585 §4's answer to a device over its rate: 429, and when to come back.
+HttpResponse TooManyRequests(const Error& error, const enroll::Throttled& throttled) {
+  HttpResponse r = HttpResponse::JsonError(429, "too_many_requests", error.message());
+  r.headers.emplace_back("Retry-After", std::to_string(throttled.retry_after.count()));
+  return r;
+}
+
 }  // namespace
 
 void AddEstRoutes(server::Router& router, enroll::Service& service) {
@@ -122,10 +129,7 @@ void AddEstRoutes(server::Router& router, enroll::Service& service) {
     enroll::Throttled throttled;
     auto nonce = service.IssueNonce(req.client_chain, *purpose, &throttled);
     if (!nonce && throttled.retry_after.count() > 0) {
-      // RFC 6585 §4: Too Many Requests, with when to come back.
-      HttpResponse r = HttpResponse::JsonError(429, "too_many_requests", nonce.error().message());
-      r.headers.emplace_back("Retry-After", std::to_string(throttled.retry_after.count()));
-      return r;
+      return TooManyRequests(nonce.error(), throttled);
     }
     if (!nonce) return HttpResponse::FromError(nonce.error());
     return HttpResponse::Json(200, Json{{"nonce", nonce->value},
@@ -141,10 +145,7 @@ void AddEstRoutes(server::Router& router, enroll::Service& service) {
     enroll::Throttled throttled;
     auto appraisal = service.Appraise(req.client_chain, evidence, &throttled);
     if (!appraisal && throttled.retry_after.count() > 0) {
-      HttpResponse r =
-          HttpResponse::JsonError(429, "too_many_requests", appraisal.error().message());
-      r.headers.emplace_back("Retry-After", std::to_string(throttled.retry_after.count()));
-      return r;
+      return TooManyRequests(appraisal.error(), throttled);
     }
     if (!appraisal) return HttpResponse::FromError(appraisal.error());
     return HttpResponse::Json(200, Json{{"appraisal", appraisal->id},
