@@ -200,12 +200,19 @@ read -r echoed without other secs < <(python3 "$W/ocsp.py" "$W/template.der" non
 echo "# 2000 nonced requests in ${secs}s: $echoed with their nonce, $without without, $other other"
 expect "fresh signatures stay within the budget ($echoed in ${secs}s)" \
   test "$echoed" -le $((200 * (secs + 1))) -a "$other" = 0
-expect "beyond it the answers come without the nonce ($without)" test "$without" -gt 0
-out=$(openssl ocsp -respin "$W/nononce.resp" -issuer "$W/issuing.pem" -CAfile "$W/root.pem" \
-  -verify_other "$W/issuing.pem" -resp_text 2>&1)
-expect "such an answer verifies with openssl" grep -q "Response verify OK" <<<"$out"
-expect "and says good" grep -q "Cert Status: good" <<<"$out"
-expect "and carries no nonce" bash -c '! grep -qi "nonce" <<<"$1"' _ "$out"
+# The flood can only pass the budget where the server answers faster than 200 a second: a debug
+# build does, the sanitizer build (about 120 a second here) does not. Where it cannot, the budget's
+# refusals are left to PkiTest's flood on an injected clock, and the checks below are skipped.
+if ((2000 > 200 * (secs + 1))); then
+  expect "beyond it the answers come without the nonce ($without)" test "$without" -gt 0
+  out=$(openssl ocsp -respin "$W/nononce.resp" -issuer "$W/issuing.pem" -CAfile "$W/root.pem" \
+    -verify_other "$W/issuing.pem" -resp_text 2>&1)
+  expect "such an answer verifies with openssl" grep -q "Response verify OK" <<<"$out"
+  expect "and says good" grep -q "Cert Status: good" <<<"$out"
+  expect "and carries no nonce" bash -c '! grep -qi "nonce" <<<"$1"' _ "$out"
+else
+  echo "# skipped: 2000 requests in ${secs}s never passed the budget of 200 a second in this build"
+fi
 
 # --- Keys revoked for keyCompromise are never certified again.
 "${F[@]}" ca revoke "$SERIAL1" --reason keyCompromise >"$W/revoke1.json"
