@@ -334,8 +334,14 @@ after=$(rss_kb)
 echo "# 20000 never-issued serials in ${elapsed}s: $signed signed, $refused unauthorized; RSS ${before} -> ${after} kB"
 expect "the flood's signed answers stay within the budget (${signed} in ${elapsed}s)" \
   test "$signed" -le $((20 * (elapsed + 1))) -a $((signed + refused)) = 20000 -a "$total" = 20000
-expect "RSS stays bounded after 20000 never-issued serials (${before} -> ${after} kB)" \
-  test $((after - before)) -lt 8192
+# Under ASan the allocator keeps up to 256 MB of freed memory in quarantine, so resident memory
+# says nothing about the cache there (PkiTest checks the cache's size itself).
+if [[ -z ${FLEETID_SANITIZED:-} ]]; then
+  expect "RSS stays bounded after 20000 never-issued serials (${before} -> ${after} kB)" \
+    test $((after - before)) -lt 8192
+else
+  echo "# RSS bound not checked under the sanitizers"
+fi
 out=$(openssl ocsp -issuer "$W/issuing.pem" -cert "$W/dev2.pem" -url "$URL/ocsp" -noverify -timeout 5 2>&1)
 expect "an issued serial is answered whatever the budget ($out)" grep -q "dev2.pem: good" <<<"$out"
 
