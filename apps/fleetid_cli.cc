@@ -438,8 +438,9 @@ std::optional<int> DeviceCertificateStatus(Devices& devs, pki::Authority& author
       cert_serial, reason, registry::Actor{registry::kOperator, operator_name, {"admin"}},
       "fleetid ca");
   if (!changed) return Fail(changed.error());
-  if (!*changed) return std::nullopt;
-  std::cout << CertJson(**changed).dump(2) << "\n";
+  const auto& record = *changed;
+  if (!record.has_value()) return std::nullopt;
+  std::cout << CertJson(*record).dump(2) << "\n";
   return 0;
 }
 

@@ -234,15 +234,16 @@ void RenewHttpsCertificate(custody::Token& token, pki::Authority& authority,
       log::Warn("https key replacement failed", {{"error", replaced.error().ToString()}});
       return;
     }
+    renewed = replaced->keeper->Current();
     replacement = std::move(*replaced);
-    renewed = replacement->keeper->Current();
   }
   if (!renewed) {
     log::Warn("https certificate renewal failed", {{"error", renewed.error().ToString()}});
     return;
   }
-  if (!*renewed) return;
-  auto chain = ServedChain(authority, **renewed);
+  const auto& due = *renewed;
+  if (!due.has_value()) return;
+  auto chain = ServedChain(authority, *due);
   if (!chain) {
     log::Warn("https certificate renewal failed", {{"error", chain.error().ToString()}});
     return;
@@ -252,7 +253,7 @@ void RenewHttpsCertificate(custody::Token& token, pki::Authority& authority,
     log::Warn("https certificate could not be loaded", {{"error", set.error().ToString()}});
     return;
   }
-  LogCertificate("https certificate renewed", **renewed, names);
+  LogCertificate("https certificate renewed", *due, names);
   if (replacement) {
     identity = std::move(*replacement);
     RetireTlsKeys(token, identity);

@@ -235,7 +235,7 @@ class EnrollTest : public ::testing::TestWithParam<Backend> {
   }
 
   // Receipt signs a decommissioning receipt with |key| (certificate |kid|) answering |order|.
-  std::string Receipt(EVP_PKEY* key, const std::string& kid, const std::string& serial,
+  static std::string Receipt(EVP_PKEY* key, const std::string& kid, const std::string& serial,
                       const std::string& order, const Json& destroyed, std::int64_t iat) {
     const Json claims{{"serial", serial}, {"order", order}, {"destroyed", destroyed}, {"iat", iat}};
     return *crypto::SignJws(key, {{"typ", kReceiptType}, {"kid", kid}}, claims.dump());
@@ -773,7 +773,7 @@ TEST_P(EnrollTest, DeviceClaimsAreBoundedAndNothingIsStoredForOversizedOnes) {
   TestDevice& d = devices[0];
   auto key = NewKey();
   for (const Json& extra :
-       {Json{{"swversion", std::string(40 * 1024, 'x')}}, Json{{"swversion", "1.0\n"}},
+       {Json{{"swversion", std::string(std::size_t{40} * 1024, 'x')}}, Json{{"swversion", "1.0\n"}},
         Json{{"hwmodel", "a,b=c"}}, Json{{"swname", 7}}}) {
     const std::string ev = Evidence(d.idevid_chain, d.idevid_key.get(), key.get(), Purpose::kEnroll,
                                     d.serial, kFirmware, extra);
@@ -1018,9 +1018,12 @@ TEST_P(EnrollTest, OtherRevocationsSuspendUntilAnOperatorResumes) {
     auto first = Enroll(d, k1.get());
     ASSERT_TRUE(first) << first.error();
     auto revoked = service_->ChangeCertificateStatus(first->serial, reasons[i], op, "t");
-    ASSERT_TRUE(revoked && *revoked);
-    EXPECT_EQ((*revoked)->status, pki::Status::kRevoked);
-    EXPECT_EQ((*revoked)->reason, reasons[i]);
+    ASSERT_TRUE(revoked) << revoked.error();
+    const std::optional<pki::CertificateRecord>& revoked_answer = *revoked;
+    if (!revoked_answer.has_value()) GTEST_FAIL();
+    const pki::CertificateRecord& revoked_record = *revoked_answer;
+    EXPECT_EQ(revoked_record.status, pki::Status::kRevoked);
+    EXPECT_EQ(revoked_record.reason, reasons[i]);
     EXPECT_EQ(registry_->Get(d.serial)->state, registry::State::kSuspended);
     EXPECT_EQ(registry::EventName(registry_->History(d.serial)->back().event), "suspend");
     const Snapshot suspended = Snap(d.serial);
@@ -1124,8 +1127,11 @@ TEST_P(EnrollTest, OperatorHoldCancelsAPendingRotation) {
   ASSERT_TRUE(pending2) << pending2.error();
   auto held2 = service_->ChangeCertificateStatus(pending2->serial, pki::Reason::kCertificateHold,
                                                  op, "looking");
-  ASSERT_TRUE(held2 && *held2) << (held2 ? "" : held2.error().message());
-  EXPECT_EQ((*held2)->status, pki::Status::kRevoked);
+  ASSERT_TRUE(held2) << held2.error();
+  const std::optional<pki::CertificateRecord>& held2_answer = *held2;
+  if (!held2_answer.has_value()) GTEST_FAIL();
+  const pki::CertificateRecord& held2_record = *held2_answer;
+  EXPECT_EQ(held2_record.status, pki::Status::kRevoked);
   EXPECT_EQ(registry_->Get(d.serial)->state, registry::State::kSuspended);
   ASSERT_TRUE(Resume(d.serial, op));
   EXPECT_EQ(service_->Confirm(LdevidChain(*pending2)).error().code(), ErrorCode::kConflict);

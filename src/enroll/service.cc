@@ -99,8 +99,8 @@ std::string SerialHex(X509* cert) {
 std::string DeviceActor(std::string_view serial) { return fmt::format("device:{}", serial); }
 
 // Sizes of what a device sends (docs/security.md).
-constexpr std::size_t kMaxEvidenceBytes = 8 * 1024;
-constexpr std::size_t kMaxReceiptBytes = 16 * 1024;
+constexpr std::size_t kMaxEvidenceBytes = std::size_t{8} * 1024;
+constexpr std::size_t kMaxReceiptBytes = std::size_t{16} * 1024;
 constexpr std::size_t kMaxClaimChars = 64;
 constexpr std::size_t kMaxClaims = 16;
 constexpr std::size_t kMaxDestroyedKeys = 16;
@@ -572,8 +572,35 @@ Result<Nonce> Service::IssueNonce(const ClientChain& chain, Purpose purpose, Thr
   return nonce;
 }
 
-Result<Appraisal> Service::Appraise(const ClientChain& chain, std::string_view evidence,
-                                    Throttled* throttled) {
+// The evidence's claims, checked for shape and bounds before anything of them is stored or
+// logged.
+struct Service::Evidence {
+  crypto::Jws jws;
+  std::string nonce;
+  std::string serial;
+  std::string firmware;
+  std::string key_sha256;
+  std::string swversion;
+  std::string sha256;  // hex SHA-256 of the whole JWS
+};
+
+namespace {
+
+Result<void> CheckEvidenceClaims(const Json& claims) {
+  for (const char* name : {"hwmodel", "swname", "swversion"}) {
+    if (!claims.contains(name)) continue;
+    const Json& value = claims[name];
+    if (!value.is_string() || !IsClaimText(value.get<std::string>())) {
+      return MakeError(ErrorCode::kInvalidArgument, "claim {} is 1 to {} letters, digits or '{}'",
+                       name, kMaxClaimChars, kClaimPunctuation);
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<Service::Evidence> Service::ParseEvidence(std::string_view evidence) {
   if (evidence.size() > kMaxEvidenceBytes) {
     return MakeError(ErrorCode::kInvalidArgument, "evidence is at most {} bytes",
                      kMaxEvidenceBytes);
@@ -588,113 +615,126 @@ Result<Appraisal> Service::Appraise(const ClientChain& chain, std::string_view e
                ? claims[name].get<std::string>()
                : std::string();
   };
-  const std::string nonce = text("eat_nonce");
-  const std::string serial = text("serial");
-  const std::string firmware = text("fw_sha256");
-  const std::string key_sha256 = text("key_sha256");
-  if (text("eat_profile") != kEvidenceProfile || nonce.empty() || serial.empty() ||
-      !IsHex64(firmware) || !IsHex64(key_sha256)) {
+  Evidence out{.jws = std::move(jws),
+               .nonce = text("eat_nonce"),
+               .serial = text("serial"),
+               .firmware = text("fw_sha256"),
+               .key_sha256 = text("key_sha256"),
+               .swversion = text("swversion"),
+               .sha256 = crypto::Hex(crypto::Sha256(evidence))};
+  if (text("eat_profile") != kEvidenceProfile || out.nonce.empty() || out.serial.empty() ||
+      !IsHex64(out.firmware) || !IsHex64(out.key_sha256)) {
     return MakeError(ErrorCode::kInvalidArgument,
                      "evidence claims need eat_profile {}, eat_nonce, serial, and fw_sha256 and "
                      "key_sha256 as lower-case hex SHA-256",
                      kEvidenceProfile);
   }
   // Every claim is bounded before anything of it is stored or logged.
-  if (claims.size() > kMaxClaims || nonce.size() != kNonceChars || !IsBase64Url(nonce) ||
-      !registry::CheckIdentifier("serial", serial)) {
+  if (claims.size() > kMaxClaims || out.nonce.size() != kNonceChars || !IsBase64Url(out.nonce) ||
+      !registry::CheckIdentifier("serial", out.serial)) {
     return MakeError(ErrorCode::kInvalidArgument,
                      "evidence has at most {} claims, a {}-character base64url eat_nonce and a "
                      "serial as the registry writes it",
                      kMaxClaims, kNonceChars);
   }
-  for (const char* name : {"hwmodel", "swname", "swversion"}) {
-    if (claims.contains(name) && (!claims[name].is_string() || !IsClaimText(text(name)))) {
-      return MakeError(ErrorCode::kInvalidArgument, "claim {} is 1 to {} letters, digits or '{}'",
-                       name, kMaxClaimChars, kClaimPunctuation);
-    }
-  }
-  const std::string evidence_sha256 = crypto::Hex(crypto::Sha256(evidence));
+  FLEETID_CHECK_OK(CheckEvidenceClaims(claims));
+  return out;
+}
 
+Result<void> Service::ConsumeNonce(store::Transaction& tx, const Identified& who,
+                                   const std::string& nonce, Purpose purpose, TimePoint now,
+                                   std::string& refusal) {
+  FLEETID_TRY(rows, tx.Query("SELECT device, purpose, expires_at, consumed_at FROM attest_nonces "
+                             "WHERE nonce = ?",
+                             {nonce}));
+  if (rows.empty()) {
+    refusal = "nonce_unknown";
+    return MakeError(ErrorCode::kPermissionDenied, "the evidence's nonce was never issued");
+  }
+  const auto& row = rows.front();
+  if (!row.IsNull(3)) {
+    refusal = "nonce_replayed";
+    return MakeError(ErrorCode::kPermissionDenied, "the nonce was used already: replay refused");
+  }
+  if (row.Text(0) != who.device.serial || row.Text(1) != PurposeName(purpose)) {
+    refusal = "nonce_misbound";
+    return MakeError(ErrorCode::kPermissionDenied,
+                     "the nonce was issued to another device or for another purpose");
+  }
+  if (row.Int(2) <= Unix(now)) {
+    refusal = "nonce_expired";
+    return MakeError(ErrorCode::kPermissionDenied, "the nonce expired; ask for a fresh one");
+  }
+  FLEETID_TRY(consumed, tx.Exec("UPDATE attest_nonces SET consumed_at = ? WHERE nonce = ? AND "
+                                "consumed_at IS NULL",
+                                {Unix(now), nonce}));
+  if (consumed != 1) {
+    refusal = "nonce_replayed";
+    return MakeError(ErrorCode::kPermissionDenied, "the nonce was used already: replay refused");
+  }
+  return {};
+}
+
+Result<Appraisal> Service::AppraiseIn(const ClientChain& chain, const Evidence& evidence,
+                                      std::string& refusal, std::string& device) {
+  FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
+  FLEETID_TRY(who, Identify(*tx, chain));
+  // A credential that no longer speaks for the device is refused before its signature costs
+  // anything, and writes nothing (as Status).
+  FLEETID_CHECK_OK(RefuseRetiredCredential(*tx, who));
+  device = who.device.serial;
+  EVP_PKEY* key = X509_get0_pubkey(who.leaf.get());
+  if (key == nullptr || !crypto::VerifyJws(evidence.jws, key)) {
+    return MakeError(ErrorCode::kUnauthenticated,
+                     "the evidence is not signed by the key of the client certificate");
+  }
+  const Purpose purpose = who.idevid ? Purpose::kEnroll : Purpose::kReenroll;
+  const TimePoint now = clock_.Now();
+  FLEETID_CHECK_OK(ConsumeNonce(*tx, who, evidence.nonce, purpose, now, refusal));
+  Appraisal out;
+  out.device = who.device.serial;
+  out.evidence_sha256 = evidence.sha256;
+  FLEETID_TRY(refs, tx->Query("SELECT 1 FROM reference_values WHERE model = ? AND "
+                              "firmware_sha256 = ?",
+                              {who.device.model, evidence.firmware}));
+  if (evidence.serial != who.device.serial) {
+    out.detail =
+        fmt::format("the evidence names device '{}', not '{}'", evidence.serial, who.device.serial);
+  } else if (refs.empty()) {
+    out.detail = fmt::format("firmware measurement {} is not an accepted value for model {}",
+                             evidence.firmware, who.device.model);
+  } else {
+    out.passed = true;
+    out.detail = "accepted";
+  }
+  FLEETID_TRY(ids, tx->Query("INSERT INTO appraisals (device, purpose, key_sha256, "
+                             "evidence_sha256, firmware_sha256, result, detail, at) VALUES "
+                             "(?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                             {out.device, std::string(PurposeName(purpose)), evidence.key_sha256,
+                              evidence.sha256, evidence.firmware, out.passed ? "pass" : "fail",
+                              out.detail, Unix(now)}));
+  out.id = ids.at(0).Int(0);
+  FLEETID_TRY(seq, audit::Log::Append(*tx,
+                                      {DeviceActor(out.device), "attest.appraise", out.device,
+                                       nullptr,
+                                       {{"result", out.passed ? "pass" : "fail"},
+                                        {"purpose", PurposeName(purpose)},
+                                        {"key_sha256", evidence.key_sha256},
+                                        {"fw_sha256", evidence.firmware},
+                                        {"swversion", evidence.swversion}},
+                                       out.passed ? "" : out.detail, "", evidence.sha256},
+                                      clock_));
+  (void)seq;
+  FLEETID_CHECK_OK(tx->Commit());
+  return out;
+}
+
+Result<Appraisal> Service::Appraise(const ClientChain& chain, std::string_view evidence,
+                                    Throttled* throttled) {
+  FLEETID_TRY(parsed, ParseEvidence(evidence));
   std::string refusal;  // the counter to bump once the transaction is closed
   std::string device;   // whose refusal budget that spends
-  auto appraise = [&]() -> Result<Appraisal> {
-    FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
-    FLEETID_TRY(who, Identify(*tx, chain));
-    // A credential that no longer speaks for the device is refused before its signature costs
-    // anything, and writes nothing (as Status).
-    FLEETID_CHECK_OK(RefuseRetiredCredential(*tx, who));
-    device = who.device.serial;
-    EVP_PKEY* key = X509_get0_pubkey(who.leaf.get());
-    if (key == nullptr || !crypto::VerifyJws(jws, key)) {
-      return MakeError(ErrorCode::kUnauthenticated,
-                       "the evidence is not signed by the key of the client certificate");
-    }
-    FLEETID_TRY(rows, tx->Query("SELECT device, purpose, expires_at, consumed_at FROM attest_nonces "
-                                "WHERE nonce = ?",
-                                {nonce}));
-    if (rows.empty()) {
-      refusal = "nonce_unknown";
-      return MakeError(ErrorCode::kPermissionDenied, "the evidence's nonce was never issued");
-    }
-    if (!rows[0].IsNull(3)) {
-      refusal = "nonce_replayed";
-      return MakeError(ErrorCode::kPermissionDenied, "the nonce was used already: replay refused");
-    }
-    const Purpose purpose = who.idevid ? Purpose::kEnroll : Purpose::kReenroll;
-    if (rows[0].Text(0) != who.device.serial || rows[0].Text(1) != PurposeName(purpose)) {
-      refusal = "nonce_misbound";
-      return MakeError(ErrorCode::kPermissionDenied,
-                       "the nonce was issued to another device or for another purpose");
-    }
-    const TimePoint now = clock_.Now();
-    if (rows[0].Int(2) <= Unix(now)) {
-      refusal = "nonce_expired";
-      return MakeError(ErrorCode::kPermissionDenied, "the nonce expired; ask for a fresh one");
-    }
-    FLEETID_TRY(consumed, tx->Exec("UPDATE attest_nonces SET consumed_at = ? WHERE nonce = ? AND "
-                                   "consumed_at IS NULL",
-                                   {Unix(now), nonce}));
-    if (consumed != 1) {
-      refusal = "nonce_replayed";
-      return MakeError(ErrorCode::kPermissionDenied, "the nonce was used already: replay refused");
-    }
-    Appraisal out;
-    out.device = who.device.serial;
-    out.evidence_sha256 = evidence_sha256;
-    FLEETID_TRY(refs, tx->Query("SELECT 1 FROM reference_values WHERE model = ? AND "
-                                "firmware_sha256 = ?",
-                                {who.device.model, firmware}));
-    if (serial != who.device.serial) {
-      out.detail = fmt::format("the evidence names device '{}', not '{}'", serial, who.device.serial);
-    } else if (refs.empty()) {
-      out.detail = fmt::format("firmware measurement {} is not an accepted value for model {}",
-                               firmware, who.device.model);
-    } else {
-      out.passed = true;
-      out.detail = "accepted";
-    }
-    FLEETID_TRY(ids, tx->Query("INSERT INTO appraisals (device, purpose, key_sha256, "
-                               "evidence_sha256, firmware_sha256, result, detail, at) VALUES "
-                               "(?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                               {out.device, std::string(PurposeName(purpose)), key_sha256,
-                                evidence_sha256, firmware, out.passed ? "pass" : "fail",
-                                out.detail, Unix(now)}));
-    out.id = ids.at(0).Int(0);
-    FLEETID_TRY(seq, audit::Log::Append(*tx,
-                                        {DeviceActor(out.device), "attest.appraise", out.device,
-                                         nullptr,
-                                         {{"result", out.passed ? "pass" : "fail"},
-                                          {"purpose", PurposeName(purpose)},
-                                          {"key_sha256", key_sha256},
-                                          {"fw_sha256", firmware},
-                                          {"swversion", text("swversion")}},
-                                         out.passed ? "" : out.detail, "", evidence_sha256},
-                                        clock_));
-    (void)seq;
-    FLEETID_CHECK_OK(tx->Commit());
-    return out;
-  };
-  auto result = appraise();
+  auto result = AppraiseIn(chain, parsed, refusal, device);
   if (!refusal.empty()) {
     // Each refusal is a counter update and an audit entry: a device spends a token of its
     // refusal bucket (sized as its nonce bucket) on each, and past it nothing is written.
@@ -977,7 +1017,7 @@ Result<registry::Device> Service::RecordReceipt(std::string_view receipt) {
         !IsClaimText(k["label"].get<std::string>()) || !k.contains("key_sha256") ||
         !k["key_sha256"].is_string() || !IsHex64(k["key_sha256"].get<std::string>())) {
       return MakeError(ErrorCode::kInvalidArgument,
-                       "each destroyed key is {{\"label\", \"key_sha256\"}} (lower-case hex)");
+                       R"(each destroyed key is {{"label", "key_sha256"}} (lower-case hex))");
     }
     destroyed.push_back(k["key_sha256"].get<std::string>());
   }
@@ -1066,12 +1106,60 @@ Result<registry::Device> Service::RecordReceipt(std::string_view receipt) {
 
 // --- operators' certificate actions ----------------------------------------------------------
 
+namespace {
+
+// OperatorStatusEvent is the lifecycle event that an operator's hold (kCertificateHold),
+// revocation (another reason) or release (nullopt) of |credential| is for |device|, if any.
+Result<std::optional<registry::Event>> OperatorStatusEvent(std::optional<pki::Reason> reason,
+                                                           const registry::Credential& credential,
+                                                           const registry::Device& device) {
+  if (!reason.has_value()) {
+    if (credential.role != "current" || device.state != registry::State::kSuspended) {
+      return MakeError(ErrorCode::kConflict,
+                       "certificate {} is a {} credential of '{}', which is {}: a device's hold "
+                       "is lifted only through its lifecycle (fleetid devices resume or "
+                       "cancel-decommission), a pending one by the device's proof of possession",
+                       credential.cert_serial, credential.role, device.serial,
+                       registry::StateName(device.state));
+    }
+    return registry::Event::kResume;
+  }
+  if (*reason == pki::Reason::kCertificateHold) return registry::Event::kSuspend;
+  if (*reason == pki::Reason::kKeyCompromise &&
+      registry::FindRule(registry::Event::kQuarantine, device.state)) {
+    return registry::Event::kQuarantine;
+  }
+  if (*reason != pki::Reason::kSuperseded && credential.role == "current" &&
+      registry::FindRule(registry::Event::kSuspend, device.state)) {
+    // Any other revocation of the current credential suspends the device until an operator
+    // resumes it; the credential is then revoked (not merely held), so the resumed device
+    // enrolls afresh with its IDevID and new evidence. cessationOfOperation too: an operator
+    // who means to retire the device decommissions it, with its grace period.
+    return registry::Event::kSuspend;
+  }
+  return std::optional<registry::Event>();
+}
+
+// StatusReached says whether |now| already carries the operator's |reason| for a credential
+// of |role|: a pending certificate's hold is done when the suspension cancelled it (PkiEffects),
+// and a revocation for keyCompromise covers any other reason.
+bool StatusReached(const pki::CertificateRecord& now, pki::Reason reason, std::string_view role) {
+  const bool hold_done = reason == pki::Reason::kCertificateHold &&
+                         (now.status == pki::Status::kOnHold ||
+                          (role == "pending" && now.status == pki::Status::kRevoked));
+  const bool revoke_done = now.status == pki::Status::kRevoked &&
+                           (now.reason == reason || now.reason == pki::Reason::kKeyCompromise);
+  return hold_done || revoke_done;
+}
+
+}  // namespace
+
 Result<std::optional<pki::CertificateRecord>> Service::ChangeCertificateStatus(
     std::string_view cert_serial, std::optional<pki::Reason> reason, const registry::Actor& actor,
     std::string_view why) {
   using Answer = std::optional<pki::CertificateRecord>;
   std::vector<pki::CertificateRecord> changed;
-  pki::CertificateRecord after;
+  Answer after;
   {
     FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
     // Only a certificate or device that is not there makes this the CA's alone; any other
@@ -1083,61 +1171,28 @@ Result<std::optional<pki::CertificateRecord>> Service::ChangeCertificateStatus(
     if (!found && found.error().code() == ErrorCode::kNotFound) return Answer();
     if (!found) return MakeError(found.error());
     const registry::Device device = std::move(*found);
+    const std::string serial = record->serial;
     FLEETID_TRY(credentials, registry::Registry::Credentials(*tx, device.id));
-    const auto credential = std::ranges::find_if(credentials, [&](const registry::Credential& c) {
-      return c.cert_serial == record->serial;
-    });
+    const auto credential = std::ranges::find_if(
+        credentials, [&](const registry::Credential& c) { return c.cert_serial == serial; });
     if (credential == credentials.end()) return Answer();  // issued outside enrollment
-    const std::string what = reason ? std::string(pki::ReasonName(*reason)) : "release";
-    const std::string note =
-        fmt::format("{} of certificate {}{}{}", what, record->serial, why.empty() ? "" : ": ", why);
-    std::optional<registry::Event> event;
-    if (!reason) {
-      if (credential->role != "current" || device.state != registry::State::kSuspended) {
-        return MakeError(ErrorCode::kConflict,
-                         "certificate {} is a {} credential of '{}', which is {}: a device's hold "
-                         "is lifted only through its lifecycle (fleetid devices resume or "
-                         "cancel-decommission), a pending one by the device's proof of possession",
-                         record->serial, credential->role, device.serial,
-                         registry::StateName(device.state));
-      }
-      event = registry::Event::kResume;
-    } else if (*reason == pki::Reason::kCertificateHold) {
-      event = registry::Event::kSuspend;
-    } else if (*reason == pki::Reason::kKeyCompromise &&
-               registry::FindRule(registry::Event::kQuarantine, device.state)) {
-      event = registry::Event::kQuarantine;
-    } else if (*reason != pki::Reason::kSuperseded && credential->role == "current" &&
-               registry::FindRule(registry::Event::kSuspend, device.state)) {
-      // Any other revocation of the current credential suspends the device until an operator
-      // resumes it; the credential is then revoked below (not merely held), so the resumed
-      // device enrolls afresh with its IDevID and new evidence. cessationOfOperation too: an
-      // operator who means to retire the device decommissions it, with its grace period.
-      event = registry::Event::kSuspend;
-    }
-    if (event) {
+    FLEETID_TRY(event, OperatorStatusEvent(reason, *credential, device));
+    if (event.has_value()) {
+      const std::string what = reason ? std::string(pki::ReasonName(*reason)) : "release";
       registry::TransitionRequest req;
       req.serial = device.serial;
       req.event = *event;
       req.expected_version = device.version;
       req.actor = actor;
-      req.reason = note;
+      req.reason = fmt::format("{} of certificate {}{}{}", what, serial, why.empty() ? "" : ": ", why);
       FLEETID_TRY(next, registry_.TransitionIn(*tx, req));
       (void)next;
     }
     // The named certificate carries the operator's reason even where the lifecycle's effects
     // did not reach it (a pending or superseded credential, a state without a transition).
-    FLEETID_TRY(now_record, pki::Authority::GetIn(*tx, record->serial));
-    // A pending certificate's hold is done when the suspension cancelled it (PkiEffects).
-    const bool hold_done =
-        reason == pki::Reason::kCertificateHold &&
-        (now_record.status == pki::Status::kOnHold ||
-         (credential->role == "pending" && now_record.status == pki::Status::kRevoked));
-    const bool revoke_done =
-        reason && now_record.status == pki::Status::kRevoked &&
-        (now_record.reason == reason || now_record.reason == pki::Reason::kKeyCompromise);
-    if (reason && !hold_done && !revoke_done) {
-      FLEETID_TRY(status, authority_.ChangeStatusIn(*tx, record->serial, reason,
+    FLEETID_TRY(now_record, pki::Authority::GetIn(*tx, serial));
+    if (reason.has_value() && !StatusReached(now_record, *reason, credential->role)) {
+      FLEETID_TRY(status, authority_.ChangeStatusIn(*tx, serial, reason,
                                                     fmt::format("operator:{}", actor.id)));
       now_record = status;
       changed.push_back(std::move(status));
@@ -1146,7 +1201,7 @@ Result<std::optional<pki::CertificateRecord>> Service::ChangeCertificateStatus(
     after = std::move(now_record);
   }
   for (const pki::CertificateRecord& r : changed) authority_.Publish(r);
-  return Answer(std::move(after));
+  return after;
 }
 
 // --- maintenance -----------------------------------------------------------------------------

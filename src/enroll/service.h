@@ -196,6 +196,14 @@ class Service {
   [[nodiscard]] static Result<void> RefuseRetiredCredential(store::Transaction& tx,
                                                             const Identified& who);
   [[nodiscard]] Result<void> Count(std::string_view counter);
+  struct Evidence;
+  [[nodiscard]] static Result<Evidence> ParseEvidence(std::string_view evidence);
+  // ConsumeNonce marks the evidence's nonce used, or names in |refusal| the counter of why not.
+  [[nodiscard]] static Result<void> ConsumeNonce(store::Transaction& tx, const Identified& who,
+                                                 const std::string& nonce, Purpose purpose,
+                                                 TimePoint now, std::string& refusal);
+  [[nodiscard]] Result<Appraisal> AppraiseIn(const ClientChain& chain, const Evidence& evidence,
+                                             std::string& refusal, std::string& device);
   // TakeNonceToken spends a token of the bucket |device| (a device serial for its nonces,
   // RefusalBucket(serial) for its refused appraisals), or says how long until one is due.
   std::optional<std::chrono::seconds> TakeNonceToken(const std::string& device);

@@ -1097,7 +1097,7 @@ Result<CertificateRecord> Authority::ChangeStatusIn(store::Transaction& tx, std:
     // superseded first, then found stolen): the key must still be listed as compromised. Its
     // revocation date stays (RFC 5280 §5.3.1 reasonCode changes, revocationDate does not).
     if (current.status == Status::kRevoked &&
-        !(compromise(reason) && !compromise(current.reason))) {
+        (!compromise(reason) || compromise(current.reason))) {
       return MakeError(ErrorCode::kConflict, "certificate {} is already revoked", serial);
     }
     if (current.status == Status::kOnHold && *reason == Reason::kCertificateHold) {

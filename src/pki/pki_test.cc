@@ -831,7 +831,8 @@ TEST_F(PkiTest, CrlPartitionsFollowTheDeviceLifetimeAndLongLivedCertificatesHave
   EXPECT_TRUE(authority_->PartitionLive(hour, now));
   EXPECT_TRUE(authority_->PartitionLive(hour - 24, now));
   EXPECT_FALSE(authority_->PartitionLive(hour - 26, now)) << "past the 24-hour device lifetime";
-  EXPECT_FALSE(authority_->PartitionLive(hour - 24 * 30, now)) << "was live with a 30-day window";
+  EXPECT_FALSE(authority_->PartitionLive(hour - std::int64_t{24} * 30, now))
+      << "was live with a 30-day window";
   EXPECT_FALSE(authority_->PartitionLive(hour + 1, now));
   const std::int64_t week = authority_->PartitionOf(CertificateClass::kLongLived, now);
   EXPECT_LT(week, 0);
@@ -839,7 +840,7 @@ TEST_F(PkiTest, CrlPartitionsFollowTheDeviceLifetimeAndLongLivedCertificatesHave
   EXPECT_TRUE(authority_->PartitionLive(week + 4, now)) << "a 30-day certificate of 4 weeks ago";
   EXPECT_FALSE(authority_->PartitionLive(week - 1, now)) << "next week";
   EXPECT_EQ(authority_->Crl("ecdsa-p256-sha256", hour - 26).error().code(), ErrorCode::kNotFound);
-  EXPECT_EQ(authority_->Crl("ecdsa-p256-sha256", hour - 24 * 30).error().code(),
+  EXPECT_EQ(authority_->Crl("ecdsa-p256-sha256", hour - std::int64_t{24} * 30).error().code(),
             ErrorCode::kNotFound);
 
   // A server certificate is in the long-lived class: its CDP names that partition, whose CRL
@@ -895,48 +896,49 @@ TEST_F(PkiTest, ServerCertificateKeeperRenewsAtTwoThirdsOnRevocationAndAfterExpi
   auto pub = custody::testing::Opened().token->PublicKey(key->label);
   ASSERT_TRUE(pub);
   ServerCertificateKeeper keeper(*authority_, clock_, SpkiOf(pub->get()), {"localhost"});
-  auto first = keeper.Check();
-  ASSERT_TRUE(first) << first.error();
-  ASSERT_TRUE(first->has_value()) << "the first check gets a certificate";
-  const CertificateRecord initial = **first;
-  auto again = keeper.Check();
-  ASSERT_TRUE(again);
-  EXPECT_FALSE(again->has_value());
+  // The keeper's answer, with an error reported as a failure of the test.
+  auto check = [&keeper]() -> std::optional<CertificateRecord> {
+    auto answer = keeper.Check();
+    if (!answer) {
+      ADD_FAILURE() << answer.error();
+      return std::nullopt;
+    }
+    return *answer;
+  };
+  const std::optional<CertificateRecord> first = check();
+  if (!first.has_value()) GTEST_FAIL() << "the first check gets a certificate";
+  const CertificateRecord& initial = *first;
+  EXPECT_FALSE(check().has_value());
   const auto life = initial.not_after - initial.not_before;
   EXPECT_EQ(life, AuthorityOptions{}.server_lifetime + AuthorityOptions{}.backdate);
 
   // Just before two thirds of its life it stands; just after, it is replaced.
   clock_.Set(initial.not_before + life * 2 / 3 - 1min);
   EXPECT_FALSE(RenewalDue(keeper.Current(), clock_.Now()));
-  auto early = keeper.Check();
-  ASSERT_TRUE(early);
-  EXPECT_FALSE(early->has_value());
+  EXPECT_FALSE(check().has_value());
   clock_.Set(initial.not_before + life * 2 / 3 + 5min);
   EXPECT_TRUE(RenewalDue(keeper.Current(), clock_.Now()));
-  auto renewed = keeper.Check();
-  ASSERT_TRUE(renewed) << renewed.error();
-  ASSERT_TRUE(renewed->has_value());
-  EXPECT_NE((*renewed)->serial, initial.serial);
-  EXPECT_GT((*renewed)->not_after, initial.not_after);
-  EXPECT_EQ(keeper.Current().serial, (*renewed)->serial);
+  const std::optional<CertificateRecord> renewed = check();
+  if (!renewed.has_value()) GTEST_FAIL();
+  EXPECT_NE(renewed->serial, initial.serial);
+  EXPECT_GT(renewed->not_after, initial.not_after);
+  EXPECT_EQ(keeper.Current().serial, renewed->serial);
 
   // Revoked (by anyone, e.g. the operator tool): replaced at the next check.
-  ASSERT_TRUE(authority_->Revoke((*renewed)->serial, Reason::kUnspecified));
-  auto after_revoke = keeper.Check();
-  ASSERT_TRUE(after_revoke) << after_revoke.error();
-  ASSERT_TRUE(after_revoke->has_value());
-  EXPECT_NE((*after_revoke)->serial, (*renewed)->serial);
-  EXPECT_EQ((*after_revoke)->status, Status::kGood);
+  ASSERT_TRUE(authority_->Revoke(renewed->serial, Reason::kUnspecified));
+  const std::optional<CertificateRecord> after_revoke = check();
+  if (!after_revoke.has_value()) GTEST_FAIL();
+  EXPECT_NE(after_revoke->serial, renewed->serial);
+  EXPECT_EQ(after_revoke->status, Status::kGood);
 
   // A server that slept through the expiry gets a fresh one.
-  clock_.Set((*after_revoke)->not_after + 1h);
-  auto expired = keeper.Check();
-  ASSERT_TRUE(expired) << expired.error();
-  ASSERT_TRUE(expired->has_value());
-  EXPECT_GT((*expired)->not_after, clock_.Now());
+  clock_.Set(after_revoke->not_after + 1h);
+  const std::optional<CertificateRecord> expired = check();
+  if (!expired.has_value()) GTEST_FAIL();
+  EXPECT_GT(expired->not_after, clock_.Now());
 
   // Revoked for keyCompromise: the key is never certified again; the caller must replace it.
-  ASSERT_TRUE(authority_->Revoke((*expired)->serial, Reason::kKeyCompromise));
+  ASSERT_TRUE(authority_->Revoke(expired->serial, Reason::kKeyCompromise));
   auto compromised = keeper.Check();
   ASSERT_FALSE(compromised);
   EXPECT_EQ(compromised.error().code(), ErrorCode::kPermissionDenied);
