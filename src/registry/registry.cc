@@ -439,13 +439,6 @@ Result<Device> Registry::TransitionIn(store::Transaction& txr, const TransitionR
   if (changed != 1) {
     return MakeError(ErrorCode::kConflict, "device '{}' changed concurrently", device.serial);
   }
-  FLEETID_CHECK_OK(tx->Exec(
-      "INSERT INTO transitions (device_id, version, event, from_state, to_state, actor, reason, "
-      "at, policy_version, evidence_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-      {device.id, next.version, std::string(EventName(request.event)),
-       std::string(StateName(device.state)), std::string(StateName(next.state)),
-       request.actor.id, request.reason, ToUnix(now), options_.policy_version,
-       request.evidence_digest}));
   FLEETID_TRY(seq, audit::Log::Append(
                        *tx,
                        {AuditActor(request.actor), "registry." + std::string(EventName(request.event)),
@@ -454,7 +447,14 @@ Result<Device> Registry::TransitionIn(store::Transaction& txr, const TransitionR
                         {{"state", StateName(next.state)}, {"version", next.version}},
                         request.reason, options_.policy_version, request.evidence_digest},
                        clock_));
-  static_cast<void>(seq);
+  // The transition names its audit entry (the leaf index), appended in the same transaction.
+  FLEETID_CHECK_OK(tx->Exec(
+      "INSERT INTO transitions (device_id, version, event, from_state, to_state, actor, reason, "
+      "at, policy_version, evidence_digest, audit_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      {device.id, next.version, std::string(EventName(request.event)),
+       std::string(StateName(device.state)), std::string(StateName(next.state)),
+       request.actor.id, request.reason, ToUnix(now), options_.policy_version,
+       request.evidence_digest, static_cast<std::int64_t>(seq)}));
   if (rule->action == CredentialAction::kRevokeCessation) {
     for (const auto& [kind, value] : {std::pair<std::string, std::string>{"serial", device.serial},
                                       {"idevid", device.idevid_fingerprint}}) {

@@ -88,7 +88,7 @@ struct TransitionRecord {
   TimePoint at;
   std::string policy_version;
   std::string evidence_digest;
-  std::optional<std::int64_t> audit_index;  // set once the audit log records it (issue 4)
+  std::optional<std::int64_t> audit_index;  // the audit log leaf recording it (same transaction)
 };
 
 struct ImportReport {

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <thread>
 
+#include "audit/log.h"
 #include "store/test_db.h"
 
 namespace fleetid::registry {
@@ -198,6 +199,16 @@ TEST_P(RegistryTest, EveryAllowedTransition) {
     EXPECT_EQ(last.version, after->version);
     EXPECT_EQ(last.policy_version, "unversioned");
     EXPECT_FALSE(last.actor.empty());
+    // The record names the audit entry appended with it.
+    if (!last.audit_index.has_value()) GTEST_FAIL() << "no audit index";
+    const auto index = static_cast<std::uint64_t>(*last.audit_index);
+    audit::Log log(db_->db(), nullptr, clock_);
+    auto entries = log.Entries(index, index + 1);
+    ASSERT_TRUE(entries) << entries.error();
+    ASSERT_EQ(entries->size(), 1u);
+    EXPECT_EQ(nlohmann::json::parse(entries->front().body).at("action"),
+              "registry." + std::string(EventName(rule.event)));
+    EXPECT_EQ(nlohmann::json::parse(entries->front().body).at("subject"), rec.serial);
     EXPECT_EQ(effects_.applied.size(),
               effects_before + (rule.action == CredentialAction::kNone ? 0 : 1));
   }
