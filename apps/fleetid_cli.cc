@@ -772,17 +772,13 @@ int Run(int argc, char** argv) {
       return 0;
     }
     if (ca_issue->parsed()) {
-      auto device = devs->registry->Get(serial);
-      if (!device) return Fail(device.error());
-      if (auto ok = devs->registry->CheckEnrollable(device->serial, device->idevid_fingerprint); !ok) {
-        return Fail(ok.error());
-      }
       auto text = ReadAll(csr_path);
       if (!text) return Fail(text.error());
       auto der = CsrDer(*text);
       if (!der) return Fail(der.error());
-      auto issued = (*authority)->Issue(*der, {device->serial, device->tenant}, crypto::SuitePolicy(),
-                                        "operator:" + operator_name);
+      // The device's identity is checked in the transaction that issues (no check-then-act).
+      auto issued = enroll::IssueForDevice(*devs->db, **authority, serial, *der,
+                                           "operator:" + operator_name);
       if (!issued) return Fail(issued.error());
       const std::string pem = CertPem(issued->der);
       if (out_path_cert.empty()) {

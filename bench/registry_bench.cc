@@ -218,8 +218,8 @@ int Run(const std::string& url, int n) {
     return 1;
   }
   struct NoPki : registry::CredentialEffects {
-    Result<void> Apply(store::Transaction&, const registry::Device&,
-                       registry::CredentialAction) override {
+    Result<void> Apply(store::Transaction&, const registry::Device&, registry::CredentialAction,
+                       const registry::TransitionRequest&) override {
       return {};
     }
   } effects;

@@ -149,10 +149,87 @@ Result<Purpose> ParsePurpose(std::string_view name) {
 
 // ---------------------------------------------------------------------------------------------
 
+namespace {
+
+// Supersede revokes (superseded) the live certificates of |device| whose credential role is one
+// of |roles|, and marks their credentials superseded; each change is published once |tx| commits.
+Result<void> Supersede(store::Transaction& tx, pki::Authority& authority,
+                       const registry::Device& device,
+                       std::initializer_list<std::string_view> roles) {
+  FLEETID_TRY(credentials, registry::Registry::Credentials(tx, device.id));
+  for (const registry::Credential& c : credentials) {
+    if (std::ranges::find(roles, c.role) == roles.end()) continue;
+    FLEETID_TRY(record, pki::Authority::GetIn(tx, c.cert_serial));
+    if (Live(record)) {
+      FLEETID_TRY(revoked, authority.ChangeStatusIn(tx, c.cert_serial, pki::Reason::kSuperseded,
+                                                    DeviceActor(device.serial)));
+      tx.AfterCommit([&authority, r = std::move(revoked)] { authority.Publish(r); });
+    }
+    FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(tx, c.cert_serial, "superseded"));
+  }
+  return {};
+}
+
+}  // namespace
+
 Result<void> PkiEffects::Apply(store::Transaction& tx, const registry::Device& device,
-                               registry::CredentialAction action) {
+                               registry::CredentialAction action,
+                               const registry::TransitionRequest& request) {
   using A = registry::CredentialAction;
-  if (action == A::kNone || action == A::kIssue || action == A::kSupersede) return {};
+  switch (action) {
+    case A::kNone:
+      return {};
+    case A::kIssue:
+      return Issue(tx, device, request);
+    case A::kSupersede:
+      return Release(tx, device, request);
+    default:
+      return ApplyToEach(tx, device, action);
+  }
+}
+
+// Issue: the new credential replaces every earlier one (an unproven rotation's included), and is
+// issued good from the request's CSR, which the enrollment service checked.
+Result<void> PkiEffects::Issue(store::Transaction& tx, const registry::Device& device,
+                               const registry::TransitionRequest& request) {
+  if (request.csr_der.empty()) {
+    return MakeError(ErrorCode::kInvalidArgument, "'{}' issues a credential and needs a CSR",
+                     registry::EventName(request.event));
+  }
+  FLEETID_CHECK_OK(Supersede(tx, authority_, device, {"current", "pending"}));
+  FLEETID_TRY(record, authority_.IssueIn(tx, request.csr_der, {device.serial, device.tenant},
+                                         policy_, DeviceActor(device.serial), false));
+  return registry::Registry::AddCredential(tx, device.id, record.serial, "current",
+                                           record.not_after);
+}
+
+// Release completes a rotation: the current credential is superseded and the pending one, whose
+// key the device has just proven (the request's evidence is the digest of that certificate), is
+// released from its hold and becomes current.
+Result<void> PkiEffects::Release(store::Transaction& tx, const registry::Device& device,
+                                 const registry::TransitionRequest& request) {
+  FLEETID_TRY(credentials, registry::Registry::Credentials(tx, device.id));
+  std::string serial;
+  for (const registry::Credential& c : credentials) {
+    if (c.role != "pending") continue;
+    FLEETID_TRY(record, pki::Authority::GetIn(tx, c.cert_serial));
+    if (crypto::Hex(crypto::Sha256(record.der)) == request.evidence_digest) serial = c.cert_serial;
+  }
+  if (serial.empty()) {
+    return MakeError(ErrorCode::kConflict, "'{}' has no pending rotation to the proven certificate",
+                     device.serial);
+  }
+  FLEETID_CHECK_OK(Supersede(tx, authority_, device, {"current"}));
+  FLEETID_TRY(released,
+              authority_.ChangeStatusIn(tx, serial, std::nullopt, DeviceActor(device.serial)));
+  FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(tx, serial, "current"));
+  tx.AfterCommit([this, r = std::move(released)] { authority_.Publish(r); });
+  return {};
+}
+
+Result<void> PkiEffects::ApplyToEach(store::Transaction& tx, const registry::Device& device,
+                                     registry::CredentialAction action) {
+  using A = registry::CredentialAction;
   FLEETID_TRY(credentials, registry::Registry::Credentials(tx, device.id));
   const std::string actor = "system:lifecycle";
   for (const registry::Credential& c : credentials) {
@@ -518,6 +595,31 @@ std::optional<std::chrono::seconds> Service::TakeNonceToken(const std::string& d
   return std::chrono::seconds(static_cast<std::int64_t>(std::ceil((1 - bucket.tokens) * refill)));
 }
 
+// MayEnrollIn asks the registry which event an enrollment of |device| with its IDevID is; a
+// reattest also needs the device's credentials out of the way (CheckReenrollable).
+Result<registry::Event> Service::MayEnrollIn(store::Transaction& tx, const registry::Device& device,
+                                             TimePoint now) const {
+  const registry::EnrollmentPolicy policy{.idevid_reenroll_after_expiry =
+                                              options_.idevid_reenroll_after_expiry};
+  FLEETID_TRY(event, registry::Registry::EnrollmentEventIn(tx, device, policy));
+  if (event == registry::Event::kReattest) FLEETID_CHECK_OK(CheckReenrollable(tx, device, now));
+  return event;
+}
+
+// MayRenew: a renewal is the first half of a rotation, so the registry must allow the device's
+// kRotate from its state, and only its current, good LDevID may ask.
+Result<void> Service::MayRenew(const Identified& who) {
+  FLEETID_TRY(rule, registry::Registry::DeviceMay(who.device, registry::Event::kRotate, "renewal"));
+  (void)rule;
+  if (who.role != "current" || who.record.status != pki::Status::kGood) {
+    return MakeError(ErrorCode::kPermissionDenied,
+                     "certificate {} is {} ({}): only the current, good LDevID may renew",
+                     who.record.serial, pki::StatusName(who.record.status),
+                     who.role.empty() ? "untracked" : who.role);
+  }
+  return {};
+}
+
 Result<Nonce> Service::IssueNonce(const ClientChain& chain, Purpose purpose, Throttled* throttled) {
   FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
   FLEETID_TRY(who, Identify(*tx, chain));
@@ -525,29 +627,17 @@ Result<Nonce> Service::IssueNonce(const ClientChain& chain, Purpose purpose, Thr
     return MakeError(ErrorCode::kPermissionDenied, "a nonce to {} is asked for with the {}",
                      PurposeName(purpose), purpose == Purpose::kEnroll ? "IDevID" : "current LDevID");
   }
-  // Refused early: a device that could not use the evidence gets no nonce to make it with.
-  const registry::State state = who.device.state;
-  const bool may =
-      purpose == Purpose::kEnroll
-          ? (state == registry::State::kProvisioned || state == registry::State::kActive)
-          : (state == registry::State::kActive && who.role == "current" &&
-             who.record.status == pki::Status::kGood);
-  if (state == registry::State::kDecommissioned) {
+  // Refused early: a device that could not use the evidence gets no nonce to make it with. The
+  // registry judges the lifecycle, exactly as Enroll and Reenroll ask it.
+  if (who.device.state == registry::State::kDecommissioned) {
     return MakeError(ErrorCode::kPermissionDenied,
                      "'{}' is a decommissioned identity and can never enroll again",
                      who.device.serial);
   }
-  if (!may) {
-    return MakeError(ErrorCode::kPermissionDenied, "'{}' is {}: it may not {} now",
-                     who.device.serial, registry::StateName(state), PurposeName(purpose));
-  }
-  if (purpose == Purpose::kEnroll && state == registry::State::kActive) {
-    if (!options_.idevid_reenroll_after_expiry) {
-      return MakeError(ErrorCode::kPermissionDenied,
-                       "'{}' is active and policy does not allow enrolling again with the IDevID",
-                       who.device.serial);
-    }
-    FLEETID_CHECK_OK(CheckReenrollable(*tx, who.device, clock_.Now()));
+  if (purpose == Purpose::kEnroll) {
+    FLEETID_CHECK_OK(MayEnrollIn(*tx, who.device, clock_.Now()));
+  } else {
+    FLEETID_CHECK_OK(MayRenew(who));
   }
   if (auto wait = TakeNonceToken(who.device.serial)) {
     if (throttled != nullptr) throttled->retry_after = *wait;
@@ -777,191 +867,136 @@ Result<std::string> UseAppraisal(store::Transaction& tx, const std::string& devi
   return rows[0].Text(1);
 }
 
-// Supersede revokes (superseded) the live certificates of |device| whose credential role is one
-// of |roles|, and marks their credentials superseded; the changed records are added to |changed|
-// for publishing after the commit.
-Result<void> Supersede(store::Transaction& tx, pki::Authority& authority,
-                       const registry::Device& device,
-                       std::initializer_list<std::string_view> roles,
-                       std::vector<pki::CertificateRecord>& changed) {
-  FLEETID_TRY(credentials, registry::Registry::Credentials(tx, device.id));
-  for (const registry::Credential& c : credentials) {
-    if (std::ranges::find(roles, c.role) == roles.end()) continue;
-    FLEETID_TRY(record, pki::Authority::GetIn(tx, c.cert_serial));
-    if (Live(record)) {
-      FLEETID_TRY(revoked, authority.ChangeStatusIn(tx, c.cert_serial, pki::Reason::kSuperseded,
-                                                    DeviceActor(device.serial)));
-      changed.push_back(std::move(revoked));
-    }
-    FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(tx, c.cert_serial, "superseded"));
-  }
-  return {};
-}
-
 }  // namespace
 
 Result<pki::CertificateRecord> Service::Enroll(const ClientChain& chain,
                                                std::span<const std::uint8_t> csr_der) {
-  std::vector<pki::CertificateRecord> changed;
-  pki::CertificateRecord issued;
-  {
-    FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
-    FLEETID_TRY(who, Identify(*tx, chain));
-    if (!who.idevid) {
-      return MakeError(ErrorCode::kPermissionDenied,
-                       "simpleenroll takes the IDevID; renew an LDevID with simplereenroll");
-    }
-    const registry::Device& device = who.device;
-    FLEETID_CHECK_OK(
-        registry::Registry::CheckEnrollableIn(*tx, device.serial, device.idevid_fingerprint));
-    const TimePoint now = clock_.Now();
-    registry::Event event = registry::Event::kActivate;
-    switch (device.state) {
-      case registry::State::kProvisioned:
-        break;
-      case registry::State::kActive: {
-        if (!options_.idevid_reenroll_after_expiry) {
-          return MakeError(ErrorCode::kPermissionDenied,
-                           "'{}' is active and policy does not allow enrolling again with the "
-                           "IDevID",
-                           device.serial);
-        }
-        FLEETID_CHECK_OK(CheckReenrollable(*tx, device, now));
-        event = registry::Event::kReattest;
-        break;
-      }
-      default:
-        return MakeError(ErrorCode::kPermissionDenied, "'{}' is {}: enrollment refused",
-                         device.serial, registry::StateName(device.state));
-    }
-    // Only a known device that may enroll gets its key checked, and only an allowed key its
-    // signature verified.
-    FLEETID_TRY(checked, CheckCsrKey(csr_der, policy_));
-    FLEETID_CHECK_OK(RefuseCompromisedKey(*tx, device, checked.spki));
-    FLEETID_TRY(csr, crypto::VerifyCsr(csr_der));
-    (void)csr;
-    const std::string key_sha256 = crypto::Hex(crypto::Sha256(checked.spki));
-    FLEETID_TRY(evidence, UseAppraisal(*tx, device.serial, Purpose::kEnroll, key_sha256, now,
-                                       options_.evidence_ttl));
-    FLEETID_CHECK_OK(Supersede(*tx, authority_, device, {"current", "pending"}, changed));
-    FLEETID_TRY(record, authority_.IssueIn(*tx, csr_der, {device.serial, device.tenant},
-                                           policy_, DeviceActor(device.serial), false));
-    FLEETID_CHECK_OK(registry::Registry::AddCredential(*tx, device.id, record.serial, "current",
-                                                       record.not_after));
-    registry::TransitionRequest req;
-    req.serial = device.serial;
-    req.event = event;
-    req.expected_version = device.version;
-    req.actor = registry::Actor{registry::kDevice, device.serial, {}};
-    req.evidence_digest = evidence;
-    FLEETID_TRY(next, registry_.TransitionIn(*tx, req));
-    (void)next;
-    FLEETID_CHECK_OK(tx->Commit());
-    issued = std::move(record);
+  FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
+  FLEETID_TRY(who, Identify(*tx, chain));
+  if (!who.idevid) {
+    return MakeError(ErrorCode::kPermissionDenied,
+                     "simpleenroll takes the IDevID; renew an LDevID with simplereenroll");
   }
-  for (const pki::CertificateRecord& r : changed) authority_.Publish(r);
+  const registry::Device& device = who.device;
+  const TimePoint now = clock_.Now();
+  FLEETID_TRY(event, MayEnrollIn(*tx, device, now));
+  // Only a known device that may enroll gets its key checked, and only an allowed key its
+  // signature verified.
+  FLEETID_TRY(checked, CheckCsrKey(csr_der, policy_));
+  FLEETID_CHECK_OK(RefuseCompromisedKey(*tx, device, checked.spki));
+  FLEETID_TRY(csr, crypto::VerifyCsr(csr_der));
+  (void)csr;
+  const std::string key_sha256 = crypto::Hex(crypto::Sha256(checked.spki));
+  FLEETID_TRY(evidence, UseAppraisal(*tx, device.serial, Purpose::kEnroll, key_sha256, now,
+                                     options_.evidence_ttl));
+  // The registry records the event, and the event's credential action (kIssue, PkiEffects)
+  // issues the certificate, in this transaction.
+  registry::TransitionRequest req;
+  req.serial = device.serial;
+  req.event = event;
+  req.expected_version = device.version;
+  req.actor = registry::Actor{registry::kDevice, device.serial, {}};
+  req.evidence_digest = evidence;
+  req.csr_der = csr_der;
+  FLEETID_TRY(next, registry_.TransitionIn(*tx, req));
+  FLEETID_TRY(issued, CurrentCredentialIn(*tx, next));
+  FLEETID_CHECK_OK(tx->Commit());
   return issued;
+}
+
+// CheckRotationKey: a rotation's CSR carries an allowed key that is neither the current one nor
+// one revoked for keyCompromise, and its signature verifies. Returns the key's hex SHA-256 (of the
+// SPKI), which the appraisal must name.
+Result<std::string> Service::CheckRotationKey(store::Transaction& tx, const Identified& who,
+                                              std::span<const std::uint8_t> csr_der) const {
+  FLEETID_TRY(checked, CheckCsrKey(csr_der, policy_));
+  FLEETID_TRY(current_spki, SpkiDer(who.leaf.get()));
+  FLEETID_TRY(current_fp, crypto::KeyFingerprint(current_spki));
+  FLEETID_TRY(next_fp, crypto::KeyFingerprint(checked.spki));
+  if (current_fp == next_fp) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "a rotation needs a new key; this CSR carries the current one");
+  }
+  FLEETID_CHECK_OK(RefuseCompromisedKey(tx, who.device, checked.spki));
+  FLEETID_TRY(csr, crypto::VerifyCsr(csr_der));
+  (void)csr;
+  return crypto::Hex(crypto::Sha256(checked.spki));
 }
 
 Result<pki::CertificateRecord> Service::Reenroll(const ClientChain& chain,
                                                  std::span<const std::uint8_t> csr_der) {
-  std::vector<pki::CertificateRecord> changed;
-  pki::CertificateRecord issued;
-  {
-    FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
-    FLEETID_TRY(who, Identify(*tx, chain));
-    if (who.idevid) {
-      return MakeError(ErrorCode::kPermissionDenied,
-                       "simplereenroll takes the current LDevID; enroll with the IDevID at "
-                       "simpleenroll");
-    }
-    const registry::Device& device = who.device;
-    if (device.state != registry::State::kActive) {
-      return MakeError(ErrorCode::kPermissionDenied, "'{}' is {}: renewal refused", device.serial,
-                       registry::StateName(device.state));
-    }
-    if (who.role != "current" || who.record.status != pki::Status::kGood) {
-      return MakeError(ErrorCode::kPermissionDenied,
-                       "certificate {} is {} ({}): only the current, good LDevID may renew",
-                       who.record.serial, pki::StatusName(who.record.status),
-                       who.role.empty() ? "untracked" : who.role);
-    }
-    FLEETID_TRY(checked, CheckCsrKey(csr_der, policy_));
-    FLEETID_TRY(current_spki, SpkiDer(who.leaf.get()));
-    FLEETID_TRY(current_fp, crypto::KeyFingerprint(current_spki));
-    FLEETID_TRY(next_fp, crypto::KeyFingerprint(checked.spki));
-    if (current_fp == next_fp) {
-      return MakeError(ErrorCode::kInvalidArgument,
-                       "a rotation needs a new key; this CSR carries the current one");
-    }
-    FLEETID_CHECK_OK(RefuseCompromisedKey(*tx, device, checked.spki));
-    FLEETID_TRY(csr, crypto::VerifyCsr(csr_der));
-    (void)csr;
-    const std::string key_sha256 = crypto::Hex(crypto::Sha256(checked.spki));
-    const TimePoint now = clock_.Now();
-    FLEETID_TRY(evidence, UseAppraisal(*tx, device.serial, Purpose::kReenroll, key_sha256, now,
-                                       options_.evidence_ttl));
-    (void)evidence;  // recorded by the appraisal and the issuance's audit entry
-    // An earlier, unfinished rotation: its certificate was never proven and is abandoned.
-    FLEETID_CHECK_OK(Supersede(*tx, authority_, device, {"pending"}, changed));
-    FLEETID_TRY(record, authority_.IssueIn(*tx, csr_der, {device.serial, device.tenant},
-                                           policy_, DeviceActor(device.serial), true));
-    FLEETID_CHECK_OK(registry::Registry::AddCredential(*tx, device.id, record.serial, "pending",
-                                                       record.not_after));
-    Failpoint("server-reenroll-before-commit");
-    FLEETID_CHECK_OK(tx->Commit());
-    Failpoint("server-reenroll-after-commit");
-    issued = std::move(record);
+  FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
+  FLEETID_TRY(who, Identify(*tx, chain));
+  if (who.idevid) {
+    return MakeError(ErrorCode::kPermissionDenied,
+                     "simplereenroll takes the current LDevID; enroll with the IDevID at "
+                     "simpleenroll");
   }
-  for (const pki::CertificateRecord& r : changed) authority_.Publish(r);
-  authority_.Publish(issued);
+  const registry::Device& device = who.device;
+  FLEETID_CHECK_OK(MayRenew(who));
+  FLEETID_TRY(key_sha256, CheckRotationKey(*tx, who, csr_der));
+  FLEETID_TRY(evidence, UseAppraisal(*tx, device.serial, Purpose::kReenroll, key_sha256,
+                                     clock_.Now(), options_.evidence_ttl));
+  (void)evidence;  // recorded by the appraisal and the issuance's audit entry
+  // An earlier, unfinished rotation: its certificate was never proven and is abandoned. The new
+  // one is born on hold; the lifecycle records the rotation only at its proof (Confirm).
+  FLEETID_CHECK_OK(Supersede(*tx, authority_, device, {"pending"}));
+  FLEETID_TRY(issued, authority_.IssueIn(*tx, csr_der, {device.serial, device.tenant}, policy_,
+                                         DeviceActor(device.serial), true));
+  FLEETID_CHECK_OK(registry::Registry::AddCredential(*tx, device.id, issued.serial, "pending",
+                                                     issued.not_after));
+  tx->AfterCommit([this, r = issued] { authority_.Publish(r); });
+  Failpoint("server-reenroll-before-commit");
+  FLEETID_CHECK_OK(tx->Commit());
+  Failpoint("server-reenroll-after-commit");
   return issued;
 }
 
 Result<pki::CertificateRecord> Service::Confirm(const ClientChain& chain) {
-  std::vector<pki::CertificateRecord> changed;
-  pki::CertificateRecord now_current;
-  {
-    FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
-    FLEETID_TRY(who, Identify(*tx, chain));
-    if (who.idevid) {
-      return MakeError(ErrorCode::kPermissionDenied,
-                       "a rotation is confirmed with the new certificate, not the IDevID");
-    }
-    const registry::Device& device = who.device;
-    if (who.role == "current" && who.record.status == pki::Status::kGood) {
-      return who.record;  // confirmed before: the answer was lost, the retry is harmless
-    }
-    if (who.role != "pending" || who.record.status != pki::Status::kOnHold) {
-      return MakeError(ErrorCode::kConflict,
-                       "certificate {} is not a pending rotation (it is {}, {})",
-                       who.record.serial, who.role.empty() ? "untracked" : who.role,
-                       pki::StatusName(who.record.status));
-    }
-    if (device.state != registry::State::kActive) {
-      return MakeError(ErrorCode::kPermissionDenied, "'{}' is {}: rotation refused", device.serial,
-                       registry::StateName(device.state));
-    }
-    FLEETID_CHECK_OK(Supersede(*tx, authority_, device, {"current"}, changed));
-    FLEETID_TRY(released, authority_.ChangeStatusIn(*tx, who.record.serial, std::nullopt,
-                                                    DeviceActor(device.serial)));
-    FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(*tx, who.record.serial, "current"));
-    registry::TransitionRequest req;
-    req.serial = device.serial;
-    req.event = registry::Event::kRotate;
-    req.expected_version = device.version;
-    req.actor = registry::Actor{registry::kDevice, device.serial, {}};
-    req.evidence_digest = crypto::Hex(crypto::Sha256(who.leaf_der));
-    FLEETID_TRY(next, registry_.TransitionIn(*tx, req));
-    (void)next;
-    Failpoint("server-confirm-before-commit");
-    FLEETID_CHECK_OK(tx->Commit());
-    Failpoint("server-confirm-after-commit");
-    now_current = released;
-    changed.push_back(std::move(released));
+  FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
+  FLEETID_TRY(who, Identify(*tx, chain));
+  if (who.idevid) {
+    return MakeError(ErrorCode::kPermissionDenied,
+                     "a rotation is confirmed with the new certificate, not the IDevID");
   }
-  for (const pki::CertificateRecord& r : changed) authority_.Publish(r);
+  const registry::Device& device = who.device;
+  if (who.role == "current" && who.record.status == pki::Status::kGood) {
+    return who.record;  // confirmed before: the answer was lost, the retry is harmless
+  }
+  if (who.role != "pending" || who.record.status != pki::Status::kOnHold) {
+    return MakeError(ErrorCode::kConflict, "certificate {} is not a pending rotation (it is {}, {})",
+                     who.record.serial, who.role.empty() ? "untracked" : who.role,
+                     pki::StatusName(who.record.status));
+  }
+  FLEETID_TRY(rule, registry::Registry::DeviceMay(device, registry::Event::kRotate, "rotation"));
+  (void)rule;
+  // The registry records the rotation, and its credential action (kSupersede, PkiEffects)
+  // releases the proven certificate and supersedes the old one, in this transaction.
+  registry::TransitionRequest req;
+  req.serial = device.serial;
+  req.event = registry::Event::kRotate;
+  req.expected_version = device.version;
+  req.actor = registry::Actor{registry::kDevice, device.serial, {}};
+  req.evidence_digest = crypto::Hex(crypto::Sha256(who.leaf_der));
+  FLEETID_TRY(next, registry_.TransitionIn(*tx, req));
+  (void)next;
+  FLEETID_TRY(now_current, pki::Authority::GetIn(*tx, who.record.serial));
+  Failpoint("server-confirm-before-commit");
+  FLEETID_CHECK_OK(tx->Commit());
+  Failpoint("server-confirm-after-commit");
   return now_current;
+}
+
+// CurrentCredentialIn is the certificate of |device|'s current credential.
+Result<pki::CertificateRecord> Service::CurrentCredentialIn(store::Transaction& tx,
+                                                            const registry::Device& device) {
+  FLEETID_TRY(credentials, registry::Registry::Credentials(tx, device.id));
+  const auto current = std::ranges::find_if(
+      credentials, [](const registry::Credential& c) { return c.role == "current"; });
+  if (current == credentials.end()) {
+    return MakeError(ErrorCode::kInternal, "'{}' has no current credential", device.serial);
+  }
+  return pki::Authority::GetIn(tx, current->cert_serial);
 }
 
 Result<DeviceStatus> Service::Status(const ClientChain& chain) {
@@ -1104,6 +1139,22 @@ Result<registry::Device> Service::RecordReceipt(std::string_view receipt) {
   return result;
 }
 
+// --- operators' issuance --------------------------------------------------------------------
+
+Result<pki::CertificateRecord> IssueForDevice(store::Database& db, pki::Authority& authority,
+                                              std::string_view serial,
+                                              std::span<const std::uint8_t> csr_der,
+                                              std::string_view actor) {
+  FLEETID_TRY(tx, db.Begin(TxMode::kWrite));
+  FLEETID_TRY(device, registry::Registry::GetIn(*tx, serial));
+  FLEETID_CHECK_OK(
+      registry::Registry::CheckEnrollableIn(*tx, device.serial, device.idevid_fingerprint));
+  FLEETID_TRY(issued, authority.IssueIn(*tx, csr_der, {device.serial, device.tenant},
+                                        crypto::SuitePolicy(), actor, false));
+  FLEETID_CHECK_OK(tx->Commit());
+  return issued;
+}
+
 // --- operators' certificate actions ----------------------------------------------------------
 
 namespace {
@@ -1158,7 +1209,6 @@ Result<std::optional<pki::CertificateRecord>> Service::ChangeCertificateStatus(
     std::string_view cert_serial, std::optional<pki::Reason> reason, const registry::Actor& actor,
     std::string_view why) {
   using Answer = std::optional<pki::CertificateRecord>;
-  std::vector<pki::CertificateRecord> changed;
   Answer after;
   {
     FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
@@ -1195,12 +1245,11 @@ Result<std::optional<pki::CertificateRecord>> Service::ChangeCertificateStatus(
       FLEETID_TRY(status, authority_.ChangeStatusIn(*tx, serial, reason,
                                                     fmt::format("operator:{}", actor.id)));
       now_record = status;
-      changed.push_back(std::move(status));
+      tx->AfterCommit([this, r = std::move(status)] { authority_.Publish(r); });
     }
     FLEETID_CHECK_OK(tx->Commit());
     after = std::move(now_record);
   }
-  for (const pki::CertificateRecord& r : changed) authority_.Publish(r);
   return after;
 }
 

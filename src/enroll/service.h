@@ -94,21 +94,41 @@ inline constexpr std::string_view kEvidenceProfile = "urn:fleetid:evidence:1";
 inline constexpr std::string_view kEvidenceType = "fleetid-evidence+jws";
 inline constexpr std::string_view kReceiptType = "fleetid-receipt+jws";
 
-// PkiEffects carries the registry's fleet-wide credential actions out through the CA in the
-// registry's transaction: hold (which abandons a pending rotation: its certificate is revoked,
-// superseded, so Confirm refuses it), release, and revocation (keyCompromise,
-// cessationOfOperation) of a device's live certificates. Issuing and superseding name one
-// certificate, so the enrollment service does those itself. The changes are published (OCSP, CRLs)
+// PkiEffects carries out every credential action of the registry's table through the CA, in the
+// registry's transaction: issue (activate, reattest: the request's CSR becomes the current
+// credential, earlier ones superseded), supersede (rotate: the proven pending certificate is
+// released and becomes current), hold (which abandons a pending rotation: its certificate is
+// revoked, superseded, so Confirm refuses it), release, and revocation (keyCompromise,
+// cessationOfOperation) of a device's live certificates. The changes are published (OCSP, CRLs)
 // once the transaction commits (Transaction::AfterCommit), and never if it rolls back.
 class PkiEffects final : public registry::CredentialEffects {
  public:
   explicit PkiEffects(pki::Authority& authority) : authority_(authority) {}
   [[nodiscard]] Result<void> Apply(store::Transaction& tx, const registry::Device& device,
-                                   registry::CredentialAction action) override;
+                                   registry::CredentialAction action,
+                                   const registry::TransitionRequest& request) override;
 
  private:
+  [[nodiscard]] Result<void> Issue(store::Transaction& tx, const registry::Device& device,
+                                   const registry::TransitionRequest& request);
+  [[nodiscard]] Result<void> Release(store::Transaction& tx, const registry::Device& device,
+                                     const registry::TransitionRequest& request);
+  [[nodiscard]] Result<void> ApplyToEach(store::Transaction& tx, const registry::Device& device,
+                                         registry::CredentialAction action);
+
   pki::Authority& authority_;
+  crypto::SuitePolicy policy_;  // the default, as the enrollment service's
 };
+
+// IssueForDevice is an operator's issuance of a certificate for device |serial| from |csr_der|
+// (`fleetid ca issue`), outside the device's enrollment: the certificate is not one of its
+// tracked credentials. An unknown device is kNotFound and a tombstoned identity
+// kPermissionDenied, judged by the registry in the transaction that issues.
+[[nodiscard]] Result<pki::CertificateRecord> IssueForDevice(store::Database& db,
+                                                            pki::Authority& authority,
+                                                            std::string_view serial,
+                                                            std::span<const std::uint8_t> csr_der,
+                                                            std::string_view actor);
 
 // Service is thread-safe.
 class Service {
@@ -196,6 +216,14 @@ class Service {
   [[nodiscard]] static Result<void> RefuseRetiredCredential(store::Transaction& tx,
                                                             const Identified& who);
   [[nodiscard]] Result<void> Count(std::string_view counter);
+  [[nodiscard]] Result<registry::Event> MayEnrollIn(store::Transaction& tx,
+                                                    const registry::Device& device,
+                                                    TimePoint now) const;
+  [[nodiscard]] static Result<void> MayRenew(const Identified& who);
+  [[nodiscard]] Result<std::string> CheckRotationKey(store::Transaction& tx, const Identified& who,
+                                                     std::span<const std::uint8_t> csr_der) const;
+  [[nodiscard]] static Result<pki::CertificateRecord> CurrentCredentialIn(
+      store::Transaction& tx, const registry::Device& device);
   struct Evidence;
   [[nodiscard]] static Result<Evidence> ParseEvidence(std::string_view evidence);
   // ConsumeNonce marks the evidence's nonce used, or names in |refusal| the counter of why not.

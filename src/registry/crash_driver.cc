@@ -16,7 +16,10 @@ int Run(int argc, char** argv) {
   auto db = store::Database::Open(argv[1], 2);
   if (!db || !Registry::Migrate(**db)) return 3;
   struct NoPki : CredentialEffects {
-    Result<void> Apply(store::Transaction&, const Device&, CredentialAction) override { return {}; }
+    Result<void> Apply(store::Transaction&, const Device&, CredentialAction,
+                       const TransitionRequest&) override {
+      return {};
+    }
   } effects;
   Registry registry(**db, SystemClock::Instance(), &effects, RegistryOptions{});
   const Actor admin{kOperator, "crash-test", {"admin"}};

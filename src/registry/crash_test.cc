@@ -143,7 +143,10 @@ TEST_P(CrashTest, KilledTransitionLoopLeavesConsistentHistory) {
   ASSERT_TRUE(Registry::Migrate(db.db()));
   FakeClock clock(SystemClock::Instance().Now());
   struct NoPki : CredentialEffects {
-    Result<void> Apply(store::Transaction&, const Device&, CredentialAction) override { return {}; }
+    Result<void> Apply(store::Transaction&, const Device&, CredentialAction,
+                       const TransitionRequest&) override {
+      return {};
+    }
   } effects;
   Registry registry(db.db(), clock, &effects, RegistryOptions{});
   const Actor admin{kOperator, "setup", {"admin"}};

@@ -468,9 +468,39 @@ Result<Device> Registry::TransitionIn(store::Transaction& txr, const TransitionR
       return MakeError(ErrorCode::kUnavailable, "'{}' acts on credentials, and no PKI is wired",
                        EventName(request.event));
     }
-    FLEETID_CHECK_OK(effects_->Apply(*tx, next, rule->action));
+    FLEETID_CHECK_OK(effects_->Apply(*tx, next, rule->action, request));
   }
   return next;
+}
+
+Result<Event> Registry::EnrollmentEventIn(store::Transaction& tx, const Device& device,
+                                          const EnrollmentPolicy& policy) {
+  FLEETID_CHECK_OK(CheckEnrollableIn(tx, device.serial, device.idevid_fingerprint));
+  const auto rules = Transitions();
+  const auto issuing = std::ranges::find_if(rules, [&](const TransitionRule& r) {
+    return r.from == device.state && r.action == CredentialAction::kIssue &&
+           (r.actors & kDevice) != 0;
+  });
+  if (issuing == rules.end()) {
+    return MakeError(ErrorCode::kPermissionDenied, "'{}' is {}: enrollment refused",
+                     device.serial, StateName(device.state));
+  }
+  if (issuing->event == Event::kReattest && !policy.idevid_reenroll_after_expiry) {
+    return MakeError(ErrorCode::kPermissionDenied,
+                     "'{}' is {} and policy does not allow enrolling again with the IDevID",
+                     device.serial, StateName(device.state));
+  }
+  return issuing->event;
+}
+
+Result<const TransitionRule*> Registry::DeviceMay(const Device& device, Event event,
+                                                  std::string_view what) {
+  auto rule = FindRule(event, device.state);
+  if (!rule || ((*rule)->actors & kDevice) == 0) {
+    return MakeError(ErrorCode::kPermissionDenied, "'{}' is {}: {} refused", device.serial,
+                     StateName(device.state), what);
+  }
+  return *rule;
 }
 
 Result<int> Registry::FinalizeDecommissions() {

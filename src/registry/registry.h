@@ -74,6 +74,9 @@ struct TransitionRequest {
   std::string region;                 // provision
   std::string firmware_version;       // updated
   std::string firmware_digest;        // updated
+  // A rule that issues a credential (activate, reattest): the DER CSR of the new credential,
+  // whose key and signature the caller has checked. Borrowed for the call.
+  std::span<const std::uint8_t> csr_der;
 };
 
 struct TransitionRecord {
@@ -117,13 +120,16 @@ struct DevicePage {
 };
 
 // CredentialEffects carries a transition's CredentialAction out through the PKI, inside the
-// registry's transaction, so both commit or neither does. What must happen only after the
-// commit (publishing) is registered on |tx| (store::Transaction::AfterCommit).
+// registry's transaction, so both commit or neither does: every action of the table, issuing
+// (from |request|'s CSR) and superseding included. |device| is the device after the change.
+// What must happen only after the commit (publishing) is registered on |tx|
+// (store::Transaction::AfterCommit).
 class CredentialEffects {
  public:
   virtual ~CredentialEffects() = default;
   [[nodiscard]] virtual Result<void> Apply(store::Transaction& tx, const Device& device,
-                                           CredentialAction action) = 0;
+                                           CredentialAction action,
+                                           const TransitionRequest& request) = 0;
 };
 
 // Credential is one certificate the registry tracks for a device, by role: "current" (the
@@ -132,6 +138,13 @@ struct Credential {
   std::string cert_serial;
   std::string role;
   TimePoint not_after;
+};
+
+// EnrollmentPolicy is what the credential policy says about a device enrolling with its IDevID.
+struct EnrollmentPolicy {
+  // An active device whose LDevID lapsed (an outage longer than its life) may enroll again with
+  // its IDevID and fresh evidence: the reattest event.
+  bool idevid_reenroll_after_expiry = true;
 };
 
 struct RegistryOptions {
@@ -190,6 +203,20 @@ class Registry {
   [[nodiscard]] static Result<void> CheckEnrollableIn(store::Transaction& tx,
                                                       std::string_view serial,
                                                       std::string_view idevid_fingerprint);
+
+  // EnrollmentEventIn is the lifecycle event an enrollment of |device| with its IDevID is, read
+  // from the table: the rule a device causes from its state that issues a credential (activate
+  // from provisioned, reattest from active). kPermissionDenied, saying why, for a tombstoned
+  // identity, a state no such rule leaves, or a reattest |policy| does not allow. Whether a
+  // credential of the device still stands in the way (a valid LDevID, a revocation no operator
+  // lifted) is the PKI's to say; enroll checks it in the same transaction |tx|.
+  [[nodiscard]] static Result<Event> EnrollmentEventIn(store::Transaction& tx, const Device& device,
+                                                       const EnrollmentPolicy& policy);
+  // DeviceMay is the table's rule for |device| itself causing |event| from its state, or
+  // kPermissionDenied "'serial' is state: |what| refused" (a rotation, say, needs an active
+  // device: the new certificate is issued pending before kRotate is recorded at its proof).
+  [[nodiscard]] static Result<const TransitionRule*> DeviceMay(const Device& device, Event event,
+                                                               std::string_view what);
 
   // Credentials: certificate serials per device and their role.
   [[nodiscard]] static Result<void> AddCredential(store::Transaction& tx, std::int64_t device_id,

@@ -21,7 +21,8 @@ const TimePoint kStart = std::chrono::sys_days{std::chrono::year{2030} / 3 / 1};
 
 class RecordingEffects : public CredentialEffects {
  public:
-  Result<void> Apply(store::Transaction&, const Device& device, CredentialAction action) override {
+  Result<void> Apply(store::Transaction&, const Device& device, CredentialAction action,
+                     const TransitionRequest&) override {
     if (fail) return MakeError(ErrorCode::kUnavailable, "PKI down");
     std::lock_guard lock(mu);
     applied.emplace_back(device.serial, action);
@@ -351,6 +352,51 @@ TEST_P(RegistryTest, DecommissionedIdentitiesAreTombstonedForever) {
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code(), ErrorCode::kPermissionDenied);
   EXPECT_NE(r.error().message().find("decommissioned identity"), std::string::npos);
+}
+
+// Which event an IDevID enrollment is, and whether the device may rotate, come from the table.
+TEST_P(RegistryTest, TheTableSaysWhichEventAnEnrollmentIs) {
+  const State states[] = {State::kManufactured,    State::kProvisioned, State::kActive,
+                          State::kSuspended,       State::kQuarantined, State::kDecommissioning,
+                          State::kDecommissioned};
+  int n = 0;
+  for (const State state : states) {
+    SCOPED_TRACE(std::string(StateName(state)));
+    const ManufacturingRecord rec = Record(2000 + n++);
+    ASSERT_TRUE(registry_->Import("enroll-" + rec.serial, std::span(&rec, 1), kAdmin));
+    Reach(rec.serial, state);
+    auto device = registry_->Get(rec.serial);
+    ASSERT_TRUE(device) << device.error();
+    auto tx = db_->db().Begin(store::TxMode::kRead);
+    ASSERT_TRUE(tx) << tx.error();
+    auto allowed = Registry::EnrollmentEventIn(**tx, *device, EnrollmentPolicy{});
+    auto strict = Registry::EnrollmentEventIn(
+        **tx, *device, EnrollmentPolicy{.idevid_reenroll_after_expiry = false});
+    auto rotate = Registry::DeviceMay(*device, Event::kRotate, "rotation");
+    if (state == State::kProvisioned) {
+      EXPECT_EQ(allowed.value_or(Event::kClear), Event::kActivate);
+      EXPECT_EQ(strict.value_or(Event::kClear), Event::kActivate);
+    } else if (state == State::kActive) {
+      EXPECT_EQ(allowed.value_or(Event::kClear), Event::kReattest);
+      ASSERT_FALSE(strict);
+      EXPECT_EQ(strict.error().code(), ErrorCode::kPermissionDenied);
+    } else {
+      ASSERT_FALSE(allowed);
+      EXPECT_EQ(allowed.error().code(), ErrorCode::kPermissionDenied);
+      EXPECT_FALSE(strict);
+    }
+    if (state == State::kDecommissioned) {
+      EXPECT_NE(allowed.error().message().find("never enroll again"), std::string::npos);
+    }
+    if (state == State::kActive) {
+      ASSERT_TRUE(rotate) << rotate.error();
+      EXPECT_EQ((*rotate)->event, Event::kRotate);
+    } else {
+      ASSERT_FALSE(rotate);
+      EXPECT_EQ(rotate.error().code(), ErrorCode::kPermissionDenied);
+      EXPECT_NE(rotate.error().message().find("rotation refused"), std::string::npos);
+    }
+  }
 }
 
 TEST_P(RegistryTest, QueriesPageWithStableCursorsAndCount) {
