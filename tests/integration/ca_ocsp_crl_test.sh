@@ -41,6 +41,7 @@ ocsp() {  # ocsp CERT: openssl's OCSP client against the server
   openssl ocsp -issuer "$W/issuing.pem" -cert "$W/$1.pem" -url "$URL/ocsp" -CAfile "$W/root.pem" \
     -verify_other "$W/issuing.pem" -timeout 5 2>&1
 }
+ocsp_says() { grep -q -- "$2" <<<"$(ocsp "$1")"; }  # ocsp_says CERT TEXT
 gnutls() {  # gnutls CERT: GnuTLS ocsptool, nonce on
   ocsptool --ask="$URL/ocsp" --load-issuer "$W/issuing.pem" --load-cert "$W/$1.pem" \
     --load-trust "$W/issuing.pem" --nonce 2>&1
@@ -68,7 +69,7 @@ expect "another entity tag gets the answer ($code)" test "$code" = 200
 
 "${F[@]}" ca revoke "$SERIAL" --reason keyCompromise >"$W/revoke.json"
 expect "the operator tool revokes" grep -q '"status": "revoked"' "$W/revoke.json"
-sleep 0.2  # the server polls status changes made by other processes every 50 ms
+poll 10 ocsp_says dev1 "dev1.pem: revoked" || true
 out=$(ocsp dev1)
 expect "openssl ocsp: revoked right after the revocation" grep -q "dev1.pem: revoked" <<<"$out"
 expect "openssl ocsp: with the reason" grep -q "Reason: keyCompromise" <<<"$out"
@@ -89,7 +90,8 @@ expect "openssl verify -crl_check_all rejects it with the fetched CRLs" grep -q 
 # Hold and release.
 issue dev2 GW-0001
 SERIAL2=$(openssl x509 -in "$W/dev2.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
-"${F[@]}" ca hold "$SERIAL2" >/dev/null; sleep 0.2
+"${F[@]}" ca hold "$SERIAL2" >/dev/null
+poll 10 ocsp_says dev2 "Reason: certificateHold" || true
 out=$(ocsp dev2)
 expect "a held certificate is revoked (certificateHold)" grep -q "Reason: certificateHold" <<<"$out"
 # The hold is in the delta CRL named by the full CRL's freshestCRL, against that full CRL.
@@ -103,7 +105,8 @@ cat "$W/crl.pem" "$W/delta1.pem" >"$W/base-delta1.pem"
 vd() { openssl verify -crl_check -extended_crl -use_deltas -CAfile "$W/root.pem" -untrusted "$W/issuing.pem" -CRLfile "$1" "$W/$2.pem" 2>&1 || true; }
 out=$(vd "$W/base-delta1.pem" dev2)
 expect "openssl verify -use_deltas: the held certificate is revoked ($out)" grep -q "certificate revoked" <<<"$out"
-"${F[@]}" ca release "$SERIAL2" >/dev/null; sleep 0.2
+"${F[@]}" ca release "$SERIAL2" >/dev/null
+poll 10 ocsp_says dev2 "dev2.pem: good" || true
 out=$(ocsp dev2)
 expect "and good again after release" grep -q "dev2.pem: good" <<<"$out"
 curl -sf "$delta_url" | openssl crl -inform DER -out "$W/delta2.pem"

@@ -19,7 +19,7 @@
 # 12. an operator's hold cancels a pending rotation: the device's confirm cannot release it.
 SERVER=$1
 CLI=$2
-AGENT=$(dirname "$CLI")/fleetid-agent
+AGENT=$3
 source "$(dirname "$0")/lib.sh"
 
 umask 022  # the database must be owner-only whatever the umask

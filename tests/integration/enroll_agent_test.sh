@@ -10,7 +10,7 @@
 # LDevID: the agent destroys its key, waits while quarantined and enrolls afresh once allowed.
 SERVER=$1
 CLI=$2
-AGENT=$(dirname "$CLI")/fleetid-agent
+AGENT=$3
 source "$(dirname "$0")/lib.sh"
 
 DATA=$W/var

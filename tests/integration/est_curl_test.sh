@@ -11,7 +11,7 @@
 # expiry is unit-tested with a fake clock.
 SERVER=$1
 CLI=$2
-AGENT=$(dirname "$2")/fleetid-agent
+AGENT=$3
 source "$(dirname "$0")/lib.sh"
 
 DATA=$W/var
@@ -92,6 +92,7 @@ p7_certs() { tr -d '\r\n ' <"$1" | openssl base64 -d -A | openssl pkcs7 -inform 
 ocsp() {  # ocsp CERT_PEM: openssl's OCSP client against the authority
   openssl ocsp -issuer "$W/issuing.pem" -cert "$1" -url "$URL/ocsp" -CAfile "$W/cacerts.pem" -timeout 5 2>&1
 }
+ocsp_says() { grep -q -- "$2" <<<"$(ocsp "$1")"; }  # ocsp_says CERT_PEM TEXT
 
 # --- the state a refusal must leave alone --------------------------------------------------------
 
@@ -331,7 +332,7 @@ out=$(ocsp "$W/ldev.pem")
 expect "openssl ocsp: the old LDevID is still good meanwhile" grep -q "ldev.pem: good" <<<"$out"
 call confirm ldev2 /device/v1/rotation/confirm -X POST
 expect "POST /device/v1/rotation/confirm with the new certificate: 200 ($BODY)" test "$CODE" = 200
-sleep 0.2  # the OCSP responder publishes status changes within 50 ms
+poll 10 ocsp_says "$W/ldev.pem" "Reason: superseded" || true
 out=$(ocsp "$W/ldev2.pem")
 expect "openssl ocsp: the renewed certificate is good" grep -q "ldev2.pem: good" <<<"$out"
 out=$(ocsp "$W/ldev.pem")
@@ -355,7 +356,7 @@ refused "simplereenroll that keeps the current key" 400 "new key" TP-1 "$snap"
 # --- (f) suspended and decommissioned devices -----------------------------------------------------
 
 "${F[@]}" devices suspend TP-1 --reason "x" >/dev/null
-sleep 0.2
+poll 10 ocsp_says "$W/ldev2.pem" "Reason: certificateHold" || true
 snap=$(snapshot TP-1)
 echo "     TP-1 suspended: $snap"
 expect "(f) TP-1 is suspended" grep -q "state=suspended" <<<"$snap"
@@ -369,7 +370,7 @@ fi
 est susp ldev2 simplereenroll "$W/ldev3.csr.b64"
 refused "(f) simplereenroll of a suspended device" 403 "suspended\|on_hold\|hold" TP-1 "$snap"
 "${F[@]}" devices resume TP-1 --reason "y" >/dev/null
-sleep 0.2
+poll 10 ocsp_says "$W/ldev2.pem" "ldev2.pem: good" || true
 expect "(f) resume restores TP-1 to active" grep -q "state=active" <<<"$(snapshot TP-1)"
 out=$(ocsp "$W/ldev2.pem")
 expect "(f) and its LDevID is good again" grep -q "ldev2.pem: good" <<<"$out"

@@ -36,6 +36,18 @@ wait_for_log() {
   return 1
 }
 
+# poll SECONDS COMMAND...: runs COMMAND (quietly) until it succeeds; fails if it has not within
+# SECONDS. For changes another process makes visible a little later (the server polls status
+# changes made by other processes every 50 ms).
+poll() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.05
+  done
+}
+
 # start_server SERVER DATA: starts fleetid-server on DATA with free HTTP and HTTPS ports and waits
 # until it listens. Sets PORT, HPORT, URL (its plain-HTTP base) and PID; its log is
 # $W/server.log.

@@ -316,8 +316,10 @@ expect "openssl verify -crl_check_all accepts a device chain under a good CA ($o
 CA_SERIAL=$(serial_of "$W/issuing.pem")
 rc=0; "${F[@]}" ca revoke "$CA_SERIAL" --reason cACompromise >"$W/ca-revoke.json" 2>&1 || rc=$?
 expect "fleetid ca revoke revokes the issuing CA (rc $rc)" grep -q '"status": "revoked"' "$W/ca-revoke.json"
-sleep 0.2
-text=$(openssl crl -in <(curl -sf "$URL/crl/root/0.crl" | openssl crl -inform DER) -noout -text)
+root_crl_text() { openssl crl -in <(curl -sf "$URL/crl/root/0.crl" | openssl crl -inform DER) -noout -text; }
+root_crl_lists() { grep -qi "Serial Number: $1" <<<"$(root_crl_text)"; }
+poll 10 root_crl_lists "$CA_SERIAL" || true
+text=$(root_crl_text)
 expect "the root's CRL lists it" grep -qi "Serial Number: $CA_SERIAL" <<<"$text"
 out=$(chain_check "$W/dev2.pem")
 expect "openssl verify -crl_check_all refuses the chain ($out)" grep -q "certificate revoked" <<<"$out"
