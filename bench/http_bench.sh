@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make bench, HTTP part (issue 6). With wrk on 127.0.0.1, same load for every server
+# make bench, HTTP part. With wrk on 127.0.0.1, same load for every server
 # (2 threads, 64 keep-alive connections, BENCH_HTTP_SECONDS each):
 #   fleetid      OCSP answers from its cache, POST /ocsp and GET /ocsp/{base64}
 #   nginx        a static file of exactly the size of fleetid's OCSP response (baseline a)

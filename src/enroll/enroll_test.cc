@@ -573,7 +573,7 @@ TEST_P(EnrollTest, EstHelpersEncodeWhatRfc7030Says) {
   EXPECT_EQ(sk_ASN1_TYPE_num(seq.get()), 2);
 }
 
-// Security issue 16: an operator's hold or keyCompromise of a device's certificate is a lifecycle
+// docs/registry.md, "Operator actions on a device's certificate": an operator's hold or keyCompromise of a device's certificate is a lifecycle
 // event of the device, which the device cannot undo by enrolling again with its IDevID.
 TEST_P(EnrollTest, OperatorHoldAndCompromiseAreStickyLifecycleEvents) {
   auto devices = MakeDevices(1);
@@ -1233,7 +1233,7 @@ TEST(CsrCheck, KeysMustBelongToAnAllowedSuite) {
   EXPECT_EQ(CheckCsrKey(Csr(p256.get()), policy).error().code(), ErrorCode::kPermissionDenied);
 }
 
-// Issue 16 review, item 2: an RSA key under the id-RSASSA-PSS OID is the same key as under
+// docs/security.md: an RSA key under the id-RSASSA-PSS OID is the same key as under
 // rsaEncryption, and would escape a comparison of SPKI bytes; no suite certifies one.
 TEST(CsrCheck, RsaPssOidKeysAreRefused) {
   crypto::EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "RSA-PSS", nullptr));

@@ -837,7 +837,7 @@ TEST(HttpServerTest, PipeliningClientsThatNeverReadAreShedAtTheAddressShare) {
   EXPECT_EQ(shed, 1) << "one stalled writer of the address made room";
 }
 
-// The attack of issue 16: a thousand and more silent connections used to shut a listener for
+// The lock-out attack of docs/security.md: a thousand and more silent connections used to shut a listener for
 // everyone for as long as the attacker kept reconnecting.
 TEST(HttpServerTest, ThousandsOfSilentConnectionsDoNotLockOthersOut) {
   rlimit files{};
@@ -901,7 +901,7 @@ TEST(HttpServerTest, HeaderTimeoutIsShorterThanTheWholeRequestsTimeout) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// What a client can make the server buffer (issue 16): nothing beyond the limits.
+// What a client can make the server buffer (docs/security.md): nothing beyond the limits.
 
 // FloodUntilClosed sends |head| and then |filler| bytes over and over until the server closes
 // the connection or |cap| bytes have gone; it returns how many bytes went.

@@ -963,7 +963,7 @@ TEST_F(TlsTest, RsaTokenKeyServesTls13AndTls12) {
   }
 }
 
-// --- Issue 16: timeouts, room for newcomers, anchors and certificates changed at run time ----
+// --- docs/security.md: timeouts, room for newcomers, anchors and certificates changed at run time ----
 
 // PeerCaNames returns the common names of the CAs the server listed in its CertificateRequest.
 std::vector<std::string> PeerCaNames(SSL* ssl) {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Security issue 16, the device path, against the real server: each attack of the report is
+# The device path of docs/security.md, against the real server: each attack of the report is
 # replayed with the real agent or with curl and openssl as the device, and must be refused with a
 # 4xx JSON (or EST text) answer that changes nothing.
 #  1. an operator's hold or keyCompromise cannot be undone by re-enrolling with the IDevID;

@@ -192,7 +192,7 @@ for step in server-reenroll-before-commit server-reenroll-after-commit \
   check_after_crash "$step"
 done
 
-# --- a revoked LDevID (security issue 16): the agent notices, destroys its key, and enrolls
+# --- a revoked LDevID (docs/security.md): the agent notices, destroys its key, and enrolls
 # afresh with its IDevID when the device's state allows; while suspended or quarantined it waits,
 # making no key and asking for no certificate.
 js() { python3 -c 'import json,sys;v=json.load(open(sys.argv[1]))[sys.argv[2]];print(v if isinstance(v,str) else json.dumps(v))' "$1" "$2"; }

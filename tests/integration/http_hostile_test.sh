@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Hostile clients against both listeners of the real server (security issue 16), with a
+# Hostile clients against both listeners of the real server (docs/security.md), with a
 # stdlib-only Python client (tests/integration/hostile.py is written below into $W):
 #  (b) first, on a fresh server: 200 connections streaming endless chunk extensions, trailers and
 #      headers (plain and TLS): the server's VmRSS must stay under RSS_BOUND_MB;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Security issue 16, the CA's part, against the real server with openssl and curl:
+# The CA's limits of docs/security.md, against the real server with openssl and curl:
 # - a flood of never-issued serials neither grows the server (RSS) nor buys a signature each:
 #   past a small budget they get an unsigned `unauthorized`; serial 0 and -1 are answered with
 #   their own CertID;
