@@ -6,6 +6,9 @@
 # (P0848, conditionally trivial special members) but still reports 201907L, and clang 14 (Debian's
 # default) cannot parse the header at all. So: clang-tidy-16, -std=c++2b (16 does not know the
 # c++23 spelling), and __cpp_concepts raised to what libstdc++ checks for.
+#
+# -Wthread-safety: clang's analysis of the FLEETID_GUARDED_BY/FLEETID_REQUIRES annotations
+# (common/mutex.h); g++ builds ignore them, so lint is where they are checked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TIDY=${CLANG_TIDY:-clang-tidy-16}
@@ -20,7 +23,7 @@ echo "lint: $TIDY over $(wc -w <<<"$files") files"
 # Judged by what clang-tidy prints, not by exit codes: xargs reports 123 whenever one file had a
 # finding, and grep -v exits 1 when every line was filtered away (a clean run).
 printf '%s\n' $files | xargs -P "$(nproc)" -n 4 "$TIDY" -p build/dev --quiet \
-  --extra-arg=-std=c++2b --extra-arg=-Wno-builtin-macro-redefined \
+  --extra-arg=-Wthread-safety --extra-arg=-std=c++2b --extra-arg=-Wno-builtin-macro-redefined \
   --extra-arg=-Wno-macro-redefined --extra-arg=-U__cpp_concepts --extra-arg=-D__cpp_concepts=202002L 2>&1 |
   { grep -v -E '^[0-9]+ warnings? (and [0-9]+ errors? )?generated\.$|^Suppressed [0-9]+ warnings|^Use -header-filter' || true; } \
   >build/lint.log || true

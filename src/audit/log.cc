@@ -147,7 +147,7 @@ Result<std::uint64_t> Log::Append(store::Transaction& tx, const Entry& entry, Cl
 }
 
 Result<std::uint64_t> Log::Integrate() {
-  std::lock_guard lock(integrate_mu_);
+  MutexLock lock(integrate_mu_);
   FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
   // Taking the state row first serialises integrators across processes and nodes (PostgreSQL
   // holds its row lock to commit; SQLite's write lock does the same).

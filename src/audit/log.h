@@ -12,7 +12,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,6 +21,7 @@
 
 #include "audit/merkle.h"
 #include "common/clock.h"
+#include "common/mutex.h"
 #include "common/rng.h"
 #include "common/error.h"
 #include "store/store.h"
@@ -113,7 +113,7 @@ class Log {
   store::Database& db_;
   std::shared_ptr<custody::Signer> signer_;
   Clock& clock_;
-  std::mutex integrate_mu_;  // one integration at a time in this process
+  Mutex integrate_mu_;  // one integration at a time in this process
 };
 
 // VerifyHead checks a head's signature with the audit public key.

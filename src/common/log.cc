@@ -6,7 +6,8 @@
 #include <algorithm>
 #include <atomic>
 #include <iterator>
-#include <mutex>
+
+#include "common/mutex.h"
 
 namespace fleetid::log {
 namespace {
@@ -20,9 +21,9 @@ struct State {
   }
 
   std::atomic<Level> level{Level::kInfo};
-  std::mutex mu;
-  Sink test_sink = nullptr;
-  void* test_arg = nullptr;
+  Mutex mu;
+  Sink test_sink FLEETID_GUARDED_BY(mu) = nullptr;
+  void* test_arg FLEETID_GUARDED_BY(mu) = nullptr;
   std::shared_ptr<spdlog::logger> logger;
 };
 
@@ -69,7 +70,7 @@ void Init(Level level) { GetState().level.store(level, std::memory_order_relaxed
 
 void SetSinkForTesting(Sink sink, void* arg) {
   State& s = GetState();
-  std::lock_guard lock(s.mu);
+  MutexLock lock(s.mu);
   s.test_sink = sink;
   s.test_arg = arg;
 }
@@ -112,7 +113,7 @@ void Write(Level level, std::string_view event, std::initializer_list<Field> fie
   if (level < s.level.load(std::memory_order_relaxed) || level == Level::kOff) return;
   std::string line = FormatLine(event, fields);
   {
-    std::lock_guard lock(s.mu);
+    MutexLock lock(s.mu);
     if (s.test_sink != nullptr) {
       s.test_sink(line, s.test_arg);
     }

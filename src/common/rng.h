@@ -4,11 +4,11 @@
 #define FLEETID_COMMON_RNG_H_
 
 #include <cstdint>
-#include <mutex>
 #include <span>
 #include <vector>
 
 #include "common/error.h"
+#include "common/mutex.h"
 
 namespace fleetid {
 
@@ -32,7 +32,7 @@ class FakeRng final : public Rng {
   explicit FakeRng(std::uint64_t seed) : state_(seed) {}
 
   Result<void> Fill(std::span<std::uint8_t> out) override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (auto& b : out) {
       state_ += 0x9e3779b97f4a7c15ULL;
       std::uint64_t z = state_;
@@ -44,8 +44,8 @@ class FakeRng final : public Rng {
   }
 
  private:
-  std::mutex mu_;
-  std::uint64_t state_;
+  Mutex mu_;
+  std::uint64_t state_ FLEETID_GUARDED_BY(mu_);
 };
 
 }  // namespace fleetid

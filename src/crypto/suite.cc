@@ -110,7 +110,7 @@ SuitePolicy::SuitePolicy() {
 }
 
 void SuitePolicy::Set(SuiteId id, SuiteStatus status) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (status == SuiteStatus::kPreferred) {
     for (auto& s : status_) {
       if (s == SuiteStatus::kPreferred) s = SuiteStatus::kAllowed;
@@ -120,7 +120,7 @@ void SuitePolicy::Set(SuiteId id, SuiteStatus status) {
 }
 
 SuiteStatus SuitePolicy::Status(SuiteId id) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return status_[static_cast<std::size_t>(id)];
 }
 
@@ -133,7 +133,7 @@ Result<void> SuitePolicy::CheckUsable(const Suite& suite) const {
 }
 
 const Suite& SuitePolicy::Preferred() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   for (const Suite& s : kSuites) {
     if (status_[static_cast<std::size_t>(s.id)] == SuiteStatus::kPreferred) return s;
   }

@@ -7,12 +7,12 @@
 
 #include <array>
 #include <cstdint>
-#include <mutex>
 #include <span>
 #include <string_view>
 #include <vector>
 
 #include "common/error.h"
+#include "common/mutex.h"
 #include "crypto/handles.h"
 
 namespace fleetid::crypto {
@@ -77,8 +77,8 @@ class SuitePolicy {
   const Suite& Preferred() const;
 
  private:
-  mutable std::mutex mu_;
-  std::array<SuiteStatus, 4> status_;
+  mutable Mutex mu_;
+  std::array<SuiteStatus, 4> status_ FLEETID_GUARDED_BY(mu_);
 };
 
 std::string_view SuiteStatusName(SuiteStatus status);

@@ -74,13 +74,13 @@ std::string TrimPadded(const unsigned char* data, std::size_t size) {
 }
 
 // Loaded modules by canonical path; see Module::Load.
-std::mutex& RegistryMutex() {
-  static std::mutex mu;
-  return mu;
-}
-std::map<std::string, std::weak_ptr<Module>>& Registry() {
-  static std::map<std::string, std::weak_ptr<Module>> registry;
-  return registry;
+struct LoadedModules {
+  Mutex mu;
+  std::map<std::string, std::weak_ptr<Module>> by_path FLEETID_GUARDED_BY(mu);
+};
+LoadedModules& Loaded() {
+  static LoadedModules loaded;
+  return loaded;
 }
 
 // Per-module record of the token currently logged in at each slot. PKCS#11 login state belongs
@@ -91,12 +91,12 @@ struct LoginRecord {
   std::array<std::uint8_t, 16> salt{};
   crypto::Sha256Digest pin_digest{};
 };
-std::mutex& LoginMutex() {
-  static std::mutex mu;
-  return mu;
-}
-std::map<std::pair<const Module*, CK_SLOT_ID>, LoginRecord>& Logins() {
-  static std::map<std::pair<const Module*, CK_SLOT_ID>, LoginRecord> logins;
+struct LoginRecords {
+  Mutex mu;
+  std::map<std::pair<const Module*, CK_SLOT_ID>, LoginRecord> by_slot FLEETID_GUARDED_BY(mu);
+};
+LoginRecords& Logins() {
+  static LoginRecords logins;
   return logins;
 }
 
@@ -200,8 +200,9 @@ Result<std::shared_ptr<Module>> Module::Load(const std::filesystem::path& path) 
                      path.string());
   }
   const std::string key = std::filesystem::canonical(path, ec).string();
-  std::lock_guard lock(RegistryMutex());
-  if (auto live = Registry()[key].lock()) return live;
+  LoadedModules& loaded = Loaded();
+  MutexLock lock(loaded.mu);
+  if (auto live = loaded.by_path[key].lock()) return live;
 
   // RTLD_NODELETE: modules keep static state and threads that do not survive being unmapped,
   // and sanitizer reports need the symbols after C_Finalize.
@@ -225,7 +226,7 @@ Result<std::shared_ptr<Module>> Module::Load(const std::filesystem::path& path) 
     return MakeError(P11Error(rv, fmt::format("initialising PKCS#11 module '{}'", path.string())));
   }
   std::shared_ptr<Module> module(new Module(key, handle, fns));  // NOLINT: private constructor.
-  Registry()[key] = module;
+  loaded.by_path[key] = module;
   return module;
 }
 
@@ -358,7 +359,7 @@ class Token::Lease {
 
 Result<Token::Lease> Token::Borrow() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (!idle_.empty()) {
       CK_SESSION_HANDLE s = idle_.back();
       idle_.pop_back();
@@ -375,7 +376,7 @@ Result<Token::Lease> Token::Borrow() {
 }
 
 void Token::Return(CK_SESSION_HANDLE session) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   idle_.push_back(session);
 }
 
@@ -383,8 +384,9 @@ Result<std::shared_ptr<Token>> Token::Open(const std::shared_ptr<Module>& module
                                            std::string_view label,
                                            const crypto::SecretBuffer& pin) {
   FLEETID_TRY(slot, module->FindToken(label));
-  std::lock_guard lock(LoginMutex());
-  LoginRecord& record = Logins()[{module.get(), slot}];
+  LoginRecords& logins = Logins();
+  MutexLock lock(logins.mu);
+  LoginRecord& record = logins.by_slot[{module.get(), slot}];
   if (auto live = record.token.lock()) {
     if (!crypto::ConstantTimeEquals(PinDigest(record.salt, pin), record.pin_digest)) {
       return MakeError(ErrorCode::kUnauthenticated, "wrong PIN for token '{}'", label);

@@ -12,13 +12,13 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "common/error.h"
+#include "common/mutex.h"
 #include "common/rng.h"
 #include "crypto/handles.h"
 #include "crypto/secret.h"
@@ -183,8 +183,8 @@ class Token : public std::enable_shared_from_this<Token> {
   std::shared_ptr<Module> module_;
   CK_SLOT_ID slot_;
   std::string label_;
-  std::mutex mu_;
-  std::vector<CK_SESSION_HANDLE> idle_;
+  Mutex mu_;
+  std::vector<CK_SESSION_HANDLE> idle_ FLEETID_GUARDED_BY(mu_);
   CK_SESSION_HANDLE login_session_ = CK_INVALID_HANDLE;  // held open so the login persists
 };
 

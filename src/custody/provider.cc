@@ -37,9 +37,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
-#include <mutex>
 #include <string>
 
+#include "common/mutex.h"
 #include "crypto/crypto.h"
 #include "crypto/suite.h"
 
@@ -62,14 +62,14 @@ constexpr int kPssSaltLength = 32;
 class PendingSigners {
  public:
   std::uint64_t Put(std::shared_ptr<Signer> signer) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     const std::uint64_t id = ++last_id_;
     signers_.emplace(id, std::move(signer));
     return id;
   }
 
   std::shared_ptr<Signer> Take(std::uint64_t id) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = signers_.find(id);
     if (it == signers_.end()) return nullptr;
     std::shared_ptr<Signer> signer = std::move(it->second);
@@ -78,9 +78,9 @@ class PendingSigners {
   }
 
  private:
-  std::mutex mu_;
-  std::uint64_t last_id_ = 0;
-  std::map<std::uint64_t, std::shared_ptr<Signer>> signers_;
+  Mutex mu_;
+  std::uint64_t last_id_ FLEETID_GUARDED_BY(mu_) = 0;
+  std::map<std::uint64_t, std::shared_ptr<Signer>> signers_ FLEETID_GUARDED_BY(mu_);
 };
 
 PendingSigners& Pending() {

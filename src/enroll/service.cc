@@ -580,7 +580,7 @@ std::optional<std::chrono::seconds> Service::TakeNonceToken(const std::string& d
   const TimePoint now = clock_.Now();
   const double burst = options_.nonce_burst;
   const double refill = std::chrono::duration<double>(options_.nonce_refill).count();
-  std::lock_guard lock(buckets_mu_);
+  MutexLock lock(buckets_mu_);
   auto [it, fresh] = buckets_.try_emplace(device, Bucket{burst, now});
   Bucket& bucket = it->second;
   if (!fresh && now > bucket.at) {
@@ -1267,7 +1267,7 @@ Result<PruneReport> Service::Prune() {
   }
   const double burst = options_.nonce_burst;
   const double refill = std::chrono::duration<double>(options_.nonce_refill).count();
-  std::lock_guard lock(buckets_mu_);
+  MutexLock lock(buckets_mu_);
   std::erase_if(buckets_, [&](const auto& entry) {
     const double elapsed = std::chrono::duration<double>(now - entry.second.at).count();
     const bool full = entry.second.tokens + elapsed / refill >= burst;

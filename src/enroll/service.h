@@ -11,7 +11,6 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -20,6 +19,7 @@
 
 #include "common/clock.h"
 #include "common/error.h"
+#include "common/mutex.h"
 #include "common/rng.h"
 #include "crypto/suite.h"
 #include "pki/pki.h"
@@ -251,8 +251,8 @@ class Service {
   crypto::SuitePolicy policy_;  // the default: every suite allowed, P-256 preferred
   std::vector<std::vector<std::uint8_t>> fleet_anchors_;
   std::vector<std::uint8_t> cacerts_;  // the certs-only CMS of fleet_anchors_
-  std::mutex buckets_mu_;
-  std::map<std::string, Bucket> buckets_;  // GUARDED_BY(buckets_mu_), by device serial
+  Mutex buckets_mu_;
+  std::map<std::string, Bucket> buckets_ FLEETID_GUARDED_BY(buckets_mu_);  // by device serial
 };
 
 // PkcsCertsOnly wraps DER certificates in a certs-only CMS SignedData (RFC 7030 §4.1.3).

@@ -13,7 +13,6 @@
 #include <iterator>
 #include <limits>
 #include <list>
-#include <mutex>
 #include <optional>
 #include <thread>
 #include <type_traits>
@@ -53,6 +52,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/log.h"
+#include "common/mutex.h"
 #include "crypto/crypto.h"
 #include "crypto/keys.h"
 #include "server/connection_share.h"
@@ -365,7 +365,7 @@ struct ServerState {
 
   // TlsContext returns the context for a new TLS connection; the connection holds it to its end.
   TlsContextPtr TlsContext() {
-    std::lock_guard lock(tls_mutex);
+    MutexLock lock(tls_mutex);
     return tls_context;
   }
 
@@ -380,20 +380,21 @@ struct ServerState {
   // SetCertificate and AddClientTrustAnchor build a new one from tls_options and swap it in.
   // After Start, tls_context is read only through TlsContext(); whether the listener speaks TLS
   // is options.tls, which never changes.
-  std::mutex tls_mutex;
-  TlsContextPtr tls_context;  // GUARDED_BY(tls_mutex)
-  TlsOptions tls_options;     // GUARDED_BY(tls_mutex): what tls_context was built from.
+  Mutex tls_mutex;
+  TlsContextPtr tls_context FLEETID_GUARDED_BY(tls_mutex);
+  TlsOptions tls_options FLEETID_GUARDED_BY(tls_mutex);  // What tls_context was built from.
 
-  std::mutex mutex;
-  std::condition_variable drained;
-  std::size_t live = 0;  // GUARDED_BY(mutex): sessions constructed and not yet destroyed.
-  // GUARDED_BY(mutex): admitted sessions, least recently active first (a session moves to the
-  // back when its handshake completes and when a request has arrived).
-  std::list<SessionBase*> by_activity;
-  // GUARDED_BY(mutex): admitted sessions per share key (internal::ShareKey: the IPv4 address, or
-  // the IPv6 /64).
-  std::unordered_map<std::string, std::size_t> per_address;
-  bool acceptor_closed = false;  // GUARDED_BY(mutex); set on the acceptor's strand during Stop().
+  Mutex mutex;
+  std::condition_variable_any drained;
+  // Sessions constructed and not yet destroyed.
+  std::size_t live FLEETID_GUARDED_BY(mutex) = 0;
+  // Admitted sessions, least recently active first (a session moves to the back when its
+  // handshake completes and when a request has arrived).
+  std::list<SessionBase*> by_activity FLEETID_GUARDED_BY(mutex);
+  // Admitted sessions per share key (internal::ShareKey: the IPv4 address, or the IPv6 /64).
+  std::unordered_map<std::string, std::size_t> per_address FLEETID_GUARDED_BY(mutex);
+  // Set on the acceptor's strand during Stop().
+  bool acceptor_closed FLEETID_GUARDED_BY(mutex) = false;
 };
 
 // SessionBase is what the server needs of a connection, plain or TLS: its place among the
@@ -403,14 +404,14 @@ class SessionBase {
  public:
   SessionBase(std::shared_ptr<ServerState> state, std::string address, Phase phase)
       : state_(std::move(state)), address_(std::move(address)), phase_(phase) {
-    std::lock_guard lock(state_->mutex);
+    MutexLock lock(state_->mutex);
     ++state_->live;
   }
   SessionBase(const SessionBase&) = delete;
   SessionBase& operator=(const SessionBase&) = delete;
 
   virtual ~SessionBase() {
-    std::lock_guard lock(state_->mutex);
+    MutexLock lock(state_->mutex);
     if (admitted_) {
       state_->by_activity.erase(position_);
       auto it = state_->per_address.find(address_);
@@ -445,9 +446,10 @@ class SessionBase {
     return now - progress > kStalledWrite;
   }
 
-  // Admit makes |self| one of the server's connections; Touch marks it active. Both lock
-  // state->mutex. MarkShed and the members below are used under state->mutex only.
-  static void Admit(ServerState& state, const std::shared_ptr<SessionBase>& self) {
+  // Admit makes |self| one of the server's connections (under state.mutex); Touch marks it
+  // active (it locks state->mutex).
+  static void Admit(ServerState& state, const std::shared_ptr<SessionBase>& self)
+      FLEETID_REQUIRES(state.mutex) {
     self->admitted_ = true;
     self->self_ = self;
     self->position_ = state.by_activity.insert(state.by_activity.end(), self.get());
@@ -460,7 +462,8 @@ class SessionBase {
   // state.mutex; the caller drops the reference after unlocking.
   static std::shared_ptr<SessionBase> Hold(SessionBase& session) { return session.self_.lock(); }
 
-  static std::shared_ptr<SessionBase> FindVictim(ServerState& state, const std::string* address) {
+  static std::shared_ptr<SessionBase> FindVictim(ServerState& state, const std::string* address)
+      FLEETID_REQUIRES(state.mutex) {
     std::size_t scanned = 0;
     const auto now = std::chrono::steady_clock::now();
     for (SessionBase* session : state.by_activity) {
@@ -487,14 +490,14 @@ class SessionBase {
   }
 
   void Touch() {
-    std::lock_guard lock(state_->mutex);
+    MutexLock lock(state_->mutex);
     if (admitted_) {
       state_->by_activity.splice(state_->by_activity.end(), state_->by_activity, position_);
     }
   }
 
   void Unmark() {
-    std::lock_guard lock(state_->mutex);
+    MutexLock lock(state_->mutex);
     shed_marked_ = false;
   }
 
@@ -506,10 +509,12 @@ class SessionBase {
   // steady_clock ticks of the response write's last progress (kWriting). Written on the strand;
   // read by the acceptor.
   std::atomic<std::chrono::steady_clock::rep> write_progress_{0};
-  bool admitted_ = false;                       // GUARDED_BY(state_->mutex)
-  bool shed_marked_ = false;                    // GUARDED_BY(state_->mutex)
-  std::list<SessionBase*>::iterator position_;  // GUARDED_BY(state_->mutex)
-  std::weak_ptr<SessionBase> self_;             // GUARDED_BY(state_->mutex)
+  // Under state_->mutex only. Not annotated: the analysis cannot see that another session's
+  // state_ is this one's (one ServerState per server), so it would refuse FindVictim.
+  bool admitted_ = false;
+  bool shed_marked_ = false;
+  std::list<SessionBase*>::iterator position_;
+  std::weak_ptr<SessionBase> self_;
 };
 
 // Session owns one accepted connection, over beast::tcp_stream (plain HTTP) or TlsStream. All of
@@ -1117,13 +1122,13 @@ class HttpServer::Impl {
       log::Error("HttpServer stopped from one of its own threads, which would deadlock");
       std::abort();
     }
-    std::lock_guard stop_lock(stop_mutex_);
+    MutexLock stop_lock(stop_mutex_);
     if (stopped_) return;
     stopped_ = true;
 
     std::vector<std::shared_ptr<SessionBase>> live;
     {
-      std::lock_guard lock(state_->mutex);
+      MutexLock lock(state_->mutex);
       state_->stopping.store(true);
       live.reserve(state_->by_activity.size());
       for (SessionBase* session : state_->by_activity) {
@@ -1137,7 +1142,7 @@ class HttpServer::Impl {
       beast::error_code ignored;
       acceptor_.close(ignored);
       retry_timer_.cancel();
-      std::lock_guard lock(state_->mutex);
+      MutexLock lock(state_->mutex);
       state_->acceptor_closed = true;
       state_->drained.notify_all();
     });
@@ -1147,9 +1152,11 @@ class HttpServer::Impl {
     live.clear();
 
     {
-      std::unique_lock lock(state_->mutex);
+      MutexLock lock(state_->mutex);
       state_->drained.wait_for(lock, state_->options.drain_timeout,
-                               [this] { return state_->acceptor_closed && state_->live == 0; });
+                               [this]() FLEETID_REQUIRES(state_->mutex) {
+                                 return state_->acceptor_closed && state_->live == 0;
+                               });
     }
     work_.clear();
     for (auto& context : contexts_) context->stop();
@@ -1168,7 +1175,7 @@ class HttpServer::Impl {
     if (!state_->options.tls) {
       return MakeError(ErrorCode::kConflict, "this listener does not speak TLS");
     }
-    std::lock_guard lock(state_->tls_mutex);
+    MutexLock lock(state_->tls_mutex);
     TlsOptions tls = state_->tls_options;
     if (tls.client_auth == TlsOptions::ClientAuth::kNone) {
       return MakeError(ErrorCode::kConflict, "this listener does not ask for client certificates");
@@ -1186,7 +1193,7 @@ class HttpServer::Impl {
     if (!state_->options.tls) {
       return MakeError(ErrorCode::kConflict, "this listener does not speak TLS");
     }
-    std::lock_guard lock(state_->tls_mutex);
+    MutexLock lock(state_->tls_mutex);
     TlsOptions tls = state_->tls_options;
     tls.certificate_chain = std::move(certificate_chain);
     tls.private_key = std::move(private_key);
@@ -1280,7 +1287,7 @@ class HttpServer::Impl {
       std::optional<ConnectionLog::Reason> reason;
       bool admitted = false;
       {
-        std::lock_guard lock(state_->mutex);
+        MutexLock lock(state_->mutex);
         if (!state_->stopping.load()) {
           const auto at_address = state_->per_address.find(session->address());
           if (at_address != state_->per_address.end() &&
@@ -1320,7 +1327,7 @@ class HttpServer::Impl {
 
   // SwapTlsContext builds a context from |tls| and makes it the one new connections use. The
   // caller holds state_->tls_mutex.
-  Result<void> SwapTlsContext(TlsOptions tls) {
+  Result<void> SwapTlsContext(TlsOptions tls) FLEETID_REQUIRES(state_->tls_mutex) {
     auto made = MakeTlsContext(tls);
     if (!made) return MakeError(made.error());
     state_->tls_context = std::move(*made);
@@ -1328,8 +1335,8 @@ class HttpServer::Impl {
     return {};
   }
 
-  std::mutex stop_mutex_;
-  bool stopped_ = false;  // Guarded by stop_mutex_.
+  Mutex stop_mutex_;
+  bool stopped_ FLEETID_GUARDED_BY(stop_mutex_) = false;
 };
 
 HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -4,8 +4,9 @@
 
 #include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <vector>
+
+#include "common/mutex.h"
 
 namespace fleetid::store::internal {
 
@@ -18,8 +19,9 @@ class Pool {
 
   // Take returns an idle connection, or nullptr with a slot reserved for a new one.
   std::unique_ptr<C> Take() {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return !idle_.empty() || open_ < capacity_; });
+    MutexLock lock(mu_);
+    // The predicate runs with the mutex held (condition_variable_any retakes it first).
+    cv_.wait(lock, [&]() FLEETID_REQUIRES(mu_) { return !idle_.empty() || open_ < capacity_; });
     if (!idle_.empty()) {
       std::unique_ptr<C> c = std::move(idle_.back());
       idle_.pop_back();
@@ -31,7 +33,7 @@ class Pool {
 
   void Put(std::unique_ptr<C> c) {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (c) {
         idle_.push_back(std::move(c));
       } else {
@@ -42,10 +44,10 @@ class Pool {
   }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<std::unique_ptr<C>> idle_;
-  int open_ = 0;
+  Mutex mu_;
+  std::condition_variable_any cv_;
+  std::vector<std::unique_ptr<C>> idle_ FLEETID_GUARDED_BY(mu_);
+  int open_ FLEETID_GUARDED_BY(mu_) = 0;
   const int capacity_;
 };
 
