@@ -275,6 +275,40 @@ TEST_F(PkiTest, OcspFollowsRevocationHoldAndRelease) {
   EXPECT_EQ(authority_->Revoke("00ff", Reason::kSuperseded).error().code(), ErrorCode::kNotFound);
 }
 
+// Issue 11, item 3: the pre-signed answers are bounded (ocsp_cache_max_entries); past the bound
+// the answer signed longest ago is evicted, and signed again when it is next asked for.
+TEST_F(PkiTest, OcspCacheHoldsAtMostItsBoundAndReSignsAnEvictedAnswer) {
+  options_.ocsp_cache_max_entries = 2;
+  Open();
+  EvpPkeyPtr device(EVP_EC_gen("P-256"));
+  const CertificateRecord a = IssueOne(device.get(), "GW-A");
+  const CertificateRecord b = IssueOne(device.get(), "GW-B");
+  const CertificateRecord c = IssueOne(device.get(), "GW-C");
+  const std::uint64_t before = authority_->OcspSignatures();
+  EXPECT_EQ(Status(a), V_OCSP_CERTSTATUS_GOOD);
+  EXPECT_EQ(Status(b), V_OCSP_CERTSTATUS_GOOD);
+  EXPECT_EQ(Status(a), V_OCSP_CERTSTATUS_GOOD);
+  EXPECT_EQ(authority_->OcspSignatures() - before, 2u) << "a's second answer is the cached one";
+  EXPECT_EQ(authority_->OcspCacheSize(), 2u);
+  // c's answer evicts a's, signed first (being served again does not make an answer younger).
+  EXPECT_EQ(Status(c), V_OCSP_CERTSTATUS_GOOD);
+  EXPECT_EQ(authority_->OcspCacheSize(), 2u);
+  EXPECT_EQ(Status(b), V_OCSP_CERTSTATUS_GOOD);
+  EXPECT_EQ(authority_->OcspSignatures() - before, 3u) << "b stayed cached";
+  EXPECT_EQ(Status(a), V_OCSP_CERTSTATUS_GOOD);
+  EXPECT_EQ(authority_->OcspSignatures() - before, 4u) << "the evicted answer is signed again";
+  EXPECT_EQ(Status(a), V_OCSP_CERTSTATUS_GOOD);
+  EXPECT_EQ(authority_->OcspSignatures() - before, 4u) << "and cached again";
+  EXPECT_EQ(authority_->OcspCacheSize(), 2u);
+  // A revocation signs both CertID forms at once; the bound holds, and the answer is revoked.
+  ASSERT_TRUE(authority_->Revoke(b.serial, Reason::kSuperseded));
+  EXPECT_EQ(authority_->OcspSignatures() - before, 6u);
+  EXPECT_EQ(authority_->OcspCacheSize(), 2u);
+  EXPECT_EQ(Status(b), V_OCSP_CERTSTATUS_REVOKED);
+  EXPECT_EQ(authority_->OcspSignatures() - before, 6u) << "served from the refreshed cache";
+  EXPECT_EQ(authority_->OcspCacheSize(), 2u);
+}
+
 TEST_F(PkiTest, OcspAnswersGarbageWithMalformedRequestAndStrangersWithUnauthorized) {
   auto status_of = [&](std::span<const std::uint8_t> der) {
     OcspAnswer a = authority_->Ocsp(der);
