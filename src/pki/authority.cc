@@ -49,7 +49,7 @@ Result<std::unique_ptr<Authority>> Authority::Open(std::shared_ptr<custody::Toke
                                                    store::Database& db, Clock& clock, Rng& rng,
                                                    AuthorityOptions options) {
   FLEETID_CHECK_OK(Migrate(db));
-  auto impl = std::make_unique<Impl>(token, db, clock, rng, std::move(options));
+  auto impl = std::make_unique<Impl>(std::move(token), db, clock, rng, std::move(options));
   FLEETID_CHECK_OK(impl->hierarchy.Load(*impl->token, db, clock, rng));
   // Changes made before this start are already reflected in what the database says.
   FLEETID_CHECK_OK(impl->feed.Start());

@@ -295,6 +295,7 @@ void CrlPublisher::Refresh() {
            !PartitionLive(options_, std::get<1>(entry.first), now);
   });
   std::vector<Key> keys;
+  keys.reserve(crls_.size());
   for (const auto& [key, entry] : crls_) keys.push_back(key);
   for (const auto& [issuer, partition, delta] : keys) {
     Ca* ca = hierarchy_.Find(issuer);

@@ -343,7 +343,7 @@ Result<CertificateRecord> Issuer::ChangeStatusIn(store::Transaction& tx, std::st
   FLEETID_CHECK_OK(UpdateStatusIn(tx, next, current.status));
   // Other processes and nodes serving OCSP for this database pick the change up from here.
   FLEETID_CHECK_OK(RecordChangeIn(tx, serial, now));
-  if (IsCompromise(reason)) {
+  if (reason.has_value() && IsCompromise(reason)) {
     FLEETID_CHECK_OK(RecordCompromisedKeyIn(tx, current.der, serial, *reason, now));
   }
   FLEETID_TRY(seq, audit::Log::Append(tx,
