@@ -10,8 +10,11 @@
 #include "crypto/keys.h"
 #include "pki/internal/util.h"
 
-namespace fleetid::pki::internal {
+namespace fleetid::pki {
 namespace {
+
+using internal::Ossl;
+using internal::ToUnix;
 
 using crypto::Asn1TimePtr;
 using crypto::X509Ptr;
@@ -20,9 +23,13 @@ using crypto::X509Ptr;
 Result<void> SetBasics(X509* cert, const CertSpec& spec, X509* issuer) {
   crypto::Asn1IntegerPtr serial_int(ASN1_INTEGER_new());
   Asn1TimePtr nb(ASN1_TIME_set(nullptr, static_cast<time_t>(ToUnix(spec.not_before))));
-  Asn1TimePtr na(ASN1_TIME_set(nullptr, static_cast<time_t>(ToUnix(spec.not_after))));
+  Asn1TimePtr na(spec.no_expiry
+                     ? ASN1_TIME_new()
+                     : ASN1_TIME_set(nullptr, static_cast<time_t>(ToUnix(spec.not_after))));
   // The serial is positive (its top bit is clear), so its bytes are the INTEGER's content.
-  if (!serial_int || !nb || !na || spec.serial.empty() || (spec.serial[0] & 0x80) != 0 ||
+  if (!serial_int || !nb || !na ||
+      (spec.no_expiry && ASN1_TIME_set_string(na.get(), "99991231235959Z") != 1) ||
+      spec.serial.empty() || (spec.serial[0] & 0x80) != 0 ||
       ASN1_STRING_set(serial_int.get(), spec.serial.data(), static_cast<int>(spec.serial.size())) !=
           1 ||
       X509_set_version(cert, X509_VERSION_3) != 1 ||
@@ -133,6 +140,8 @@ Result<crypto::X509ExtensionPtr> AuthorityKeyIdExtension(std::span<const std::ui
   return ext;
 }
 
+namespace internal {
+
 crypto::X509NamePtr Name(std::string_view common_name, std::string_view organization) {
   crypto::X509NamePtr name(X509_NAME_new());
   if (!organization.empty()) {
@@ -158,4 +167,5 @@ std::string DeviceUri(std::string_view serial) {
   return out;
 }
 
-}  // namespace fleetid::pki::internal
+}  // namespace internal
+}  // namespace fleetid::pki
