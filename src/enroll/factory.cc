@@ -9,6 +9,8 @@
 #include "crypto/crypto.h"
 #include "crypto/csr.h"
 #include "crypto/jws.h"
+#include "crypto/keys.h"
+#include "pki/cert_builder.h"
 
 namespace fleetid::enroll {
 namespace {
@@ -18,32 +20,31 @@ using crypto::X509Ptr;
 
 Error Ossl(std::string_view what) { return crypto::OpenSslError(ErrorCode::kInternal, what); }
 
-std::int64_t Unix(TimePoint t) {
-  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+// SigningDigest is the digest the factory signs with under |key|: none for Ed25519.
+const EVP_MD* SigningDigest(EVP_PKEY* key) {
+  return EVP_PKEY_get_id(key) == EVP_PKEY_ED25519 ? nullptr : EVP_sha256();
 }
 
-Result<crypto::Asn1IntegerPtr> RandomSerial(Rng& rng) {
-  FLEETID_TRY(bytes, rng.Bytes(16));
-  bytes[0] = static_cast<std::uint8_t>((bytes[0] & 0x7f) | 0x01);
-  crypto::Asn1IntegerPtr serial(ASN1_INTEGER_new());
-  if (!serial || ASN1_STRING_set(serial.get(), bytes.data(), static_cast<int>(bytes.size())) != 1) {
-    return MakeError(Ossl("serial"));
+// AddName appends |nid| = |value| to |name|.
+bool AddName(X509_NAME* name, int nid, std::string_view value) {
+  return X509_NAME_add_entry_by_NID(name, nid, MBSTRING_UTF8,
+                                    reinterpret_cast<const unsigned char*>(value.data()),
+                                    static_cast<int>(value.size()), -1, 0) == 1;
+}
+
+// BuildAndSign has pki's certificate builder make |spec| with |extensions| (basicConstraints,
+// keyUsage) and sign it: the keyIdentifiers are the builder's (SHA-1 of the key bits).
+Result<std::vector<std::uint8_t>> BuildAndSign(
+    pki::CertSpec& spec, std::initializer_list<std::pair<int, const char*>> extensions,
+    X509* issuer, EVP_PKEY* key) {
+  std::vector<crypto::X509ExtensionPtr> owned;
+  for (const auto& [nid, value] : extensions) {
+    FLEETID_TRY(ext, pki::ConfExtension(nid, value));
+    spec.extensions.push_back(ext.get());
+    owned.push_back(std::move(ext));
   }
-  return serial;
-}
-
-Result<void> AddExt(X509* cert, X509* issuer, int nid, const char* value) {
-  X509V3_CTX ctx;
-  X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
-  crypto::X509ExtensionPtr ext(X509V3_EXT_conf_nid(nullptr, &ctx, nid, value));
-  if (!ext || X509_add_ext(cert, ext.get(), -1) != 1) return MakeError(Ossl("certificate extension"));
-  return {};
-}
-
-Result<void> Sign(X509* cert, EVP_PKEY* key) {
-  const EVP_MD* md = EVP_PKEY_get_id(key) == EVP_PKEY_ED25519 ? nullptr : EVP_sha256();
-  if (X509_sign(cert, key, md) <= 0) return MakeError(Ossl("signing the certificate in the token"));
-  return {};
+  FLEETID_TRY(cert, pki::BuildAndSign(spec, issuer, key, SigningDigest(key)));
+  return CertificateDer(cert.get());
 }
 
 }  // namespace
@@ -78,34 +79,24 @@ Result<std::vector<std::uint8_t>> MakeManufacturerCa(EVP_PKEY* key, std::string_
   if (name.empty() || name.size() > 64) {
     return MakeError(ErrorCode::kInvalidArgument, "a manufacturer name has 1 to 64 characters");
   }
-  X509Ptr cert(X509_new());
   crypto::X509NamePtr subject(X509_NAME_new());
-  const std::string cn = std::string(name) + " IDevID CA";
-  FLEETID_TRY(serial, RandomSerial(rng));
-  const std::int64_t now = Unix(clock.Now());
-  crypto::Asn1TimePtr nb(ASN1_TIME_set(nullptr, static_cast<time_t>(now - 300)));
-  crypto::Asn1TimePtr na(ASN1_TIME_set(nullptr, static_cast<time_t>(now + 25LL * 365 * 86400)));
-  const auto* o = reinterpret_cast<const unsigned char*>(name.data());
-  const auto* c = reinterpret_cast<const unsigned char*>(cn.data());
-  if (!cert || !subject || !nb || !na ||
-      X509_NAME_add_entry_by_NID(subject.get(), NID_organizationName, MBSTRING_UTF8, o,
-                                 static_cast<int>(name.size()), -1, 0) != 1 ||
-      X509_NAME_add_entry_by_NID(subject.get(), NID_commonName, MBSTRING_UTF8, c,
-                                 static_cast<int>(cn.size()), -1, 0) != 1 ||
-      X509_set_version(cert.get(), X509_VERSION_3) != 1 ||
-      X509_set_serialNumber(cert.get(), serial.get()) != 1 ||
-      X509_set_subject_name(cert.get(), subject.get()) != 1 ||
-      X509_set_issuer_name(cert.get(), subject.get()) != 1 ||
-      X509_set1_notBefore(cert.get(), nb.get()) != 1 || X509_set1_notAfter(cert.get(), na.get()) != 1 ||
-      X509_set_pubkey(cert.get(), key) != 1) {
+  if (!subject || !AddName(subject.get(), NID_organizationName, name) ||
+      !AddName(subject.get(), NID_commonName, std::string(name) + " IDevID CA")) {
     return MakeError(Ossl("building the manufacturer CA"));
   }
-  FLEETID_CHECK_OK(AddExt(cert.get(), cert.get(), NID_basic_constraints, "critical,CA:TRUE,pathlen:0"));
-  FLEETID_CHECK_OK(AddExt(cert.get(), cert.get(), NID_key_usage, "critical,keyCertSign,cRLSign"));
-  FLEETID_CHECK_OK(AddExt(cert.get(), cert.get(), NID_subject_key_identifier, "hash"));
-  FLEETID_CHECK_OK(AddExt(cert.get(), cert.get(), NID_authority_key_identifier, "keyid:always"));
-  FLEETID_CHECK_OK(Sign(cert.get(), key));
-  return CertificateDer(cert.get());
+  FLEETID_TRY(serial, pki::RandomSerial(rng));
+  FLEETID_TRY(spki, crypto::PublicKeyDer(key));
+  const TimePoint now = clock.Now();
+  pki::CertSpec spec{.serial = std::move(serial),
+                     .subject = subject.get(),
+                     .not_before = now - std::chrono::seconds(300),
+                     .not_after = now + std::chrono::hours(24 * 365 * 25),
+                     .spki = spki};
+  // Self-signed: the builder's authorityKeyIdentifier is the certificate's own key identifier.
+  return BuildAndSign(spec,
+                      {{NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
+                       {NID_key_usage, "critical,keyCertSign,cRLSign"}},
+                      nullptr, key);
 }
 
 Result<std::vector<std::uint8_t>> IssueIdevid(EVP_PKEY* ca_key, std::span<const std::uint8_t> ca_der,
@@ -118,32 +109,31 @@ Result<std::vector<std::uint8_t>> IssueIdevid(EVP_PKEY* ca_key, std::span<const 
   }
   FLEETID_TRY(csr, crypto::VerifyCsr(csr_der));
   FLEETID_TRY(ca, ParseCertificate(ca_der));
-  X509Ptr cert(X509_new());
   crypto::X509NamePtr name(X509_NAME_new());
-  FLEETID_TRY(serial, RandomSerial(rng));
-  crypto::Asn1TimePtr nb(ASN1_TIME_set(nullptr, static_cast<time_t>(Unix(clock.Now()) - 300)));
-  crypto::Asn1TimePtr na(ASN1_TIME_new());
-  auto add = [&](int nid, const std::string& v) {
-    return X509_NAME_add_entry_by_NID(name.get(), nid, MBSTRING_UTF8,
-                                      reinterpret_cast<const unsigned char*>(v.data()),
-                                      static_cast<int>(v.size()), -1, 0) == 1;
-  };
-  if (!cert || !name || !nb || !na || ASN1_TIME_set_string(na.get(), "99991231235959Z") != 1 ||
-      !add(NID_organizationName, subject.manufacturer) || !add(NID_commonName, subject.model) ||
-      !add(NID_serialNumber, subject.serial) || X509_set_version(cert.get(), X509_VERSION_3) != 1 ||
-      X509_set_serialNumber(cert.get(), serial.get()) != 1 ||
-      X509_set_subject_name(cert.get(), name.get()) != 1 ||
-      X509_set_issuer_name(cert.get(), X509_get_subject_name(ca.get())) != 1 ||
-      X509_set1_notBefore(cert.get(), nb.get()) != 1 || X509_set1_notAfter(cert.get(), na.get()) != 1) {
+  if (!name || !AddName(name.get(), NID_organizationName, subject.manufacturer) ||
+      !AddName(name.get(), NID_commonName, subject.model) ||
+      !AddName(name.get(), NID_serialNumber, subject.serial)) {
     return MakeError(Ossl("building the IDevID"));
   }
-  FLEETID_CHECK_OK(crypto::SetSubjectPublicKey(cert.get(), csr.spki));
-  FLEETID_CHECK_OK(AddExt(cert.get(), ca.get(), NID_basic_constraints, "critical,CA:FALSE"));
-  FLEETID_CHECK_OK(AddExt(cert.get(), ca.get(), NID_key_usage, "critical,digitalSignature"));
-  FLEETID_CHECK_OK(AddExt(cert.get(), ca.get(), NID_subject_key_identifier, "hash"));
-  FLEETID_CHECK_OK(AddExt(cert.get(), ca.get(), NID_authority_key_identifier, "keyid:always"));
-  FLEETID_CHECK_OK(Sign(cert.get(), ca_key));
-  return CertificateDer(cert.get());
+  // RFC 5280 §4.2.1.1: the authorityKeyIdentifier is the issuer's subjectKeyIdentifier.
+  const ASN1_OCTET_STRING* ca_key_id = X509_get0_subject_key_id(ca.get());
+  if (ca_key_id == nullptr) {
+    return MakeError(ErrorCode::kInvalidArgument, "the manufacturer CA has no subjectKeyIdentifier");
+  }
+  FLEETID_TRY(aki, pki::AuthorityKeyIdExtension(
+                       {ASN1_STRING_get0_data(ca_key_id),
+                        static_cast<std::size_t>(ASN1_STRING_length(ca_key_id))}));
+  FLEETID_TRY(serial, pki::RandomSerial(rng));
+  pki::CertSpec spec{.serial = std::move(serial),
+                     .subject = name.get(),
+                     .not_before = clock.Now() - std::chrono::seconds(300),
+                     .no_expiry = true,  // 802.1AR §8.5
+                     .spki = csr.spki,
+                     .authority_key_id = aki.get()};
+  return BuildAndSign(spec,
+                      {{NID_basic_constraints, "critical,CA:FALSE"},
+                       {NID_key_usage, "critical,digitalSignature"}},
+                      ca.get(), ca_key);
 }
 
 Result<std::string> SignManifest(EVP_PKEY* key, std::span<const std::uint8_t> ca_der,

@@ -5,13 +5,11 @@
 #ifndef FLEETID_PKI_PKI_H_
 #define FLEETID_PKI_PKI_H_
 
-#include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <optional>
-#include <shared_mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -77,6 +75,10 @@ struct AuthorityOptions {
   // single-CertID request gets the cached answer without its nonce (RFC 6960 §4.4.1 and RFC 8954
   // §2.1 let a responder omit it) and a multi-CertID request an unsigned `unauthorized`.
   int ocsp_fresh_per_second = 200;
+  // Pre-signed OCSP answers held at most (one per CertID hash and issued serial asked for
+  // within ocsp_validity). Past it, caching an answer evicts the one signed longest ago; an
+  // evicted answer is signed again at its next query. Zero: nothing is cached.
+  std::size_t ocsp_cache_max_entries = 65536;
 };
 
 // The classes of certificate the CA issues, by where their revocation is published.
@@ -182,7 +184,7 @@ class Authority {
   // ChangeStatusIn revokes (|reason|), holds (kCertificateHold) or releases (nullopt) |serial|
   // inside the caller's transaction, with its audit entry. After the commit, the caller passes
   // the record to Publish, which replaces cached OCSP answers and marks the CRL for a rebuild
-  // (other nodes notice within kChangePollInterval anyway).
+  // (other nodes notice within 50 ms anyway: the change feed polls certificate_changes).
   [[nodiscard]] Result<CertificateRecord> ChangeStatusIn(store::Transaction& tx,
                                                          std::string_view serial,
                                                          std::optional<Reason> reason,
@@ -232,55 +234,15 @@ class Authority {
   const std::vector<std::uint8_t>& RootDer() const;
 
   ~Authority();
-  struct Ca;
-  struct CertSpec;
 
  private:
-  Authority(std::shared_ptr<custody::Token> token, store::Database& db, Clock& clock, Rng& rng,
-            AuthorityOptions options);
-  [[nodiscard]] Result<void> LoadOrCreate();
-  [[nodiscard]] Result<Ca*> IssuingCa(const crypto::Suite& suite);
-  [[nodiscard]] Result<const X509_EXTENSION*> DistributionPoint(Ca& ca, std::int64_t partition);
-  std::string CrlUrl(std::string_view issuer, std::int64_t partition, bool delta) const;
-  struct AuditContext {
-    std::string_view actor;
-    std::string evidence_digest;
-  };
-  [[nodiscard]] Result<CertificateRecord> SignAndRecord(
-      CertSpec& spec, Ca& issuing, std::string_view subject_id, const crypto::Suite& suite,
-      std::int64_t partition, const AuditContext& audit, store::Transaction* outer, bool hold);
-  [[nodiscard]] Result<void> RecordCaIn(store::Transaction& tx, std::string_view serial);
-  [[nodiscard]] Result<CertificateRecord> IssueImpl(store::Transaction* tx,
-                                                    std::span<const std::uint8_t> csr_der,
-                                                    const DeviceIdentity& device,
-                                                    const crypto::SuitePolicy& policy,
-                                                    std::string_view actor, bool pending);
+  struct Impl;  // the hierarchy, issuer, responder, CRL publisher and change feed (authority.cc)
+  explicit Authority(std::unique_ptr<Impl> impl);
   [[nodiscard]] Result<CertificateRecord> ChangeStatus(std::string_view serial,
                                                        std::optional<Reason> reason,
                                                        std::string_view actor);
-  void RefreshOcsp(const CertificateRecord& record);
-  struct CrlCache;
-  struct CrlEntry;
-  [[nodiscard]] Result<CrlAnswer> CrlLocked(Ca& ca, std::int64_t partition, bool delta);
-  [[nodiscard]] Result<CrlAnswer> BuildCrl(Ca& ca, std::int64_t partition, const CrlEntry* base,
-                                           TimePoint now, std::int64_t& cursor);
-  // SyncChanges drops cached OCSP answers and CRLs for status changes other processes (the
-  // operator tool, other authority nodes) committed; polled at most every kChangePollInterval.
-  void SyncChanges();
-  static constexpr std::chrono::milliseconds kChangePollInterval{50};
-  std::atomic<std::int64_t> change_cursor_{0};
-  std::atomic<std::int64_t> last_sync_{0};
 
-  std::shared_ptr<custody::Token> token_;
-  store::Database& db_;
-  Clock& clock_;
-  Rng& rng_;
-  AuthorityOptions options_;
-  std::vector<std::unique_ptr<Ca>> cas_;  // [0] is the root
-  std::atomic<std::int64_t> last_prune_{0};
-  struct OcspCache;
-  std::unique_ptr<OcspCache> ocsp_cache_;
-  std::unique_ptr<CrlCache> crl_cache_;
+  std::unique_ptr<Impl> impl_;
 };
 
 // RenewalDue says whether the certificate |current| should be replaced at |now|: two thirds of

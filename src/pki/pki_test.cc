@@ -14,6 +14,7 @@
 #include "crypto/crypto.h"
 #include "crypto/keys.h"
 #include "custody/test_token.h"
+#include "pki/internal/ocsp_responder.h"
 #include "pki/pki.h"
 #include "store/test_db.h"
 
@@ -273,6 +274,40 @@ TEST_F(PkiTest, OcspFollowsRevocationHoldAndRelease) {
             ErrorCode::kConflict);
   EXPECT_EQ(authority_->Release(rec.serial).error().code(), ErrorCode::kConflict);
   EXPECT_EQ(authority_->Revoke("00ff", Reason::kSuperseded).error().code(), ErrorCode::kNotFound);
+}
+
+// Issue 11, item 3: the pre-signed answers are bounded (ocsp_cache_max_entries); past the bound
+// the answer signed longest ago is evicted, and signed again when it is next asked for.
+TEST_F(PkiTest, OcspCacheHoldsAtMostItsBoundAndReSignsAnEvictedAnswer) {
+  options_.ocsp_cache_max_entries = 2;
+  Open();
+  EvpPkeyPtr device(EVP_EC_gen("P-256"));
+  const CertificateRecord a = IssueOne(device.get(), "GW-A");
+  const CertificateRecord b = IssueOne(device.get(), "GW-B");
+  const CertificateRecord c = IssueOne(device.get(), "GW-C");
+  const std::uint64_t before = authority_->OcspSignatures();
+  EXPECT_EQ(Status(a), V_OCSP_CERTSTATUS_GOOD);
+  EXPECT_EQ(Status(b), V_OCSP_CERTSTATUS_GOOD);
+  EXPECT_EQ(Status(a), V_OCSP_CERTSTATUS_GOOD);
+  EXPECT_EQ(authority_->OcspSignatures() - before, 2u) << "a's second answer is the cached one";
+  EXPECT_EQ(authority_->OcspCacheSize(), 2u);
+  // c's answer evicts a's, signed first (being served again does not make an answer younger).
+  EXPECT_EQ(Status(c), V_OCSP_CERTSTATUS_GOOD);
+  EXPECT_EQ(authority_->OcspCacheSize(), 2u);
+  EXPECT_EQ(Status(b), V_OCSP_CERTSTATUS_GOOD);
+  EXPECT_EQ(authority_->OcspSignatures() - before, 3u) << "b stayed cached";
+  EXPECT_EQ(Status(a), V_OCSP_CERTSTATUS_GOOD);
+  EXPECT_EQ(authority_->OcspSignatures() - before, 4u) << "the evicted answer is signed again";
+  EXPECT_EQ(Status(a), V_OCSP_CERTSTATUS_GOOD);
+  EXPECT_EQ(authority_->OcspSignatures() - before, 4u) << "and cached again";
+  EXPECT_EQ(authority_->OcspCacheSize(), 2u);
+  // A revocation signs both CertID forms at once; the bound holds, and the answer is revoked.
+  ASSERT_TRUE(authority_->Revoke(b.serial, Reason::kSuperseded));
+  EXPECT_EQ(authority_->OcspSignatures() - before, 6u);
+  EXPECT_EQ(authority_->OcspCacheSize(), 2u);
+  EXPECT_EQ(Status(b), V_OCSP_CERTSTATUS_REVOKED);
+  EXPECT_EQ(authority_->OcspSignatures() - before, 6u) << "served from the refreshed cache";
+  EXPECT_EQ(authority_->OcspCacheSize(), 2u);
 }
 
 TEST_F(PkiTest, OcspAnswersGarbageWithMalformedRequestAndStrangersWithUnauthorized) {
@@ -1192,6 +1227,44 @@ INSTANTIATE_TEST_SUITE_P(Backends, PkiDbTest,
                          [](const auto& param_info) {
                            return store::testing::BackendName(param_info.param);
                          });
+
+// ParseOcspRequest is a pure function of the request's bytes: it needs no CA, token or database.
+TEST(ParseOcspRequestTest, ReadsCertIdsAndNonceAndRefusesWhatTheLimitsRefuse) {
+  EvpPkeyPtr key(EVP_EC_gen("P-256"));
+  crypto::X509NamePtr name(X509_NAME_new());
+  X509_NAME_add_entry_by_NID(name.get(), NID_commonName, MBSTRING_UTF8,
+                             reinterpret_cast<const unsigned char*>("issuer"), -1, -1, 0);
+  X509Ptr issuer(X509_new());
+  X509_set_subject_name(issuer.get(), name.get());
+  X509_set_pubkey(issuer.get(), key.get());
+
+  OcspRequestPtr req(OCSP_REQUEST_new());
+  AddSerial(req.get(), issuer.get(), std::array<std::uint8_t, 2>{0x12, 0x34});
+  AddSerial(req.get(), issuer.get(), std::array<std::uint8_t, 1>{0x01}, /*negative=*/true);
+  OCSP_request_add1_nonce(req.get(), nullptr, -1);
+  auto parsed = internal::ParseOcspRequest(RequestDer(req.get()), Authority::kMaxOcspCertIds);
+  if (!parsed.has_value()) GTEST_FAIL() << "status " << parsed.error();
+  EXPECT_TRUE(parsed->has_nonce);
+  ASSERT_EQ(parsed->ids.size(), 2u);
+  EXPECT_EQ(parsed->ids[0].md_nid, NID_sha1);
+  EXPECT_EQ(parsed->ids[0].serial, "1234");
+  EXPECT_EQ(parsed->ids[0].cache_key, "02021234");
+  EXPECT_EQ(parsed->ids[1].serial, "") << "negative serials have no hex form";
+  EXPECT_EQ(parsed->ids[1].cache_key, "0201ff");
+
+  auto limited = internal::ParseOcspRequest(RequestDer(req.get()), 1);
+  ASSERT_FALSE(limited.has_value());
+  EXPECT_EQ(limited.error(), OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+  std::vector<std::uint8_t> trailing = RequestDer(req.get());
+  trailing.push_back(0);
+  auto garbage = internal::ParseOcspRequest(trailing, Authority::kMaxOcspCertIds);
+  ASSERT_FALSE(garbage.has_value());
+  EXPECT_EQ(garbage.error(), OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+  OcspRequestPtr empty(OCSP_REQUEST_new());
+  auto none = internal::ParseOcspRequest(RequestDer(empty.get()), Authority::kMaxOcspCertIds);
+  ASSERT_FALSE(none.has_value());
+  EXPECT_EQ(none.error(), OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+}
 
 }  // namespace
 }  // namespace fleetid::pki

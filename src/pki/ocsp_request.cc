@@ -1,0 +1,163 @@
+// Parsing of OCSPRequests (RFC 6960 §4.1) and the answer cache.
+#include <openssl/err.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "pki/internal/ocsp_responder.h"
+#include "pki/internal/util.h"
+
+namespace fleetid::pki::internal {
+namespace {
+
+constexpr int kMalformed = OCSP_RESPONSE_STATUS_MALFORMEDREQUEST;
+
+// RFC 5280 §4.1.2.2: certificate users must handle serials of up to 20 octets; no conforming
+// CA issues a longer one.
+constexpr int kMaxSerialOctets = 20;
+// RFC 8954 §2.1: Nonce ::= OCTET STRING(SIZE(1..32)).
+constexpr int kMaxNonceOctets = 32;
+
+// NonceLength is the length of a nonce extension's value: the content of the OCTET STRING that
+// RFC 8954 puts in extnValue, or the raw extnValue of clients that send the bytes bare.
+int NonceLength(const X509_EXTENSION* ext) {
+  const ASN1_OCTET_STRING* value = X509_EXTENSION_get_data(const_cast<X509_EXTENSION*>(ext));
+  const unsigned char* p = ASN1_STRING_get0_data(value);
+  const long len = ASN1_STRING_length(value);
+  crypto::Asn1OctetStringPtr inner(d2i_ASN1_OCTET_STRING(nullptr, &p, len));
+  if (inner && p == ASN1_STRING_get0_data(value) + len) return ASN1_STRING_length(inner.get());
+  ERR_clear_error();
+  return static_cast<int>(len);
+}
+
+// RequestExtensionsOk applies RFC 6960 §4.4 to the request's extensions (|top|) or a single
+// request's: a nonce is understood (top level only, 1 to 32 octets), any other extension is
+// ignored unless it is critical.
+template <typename GetCount, typename GetExt>
+bool RequestExtensionsOk(GetCount count, GetExt get, bool top) {
+  for (int i = 0; i < count(); ++i) {
+    const X509_EXTENSION* ext = get(i);
+    if (ext == nullptr) return false;
+    const int nid = OBJ_obj2nid(X509_EXTENSION_get_object(const_cast<X509_EXTENSION*>(ext)));
+    if (top && nid == NID_id_pkix_OCSP_Nonce) {
+      const int len = NonceLength(ext);
+      if (len < 1 || len > kMaxNonceOctets) return false;
+      continue;
+    }
+    if (X509_EXTENSION_get_critical(ext) != 0) return false;
+  }
+  return true;
+}
+
+// ParseOne reads the |i|th single request of |req|.
+std::optional<OcspCertIdRequest> ParseOne(OCSP_REQUEST* req, int i) {
+  OCSP_ONEREQ* one = OCSP_request_onereq_get0(req, i);
+  OCSP_CERTID* id = OCSP_onereq_get0_id(one);
+  ASN1_OCTET_STRING* name_hash = nullptr;
+  ASN1_OCTET_STRING* key_hash = nullptr;
+  ASN1_OBJECT* md = nullptr;
+  ASN1_INTEGER* serial = nullptr;
+  if (id == nullptr || OCSP_id_get0_info(&name_hash, &md, &key_hash, &serial, id) != 1 ||
+      serial == nullptr || ASN1_STRING_length(serial) > kMaxSerialOctets ||
+      !RequestExtensionsOk([&] { return OCSP_ONEREQ_get_ext_count(one); },
+                           [&](int e) { return OCSP_ONEREQ_get_ext(one, e); }, false)) {
+    return std::nullopt;
+  }
+  return OcspCertIdRequest{.id = id,
+                           .md_nid = OBJ_obj2nid(md),
+                           .name_hash = name_hash,
+                           .key_hash = key_hash,
+                           .serial = SerialHex(serial),
+                           .cache_key = CacheSerial(serial)};
+}
+
+}  // namespace
+
+std::expected<ParsedOcspRequest, int> ParseOcspRequest(std::span<const std::uint8_t> der,
+                                                       int max_cert_ids) {
+  ParsedOcspRequest parsed;
+  const unsigned char* p = der.data();
+  parsed.request.reset(d2i_OCSP_REQUEST(nullptr, &p, static_cast<long>(der.size())));
+  OCSP_REQUEST* req = parsed.request.get();
+  if (req == nullptr || p != der.data() + der.size()) {
+    ERR_clear_error();
+    return std::unexpected(kMalformed);
+  }
+  const int count = OCSP_request_onereq_count(req);
+  if (count <= 0 || count > max_cert_ids) return std::unexpected(kMalformed);
+  if (!RequestExtensionsOk([&] { return OCSP_REQUEST_get_ext_count(req); },
+                           [&](int i) { return OCSP_REQUEST_get_ext(req, i); }, true)) {
+    return std::unexpected(kMalformed);
+  }
+  parsed.has_nonce = OCSP_REQUEST_get_ext_by_NID(req, NID_id_pkix_OCSP_Nonce, -1) >= 0;
+  for (int i = 0; i < count; ++i) {
+    std::optional<OcspCertIdRequest> one = ParseOne(req, i);
+    if (!one) return std::unexpected(kMalformed);
+    parsed.ids.push_back(std::move(*one));
+  }
+  return parsed;
+}
+
+std::optional<OcspAnswer> OcspAnswerCache::Find(const Key& key, TimePoint now,
+                                                std::chrono::seconds max_age) const {
+  std::shared_lock lock(mu_);
+  auto it = answers_.find(key);
+  if (it == answers_.end() || now >= it->second.answer.this_update + max_age) return std::nullopt;
+  return it->second.answer;
+}
+
+void OcspAnswerCache::Put(const Key& key, const OcspAnswer& answer) {
+  std::unique_lock lock(mu_);
+  if (auto it = answers_.find(key); it != answers_.end()) {
+    it->second.answer = answer;
+    order_.splice(order_.end(), order_, it->second.order);
+    return;
+  }
+  if (max_entries_ == 0) return;
+  while (answers_.size() >= max_entries_) EraseLocked(answers_.find(order_.front()));
+  order_.push_back(key);
+  answers_.emplace(key, Slot{.answer = answer, .order = std::prev(order_.end())});
+}
+
+void OcspAnswerCache::Forget(const std::string& ca, const std::string& cache_serial) {
+  std::unique_lock lock(mu_);
+  for (int nid : {NID_sha1, NID_sha256}) {
+    if (auto it = answers_.find({ca, nid, cache_serial}); it != answers_.end()) EraseLocked(it);
+  }
+}
+
+void OcspAnswerCache::Prune(TimePoint now, std::chrono::seconds validity) {
+  std::unique_lock lock(mu_);
+  for (auto it = answers_.begin(); it != answers_.end();) {
+    auto next = std::next(it);
+    if (it->second.answer.this_update + validity <= now) EraseLocked(it);
+    it = next;
+  }
+}
+
+std::size_t OcspAnswerCache::Size() const {
+  std::shared_lock lock(mu_);
+  return answers_.size();
+}
+
+void OcspAnswerCache::EraseLocked(std::map<Key, Slot>::iterator it) {
+  order_.erase(it->second.order);
+  answers_.erase(it);
+}
+
+bool SignatureBudget::Take(TimePoint now, int per_second) {
+  std::lock_guard lock(mu_);
+  const double cap = std::max(per_second, 0);
+  if (tokens_ < 0) {
+    tokens_ = cap;
+  } else if (now > refilled_) {
+    tokens_ = std::min(
+        cap, tokens_ + std::chrono::duration<double>(now - refilled_).count() * per_second);
+  }
+  refilled_ = std::max(refilled_, now);
+  if (tokens_ < 1) return false;
+  tokens_ -= 1;
+  return true;
+}
+
+}  // namespace fleetid::pki::internal
