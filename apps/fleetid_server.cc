@@ -10,15 +10,12 @@
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <stop_token>
 #include <thread>
 
-#include "apps/audit_routes.h"
-#include "apps/est_routes.h"
+#include "api/routes.h"
 #include "apps/options.h"
-#include "apps/pki_routes.h"
 #include "audit/log.h"
 #include "common/log.h"
 #include "crypto/crypto.h"
@@ -43,24 +40,6 @@ int Fail(const Error& error) {
 
 constexpr std::string_view kTlsKeyLabel = "fleetid-server-tls";
 constexpr int kAuditHeadSeconds = 5;  // how often the audit log's head is signed
-
-nlohmann::json ClientIdentity(pki::Authority& authority, std::span<const std::uint8_t> leaf_der) {
-  const unsigned char* p = leaf_der.data();
-  crypto::X509Ptr leaf(d2i_X509(nullptr, &p, static_cast<long>(leaf_der.size())));
-  if (!leaf) return {{"error", "unparsable certificate"}};
-  crypto::BioPtr bio(BIO_new(BIO_s_mem()));
-  X509_NAME_print_ex(bio.get(), X509_get_subject_name(leaf.get()), 0, XN_FLAG_RFC2253);
-  char* text = nullptr;
-  const long len = BIO_get_mem_data(bio.get(), &text);
-  const ASN1_INTEGER* serial = X509_get0_serialNumber(leaf.get());
-  const std::string serial_hex = crypto::Hex(
-      {ASN1_STRING_get0_data(serial), static_cast<std::size_t>(ASN1_STRING_length(serial))});
-  auto record = authority.Get(serial_hex);
-  return {
-      {"subject", std::string(text, static_cast<std::size_t>(std::max(len, 0L)))},
-      {"serial", serial_hex},
-      {"certificate_status", record ? std::string(pki::StatusName(record->status)) : "unknown"}};
-}
 
 Result<crypto::X509Ptr> ParseDer(std::span<const std::uint8_t> der) {
   const unsigned char* p = der.data();
@@ -360,17 +339,10 @@ int Run(int argc, char** argv) {
   if (!manufacturers) return Fail(manufacturers.error());
 
   server::Router router;
-  apps::AddPkiRoutes(router, **authority, SystemClock::Instance());
-  apps::AddEstRoutes(router, enrollment);
-  apps::AddAuditRoutes(router, audit_log, *audit_pem);
-  // Over HTTPS with a client certificate, /healthz also says who the client is and the status
-  // of its certificate: the handshake verified the chain, the authority knows the revocation.
-  router.Add("GET", "/healthz", [&authority](const server::HttpRequest& req) {
-    nlohmann::json body{{"status", "ok"}, {"version", kVersion}};
-    if (!req.client_chain.empty())
-      body["client"] = ClientIdentity(**authority, req.client_chain.front());
-    return server::HttpResponse::Json(200, body.dump());
-  });
+  api::RegisterPkiRoutes(router, **authority, SystemClock::Instance());
+  api::RegisterEstRoutes(router, enrollment);
+  api::RegisterAuditRoutes(router, audit_log, *audit_pem);
+  api::RegisterHealthRoute(router, **authority, std::string(kVersion));
   server::HttpServerOptions options;
   options.address = config->http_listen.host;
   options.port = config->http_listen.port;
