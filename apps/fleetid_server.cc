@@ -31,6 +31,10 @@
 namespace fleetid {
 namespace {
 
+using node::HostPort;
+using node::ParseHostPort;
+using node::RedactUrl;
+
 constexpr std::string_view kVersion = "0.1.0";
 
 int Fail(const Error& error) {
