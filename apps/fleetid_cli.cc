@@ -93,7 +93,7 @@ Result<Devices> OpenDevices(const apps::CommonFlags& flags) {
 // Context is what the ca and audit commands work on: the configuration, the token and the
 // database (migrated, the audit log's tables included).
 struct Context {
-  ServerConfig config;
+  node::ServerConfig config;
   std::shared_ptr<custody::Token> token;
   Devices devices;
 };

@@ -9,8 +9,8 @@
 #include <optional>
 #include <string>
 
-#include "common/config.h"
 #include "common/log.h"
+#include "node/config.h"
 
 namespace fleetid::apps {
 
@@ -45,9 +45,9 @@ inline void AddCommonFlags(CLI::App& app, CommonFlags& flags) {
 }
 
 // ResolveConfig applies defaults, then the config file, then the flags.
-[[nodiscard]] inline Result<ServerConfig> ResolveConfig(const CommonFlags& flags) {
-  ServerConfig config;
-  if (!flags.config_file.empty()) FLEETID_CHECK_OK(LoadConfigFile(flags.config_file, config));
+[[nodiscard]] inline Result<node::ServerConfig> ResolveConfig(const CommonFlags& flags) {
+  node::ServerConfig config;
+  if (!flags.config_file.empty()) FLEETID_CHECK_OK(node::LoadConfigFile(flags.config_file, config));
   if (flags.data_dir) config.data_dir = *flags.data_dir;
   if (flags.module_path) config.custody.module_path = *flags.module_path;
   if (flags.token_label) config.custody.token_label = *flags.token_label;
@@ -66,7 +66,8 @@ inline void AddCommonFlags(CLI::App& app, CommonFlags& flags) {
 
 // PrepareDataDir creates the data directory (mode 0700) if it is missing and returns its absolute
 // path.
-[[nodiscard]] inline Result<std::filesystem::path> PrepareDataDir(const ServerConfig& config) {
+[[nodiscard]] inline Result<std::filesystem::path> PrepareDataDir(
+    const node::ServerConfig& config) {
   std::error_code ec;
   std::filesystem::create_directories(config.data_dir, ec);
   if (ec) {

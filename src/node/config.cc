@@ -1,4 +1,4 @@
-#include "common/config.h"
+#include "node/config.h"
 
 #include <charconv>
 #include <fstream>
@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-namespace fleetid {
+namespace fleetid::node {
 namespace {
 
 using Json = nlohmann::json;
@@ -197,4 +197,4 @@ Result<void> LoadConfigFile(const std::filesystem::path& path, ServerConfig& con
   return {};
 }
 
-}  // namespace fleetid
+}  // namespace fleetid::node

@@ -1,8 +1,8 @@
-#include "common/config.h"
+#include "node/config.h"
 
 #include <gtest/gtest.h>
 
-namespace fleetid {
+namespace fleetid::node {
 namespace {
 
 TEST(ConfigTest, DefaultsNeedNoFile) {
@@ -77,4 +77,4 @@ TEST(ConfigTest, MissingFileIsNotFound) {
 }
 
 }  // namespace
-}  // namespace fleetid
+}  // namespace fleetid::node

@@ -1,0 +1,88 @@
+#include "node/node.h"
+
+#include <fmt/ranges.h>
+
+#include <chrono>
+
+#include "common/log.h"
+#include "crypto/crypto.h"
+#include "crypto/keys.h"
+
+namespace fleetid::node {
+
+Node::~Node() = default;
+
+Result<std::unique_ptr<Node>> Node::Open(const ServerConfig& config) {
+  std::unique_ptr<Node> node(new Node());
+  FLEETID_CHECK_OK(node->OpenCustody(config));
+  FLEETID_CHECK_OK(node->OpenDatabase(config));
+  FLEETID_CHECK_OK(node->OpenAuthority(config));
+  FLEETID_CHECK_OK(node->OpenAuditLog());
+  node->OpenEnrollment();
+  return node;
+}
+
+Result<void> Node::OpenCustody(const ServerConfig& config) {
+  FLEETID_TRY(opened, custody::OpenCustody(config.custody, config.data_dir,
+                                           crypto::OpenSslRng::Instance()));
+  custody_ = std::move(opened);
+  FLEETID_TRY(keys, custody_.token->ListKeys());
+  log::Info("custody ready", {{"module", custody_.module_path.string()},
+                              {"token", custody_.token->label()},
+                              {"embedded", custody_.embedded},
+                              {"store", custody_.store_dir.string()},
+                              {"created", custody_.created},
+                              {"keys", keys.size()}});
+  return {};
+}
+
+Result<void> Node::OpenDatabase(const ServerConfig& config) {
+  const std::string db_url = config.DatabaseUrl();
+  FLEETID_TRY(db, store::Database::Open(db_url, config.threads + 2));
+  db_ = std::move(db);
+  FLEETID_CHECK_OK(enroll::Service::Migrate(*db_));
+  FLEETID_TRY(counts,
+              registry::Registry(*db_, SystemClock::Instance(), nullptr, {}).CountByState());
+  std::int64_t devices = 0;
+  for (const auto& [state, n] : counts) devices += n;
+  log::Info("registry ready", {{"database", RedactUrl(db_url)}, {"devices", devices}});
+  return {};
+}
+
+Result<void> Node::OpenAuthority(const ServerConfig& config) {
+  pki::AuthorityOptions ca_options;
+  ca_options.base_url = config.PublicUrl();
+  ca_options.crl_min_interval = std::chrono::seconds(config.crl_min_interval_seconds);
+  FLEETID_TRY(authority, pki::Authority::Open(custody_.token, *db_, SystemClock::Instance(),
+                                              crypto::OpenSslRng::Instance(), ca_options));
+  authority_ = std::move(authority);
+  log::Info("certificate authority ready",
+            {{"public_url", ca_options.base_url},
+             {"cas", fmt::format("{}", fmt::join(authority_->CaNames(), ","))}});
+  return {};
+}
+
+// The audit log: every registry transition, issuance and revocation appends to it in its own
+// transaction; the node integrates and signs tree heads on a cadence (node/maintenance.h).
+Result<void> Node::OpenAuditLog() {
+  FLEETID_TRY(signer, audit::AuditSigner(*custody_.token, crypto::OpenSslRng::Instance()));
+  FLEETID_TRY(pem, crypto::PublicKeyPem(signer->public_key()));
+  audit_pem_ = std::move(pem);
+  audit_log_ = std::make_unique<audit::Log>(*db_, signer, SystemClock::Instance());
+  FLEETID_TRY(first_head, audit_log_->SignHead());
+  log::Info("audit log ready",
+            {{"size", first_head.size}, {"root", audit::HashHex(first_head.root)}});
+  return {};
+}
+
+// Enrollment: the registry acts on credentials through the CA in its own transactions.
+void Node::OpenEnrollment() {
+  effects_ = std::make_unique<enroll::PkiEffects>(*authority_);
+  registry_ = std::make_unique<registry::Registry>(*db_, SystemClock::Instance(), effects_.get(),
+                                                   registry::RegistryOptions{});
+  enrollment_ = std::make_unique<enroll::Service>(
+      *db_, *registry_, *authority_, *effects_, SystemClock::Instance(),
+      crypto::OpenSslRng::Instance(), enroll::ServiceOptions{});
+}
+
+}  // namespace fleetid::node
