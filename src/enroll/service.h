@@ -22,6 +22,7 @@
 #include "common/error.h"
 #include "common/rng.h"
 #include "crypto/suite.h"
+#include "enroll/claims.h"
 #include "pki/pki.h"
 #include "registry/registry.h"
 #include "store/store.h"
@@ -89,10 +90,6 @@ struct ServiceOptions {
   // A decommissioning receipt's iat may be this far from the server's clock and the order.
   std::chrono::seconds receipt_skew{300};
 };
-
-inline constexpr std::string_view kEvidenceProfile = "urn:fleetid:evidence:1";
-inline constexpr std::string_view kEvidenceType = "fleetid-evidence+jws";
-inline constexpr std::string_view kReceiptType = "fleetid-receipt+jws";
 
 // PkiEffects carries the registry's fleet-wide credential actions out through the CA in the
 // registry's transaction: hold (which abandons a pending rotation: its certificate is revoked,
