@@ -27,7 +27,8 @@ namespace enroll = fleetid::enroll;
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
-constexpr std::string_view kSha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+constexpr std::string_view kSha =
+    "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 constexpr std::string_view kNonce = "q2F9ZQd3m1o8Zc7yXW0r4Jv5bS6tP1uKeLhN0aGiD2E";
 
 void Write(const fs::path& path, std::string_view text) {
@@ -84,7 +85,8 @@ void WriteManifest(const fs::path& dir, EVP_PKEY* key) {
                      .manufactured_at = 1780000000,
                      .devices = {}};
   for (int i = 1; i <= 3; ++i) {
-    m.devices.push_back({"SN-000" + std::to_string(i), std::string(kSha), "1.2.3", std::string(kSha)});
+    m.devices.push_back(
+        {"SN-000" + std::to_string(i), std::string(kSha), "1.2.3", std::string(kSha)});
   }
   auto signed_manifest = enroll::SignManifest(key, *ca, m);
   if (!signed_manifest) std::exit(1);

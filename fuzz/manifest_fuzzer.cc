@@ -47,9 +47,8 @@ const std::vector<std::uint8_t>& CaDer() {
 }
 
 std::string Wrap(std::string_view payload) {
-  static const std::string kHeader =
-      R"({"alg":"ES256","typ":"fleetid-batch+jws","x5t#S256":")" +
-      crypto::Base64UrlEncode(crypto::Sha256(CaDer())) + R"("})";
+  static const std::string kHeader = R"({"alg":"ES256","typ":"fleetid-batch+jws","x5t#S256":")" +
+                                     crypto::Base64UrlEncode(crypto::Sha256(CaDer())) + R"("})";
   static const std::string kSignature(64, '\x5a');
   return crypto::Base64UrlEncode(crypto::AsBytes(kHeader)) + "." +
          crypto::Base64UrlEncode(crypto::AsBytes(payload)) + "." +

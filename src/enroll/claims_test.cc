@@ -27,8 +27,12 @@ std::string Signed(const Json& header, const Json& claims) {
 }
 
 Json Evidence() {
-  return {{"eat_profile", kEvidenceProfile}, {"eat_nonce", kNonce}, {"serial", "SN-1"},
-          {"fw_sha256", kSha},               {"key_sha256", kSha},  {"swversion", "1.0 (beta)"}};
+  return {{"eat_profile", kEvidenceProfile},
+          {"eat_nonce", kNonce},
+          {"serial", "SN-1"},
+          {"fw_sha256", kSha},
+          {"key_sha256", kSha},
+          {"swversion", "1.0 (beta)"}};
 }
 
 Json Receipt() {
@@ -85,7 +89,8 @@ TEST(ClaimsTest, RefusesEvidenceOutsideTheContract) {
 }
 
 TEST(ClaimsTest, ReadsReceipt) {
-  const auto parsed = ParseReceiptClaims(Signed({{"typ", kReceiptType}, {"kid", "0a1b"}}, Receipt()));
+  const auto parsed =
+      ParseReceiptClaims(Signed({{"typ", kReceiptType}, {"kid", "0a1b"}}, Receipt()));
   if (!parsed.has_value()) GTEST_FAIL() << parsed.error();
   EXPECT_EQ(parsed->kid, "0a1b");
   EXPECT_EQ(parsed->serial, "SN-1");

@@ -22,16 +22,20 @@ std::string SignedManifest(const Json& manufactured_at) {
                     {"idevid_sha256", std::string(64, 'a')},
                     {"firmware_version", "1.0"},
                     {"firmware_sha256", std::string(64, 'b')}};
-  const Json payload{{"batch", "B-1"},      {"manufacturer", "Acme"},
-                     {"model", "M"},        {"station", "S"},
-                     {"manufactured_at", manufactured_at}, {"devices", Json::array({device})}};
+  const Json payload{{"batch", "B-1"},
+                     {"manufacturer", "Acme"},
+                     {"model", "M"},
+                     {"station", "S"},
+                     {"manufactured_at", manufactured_at},
+                     {"devices", Json::array({device})}};
   const std::string thumb = crypto::Base64UrlEncode(crypto::Sha256("ca"));
   return crypto::SignJws(key.get(), {{"typ", kManifestType}, {"x5t#S256", thumb}}, payload.dump())
       .value_or("");
 }
 
 TEST(ManifestTest, ReadsManufacturedAt) {
-  for (const std::int64_t at : std::initializer_list<std::int64_t>{0, 1780000000, kMaxManifestTime}) {
+  for (const std::int64_t at :
+       std::initializer_list<std::int64_t>{0, 1780000000, kMaxManifestTime}) {
     const auto parsed = ParseManifest(SignedManifest(at));
     if (!parsed.has_value()) GTEST_FAIL() << parsed.error();
     EXPECT_EQ(parsed->manifest.manufactured_at, at);
