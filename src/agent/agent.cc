@@ -25,6 +25,7 @@
 #include "crypto/keys.h"
 #include "custody/provider.h"
 #include "custody/store.h"
+#include "enroll/claims.h"
 
 namespace fleetid::agent {
 namespace {
@@ -32,9 +33,9 @@ namespace {
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
-constexpr std::string_view kEvidenceProfile = "urn:fleetid:evidence:1";
-constexpr std::string_view kEvidenceType = "fleetid-evidence+jws";
-constexpr std::string_view kReceiptType = "fleetid-receipt+jws";
+using enroll::kEvidenceProfile;
+using enroll::kEvidenceType;
+using enroll::kReceiptType;
 
 std::int64_t Unix(TimePoint t) {
   return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();

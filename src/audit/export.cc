@@ -20,6 +20,9 @@ std::span<const std::uint8_t> Bytes(const std::string& s) {
 
 Result<TreeHead> HeadFromJson(const Json& doc) {
   try {
+    if (!doc.at("size").is_number_integer() || !doc.at("time_ms").is_number_integer()) {
+      return MakeError(ErrorCode::kInvalidArgument, "a tree head's size and time_ms are integers");
+    }
     TreeHead head;
     head.size = doc.at("size").get<std::uint64_t>();
     head.time_ms = doc.at("time_ms").get<std::int64_t>();
@@ -84,12 +87,17 @@ Result<Export> ReadExport(std::istream& in) {
   for (std::size_t number = 1; std::getline(in, line); ++number) {
     if (line.empty()) continue;
     const Json doc = Json::parse(line, nullptr, false);
-    if (doc.is_discarded() || !doc.is_object() || !doc.contains("kind")) {
+    if (doc.is_discarded() || !doc.is_object() || !doc.contains("kind") ||
+        !doc["kind"].is_string()) {
       return MakeError(ErrorCode::kInvalidArgument, "line {}: not an export record", number);
     }
     const std::string kind = doc.value("kind", "");
     if (kind == "entry") {
       try {
+        if (!doc.at("seq").is_number_integer()) {
+          return MakeError(ErrorCode::kInvalidArgument, "line {}: an entry's seq is an integer",
+                           number);
+        }
         ExportedEntry entry;
         entry.seq = doc.at("seq").get<std::uint64_t>();
         entry.body = doc.at("body").get<std::string>();

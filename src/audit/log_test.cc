@@ -336,5 +336,37 @@ INSTANTIATE_TEST_SUITE_P(Sqlite, TamperTest, ::testing::Values(Backend::kSqlite)
                            return store::testing::BackendName(param_info.param);
                          });
 
+// fuzz/corpus/audit/float_seq, float_time: a number beyond the integer types was converted to
+// one (undefined behaviour) instead of refused.
+TEST(ExportReadTest, NumbersThatAreNotIntegersAreRefused) {
+  const std::string root(64, '0');
+  for (const std::string& line :
+       {std::string(R"({"kind":"entry","seq":1e300,"body":"{}"})"),
+        std::string(R"({"kind":"entry","seq":1.5,"body":"{}"})"),
+        // fuzz/corpus/audit/kind_not_string: threw from the JSON library.
+        std::string(R"({"kind":0,"seq":0,"body":"{}"})"),
+        R"({"kind":"head","size":1e300,"time_ms":0,"root":")" + root + R"(","signature":""})",
+        R"({"kind":"head","size":1,"time_ms":-1e300,"root":")" + root + R"(","signature":""})"}) {
+    std::istringstream in(line + "\n");
+    const auto exported = ReadExport(in);
+    if (exported.has_value()) GTEST_FAIL() << line;
+    EXPECT_EQ(exported.error().code(), ErrorCode::kInvalidArgument) << line;
+    EXPECT_NE(exported.error().message().find("line 1"), std::string::npos)
+        << exported.error().message();
+  }
+  const auto head =
+      ParseHeadJson(R"({"size":2,"time_ms":1e19,"root":")" + root + R"(","signature":""})");
+  if (head.has_value()) GTEST_FAIL();
+  EXPECT_EQ(head.error().code(), ErrorCode::kInvalidArgument);
+  std::istringstream good(R"({"kind":"entry","seq":0,"body":"{}"})"
+                          "\n"
+                          R"({"kind":"head","size":1,"time_ms":5,"root":")" +
+                          root + R"(","signature":"00"})");
+  const auto exported = ReadExport(good);
+  if (!exported.has_value()) GTEST_FAIL() << exported.error();
+  EXPECT_EQ(exported->entries.size(), 1U);
+  EXPECT_EQ(exported->heads.size(), 1U);
+}
+
 }  // namespace
 }  // namespace fleetid::audit

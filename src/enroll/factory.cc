@@ -158,8 +158,9 @@ Result<std::string> SignManifest(EVP_PKEY* key, std::span<const std::uint8_t> ca
 
 Result<SignedManifest> ParseManifest(std::string_view text) {
   FLEETID_TRY(jws, crypto::ParseJws(text, kMaxManifestBytes));
-  if (jws.header.value("typ", "") != kManifestType || !jws.header.contains("x5t#S256") ||
-      !jws.header["x5t#S256"].is_string()) {
+  const auto typ = jws.header.find("typ");
+  if (typ == jws.header.end() || !typ->is_string() || typ->get<std::string>() != kManifestType ||
+      !jws.header.contains("x5t#S256") || !jws.header["x5t#S256"].is_string()) {
     return MakeError(ErrorCode::kInvalidArgument,
                      "not a fleetid batch manifest (typ {} with x5t#S256 expected)", kManifestType);
   }
@@ -176,7 +177,14 @@ Result<SignedManifest> ParseManifest(std::string_view text) {
     m.manufacturer = j.at("manufacturer").get<std::string>();
     m.model = j.at("model").get<std::string>();
     m.station = j.at("station").get<std::string>();
-    m.manufactured_at = j.at("manufactured_at").get<std::int64_t>();
+    const Json& at = j.at("manufactured_at");
+    if (!at.is_number_integer() || at.get<std::int64_t>() < 0 ||
+        at.get<std::int64_t>() > kMaxManifestTime) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "the manifest's manufactured_at is not Unix seconds from 0 to {}",
+                       kMaxManifestTime);
+    }
+    m.manufactured_at = at.get<std::int64_t>();
     for (const Json& d : j.at("devices")) {
       m.devices.push_back({d.at("serial").get<std::string>(), d.at("idevid_sha256").get<std::string>(),
                            d.at("firmware_version").get<std::string>(),

@@ -25,6 +25,10 @@ inline constexpr std::string_view kManifestType = "fleetid-batch+jws";
 // A manifest lists a whole batch: about 330 bytes per device once signed, so this is room for
 // 100,000 devices, the most `fleetid factory make` makes at once.
 inline constexpr std::size_t kMaxManifestBytes = std::size_t{64} << 20;
+// The latest manufactured_at a manifest may carry: the last second a TimePoint (nanoseconds
+// since 1970 in 64 bits) holds, in 2262.
+inline constexpr std::int64_t kMaxManifestTime =
+    std::chrono::duration_cast<std::chrono::seconds>(TimePoint::max().time_since_epoch()).count();
 
 // MakeManufacturerCa self-signs the manufacturer's CA certificate for |key| (a token key):
 // subject O=|name|, CN=|name| IDevID CA; CA:TRUE, pathlen 0; valid for 25 years.

@@ -17,6 +17,7 @@
 #include "crypto/handles.h"
 #include "crypto/jws.h"
 #include "crypto/keys.h"
+#include "enroll/claims.h"
 #include "enroll/csr_check.h"
 #include "enroll/factory.h"
 
@@ -80,16 +81,6 @@ std::int64_t Unix(TimePoint t) {
   return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
 }
 
-bool IsLowerHex(std::string_view s) {
-  return std::ranges::all_of(
-      s, [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-}
-
-bool IsHex64(std::string_view s) { return s.size() == 64 && IsLowerHex(s); }
-
-// A certificate serial as fleetid writes it: lower-case hex.
-bool IsSerialHex(std::string_view s) { return !s.empty() && s.size() <= 64 && IsLowerHex(s); }
-
 std::string SerialHex(X509* cert) {
   const ASN1_INTEGER* serial = X509_get0_serialNumber(cert);
   return crypto::Hex(std::span(ASN1_STRING_get0_data(serial),
@@ -97,31 +88,6 @@ std::string SerialHex(X509* cert) {
 }
 
 std::string DeviceActor(std::string_view serial) { return fmt::format("device:{}", serial); }
-
-// Sizes of what a device sends (docs/security.md).
-constexpr std::size_t kMaxEvidenceBytes = std::size_t{8} * 1024;
-constexpr std::size_t kMaxReceiptBytes = std::size_t{16} * 1024;
-constexpr std::size_t kMaxClaimChars = 64;
-constexpr std::size_t kMaxClaims = 16;
-constexpr std::size_t kMaxDestroyedKeys = 16;
-constexpr std::size_t kNonceChars = 43;  // base64url of 32 bytes, unpadded
-
-bool IsBase64Url(std::string_view s) {
-  return std::ranges::all_of(s, [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '_';
-  });
-}
-
-// A free-text claim a device reports (hwmodel, swname, swversion, a key label): 1 to
-// kMaxClaimChars printable ASCII characters from kClaimPunctuation, letters and digits.
-constexpr std::string_view kClaimPunctuation = " ._-+~:/()";
-bool IsClaimText(std::string_view s) {
-  return !s.empty() && s.size() <= kMaxClaimChars && std::ranges::all_of(s, [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           kClaimPunctuation.find(c) != std::string_view::npos;
-  });
-}
 
 // OrderId names a decommissioning order: the device's version and time when it was ordered,
 // which stay fixed while it is decommissioning.
@@ -662,73 +628,11 @@ Result<Nonce> Service::IssueNonce(const ClientChain& chain, Purpose purpose, Thr
   return nonce;
 }
 
-// The evidence's claims, checked for shape and bounds before anything of them is stored or
-// logged.
-struct Service::Evidence {
-  crypto::Jws jws;
-  std::string nonce;
-  std::string serial;
-  std::string firmware;
-  std::string key_sha256;
-  std::string swversion;
-  std::string sha256;  // hex SHA-256 of the whole JWS
-};
-
-namespace {
-
-Result<void> CheckEvidenceClaims(const Json& claims) {
-  for (const char* name : {"hwmodel", "swname", "swversion"}) {
-    if (!claims.contains(name)) continue;
-    const Json& value = claims[name];
-    if (!value.is_string() || !IsClaimText(value.get<std::string>())) {
-      return MakeError(ErrorCode::kInvalidArgument, "claim {} is 1 to {} letters, digits or '{}'",
-                       name, kMaxClaimChars, kClaimPunctuation);
-    }
-  }
-  return {};
-}
-
-}  // namespace
+struct Service::Evidence : EvidenceClaims {};
 
 Result<Service::Evidence> Service::ParseEvidence(std::string_view evidence) {
-  if (evidence.size() > kMaxEvidenceBytes) {
-    return MakeError(ErrorCode::kInvalidArgument, "evidence is at most {} bytes",
-                     kMaxEvidenceBytes);
-  }
-  FLEETID_TRY(jws, crypto::ParseJws(evidence));
-  if (jws.header.value("typ", "") != kEvidenceType) {
-    return MakeError(ErrorCode::kInvalidArgument, "evidence is a JWS of typ {}", kEvidenceType);
-  }
-  const Json claims = Json::parse(jws.payload, nullptr, false);
-  auto text = [&](const char* name) -> std::string {
-    return claims.is_object() && claims.contains(name) && claims[name].is_string()
-               ? claims[name].get<std::string>()
-               : std::string();
-  };
-  Evidence out{.jws = std::move(jws),
-               .nonce = text("eat_nonce"),
-               .serial = text("serial"),
-               .firmware = text("fw_sha256"),
-               .key_sha256 = text("key_sha256"),
-               .swversion = text("swversion"),
-               .sha256 = crypto::Hex(crypto::Sha256(evidence))};
-  if (text("eat_profile") != kEvidenceProfile || out.nonce.empty() || out.serial.empty() ||
-      !IsHex64(out.firmware) || !IsHex64(out.key_sha256)) {
-    return MakeError(ErrorCode::kInvalidArgument,
-                     "evidence claims need eat_profile {}, eat_nonce, serial, and fw_sha256 and "
-                     "key_sha256 as lower-case hex SHA-256",
-                     kEvidenceProfile);
-  }
-  // Every claim is bounded before anything of it is stored or logged.
-  if (claims.size() > kMaxClaims || out.nonce.size() != kNonceChars || !IsBase64Url(out.nonce) ||
-      !registry::CheckIdentifier("serial", out.serial)) {
-    return MakeError(ErrorCode::kInvalidArgument,
-                     "evidence has at most {} claims, a {}-character base64url eat_nonce and a "
-                     "serial as the registry writes it",
-                     kMaxClaims, kNonceChars);
-  }
-  FLEETID_CHECK_OK(CheckEvidenceClaims(claims));
-  return out;
+  FLEETID_TRY(claims, ParseEvidenceClaims(evidence));
+  return Evidence{std::move(claims)};
 }
 
 Result<void> Service::ConsumeNonce(store::Transaction& tx, const Identified& who,
@@ -1018,46 +922,11 @@ Result<DeviceStatus> Service::Status(const ClientChain& chain) {
 }
 
 Result<registry::Device> Service::RecordReceipt(std::string_view receipt) {
-  if (receipt.size() > kMaxReceiptBytes) {
-    return MakeError(ErrorCode::kInvalidArgument, "a receipt is at most {} bytes",
-                     kMaxReceiptBytes);
-  }
-  FLEETID_TRY(jws, crypto::ParseJws(receipt));
-  if (jws.header.value("typ", "") != kReceiptType || !jws.header.contains("kid") ||
-      !jws.header["kid"].is_string() || !IsSerialHex(jws.header["kid"].get<std::string>())) {
-    return MakeError(ErrorCode::kInvalidArgument,
-                     "a receipt is a JWS of typ {} whose kid is the signing certificate's serial",
-                     kReceiptType);
-  }
-  const Json claims = Json::parse(jws.payload, nullptr, false);
-  // {"serial", "order", "destroyed": [{"label", "key_sha256"}, ...], "iat"}: every field bounded.
-  const auto text = [&](const char* name) {
-    return claims.is_object() && claims.contains(name) && claims[name].is_string()
-               ? claims[name].get<std::string>()
-               : std::string();
-  };
-  if (!claims.is_object() || claims.size() > kMaxClaims ||
-      !registry::CheckIdentifier("serial", text("serial")) || !IsHex64(text("order")) ||
-      !claims.contains("iat") || !claims["iat"].is_number_integer() ||
-      !claims.contains("destroyed") || !claims["destroyed"].is_array() ||
-      claims["destroyed"].empty() || claims["destroyed"].size() > kMaxDestroyedKeys) {
-    return MakeError(ErrorCode::kInvalidArgument,
-                     "a receipt names the device, the order it answers, its time (iat) and the "
-                     "1 to {} keys destroyed",
-                     kMaxDestroyedKeys);
-  }
-  std::vector<std::string> destroyed;
-  for (const Json& k : claims["destroyed"]) {
-    if (!k.is_object() || !k.contains("label") || !k["label"].is_string() ||
-        !IsClaimText(k["label"].get<std::string>()) || !k.contains("key_sha256") ||
-        !k["key_sha256"].is_string() || !IsHex64(k["key_sha256"].get<std::string>())) {
-      return MakeError(ErrorCode::kInvalidArgument,
-                       R"(each destroyed key is {{"label", "key_sha256"}} (lower-case hex))");
-    }
-    destroyed.push_back(k["key_sha256"].get<std::string>());
-  }
-  const std::int64_t iat = claims["iat"].get<std::int64_t>();
-  const std::string kid = jws.header["kid"].get<std::string>();
+  FLEETID_TRY(claims, ParseReceiptClaims(receipt));
+  const crypto::Jws& jws = claims.jws;
+  const std::vector<std::string>& destroyed = claims.destroyed;
+  const std::int64_t iat = claims.iat;
+  const std::string& kid = claims.kid;
   const std::string receipt_sha256 = crypto::Hex(crypto::Sha256(receipt));
   registry::Device result;
   {
@@ -1083,7 +952,7 @@ Result<registry::Device> Service::RecordReceipt(std::string_view receipt) {
       return MakeError(ErrorCode::kPermissionDenied,
                        "the receipt is signed by a key that no longer speaks for the device");
     }
-    if (text("serial") != device.serial) {
+    if (claims.serial != device.serial) {
       return MakeError(ErrorCode::kPermissionDenied, "the receipt names another device");
     }
     FLEETID_TRY(seen, tx->Query("SELECT receipt FROM receipts WHERE device = ?", {device.serial}));
@@ -1095,7 +964,7 @@ Result<registry::Device> Service::RecordReceipt(std::string_view receipt) {
       return MakeError(ErrorCode::kConflict, "'{}' is {}: no decommissioning was ordered",
                        device.serial, registry::StateName(device.state));
     }
-    if (text("order") != OrderId(device)) {
+    if (claims.order != OrderId(device)) {
       return MakeError(ErrorCode::kPermissionDenied,
                        "the receipt answers another order than the pending decommissioning");
     }

@@ -22,6 +22,7 @@
 #include "common/mutex.h"
 #include "common/rng.h"
 #include "crypto/suite.h"
+#include "enroll/claims.h"
 #include "pki/pki.h"
 #include "registry/registry.h"
 #include "store/store.h"
@@ -89,10 +90,6 @@ struct ServiceOptions {
   // A decommissioning receipt's iat may be this far from the server's clock and the order.
   std::chrono::seconds receipt_skew{300};
 };
-
-inline constexpr std::string_view kEvidenceProfile = "urn:fleetid:evidence:1";
-inline constexpr std::string_view kEvidenceType = "fleetid-evidence+jws";
-inline constexpr std::string_view kReceiptType = "fleetid-receipt+jws";
 
 // PkiEffects carries out every credential action of the registry's table through the CA, in the
 // registry's transaction: issue (activate, reattest: the request's CSR becomes the current

@@ -126,7 +126,8 @@ Result<void> ApplyConfigJson(std::string_view text, ServerConfig& config) {
       FLEETID_TRY(parsed, ParseHostPort(listen));
       next.http_listen = parsed;
     } else if (key == "threads") {
-      if (!value.is_number_integer() || value.get<int>() < 1 || value.get<int>() > 256) {
+      if (!value.is_number_integer() || value.get<std::int64_t>() < 1 ||
+          value.get<std::int64_t>() > 256) {
         return MakeError(ErrorCode::kInvalidArgument,
                          "config key 'threads' must be an integer from 1 to 256");
       }

@@ -56,6 +56,20 @@ TEST(ConfigTest, TyposAndBadValuesAreRejectedAndChangeNothing) {
   EXPECT_EQ(config.threads, 2);
 }
 
+// fuzz/corpus/config/threads_wraps: 2^32 + 1 threads once narrowed to int and passed as 1.
+TEST(ConfigTest, IntegersOutOfRangeAreRejectedNotNarrowed) {
+  ServerConfig config;
+  for (const char* json : {R"({"threads": 4294967297})", R"({"threads": -4294967295})",
+                           R"({"threads": 18446744073709551615})",
+                           R"({"crl_min_interval_seconds": 18446744073709551615})"}) {
+    auto result = ApplyConfigJson(json, config);
+    ASSERT_FALSE(result) << json;
+    EXPECT_EQ(result.error().code(), ErrorCode::kInvalidArgument) << json;
+  }
+  EXPECT_EQ(config.threads, 2);
+  EXPECT_EQ(config.crl_min_interval_seconds, 60);
+}
+
 TEST(ConfigTest, DatabaseDefaultsToSqliteUnderTheDataDirectory) {
   ServerConfig config;
   config.data_dir = "/srv/fleetid";

@@ -697,7 +697,15 @@ Result<std::vector<ManufacturingRecord>> ParseBatch(std::string_view text) {
     FLEETID_CHECK_OK(text_field("firmware_digest", r.firmware_digest, false));
     FLEETID_CHECK_OK(text_field("station", r.station, false));
     if (auto it = j.find("manufactured_at"); it != j.end()) {
-      if (!it->is_number_integer()) {
+      // Beyond kMaxSeconds the TimePoint would overflow (2262 and 1677).
+      constexpr std::int64_t kMaxSeconds =
+          std::chrono::duration_cast<std::chrono::seconds>(TimePoint::max().time_since_epoch())
+              .count();
+      const bool fits = it->is_number_unsigned()
+                            ? it->get<std::uint64_t>() <= std::uint64_t{kMaxSeconds}
+                            : it->is_number_integer() && it->get<std::int64_t>() >= -kMaxSeconds &&
+                                  it->get<std::int64_t>() <= kMaxSeconds;
+      if (!fits) {
         return MakeError(ErrorCode::kInvalidArgument,
                          "line {}: 'manufactured_at' must be Unix seconds", line_no);
       }

@@ -472,5 +472,19 @@ TEST(BatchFileTest, ParsesJsonLinesAndNamesTheBadLine) {
   EXPECT_NE(ParseBatch("not json\n").error().message().find("line 1"), std::string::npos);
 }
 
+// fuzz/corpus/batch/huge_time: a manufactured_at past what a TimePoint holds overflowed it.
+TEST(BatchFileTest, RefusesTimesATimePointCannotHold) {
+  for (const char* at :
+       {"9223372036854775807", "-9223372036854775808", "18446744073709551615", "10000000000"}) {
+    auto bad =
+        ParseBatch(R"({"serial":"A1","model":"m","manufacturer":"acme","idevid_fingerprint":")" +
+                   Fingerprint(1) + R"(","manufactured_at":)" + at + "}\n");
+    if (bad.has_value()) GTEST_FAIL() << at;
+    EXPECT_EQ(bad.error().code(), ErrorCode::kInvalidArgument) << at;
+    EXPECT_NE(bad.error().message().find("line 1: 'manufactured_at'"), std::string::npos)
+        << bad.error();
+  }
+}
+
 }  // namespace
 }  // namespace fleetid::registry
