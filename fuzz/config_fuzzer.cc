@@ -12,12 +12,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/config.h"
+#include "node/config.h"
 #include "fuzz_check.h"
 
 namespace {
 
-using fleetid::ServerConfig;
+using fleetid::node::ServerConfig;
 using fleetid::fuzz::Check;
 using fleetid::fuzz::CheckRefusal;
 using Json = nlohmann::json;
@@ -58,7 +58,7 @@ void CheckAccepted(std::string_view text, const ServerConfig& config) {
 void FuzzConfig(std::string_view text) {
   const ServerConfig defaults;
   ServerConfig config;
-  const auto applied = fleetid::ApplyConfigJson(text, config);
+  const auto applied = fleetid::node::ApplyConfigJson(text, config);
   CheckRefusal(applied);
   if (applied) {
     CheckAccepted(text, config);
@@ -68,11 +68,11 @@ void FuzzConfig(std::string_view text) {
 }
 
 void FuzzHostPort(std::string_view text) {
-  const auto parsed = fleetid::ParseHostPort(text);
+  const auto parsed = fleetid::node::ParseHostPort(text);
   CheckRefusal(parsed);
   if (!parsed) return;
   Check(!parsed->host.empty());
-  const auto again = fleetid::ParseHostPort(parsed->ToString());
+  const auto again = fleetid::node::ParseHostPort(parsed->ToString());
   Check(again.has_value() && again->host == parsed->host && again->port == parsed->port);
 }
 
@@ -82,6 +82,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string_view text = fleetid::fuzz::Text(data, size);
   FuzzConfig(text);
   FuzzHostPort(text);
-  (void)fleetid::RedactUrl(text);
+  (void)fleetid::node::RedactUrl(text);
   return 0;
 }
