@@ -33,12 +33,26 @@ std::unexpected<Error> Compromised() {
                    "this public key was revoked as compromised and is never certified again");
 }
 
-nlohmann::json IssueDetails(const CertificateRecord& record) {
-  return {{"device", record.device},
-          {"issuer", record.issuer},
-          {"suite", record.suite},
-          {"not_after", ToUnix(record.not_after)},
-          {"status", StatusName(record.status)}};
+// AppendIssued appends the pki.issue audit entry of |record| to |tx|.
+Result<void> AppendIssued(store::Transaction& tx, const CertificateRecord& record,
+                          std::string_view actor, std::string_view evidence_digest, Clock& clock) {
+  const nlohmann::json after = {{"device", record.device},
+                                {"issuer", record.issuer},
+                                {"suite", record.suite},
+                                {"not_after", ToUnix(record.not_after)},
+                                {"status", StatusName(record.status)}};
+  FLEETID_TRY(seq, audit::Log::Append(tx,
+                                      {.actor = std::string(actor),
+                                       .action = "pki.issue",
+                                       .subject = record.serial,
+                                       .before = nullptr,
+                                       .after = after,
+                                       .reason = "",
+                                       .policy_version = "",
+                                       .evidence_digest = std::string(evidence_digest)},
+                                      clock));
+  static_cast<void>(seq);
+  return {};
 }
 
 // SameServerCertificate says whether |cert| names the key |spki| and exactly |names|.
@@ -263,18 +277,7 @@ Result<void> Issuer::RecordIn(store::Transaction& tx, CertificateRecord& record,
   }
   FLEETID_CHECK_OK(InsertIn(tx, record));
   if (hold) FLEETID_CHECK_OK(RecordChangeIn(tx, record.serial, clock_.Now()));
-  FLEETID_TRY(seq, audit::Log::Append(tx,
-                                      {.actor = std::string(audit.actor),
-                                       .action = "pki.issue",
-                                       .subject = record.serial,
-                                       .before = nullptr,
-                                       .after = IssueDetails(record),
-                                       .reason = "",
-                                       .policy_version = "",
-                                       .evidence_digest = audit.evidence_digest},
-                                      clock_));
-  static_cast<void>(seq);
-  return {};
+  return AppendIssued(tx, record, audit.actor, audit.evidence_digest, clock_);
 }
 
 // RecordCaIn makes the certificate record of the issuing CA or OCSP signer whose serial is
@@ -308,18 +311,7 @@ Result<void> Issuer::RecordCaIn(store::Transaction& tx, std::string_view serial)
                            : PartitionOf(options_, CertificateClass::kLongLived, not_before),
           .der = CertDer(r.cert)};
       FLEETID_CHECK_OK(InsertIn(tx, record));
-      FLEETID_TRY(seq, audit::Log::Append(tx,
-                                          {.actor = "system",
-                                           .action = "pki.issue",
-                                           .subject = record.serial,
-                                           .before = nullptr,
-                                           .after = IssueDetails(record),
-                                           .reason = "",
-                                           .policy_version = "",
-                                           .evidence_digest = ""},
-                                          clock_));
-      static_cast<void>(seq);
-      return {};
+      return AppendIssued(tx, record, "system", "", clock_);
     }
   }
   return MakeError(ErrorCode::kNotFound, "no certificate with serial {}", serial);
