@@ -115,6 +115,7 @@ Result<VerifiedCsr> VerifyWithX509Req(std::span<const std::uint8_t> der) {
   if (len <= 0) return MakeError(OpenSslError(ErrorCode::kInternal, "encoding the CSR's key"));
   out.spki.assign(spki, spki + len);
   OPENSSL_free(spki);
+  out.request_sha256 = Sha256(der);
   return out;
 }
 
@@ -171,6 +172,7 @@ Result<VerifiedCsr> VerifyCsr(std::span<const std::uint8_t> der) {
   VerifiedCsr out;
   out.key = std::move(key);
   out.spki.assign(spki_der.begin(), spki_der.end());
+  out.request_sha256 = Sha256(der);
   return out;
 }
 

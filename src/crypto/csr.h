@@ -9,13 +9,17 @@
 #include <vector>
 
 #include "common/error.h"
+#include "crypto/crypto.h"
 #include "crypto/handles.h"
 
 namespace fleetid::crypto {
 
+// A request parsed and verified once; what issuance needs of it travels with it, so nothing
+// downstream parses the DER again.
 struct VerifiedCsr {
   EvpPkeyPtr key;                 // the requested public key
   std::vector<std::uint8_t> spki;  // its SubjectPublicKeyInfo, DER, as the requester sent it
+  Sha256Digest request_sha256{};   // SHA-256 of the whole request (an issuance's evidence)
 };
 
 // VerifyCsr parses a DER PKCS#10 request and verifies its signature with the key it carries.

@@ -158,12 +158,12 @@ Result<void> PkiEffects::Apply(store::Transaction& tx, const registry::Device& d
 // issued good from the request's CSR, which the enrollment service checked.
 Result<void> PkiEffects::Issue(store::Transaction& tx, const registry::Device& device,
                                const registry::TransitionRequest& request) {
-  if (request.csr_der.empty()) {
+  if (request.csr == nullptr) {
     return MakeError(ErrorCode::kInvalidArgument, "'{}' issues a credential and needs a CSR",
                      registry::EventName(request.event));
   }
   FLEETID_CHECK_OK(Supersede(tx, authority_, device, {"current", "pending"}));
-  FLEETID_TRY(record, authority_.IssueIn(tx, request.csr_der, {device.serial, device.tenant},
+  FLEETID_TRY(record, authority_.IssueIn(tx, *request.csr, {device.serial, device.tenant},
                                          policy_, DeviceActor(device.serial), false));
   return registry::Registry::AddCredential(tx, device.id, record.serial, "current",
                                            record.not_after);
@@ -789,7 +789,6 @@ Result<pki::CertificateRecord> Service::Enroll(const ClientChain& chain,
   FLEETID_TRY(checked, CheckCsrKey(csr_der, policy_));
   FLEETID_CHECK_OK(RefuseCompromisedKey(*tx, device, checked.spki));
   FLEETID_TRY(csr, crypto::VerifyCsr(csr_der));
-  (void)csr;
   const std::string key_sha256 = crypto::Hex(crypto::Sha256(checked.spki));
   FLEETID_TRY(evidence, UseAppraisal(*tx, device.serial, Purpose::kEnroll, key_sha256, now,
                                      options_.evidence_ttl));
@@ -801,7 +800,7 @@ Result<pki::CertificateRecord> Service::Enroll(const ClientChain& chain,
   req.expected_version = device.version;
   req.actor = registry::Actor{registry::kDevice, device.serial, {}};
   req.evidence_digest = evidence;
-  req.csr_der = csr_der;
+  req.csr = &csr;
   FLEETID_TRY(next, registry_.TransitionIn(*tx, req));
   FLEETID_TRY(issued, CurrentCredentialIn(*tx, next));
   FLEETID_CHECK_OK(tx->Commit());
@@ -809,9 +808,9 @@ Result<pki::CertificateRecord> Service::Enroll(const ClientChain& chain,
 }
 
 // CheckRotationKey: a rotation's CSR carries an allowed key that is neither the current one nor
-// one revoked for keyCompromise, and its signature verifies. Returns the key's hex SHA-256 (of the
-// SPKI), which the appraisal must name.
-Result<std::string> Service::CheckRotationKey(store::Transaction& tx, const Identified& who,
+// one revoked for keyCompromise, and its signature verifies. Returns the verified request, whose
+// key's SHA-256 (of the SPKI) the appraisal must name.
+Result<crypto::VerifiedCsr> Service::CheckRotationKey(store::Transaction& tx, const Identified& who,
                                               std::span<const std::uint8_t> csr_der) const {
   FLEETID_TRY(checked, CheckCsrKey(csr_der, policy_));
   FLEETID_TRY(current_spki, SpkiDer(who.leaf.get()));
@@ -822,9 +821,7 @@ Result<std::string> Service::CheckRotationKey(store::Transaction& tx, const Iden
                      "a rotation needs a new key; this CSR carries the current one");
   }
   FLEETID_CHECK_OK(RefuseCompromisedKey(tx, who.device, checked.spki));
-  FLEETID_TRY(csr, crypto::VerifyCsr(csr_der));
-  (void)csr;
-  return crypto::Hex(crypto::Sha256(checked.spki));
+  return crypto::VerifyCsr(csr_der);
 }
 
 Result<pki::CertificateRecord> Service::Reenroll(const ClientChain& chain,
@@ -838,14 +835,15 @@ Result<pki::CertificateRecord> Service::Reenroll(const ClientChain& chain,
   }
   const registry::Device& device = who.device;
   FLEETID_CHECK_OK(MayRenew(who));
-  FLEETID_TRY(key_sha256, CheckRotationKey(*tx, who, csr_der));
+  FLEETID_TRY(csr, CheckRotationKey(*tx, who, csr_der));
+  const std::string key_sha256 = crypto::Hex(crypto::Sha256(csr.spki));
   FLEETID_TRY(evidence, UseAppraisal(*tx, device.serial, Purpose::kReenroll, key_sha256,
                                      clock_.Now(), options_.evidence_ttl));
   (void)evidence;  // recorded by the appraisal and the issuance's audit entry
   // An earlier, unfinished rotation: its certificate was never proven and is abandoned. The new
   // one is born on hold; the lifecycle records the rotation only at its proof (Confirm).
   FLEETID_CHECK_OK(Supersede(*tx, authority_, device, {"pending"}));
-  FLEETID_TRY(issued, authority_.IssueIn(*tx, csr_der, {device.serial, device.tenant}, policy_,
+  FLEETID_TRY(issued, authority_.IssueIn(*tx, csr, {device.serial, device.tenant}, policy_,
                                          DeviceActor(device.serial), true));
   FLEETID_CHECK_OK(registry::Registry::AddCredential(*tx, device.id, issued.serial, "pending",
                                                      issued.not_after));
@@ -1018,7 +1016,8 @@ Result<pki::CertificateRecord> IssueForDevice(store::Database& db, pki::Authorit
   FLEETID_TRY(device, registry::Registry::GetIn(*tx, serial));
   FLEETID_CHECK_OK(
       registry::Registry::CheckEnrollableIn(*tx, device.serial, device.idevid_fingerprint));
-  FLEETID_TRY(issued, authority.IssueIn(*tx, csr_der, {device.serial, device.tenant},
+  FLEETID_TRY(csr, crypto::VerifyCsr(csr_der));
+  FLEETID_TRY(issued, authority.IssueIn(*tx, csr, {device.serial, device.tenant},
                                         crypto::SuitePolicy(), actor, false));
   FLEETID_CHECK_OK(tx->Commit());
   return issued;

@@ -21,6 +21,7 @@
 #include "common/error.h"
 #include "common/mutex.h"
 #include "common/rng.h"
+#include "crypto/csr.h"
 #include "crypto/suite.h"
 #include "enroll/claims.h"
 #include "pki/pki.h"
@@ -217,8 +218,8 @@ class Service {
                                                     const registry::Device& device,
                                                     TimePoint now) const;
   [[nodiscard]] static Result<void> MayRenew(const Identified& who);
-  [[nodiscard]] Result<std::string> CheckRotationKey(store::Transaction& tx, const Identified& who,
-                                                     std::span<const std::uint8_t> csr_der) const;
+  [[nodiscard]] Result<crypto::VerifiedCsr> CheckRotationKey(
+      store::Transaction& tx, const Identified& who, std::span<const std::uint8_t> csr_der) const;
   [[nodiscard]] static Result<pki::CertificateRecord> CurrentCredentialIn(
       store::Transaction& tx, const registry::Device& device);
   struct Evidence;

@@ -62,15 +62,15 @@ Result<CertificateRecord> Authority::Issue(std::span<const std::uint8_t> csr_der
                                            const DeviceIdentity& device,
                                            const crypto::SuitePolicy& policy,
                                            std::string_view actor) {
-  return impl_->issuer.IssueDevice(nullptr, csr_der, device, policy, actor, false);
+  FLEETID_TRY(csr, crypto::VerifyCsr(csr_der));
+  return impl_->issuer.IssueDevice(nullptr, csr, device, policy, actor, false);
 }
 
-Result<CertificateRecord> Authority::IssueIn(store::Transaction& tx,
-                                             std::span<const std::uint8_t> csr_der,
+Result<CertificateRecord> Authority::IssueIn(store::Transaction& tx, const crypto::VerifiedCsr& csr,
                                              const DeviceIdentity& device,
                                              const crypto::SuitePolicy& policy,
                                              std::string_view actor, bool pending) {
-  return impl_->issuer.IssueDevice(&tx, csr_der, device, policy, actor, pending);
+  return impl_->issuer.IssueDevice(&tx, csr, device, policy, actor, pending);
 }
 
 Result<CertificateRecord> Authority::IssueServer(std::span<const std::uint8_t> spki,

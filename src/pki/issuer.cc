@@ -119,7 +119,7 @@ nlohmann::json State(const CertificateRecord& r) {
 }  // namespace
 
 Result<CertificateRecord> Issuer::IssueDevice(store::Transaction* tx,
-                                              std::span<const std::uint8_t> csr_der,
+                                              const crypto::VerifiedCsr& csr,
                                               const DeviceIdentity& device,
                                               const crypto::SuitePolicy& policy,
                                               std::string_view actor, bool pending) {
@@ -127,7 +127,6 @@ Result<CertificateRecord> Issuer::IssueDevice(store::Transaction* tx,
   // too so no caller can put ',', '=', NUL or a line break into a name.
   FLEETID_CHECK_OK(CheckIdentifier("device serial", device.serial));
   if (!device.tenant.empty()) FLEETID_CHECK_OK(CheckIdentifier("tenant", device.tenant));
-  FLEETID_TRY(csr, crypto::VerifyCsr(csr_der));
   FLEETID_CHECK_OK(RefusePssKey(csr.key.get()));
   FLEETID_TRY(suite, crypto::SuiteOfPublicKey(csr.key.get()));
   FLEETID_CHECK_OK(policy.CheckUsable(*suite));
@@ -147,7 +146,7 @@ Result<CertificateRecord> Issuer::IssueDevice(store::Transaction* tx,
   spec.extensions.push_back(cdp);
   spec.authority_key_id = issuing->authority_key_id.get();
   spec.subject_alt_names = {{GEN_URI, DeviceUri(device.serial)}};
-  const std::string evidence = crypto::Hex(crypto::Sha256(csr_der));
+  const std::string evidence = crypto::Hex(csr.request_sha256);
   return SignAndRecord(spec, *issuing, device.serial, *suite, partition, {actor, evidence}, tx,
                        pending);
 }

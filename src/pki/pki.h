@@ -18,6 +18,7 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/rng.h"
+#include "crypto/csr.h"
 #include "crypto/handles.h"
 #include "crypto/suite.h"
 #include "custody/custody.h"
@@ -143,11 +144,13 @@ class Authority {
                                                 const crypto::SuitePolicy& policy,
                                                 std::string_view actor = "system");
 
-  // IssueIn is Issue inside the caller's write transaction |tx| (nothing is committed here). With
-  // |pending| the certificate is born on hold (certificateHold): a rotation's new credential,
-  // which becomes good (Release) once the device proves it holds the key.
+  // IssueIn is Issue inside the caller's write transaction |tx| (nothing is committed here), for
+  // a request the caller has already verified (crypto::VerifyCsr; the key suite is still checked
+  // against |policy| here). With |pending| the certificate is born on hold (certificateHold): a
+  // rotation's new credential, which becomes good (Release) once the device proves it holds the
+  // key.
   [[nodiscard]] Result<CertificateRecord> IssueIn(store::Transaction& tx,
-                                                  std::span<const std::uint8_t> csr_der,
+                                                  const crypto::VerifiedCsr& csr,
                                                   const DeviceIdentity& device,
                                                   const crypto::SuitePolicy& policy,
                                                   std::string_view actor, bool pending);

@@ -848,7 +848,9 @@ TEST_F(PkiTest, KeysRevokedForKeyCompromiseAreNeverCertifiedAgain) {
   EXPECT_EQ(server.error().code(), ErrorCode::kPermissionDenied);
   {
     auto tx = db_->Begin(store::TxMode::kWrite);
-    auto in = authority_->IssueIn(**tx, MakeCsr(key.get()), {"D", "acme"}, policy_, "test", false);
+    auto verified = crypto::VerifyCsr(MakeCsr(key.get()));
+    if (!verified.has_value()) GTEST_FAIL();
+    auto in = authority_->IssueIn(**tx, *verified, {"D", "acme"}, policy_, "test", false);
     ASSERT_FALSE(in);
     EXPECT_EQ(in.error().code(), ErrorCode::kPermissionDenied);
   }

@@ -19,6 +19,10 @@
 #include "registry/lifecycle.h"
 #include "store/store.h"
 
+namespace fleetid::crypto {
+struct VerifiedCsr;
+}  // namespace fleetid::crypto
+
 namespace fleetid::registry {
 
 using Labels = std::map<std::string, std::string>;
@@ -74,9 +78,9 @@ struct TransitionRequest {
   std::string region;                 // provision
   std::string firmware_version;       // updated
   std::string firmware_digest;        // updated
-  // A rule that issues a credential (activate, reattest): the DER CSR of the new credential,
-  // whose key and signature the caller has checked. Borrowed for the call.
-  std::span<const std::uint8_t> csr_der;
+  // A rule that issues a credential (activate, reattest): the new credential's request, parsed
+  // and verified once by the caller (crypto::VerifyCsr). Borrowed for the call.
+  const crypto::VerifiedCsr* csr = nullptr;
 };
 
 struct TransitionRecord {

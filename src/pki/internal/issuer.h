@@ -34,7 +34,7 @@ class Issuer {
   // IssueDevice is Authority::IssueIn inside |tx|, or Authority::Issue in a transaction of its
   // own when |tx| is nullptr.
   [[nodiscard]] Result<CertificateRecord> IssueDevice(store::Transaction* tx,
-                                                      std::span<const std::uint8_t> csr_der,
+                                                      const crypto::VerifiedCsr& csr,
                                                       const DeviceIdentity& device,
                                                       const crypto::SuitePolicy& policy,
                                                       std::string_view actor, bool pending);
