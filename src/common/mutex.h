@@ -1,5 +1,6 @@
 // Mutex and MutexLock: std::mutex and std::lock_guard as capabilities that clang's thread-safety
-// analysis understands (libstdc++'s own are not annotated). A member a mutex protects is declared
+// analysis understands (libstdc++'s own are not annotated); SharedMutex with ReaderLock and
+// WriterLock the same for std::shared_mutex. A member a mutex protects is declared
 // FLEETID_GUARDED_BY(mu_); a function that expects the mutex held is FLEETID_REQUIRES(mu_). `make
 // lint` compiles every translation unit with -Wthread-safety (clang-tidy 16), so touching a
 // guarded member without its lock is a lint failure. Other compilers see no attributes.
@@ -7,6 +8,7 @@
 #define FLEETID_COMMON_MUTEX_H_
 
 #include <mutex>
+#include <shared_mutex>
 
 #if defined(__clang__)
 #define FLEETID_THREAD_ANNOTATION(x) __attribute__((x))
@@ -22,6 +24,12 @@
 #define FLEETID_EXCLUDES(...) FLEETID_THREAD_ANNOTATION(locks_excluded(__VA_ARGS__))
 #define FLEETID_ACQUIRE(...) FLEETID_THREAD_ANNOTATION(acquire_capability(__VA_ARGS__))
 #define FLEETID_RELEASE(...) FLEETID_THREAD_ANNOTATION(release_capability(__VA_ARGS__))
+#define FLEETID_ACQUIRE_SHARED(...) \
+  FLEETID_THREAD_ANNOTATION(acquire_shared_capability(__VA_ARGS__))
+#define FLEETID_RELEASE_SHARED(...) \
+  FLEETID_THREAD_ANNOTATION(release_shared_capability(__VA_ARGS__))
+#define FLEETID_RELEASE_GENERIC(...) \
+  FLEETID_THREAD_ANNOTATION(release_generic_capability(__VA_ARGS__))
 #define FLEETID_RETURN_CAPABILITY(mu) FLEETID_THREAD_ANNOTATION(lock_returned(mu))
 
 namespace fleetid {
@@ -56,6 +64,48 @@ class FLEETID_SCOPED_CAPABILITY MutexLock {
 
  private:
   Mutex& mu_;
+};
+
+// SharedMutex is a std::shared_mutex the analysis knows as a capability: many readers
+// (ReaderLock) or one writer (WriterLock). A member it guards may be read under either lock and
+// written only under WriterLock.
+class FLEETID_CAPABILITY("mutex") SharedMutex {
+ public:
+  SharedMutex() = default;
+  SharedMutex(const SharedMutex&) = delete;
+  SharedMutex& operator=(const SharedMutex&) = delete;
+
+  void lock() FLEETID_ACQUIRE() { mu_.lock(); }
+  void unlock() FLEETID_RELEASE() { mu_.unlock(); }
+  void lock_shared() FLEETID_ACQUIRE_SHARED() { mu_.lock_shared(); }
+  void unlock_shared() FLEETID_RELEASE_SHARED() { mu_.unlock_shared(); }
+
+ private:
+  std::shared_mutex mu_;
+};
+
+// ReaderLock holds |mu| shared for its scope.
+class FLEETID_SCOPED_CAPABILITY ReaderLock {
+ public:
+  explicit ReaderLock(SharedMutex& mu) FLEETID_ACQUIRE_SHARED(mu) : mu_(mu) { mu_.lock_shared(); }
+  ~ReaderLock() FLEETID_RELEASE_GENERIC() { mu_.unlock_shared(); }
+  ReaderLock(const ReaderLock&) = delete;
+  ReaderLock& operator=(const ReaderLock&) = delete;
+
+ private:
+  SharedMutex& mu_;
+};
+
+// WriterLock holds |mu| exclusively for its scope.
+class FLEETID_SCOPED_CAPABILITY WriterLock {
+ public:
+  explicit WriterLock(SharedMutex& mu) FLEETID_ACQUIRE(mu) : mu_(mu) { mu_.lock(); }
+  ~WriterLock() FLEETID_RELEASE() { mu_.unlock(); }
+  WriterLock(const WriterLock&) = delete;
+  WriterLock& operator=(const WriterLock&) = delete;
+
+ private:
+  SharedMutex& mu_;
 };
 
 }  // namespace fleetid

@@ -27,6 +27,13 @@ namespace {
 using Json = nlohmann::json;
 using store::Row;
 using store::TxMode;
+using Role = registry::CredentialRole;
+
+// RoleName is a credential's role as errors name it; "untracked" for a certificate the registry
+// does not list for the device.
+std::string_view RoleName(const std::optional<Role>& role) {
+  return role.has_value() ? registry::CredentialRoleName(*role) : "untracked";
+}
 
 // clang-format off
 constexpr std::string_view kSchemaSqlite = R"sql(
@@ -121,7 +128,7 @@ namespace {
 // of |roles|, and marks their credentials superseded; each change is published once |tx| commits.
 Result<void> Supersede(store::Transaction& tx, pki::Authority& authority,
                        const registry::Device& device,
-                       std::initializer_list<std::string_view> roles) {
+                       std::initializer_list<Role> roles) {
   FLEETID_TRY(credentials, registry::Registry::Credentials(tx, device.id));
   for (const registry::Credential& c : credentials) {
     if (std::ranges::find(roles, c.role) == roles.end()) continue;
@@ -131,7 +138,7 @@ Result<void> Supersede(store::Transaction& tx, pki::Authority& authority,
                                                     DeviceActor(device.serial)));
       tx.AfterCommit([&authority, r = std::move(revoked)] { authority.Publish(r); });
     }
-    FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(tx, c.cert_serial, "superseded"));
+    FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(tx, c.cert_serial, Role::kSuperseded));
   }
   return {};
 }
@@ -162,10 +169,10 @@ Result<void> PkiEffects::Issue(store::Transaction& tx, const registry::Device& d
     return MakeError(ErrorCode::kInvalidArgument, "'{}' issues a credential and needs a CSR",
                      registry::EventName(request.event));
   }
-  FLEETID_CHECK_OK(Supersede(tx, authority_, device, {"current", "pending"}));
+  FLEETID_CHECK_OK(Supersede(tx, authority_, device, {Role::kCurrent, Role::kPending}));
   FLEETID_TRY(record, authority_.IssueIn(tx, *request.csr, {device.serial, device.tenant},
                                          policy_, DeviceActor(device.serial), false));
-  return registry::Registry::AddCredential(tx, device.id, record.serial, "current",
+  return registry::Registry::AddCredential(tx, device.id, record.serial, Role::kCurrent,
                                            record.not_after);
 }
 
@@ -177,7 +184,7 @@ Result<void> PkiEffects::Release(store::Transaction& tx, const registry::Device&
   FLEETID_TRY(credentials, registry::Registry::Credentials(tx, device.id));
   std::string serial;
   for (const registry::Credential& c : credentials) {
-    if (c.role != "pending") continue;
+    if (c.role != Role::kPending) continue;
     FLEETID_TRY(record, pki::Authority::GetIn(tx, c.cert_serial));
     if (crypto::Hex(crypto::Sha256(record.der)) == request.evidence_digest) serial = c.cert_serial;
   }
@@ -185,10 +192,10 @@ Result<void> PkiEffects::Release(store::Transaction& tx, const registry::Device&
     return MakeError(ErrorCode::kConflict, "'{}' has no pending rotation to the proven certificate",
                      device.serial);
   }
-  FLEETID_CHECK_OK(Supersede(tx, authority_, device, {"current"}));
+  FLEETID_CHECK_OK(Supersede(tx, authority_, device, {Role::kCurrent}));
   FLEETID_TRY(released,
               authority_.ChangeStatusIn(tx, serial, std::nullopt, DeviceActor(device.serial)));
-  FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(tx, serial, "current"));
+  FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(tx, serial, Role::kCurrent));
   tx.AfterCommit([this, r = std::move(released)] { authority_.Publish(r); });
   return {};
 }
@@ -204,23 +211,23 @@ Result<void> PkiEffects::ApplyToEach(store::Transaction& tx, const registry::Dev
     bool release = false;
     switch (action) {
       case A::kHold:
-        if (c.role == "current" && record.status == pki::Status::kGood) {
+        if (c.role == Role::kCurrent && record.status == pki::Status::kGood) {
           reason = pki::Reason::kCertificateHold;
         }
         // A rotation in flight is abandoned, as a new rotation abandons it (Reenroll): its
         // certificate was never proven, and left on hold the device's Confirm would release it
         // past the operator's hold. superseded, not cessationOfOperation: the key is not in
         // doubt and the device is not retiring; it rotates again once it is active.
-        if (c.role == "pending" && record.status == pki::Status::kOnHold) {
+        if (c.role == Role::kPending && record.status == pki::Status::kOnHold) {
           reason = pki::Reason::kSuperseded;
-          FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(tx, c.cert_serial, "superseded"));
+          FLEETID_CHECK_OK(registry::Registry::SetCredentialRole(tx, c.cert_serial, Role::kSuperseded));
         }
         break;
       case A::kRelease:
-        release = c.role == "current" && record.status == pki::Status::kOnHold;
+        release = c.role == Role::kCurrent && record.status == pki::Status::kOnHold;
         break;
       case A::kRevokeCompromise:
-        if (c.role != "superseded" && Live(record)) reason = pki::Reason::kKeyCompromise;
+        if (c.role != Role::kSuperseded && Live(record)) reason = pki::Reason::kKeyCompromise;
         break;
       case A::kRevokeCessation:
         if (Live(record)) reason = pki::Reason::kCessationOfOperation;
@@ -243,7 +250,7 @@ struct Service::Identified {
   crypto::X509Ptr leaf;
   std::vector<std::uint8_t> leaf_der;
   pki::CertificateRecord record;  // LDevID only
-  std::string role;                              // LDevID only: its credential role
+  std::optional<Role> role;        // LDevID only: its credential role
 };
 
 Service::Service(store::Database& db, registry::Registry& registry, pki::Authority& authority,
@@ -359,8 +366,14 @@ Result<void> Service::Count(std::string_view counter) {
                               {std::string(counter)}));
   }
   FLEETID_TRY(seq, audit::Log::Append(*tx,
-                                      {"system:attest", "attest.refused", std::string(counter),
-                                       nullptr, nullptr, std::string(counter), "", ""},
+                                      {.actor = "system:attest",
+                                       .action = "attest.refused",
+                                       .subject = std::string(counter),
+                                       .before = nullptr,
+                                       .after = nullptr,
+                                       .reason = std::string(counter),
+                                       .policy_version = "",
+                                       .evidence_digest = ""},
                                       clock_));
   (void)seq;
   return tx->Commit();
@@ -395,9 +408,14 @@ Result<Manufacturer> Service::AddManufacturer(std::span<const std::uint8_t> ca_d
     return MakeError(ErrorCode::kConflict, "a manufacturer named '{}' is registered already", name);
   }
   FLEETID_TRY(seq, audit::Log::Append(*tx,
-                                      {std::string(actor), "enroll.manufacturer.add", m.name,
-                                       nullptr, {{"fingerprint", m.fingerprint}}, "", "",
-                                       m.fingerprint},
+                                      {.actor = std::string(actor),
+                                       .action = "enroll.manufacturer.add",
+                                       .subject = m.name,
+                                       .before = nullptr,
+                                       .after = {{"fingerprint", m.fingerprint}},
+                                       .reason = "",
+                                       .policy_version = "",
+                                       .evidence_digest = m.fingerprint},
                                       clock_));
   (void)seq;
   FLEETID_CHECK_OK(tx->Commit());
@@ -427,9 +445,14 @@ Result<void> Service::AddReferenceValue(std::string_view model, std::string_view
                             {std::string(model), std::string(firmware_sha256), std::string(actor),
                              Unix(clock_.Now())}));
   FLEETID_TRY(seq, audit::Log::Append(*tx,
-                                      {std::string(actor), "attest.reference.add",
-                                       std::string(model), nullptr,
-                                       {{"firmware_sha256", firmware_sha256}}, "", "", ""},
+                                      {.actor = std::string(actor),
+                                       .action = "attest.reference.add",
+                                       .subject = std::string(model),
+                                       .before = nullptr,
+                                       .after = {{"firmware_sha256", firmware_sha256}},
+                                       .reason = "",
+                                       .policy_version = "",
+                                       .evidence_digest = ""},
                                       clock_));
   (void)seq;
   return tx->Commit();
@@ -495,7 +518,7 @@ Result<void> CheckReenrollable(store::Transaction& tx, const registry::Device& d
                        device.serial, c.cert_serial,
                        record.reason ? pki::ReasonName(*record.reason) : "unspecified");
     }
-    if (c.role != "current") continue;
+    if (c.role != Role::kCurrent) continue;
     if (record.status == pki::Status::kOnHold) {
       return MakeError(ErrorCode::kPermissionDenied,
                        "'{}' has its certificate {} on hold: an operator lifts it through the "
@@ -577,11 +600,11 @@ Result<registry::Event> Service::MayEnrollIn(store::Transaction& tx, const regis
 Result<void> Service::MayRenew(const Identified& who) {
   FLEETID_TRY(rule, registry::Registry::DeviceMay(who.device, registry::Event::kRotate, "renewal"));
   (void)rule;
-  if (who.role != "current" || who.record.status != pki::Status::kGood) {
+  if (who.role != Role::kCurrent || who.record.status != pki::Status::kGood) {
     return MakeError(ErrorCode::kPermissionDenied,
                      "certificate {} is {} ({}): only the current, good LDevID may renew",
                      who.record.serial, pki::StatusName(who.record.status),
-                     who.role.empty() ? "untracked" : who.role);
+                     RoleName(who.role));
   }
   return {};
 }
@@ -617,11 +640,15 @@ Result<Nonce> Service::IssueNonce(const ClientChain& chain, Purpose purpose, Thr
                             {nonce.value, who.device.serial, std::string(PurposeName(purpose)),
                              Unix(nonce.expires_at)}));
   FLEETID_TRY(seq, audit::Log::Append(*tx,
-                                      {DeviceActor(who.device.serial), "attest.nonce",
-                                       who.device.serial, nullptr,
-                                       {{"purpose", PurposeName(purpose)},
-                                        {"expires_at", Unix(nonce.expires_at)}},
-                                       "", "", crypto::Hex(crypto::Sha256(nonce.value))},
+                                      {.actor = DeviceActor(who.device.serial),
+                                       .action = "attest.nonce",
+                                       .subject = who.device.serial,
+                                       .before = nullptr,
+                                       .after = {{"purpose", PurposeName(purpose)},
+                                                 {"expires_at", Unix(nonce.expires_at)}},
+                                       .reason = "",
+                                       .policy_version = "",
+                                       .evidence_digest = crypto::Hex(crypto::Sha256(nonce.value))},
                                       clock_));
   (void)seq;
   FLEETID_CHECK_OK(tx->Commit());
@@ -709,14 +736,18 @@ Result<Appraisal> Service::AppraiseIn(const ClientChain& chain, const Evidence& 
                               out.detail, Unix(now)}));
   out.id = ids.at(0).Int(0);
   FLEETID_TRY(seq, audit::Log::Append(*tx,
-                                      {DeviceActor(out.device), "attest.appraise", out.device,
-                                       nullptr,
-                                       {{"result", out.passed ? "pass" : "fail"},
-                                        {"purpose", PurposeName(purpose)},
-                                        {"key_sha256", evidence.key_sha256},
-                                        {"fw_sha256", evidence.firmware},
-                                        {"swversion", evidence.swversion}},
-                                       out.passed ? "" : out.detail, "", evidence.sha256},
+                                      {.actor = DeviceActor(out.device),
+                                       .action = "attest.appraise",
+                                       .subject = out.device,
+                                       .before = nullptr,
+                                       .after = {{"result", out.passed ? "pass" : "fail"},
+                                                 {"purpose", PurposeName(purpose)},
+                                                 {"key_sha256", evidence.key_sha256},
+                                                 {"fw_sha256", evidence.firmware},
+                                                 {"swversion", evidence.swversion}},
+                                       .reason = out.passed ? "" : out.detail,
+                                       .policy_version = "",
+                                       .evidence_digest = evidence.sha256},
                                       clock_));
   (void)seq;
   FLEETID_CHECK_OK(tx->Commit());
@@ -842,10 +873,10 @@ Result<pki::CertificateRecord> Service::Reenroll(const ClientChain& chain,
   (void)evidence;  // recorded by the appraisal and the issuance's audit entry
   // An earlier, unfinished rotation: its certificate was never proven and is abandoned. The new
   // one is born on hold; the lifecycle records the rotation only at its proof (Confirm).
-  FLEETID_CHECK_OK(Supersede(*tx, authority_, device, {"pending"}));
+  FLEETID_CHECK_OK(Supersede(*tx, authority_, device, {Role::kPending}));
   FLEETID_TRY(issued, authority_.IssueIn(*tx, csr, {device.serial, device.tenant}, policy_,
                                          DeviceActor(device.serial), true));
-  FLEETID_CHECK_OK(registry::Registry::AddCredential(*tx, device.id, issued.serial, "pending",
+  FLEETID_CHECK_OK(registry::Registry::AddCredential(*tx, device.id, issued.serial, Role::kPending,
                                                      issued.not_after));
   tx->AfterCommit([this, r = issued] { authority_.Publish(r); });
   Failpoint("server-reenroll-before-commit");
@@ -862,12 +893,12 @@ Result<pki::CertificateRecord> Service::Confirm(const ClientChain& chain) {
                      "a rotation is confirmed with the new certificate, not the IDevID");
   }
   const registry::Device& device = who.device;
-  if (who.role == "current" && who.record.status == pki::Status::kGood) {
+  if (who.role == Role::kCurrent && who.record.status == pki::Status::kGood) {
     return who.record;  // confirmed before: the answer was lost, the retry is harmless
   }
-  if (who.role != "pending" || who.record.status != pki::Status::kOnHold) {
+  if (who.role != Role::kPending || who.record.status != pki::Status::kOnHold) {
     return MakeError(ErrorCode::kConflict, "certificate {} is not a pending rotation (it is {}, {})",
-                     who.record.serial, who.role.empty() ? "untracked" : who.role,
+                     who.record.serial, RoleName(who.role),
                      pki::StatusName(who.record.status));
   }
   FLEETID_TRY(rule, registry::Registry::DeviceMay(device, registry::Event::kRotate, "rotation"));
@@ -894,7 +925,7 @@ Result<pki::CertificateRecord> Service::CurrentCredentialIn(store::Transaction& 
                                                             const registry::Device& device) {
   FLEETID_TRY(credentials, registry::Registry::Credentials(tx, device.id));
   const auto current = std::ranges::find_if(
-      credentials, [](const registry::Credential& c) { return c.role == "current"; });
+      credentials, [](const registry::Credential& c) { return c.role == Role::kCurrent; });
   if (current == credentials.end()) {
     return MakeError(ErrorCode::kInternal, "'{}' has no current credential", device.serial);
   }
@@ -912,7 +943,7 @@ Result<DeviceStatus> Service::Status(const ClientChain& chain) {
   if (who.device.state == registry::State::kDecommissioning) out.order_id = OrderId(who.device);
   FLEETID_TRY(credentials, registry::Registry::Credentials(*tx, who.device.id));
   for (const registry::Credential& c : credentials) {
-    if (c.role != "current") continue;
+    if (c.role != Role::kCurrent) continue;
     FLEETID_TRY(record, pki::Authority::GetIn(*tx, c.cert_serial));
     out.current = std::move(record);
   }
@@ -944,7 +975,7 @@ Result<registry::Device> Service::RecordReceipt(std::string_view receipt) {
     // compromised, whose holder may not be the device.
     FLEETID_TRY(credentials, registry::Registry::Credentials(*tx, device.id));
     const bool latest = std::ranges::any_of(credentials, [&](const registry::Credential& c) {
-      return c.cert_serial == kid && (c.role == "current" || c.role == "pending");
+      return c.cert_serial == kid && (c.role == Role::kCurrent || c.role == Role::kPending);
     });
     if (!latest || record->reason == pki::Reason::kKeyCompromise) {
       return MakeError(ErrorCode::kPermissionDenied,
@@ -977,7 +1008,7 @@ Result<registry::Device> Service::RecordReceipt(std::string_view receipt) {
     FLEETID_TRY(signing_spki, SpkiDer(cert.get()));
     required.push_back(crypto::Hex(crypto::Sha256(signing_spki)));
     for (const registry::Credential& c : credentials) {
-      if (c.role != "current") continue;
+      if (c.role != Role::kCurrent) continue;
       FLEETID_TRY(current, pki::Authority::GetIn(*tx, c.cert_serial));
       FLEETID_TRY(current_cert, ParseCertificate(current.der));
       FLEETID_TRY(spki, SpkiDer(current_cert.get()));
@@ -1033,12 +1064,12 @@ Result<std::optional<registry::Event>> OperatorStatusEvent(std::optional<pki::Re
                                                            const registry::Credential& credential,
                                                            const registry::Device& device) {
   if (!reason.has_value()) {
-    if (credential.role != "current" || device.state != registry::State::kSuspended) {
+    if (credential.role != Role::kCurrent || device.state != registry::State::kSuspended) {
       return MakeError(ErrorCode::kConflict,
                        "certificate {} is a {} credential of '{}', which is {}: a device's hold "
                        "is lifted only through its lifecycle (fleetid devices resume or "
                        "cancel-decommission), a pending one by the device's proof of possession",
-                       credential.cert_serial, credential.role, device.serial,
+                       credential.cert_serial, registry::CredentialRoleName(credential.role), device.serial,
                        registry::StateName(device.state));
     }
     return registry::Event::kResume;
@@ -1048,7 +1079,7 @@ Result<std::optional<registry::Event>> OperatorStatusEvent(std::optional<pki::Re
       registry::FindRule(registry::Event::kQuarantine, device.state)) {
     return registry::Event::kQuarantine;
   }
-  if (*reason != pki::Reason::kSuperseded && credential.role == "current" &&
+  if (*reason != pki::Reason::kSuperseded && credential.role == Role::kCurrent &&
       registry::FindRule(registry::Event::kSuspend, device.state)) {
     // Any other revocation of the current credential suspends the device until an operator
     // resumes it; the credential is then revoked (not merely held), so the resumed device
@@ -1062,10 +1093,10 @@ Result<std::optional<registry::Event>> OperatorStatusEvent(std::optional<pki::Re
 // StatusReached says whether |now| already carries the operator's |reason| for a credential
 // of |role|: a pending certificate's hold is done when the suspension cancelled it (PkiEffects),
 // and a revocation for keyCompromise covers any other reason.
-bool StatusReached(const pki::CertificateRecord& now, pki::Reason reason, std::string_view role) {
+bool StatusReached(const pki::CertificateRecord& now, pki::Reason reason, Role role) {
   const bool hold_done = reason == pki::Reason::kCertificateHold &&
                          (now.status == pki::Status::kOnHold ||
-                          (role == "pending" && now.status == pki::Status::kRevoked));
+                          (role == Role::kPending && now.status == pki::Status::kRevoked));
   const bool revoke_done = now.status == pki::Status::kRevoked &&
                            (now.reason == reason || now.reason == pki::Reason::kKeyCompromise);
   return hold_done || revoke_done;

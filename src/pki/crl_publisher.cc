@@ -268,17 +268,17 @@ Result<CrlAnswer> CrlPublisher::Get(std::string_view issuer, std::int64_t partit
     return MakeError(ErrorCode::kNotFound, "no CRL partition {} of {} is current", partition,
                      issuer);
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return GetLocked(*ca, partition, delta);
 }
 
 std::size_t CrlPublisher::Size() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return crls_.size();
 }
 
 void CrlPublisher::MarkDirty(const std::string& issuer, std::int64_t partition) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   for (bool delta : {false, true}) {
     if (auto it = crls_.find({issuer, partition, delta}); it != crls_.end())
       it->second.dirty = true;
@@ -288,7 +288,7 @@ void CrlPublisher::MarkDirty(const std::string& issuer, std::int64_t partition) 
 void CrlPublisher::Refresh() {
   const TimePoint now = clock_.Now();
   hierarchy_.PruneDistributionPoints(now);
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   // A partition whose certificates have all expired has nothing left to say.
   std::erase_if(crls_, [&](const auto& entry) {
     return std::get<0>(entry.first) != hierarchy_.Root().name &&

@@ -234,7 +234,7 @@ Result<Ca*> Hierarchy::IssuingCa(const Suite& suite) const {
 }
 
 Result<const X509_EXTENSION*> Hierarchy::DistributionPoint(Ca& ca, std::int64_t partition) {
-  std::lock_guard lock(ca.cdp_mu);
+  MutexLock lock(ca.cdp_mu);
   auto it = ca.cdp_by_partition.find(partition);
   if (it == ca.cdp_by_partition.end()) {
     FLEETID_TRY(ext, ConfExtension(NID_crl_distribution_points,
@@ -246,7 +246,7 @@ Result<const X509_EXTENSION*> Hierarchy::DistributionPoint(Ca& ca, std::int64_t 
 
 void Hierarchy::PruneDistributionPoints(TimePoint now) {
   for (const auto& ca : Issuing()) {
-    std::lock_guard lock(ca->cdp_mu);
+    MutexLock lock(ca->cdp_mu);
     std::erase_if(ca->cdp_by_partition,
                   [&](const auto& entry) { return !PartitionLive(options_, entry.first, now); });
   }

@@ -100,14 +100,14 @@ std::expected<ParsedOcspRequest, int> ParseOcspRequest(std::span<const std::uint
 
 std::optional<OcspAnswer> OcspAnswerCache::Find(const Key& key, TimePoint now,
                                                 std::chrono::seconds max_age) const {
-  std::shared_lock lock(mu_);
+  ReaderLock lock(mu_);
   auto it = answers_.find(key);
   if (it == answers_.end() || now >= it->second.answer.this_update + max_age) return std::nullopt;
   return it->second.answer;
 }
 
 void OcspAnswerCache::Put(const Key& key, const OcspAnswer& answer) {
-  std::unique_lock lock(mu_);
+  WriterLock lock(mu_);
   if (auto it = answers_.find(key); it != answers_.end()) {
     it->second.answer = answer;
     order_.splice(order_.end(), order_, it->second.order);
@@ -120,14 +120,14 @@ void OcspAnswerCache::Put(const Key& key, const OcspAnswer& answer) {
 }
 
 void OcspAnswerCache::Forget(const std::string& ca, const std::string& cache_serial) {
-  std::unique_lock lock(mu_);
+  WriterLock lock(mu_);
   for (int nid : {NID_sha1, NID_sha256}) {
     if (auto it = answers_.find({ca, nid, cache_serial}); it != answers_.end()) EraseLocked(it);
   }
 }
 
 void OcspAnswerCache::Prune(TimePoint now, std::chrono::seconds validity) {
-  std::unique_lock lock(mu_);
+  WriterLock lock(mu_);
   for (auto it = answers_.begin(); it != answers_.end();) {
     auto next = std::next(it);
     if (it->second.answer.this_update + validity <= now) EraseLocked(it);
@@ -136,7 +136,7 @@ void OcspAnswerCache::Prune(TimePoint now, std::chrono::seconds validity) {
 }
 
 std::size_t OcspAnswerCache::Size() const {
-  std::shared_lock lock(mu_);
+  ReaderLock lock(mu_);
   return answers_.size();
 }
 
@@ -146,7 +146,7 @@ void OcspAnswerCache::EraseLocked(std::map<Key, Slot>::iterator it) {
 }
 
 bool SignatureBudget::Take(TimePoint now, int per_second) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   const double cap = std::max(per_second, 0);
   if (tokens_ < 0) {
     tokens_ = cap;

@@ -269,11 +269,16 @@ Result<ImportReport> Registry::Import(std::string_view batch_id,
   if (report.imported > 0) {
     FLEETID_TRY(seq, audit::Log::Append(
                          *tx,
-                         {AuditActor(actor), "registry.import", std::string(batch_id), nullptr,
-                          {{"imported", report.imported},
-                           {"already_present", report.already_present},
-                           {"state", manufactured}},
-                          "", options_.policy_version, ""},
+                         {.actor = AuditActor(actor),
+                          .action = "registry.import",
+                          .subject = std::string(batch_id),
+                          .before = nullptr,
+                          .after = {{"imported", report.imported},
+                                    {"already_present", report.already_present},
+                                    {"state", manufactured}},
+                          .reason = "",
+                          .policy_version = options_.policy_version,
+                          .evidence_digest = ""},
                          clock_));
     static_cast<void>(seq);
   }
@@ -320,17 +325,37 @@ Result<std::vector<Credential>> Registry::Credentials(store::Transaction& tx,
                              {device_id}));
   std::vector<Credential> out;
   out.reserve(rows.size());
-  for (const Row& r : rows) out.push_back({r.Text(0), r.Text(1), FromUnix(r.Int(2))});
+  for (const Row& r : rows) {
+    FLEETID_TRY(role, ParseCredentialRole(r.Text(1)));
+    out.push_back({r.Text(0), role, FromUnix(r.Int(2))});
+  }
   return out;
 }
 
-Result<void> Registry::SetCredentialRole(store::Transaction& tx, std::string_view cert_serial,
-                                         std::string_view role) {
-  if (role != "current" && role != "pending" && role != "superseded") {
-    return MakeError(ErrorCode::kInvalidArgument, "unknown credential role '{}'", role);
+std::string_view CredentialRoleName(CredentialRole role) {
+  switch (role) {
+    case CredentialRole::kCurrent:
+      return "current";
+    case CredentialRole::kPending:
+      return "pending";
+    case CredentialRole::kSuperseded:
+      return "superseded";
   }
+  return "superseded";
+}
+
+Result<CredentialRole> ParseCredentialRole(std::string_view name) {
+  for (CredentialRole role :
+       {CredentialRole::kCurrent, CredentialRole::kPending, CredentialRole::kSuperseded}) {
+    if (CredentialRoleName(role) == name) return role;
+  }
+  return MakeError(ErrorCode::kInternal, "a stored credential has the unknown role '{}'", name);
+}
+
+Result<void> Registry::SetCredentialRole(store::Transaction& tx, std::string_view cert_serial,
+                                         CredentialRole role) {
   FLEETID_TRY(changed, tx.Exec("UPDATE credentials SET role = ? WHERE cert_serial = ?",
-                               {std::string(role), std::string(cert_serial)}));
+                               {std::string(CredentialRoleName(role)), std::string(cert_serial)}));
   if (changed != 1) return MakeError(ErrorCode::kNotFound, "no credential {}", cert_serial);
   return {};
 }
@@ -441,11 +466,14 @@ Result<Device> Registry::TransitionIn(store::Transaction& txr, const TransitionR
   }
   FLEETID_TRY(seq, audit::Log::Append(
                        *tx,
-                       {AuditActor(request.actor), "registry." + std::string(EventName(request.event)),
-                        device.serial,
-                        {{"state", StateName(device.state)}, {"version", device.version}},
-                        {{"state", StateName(next.state)}, {"version", next.version}},
-                        request.reason, options_.policy_version, request.evidence_digest},
+                       {.actor = AuditActor(request.actor),
+                        .action = "registry." + std::string(EventName(request.event)),
+                        .subject = device.serial,
+                        .before = {{"state", StateName(device.state)}, {"version", device.version}},
+                        .after = {{"state", StateName(next.state)}, {"version", next.version}},
+                        .reason = request.reason,
+                        .policy_version = options_.policy_version,
+                        .evidence_digest = request.evidence_digest},
                        clock_));
   // The transition names its audit entry (the leaf index), appended in the same transaction.
   FLEETID_CHECK_OK(tx->Exec(
@@ -647,14 +675,11 @@ Result<std::optional<TimePoint>> Registry::LastLiftedAtIn(store::Transaction& tx
 }
 
 Result<void> Registry::AddCredential(store::Transaction& tx, std::int64_t device_id,
-                                     std::string_view cert_serial, std::string_view role,
+                                     std::string_view cert_serial, CredentialRole role,
                                      TimePoint not_after) {
-  if (role != "current" && role != "pending" && role != "superseded") {
-    return MakeError(ErrorCode::kInvalidArgument, "unknown credential role '{}'", role);
-  }
   FLEETID_CHECK_OK(tx.Exec("INSERT INTO credentials (cert_serial, device_id, role, not_after) "
                            "VALUES (?, ?, ?, ?)",
-                           {std::string(cert_serial), device_id, std::string(role),
+                           {std::string(cert_serial), device_id, std::string(CredentialRoleName(role)),
                             ToUnix(not_after)}));
   return {};
 }

@@ -136,11 +136,18 @@ class CredentialEffects {
                                            const TransitionRequest& request) = 0;
 };
 
-// Credential is one certificate the registry tracks for a device, by role: "current" (the
-// operational LDevID), "pending" (issued in a rotation, not yet proven) or "superseded".
+// CredentialRole is what one of a device's certificates is to it: its operational LDevID
+// (current), one issued in a rotation and not yet proven (pending), or an earlier one
+// (superseded). Stored by CredentialRoleName.
+enum class CredentialRole { kCurrent, kPending, kSuperseded };
+
+std::string_view CredentialRoleName(CredentialRole role);
+[[nodiscard]] Result<CredentialRole> ParseCredentialRole(std::string_view name);
+
+// Credential is one certificate the registry tracks for a device, by role.
 struct Credential {
   std::string cert_serial;
-  std::string role;
+  CredentialRole role = CredentialRole::kSuperseded;
   TimePoint not_after;
 };
 
@@ -224,13 +231,13 @@ class Registry {
 
   // Credentials: certificate serials per device and their role.
   [[nodiscard]] static Result<void> AddCredential(store::Transaction& tx, std::int64_t device_id,
-                                           std::string_view cert_serial, std::string_view role,
+                                           std::string_view cert_serial, CredentialRole role,
                                            TimePoint not_after);
   [[nodiscard]] static Result<std::vector<Credential>> Credentials(store::Transaction& tx,
                                                                    std::int64_t device_id);
   [[nodiscard]] static Result<void> SetCredentialRole(store::Transaction& tx,
                                                       std::string_view cert_serial,
-                                                      std::string_view role);
+                                                      CredentialRole role);
   // LastLiftedAtIn is when an operator last lifted a suspension or a quarantine of the device
   // |device_id| (its latest resume or clear), or nullopt if none ever was. A revocation of the
   // device's credential after that time has not been lifted (docs/registry.md).

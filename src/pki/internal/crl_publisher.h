@@ -6,12 +6,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <tuple>
 
 #include "common/clock.h"
+#include "common/mutex.h"
 #include "common/error.h"
 #include "pki/internal/guard.h"
 #include "pki/internal/hierarchy.h"
@@ -45,7 +45,8 @@ class CrlPublisher {
   };
   using Key = std::tuple<std::string, std::int64_t, bool>;  // (issuer, partition, delta)
 
-  [[nodiscard]] Result<CrlAnswer> GetLocked(Ca& ca, std::int64_t partition, bool delta);
+  [[nodiscard]] Result<CrlAnswer> GetLocked(Ca& ca, std::int64_t partition, bool delta)
+      FLEETID_REQUIRES(mu_);
   [[nodiscard]] Result<CrlAnswer> Build(Ca& ca, std::int64_t partition, const Entry* base,
                                         TimePoint now, std::int64_t& cursor);
   [[nodiscard]] Result<std::int64_t> NextNumber(const std::string& issuer, std::int64_t partition);
@@ -55,8 +56,8 @@ class CrlPublisher {
   store::Database& db_;
   Clock& clock_;
   const AuthorityOptions& options_;
-  mutable std::mutex mu_;
-  std::map<Key, Entry> crls_;  // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  std::map<Key, Entry> crls_ FLEETID_GUARDED_BY(mu_);
 };
 
 }  // namespace fleetid::pki::internal

@@ -9,13 +9,13 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "common/clock.h"
+#include "common/mutex.h"
 #include "common/error.h"
 #include "common/rng.h"
 #include "crypto/handles.h"
@@ -43,8 +43,8 @@ struct Ca {
   // device certificate carries, and the CRL distribution point of each issuance partition.
   crypto::X509ExtensionPtr authority_key_id;
   std::vector<crypto::X509ExtensionPtr> device_extensions;
-  std::mutex cdp_mu;
-  std::map<std::int64_t, crypto::X509ExtensionPtr> cdp_by_partition;  // GUARDED_BY(cdp_mu)
+  Mutex cdp_mu;
+  std::map<std::int64_t, crypto::X509ExtensionPtr> cdp_by_partition FLEETID_GUARDED_BY(cdp_mu);
   // CertID matching (RFC 6960 §4.1.1): hashes of the issuer's name and public key.
   std::vector<std::uint8_t> name_sha1, key_sha1, name_sha256, key_sha256;
 };

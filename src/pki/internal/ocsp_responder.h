@@ -13,15 +13,14 @@
 #include <expected>
 #include <list>
 #include <map>
-#include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <span>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "common/clock.h"
+#include "common/mutex.h"
 #include "crypto/handles.h"
 #include "pki/internal/guard.h"
 #include "pki/internal/hierarchy.h"
@@ -78,12 +77,12 @@ class OcspAnswerCache {
     OcspAnswer answer;
     std::list<Key>::iterator order;  // its place in |order_|
   };
-  void EraseLocked(std::map<Key, Slot>::iterator it);
+  void EraseLocked(std::map<Key, Slot>::iterator it) FLEETID_REQUIRES(mu_);
 
   const std::size_t max_entries_;
-  mutable std::shared_mutex mu_;
-  std::map<Key, Slot> answers_;  // GUARDED_BY(mu_)
-  std::list<Key> order_;         // GUARDED_BY(mu_): by signing time, oldest first
+  mutable SharedMutex mu_;
+  std::map<Key, Slot> answers_ FLEETID_GUARDED_BY(mu_);
+  std::list<Key> order_ FLEETID_GUARDED_BY(mu_);  // by signing time, oldest first
 };
 
 // SignatureBudget is a token bucket of signatures, refilled at |per_second| up to as many, by
@@ -93,9 +92,9 @@ class SignatureBudget {
   bool Take(TimePoint now, int per_second);
 
  private:
-  std::mutex mu_;
-  double tokens_ = -1;  // GUARDED_BY(mu_); < 0: full at first use
-  TimePoint refilled_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  double tokens_ FLEETID_GUARDED_BY(mu_) = -1;  // < 0: full at first use
+  TimePoint refilled_ FLEETID_GUARDED_BY(mu_);
 };
 
 // OcspResponder answers for the issuing CAs of |hierarchy|, reading statuses from |db|.
