@@ -12,14 +12,25 @@ namespace fleetid::node {
 
 Node::~Node() = default;
 
-Result<std::unique_ptr<Node>> Node::Open(const ServerConfig& config) {
-  std::unique_ptr<Node> node(new Node());
-  FLEETID_CHECK_OK(node->OpenCustody(config));
-  FLEETID_CHECK_OK(node->OpenDatabase(config));
-  FLEETID_CHECK_OK(node->OpenAuthority(config));
-  FLEETID_CHECK_OK(node->OpenAuditLog());
-  node->OpenEnrollment();
+Result<std::unique_ptr<Node>> Node::Open(const ServerConfig& config, const OpenOptions& options) {
+  std::unique_ptr<Node> node(new Node(options.step_log_level));
+  FLEETID_CHECK_OK(node->OpenParts(config, options));
   return node;
+}
+
+Result<void> Node::OpenParts(const ServerConfig& config, const OpenOptions& options) {
+  Parts parts = options.parts;
+  if (parts.authority || parts.audit_log) parts.token = parts.database = true;
+  if (parts.token) FLEETID_CHECK_OK(OpenCustody(config));
+  if (parts.database) {
+    const int connections =
+        options.database_connections > 0 ? options.database_connections : config.threads + 2;
+    FLEETID_CHECK_OK(OpenDatabase(config, connections));
+  }
+  if (parts.authority) FLEETID_CHECK_OK(OpenAuthority(config));
+  if (parts.audit_log) FLEETID_CHECK_OK(OpenAuditLog(options.sign_first_head));
+  if (parts.database) OpenEnrollment();
+  return {};
 }
 
 Result<void> Node::OpenCustody(const ServerConfig& config) {
@@ -27,25 +38,27 @@ Result<void> Node::OpenCustody(const ServerConfig& config) {
                                            crypto::OpenSslRng::Instance()));
   custody_ = std::move(opened);
   FLEETID_TRY(keys, custody_.token->ListKeys());
-  log::Info("custody ready", {{"module", custody_.module_path.string()},
-                              {"token", custody_.token->label()},
-                              {"embedded", custody_.embedded},
-                              {"store", custody_.store_dir.string()},
-                              {"created", custody_.created},
-                              {"keys", keys.size()}});
+  log::Write(step_log_level_, "custody ready",
+             {{"module", custody_.module_path.string()},
+              {"token", custody_.token->label()},
+              {"embedded", custody_.embedded},
+              {"store", custody_.store_dir.string()},
+              {"created", custody_.created},
+              {"keys", keys.size()}});
   return {};
 }
 
-Result<void> Node::OpenDatabase(const ServerConfig& config) {
+Result<void> Node::OpenDatabase(const ServerConfig& config, int connections) {
   const std::string db_url = config.DatabaseUrl();
-  FLEETID_TRY(db, store::Database::Open(db_url, config.threads + 2));
+  FLEETID_TRY(db, store::Database::Open(db_url, connections));
   db_ = std::move(db);
   FLEETID_CHECK_OK(enroll::Service::Migrate(*db_));
   FLEETID_TRY(counts,
               registry::Registry(*db_, SystemClock::Instance(), nullptr, {}).CountByState());
   std::int64_t devices = 0;
   for (const auto& [state, n] : counts) devices += n;
-  log::Info("registry ready", {{"database", RedactUrl(db_url)}, {"devices", devices}});
+  log::Write(step_log_level_, "registry ready",
+             {{"database", RedactUrl(db_url)}, {"devices", devices}});
   return {};
 }
 
@@ -56,30 +69,36 @@ Result<void> Node::OpenAuthority(const ServerConfig& config) {
   FLEETID_TRY(authority, pki::Authority::Open(custody_.token, *db_, SystemClock::Instance(),
                                               crypto::OpenSslRng::Instance(), ca_options));
   authority_ = std::move(authority);
-  log::Info("certificate authority ready",
-            {{"public_url", ca_options.base_url},
-             {"cas", fmt::format("{}", fmt::join(authority_->CaNames(), ","))}});
+  log::Write(step_log_level_, "certificate authority ready",
+             {{"public_url", ca_options.base_url},
+              {"cas", fmt::format("{}", fmt::join(authority_->CaNames(), ","))}});
   return {};
 }
 
 // The audit log: every registry transition, issuance and revocation appends to it in its own
 // transaction; the node integrates and signs tree heads on a cadence (node/maintenance.h).
-Result<void> Node::OpenAuditLog() {
+Result<void> Node::OpenAuditLog(bool sign_first_head) {
   FLEETID_TRY(signer, audit::AuditSigner(*custody_.token, crypto::OpenSslRng::Instance()));
   FLEETID_TRY(pem, crypto::PublicKeyPem(signer->public_key()));
   audit_pem_ = std::move(pem);
   audit_log_ = std::make_unique<audit::Log>(*db_, signer, SystemClock::Instance());
+  if (!sign_first_head) {
+    log::Write(step_log_level_, "audit log ready", {});
+    return {};
+  }
   FLEETID_TRY(first_head, audit_log_->SignHead());
-  log::Info("audit log ready",
-            {{"size", first_head.size}, {"root", audit::HashHex(first_head.root)}});
+  log::Write(step_log_level_, "audit log ready",
+             {{"size", first_head.size}, {"root", audit::HashHex(first_head.root)}});
   return {};
 }
 
-// Enrollment: the registry acts on credentials through the CA in its own transactions.
+// Enrollment: the registry acts on credentials through the CA in its own transactions. Without
+// the CA the registry has no effects (Parts::database).
 void Node::OpenEnrollment() {
-  effects_ = std::make_unique<enroll::PkiEffects>(*authority_);
+  if (authority_) effects_ = std::make_unique<enroll::PkiEffects>(*authority_);
   registry_ = std::make_unique<registry::Registry>(*db_, SystemClock::Instance(), effects_.get(),
                                                    registry::RegistryOptions{});
+  if (!authority_) return;
   enrollment_ = std::make_unique<enroll::Service>(
       *db_, *registry_, *authority_, *effects_, SystemClock::Instance(),
       crypto::OpenSslRng::Instance(), enroll::ServiceOptions{});

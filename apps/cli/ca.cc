@@ -1,0 +1,158 @@
+// fleetid ca certs|issue|status|revoke|hold|release: the certificate authority.
+#include <algorithm>
+#include <cctype>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <optional>
+
+#include "apps/cli/cli.h"
+#include "apps/cli/pem.h"
+#include "enroll/service.h"
+#include "pki/pki.h"
+
+namespace fleetid::cli {
+namespace {
+
+struct CaFlags {
+  std::string device;
+  std::string csr_path;
+  std::string out_path;
+  std::string reason_name = "unspecified";
+  std::string cert_serial;
+};
+
+Json CertJson(const pki::CertificateRecord& c) {
+  Json j{{"serial", c.serial},
+         {"issuer", c.issuer},
+         {"device", c.device},
+         {"suite", c.suite},
+         {"not_before", Iso8601(c.not_before)},
+         {"not_after", Iso8601(c.not_after)},
+         {"status", pki::StatusName(c.status)}};
+  if (c.reason) j["reason"] = pki::ReasonName(*c.reason);
+  if (c.revoked_at) j["revoked_at"] = Iso8601(*c.revoked_at);
+  return j;
+}
+
+int Print(const Result<pki::CertificateRecord>& r) {
+  if (!r) return Fail(r.error());
+  PrintJson(CertJson(*r));
+  return 0;
+}
+
+// `openssl x509 -serial` prints upper case; fleetid stores lower case.
+std::string LowerSerial(std::string serial) {
+  std::transform(serial.begin(), serial.end(), serial.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return serial;
+}
+
+Result<node::Node*> OpenAuthority(Context& context) { return context.Open({.authority = true}); }
+
+int Certs(Context& context) {
+  auto node = OpenAuthority(context);
+  if (!node) return Fail(node.error());
+  pki::Authority& authority = (*node)->authority();
+  for (const std::string& name : authority.CaNames()) {
+    auto der = authority.CaCertificate(name);
+    if (!der.has_value()) return Fail(der.error());
+    std::cout << CertPem(*der);
+  }
+  return 0;
+}
+
+int Issue(Context& context, const CaFlags& flags) {
+  auto node = OpenAuthority(context);
+  if (!node) return Fail(node.error());
+  auto text = ReadAll(flags.csr_path);
+  if (!text) return Fail(text.error());
+  auto der = CsrDer(*text);
+  if (!der) return Fail(der.error());
+  // The device's identity is checked in the transaction that issues (no check-then-act).
+  auto issued = enroll::IssueForDevice((*node)->database(), (*node)->authority(), flags.device,
+                                       *der, "operator:" + context.operator_name);
+  if (!issued) return Fail(issued.error());
+  const std::string pem = CertPem(issued->der);
+  if (flags.out_path.empty()) {
+    std::cout << pem;
+  } else {
+    std::ofstream(flags.out_path) << pem;
+  }
+  std::cerr << CertJson(*issued).dump() << "\n";
+  return 0;
+}
+
+int Status(Context& context, const CaFlags& flags) {
+  auto node = OpenAuthority(context);
+  if (!node) return Fail(node.error());
+  return Print((*node)->authority().Get(LowerSerial(flags.cert_serial)));
+}
+
+// DeviceCertificateStatus hands an operator's hold, release or revocation of a device's
+// certificate to the enrollment service, which makes it a lifecycle event of the device;
+// nullopt for a certificate that is no device's credential (the CA acts alone).
+std::optional<int> DeviceCertificateStatus(node::Node& node, const Context& context,
+                                           const std::string& cert_serial,
+                                           std::optional<pki::Reason> reason) {
+  auto changed = node.enrollment().ChangeCertificateStatus(
+      cert_serial, reason, registry::Actor{registry::kOperator, context.operator_name, {"admin"}},
+      "fleetid ca");
+  if (!changed) return Fail(changed.error());
+  const auto& record = *changed;
+  if (!record.has_value()) return std::nullopt;
+  PrintJson(CertJson(*record));
+  return 0;
+}
+
+// ChangeStatus holds (kCertificateHold), revokes (another reason) or, with no reason, releases
+// the certificate: through the device's lifecycle when it is a device's credential.
+int ChangeStatus(Context& context, const CaFlags& flags, bool hold, bool revoke) {
+  auto node = OpenAuthority(context);
+  if (!node) return Fail(node.error());
+  const std::string serial = LowerSerial(flags.cert_serial);
+  std::optional<pki::Reason> reason;
+  if (hold) reason = pki::Reason::kCertificateHold;
+  if (revoke) {
+    auto why = pki::ParseReason(flags.reason_name);
+    if (!why) return Fail(why.error());
+    reason = *why;
+  }
+  if (auto routed = DeviceCertificateStatus(**node, context, serial, reason)) return *routed;
+  pki::Authority& authority = (*node)->authority();
+  const std::string actor = "operator:" + context.operator_name;
+  if (!reason.has_value()) return Print(authority.Release(serial, actor));
+  return Print(authority.Revoke(serial, *reason, actor));
+}
+
+}  // namespace
+
+void AddCaCommands(CLI::App& app, Context& context) {
+  auto flags = std::make_shared<CaFlags>();
+  auto* ca = app.add_subcommand("ca", "the certificate authority")->require_subcommand(1);
+  auto* certs = ca->add_subcommand("certs", "print the root and issuing CA certificates (PEM)");
+  context.OnParsed(certs, [&context] { return Certs(context); });
+  auto* issue = ca->add_subcommand("issue", "issue a certificate for a registered device");
+  issue->add_option("--device", flags->device, "the device's serial in the registry")->required();
+  issue->add_option("--csr", flags->csr_path, "PKCS#10 request, PEM or DER")->required();
+  issue->add_option("--out", flags->out_path, "where to write the certificate (PEM)");
+  context.OnParsed(issue, [&context, flags] { return Issue(context, *flags); });
+  auto* status = ca->add_subcommand("status", "a certificate's status");
+  context.OnParsed(status, [&context, flags] { return Status(context, *flags); });
+  auto* revoke = ca->add_subcommand("revoke", "revoke a certificate");
+  context.OnParsed(revoke,
+                   [&context, flags] { return ChangeStatus(context, *flags, false, true); });
+  auto* hold = ca->add_subcommand("hold", "put a certificate on hold (certificateHold)");
+  context.OnParsed(hold, [&context, flags] { return ChangeStatus(context, *flags, true, false); });
+  auto* release = ca->add_subcommand("release", "release a certificate from hold");
+  context.OnParsed(release,
+                   [&context, flags] { return ChangeStatus(context, *flags, false, false); });
+  revoke->add_option("--reason", flags->reason_name,
+                     "keyCompromise, superseded, cessationOfOperation, ... (RFC 5280)");
+  for (auto* sub : {status, revoke, hold, release}) {
+    sub->add_option("serial", flags->cert_serial, "certificate serial (hex)")->required();
+  }
+  for (auto* sub : {issue, revoke, hold, release}) AddOperatorOption(sub, context, "audit log");
+}
+
+}  // namespace fleetid::cli
