@@ -40,6 +40,7 @@
 #include <openssl/x509_vfy.h>
 
 #include "crypto/crypto.h"
+#include "crypto/x509.h"
 #include "crypto/keys.h"
 
 namespace fleetid::agent {
@@ -128,14 +129,12 @@ Result<std::vector<crypto::X509Ptr>> ParseCertificates(
   std::vector<crypto::X509Ptr> certs;
   certs.reserve(ders.size());
   for (std::size_t i = 0; i < ders.size(); ++i) {
-    const std::vector<std::uint8_t>& der = ders[i];
-    const unsigned char* p = der.data();
-    crypto::X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
-    if (!cert || p != der.data() + der.size()) {
-      ERR_clear_error();
-      return MakeError(ErrorCode::kInvalidArgument, "{} #{} is not a DER certificate", what, i);
+    auto cert = crypto::ParseCertificateDer(ders[i]);
+    if (!cert) {
+      return MakeError(ErrorCode::kInvalidArgument, "{} #{} is not a DER certificate: {}", what, i,
+                       cert.error().message());
     }
-    certs.push_back(std::move(cert));
+    certs.push_back(std::move(*cert));
   }
   return certs;
 }

@@ -155,17 +155,22 @@ Result<std::int64_t> Asn1TimeToUnix(const ASN1_TIME* time) {
   return DaysFromCivil(tm) * 86400 + std::int64_t{tm.tm_hour} * 3600 + tm.tm_min * 60 + tm.tm_sec;
 }
 
-Result<Asn1TimePtr> UnixToAsn1Time(std::int64_t seconds) {
+Result<void> SetAsn1Time(ASN1_TIME* time, std::int64_t seconds) {
   // 0000-01-01T00:00:00Z and 9999-12-31T23:59:59Z: GeneralizedTime has four year digits.
   constexpr std::int64_t kFirst = -62167219200;
   constexpr std::int64_t kLast = 253402300799;
-  Asn1TimePtr time(seconds < kFirst || seconds > kLast
-                       ? nullptr
-                       : ASN1_TIME_set(nullptr, static_cast<time_t>(seconds)));
-  if (!time) {
+  if (time == nullptr || seconds < kFirst || seconds > kLast ||
+      ASN1_TIME_set(time, static_cast<time_t>(seconds)) == nullptr) {
     ERR_clear_error();
     return MakeError(ErrorCode::kInvalidArgument, "{} is outside the years 0 to 9999", seconds);
   }
+  return {};
+}
+
+Result<Asn1TimePtr> UnixToAsn1Time(std::int64_t seconds) {
+  Asn1TimePtr time(ASN1_TIME_new());
+  if (!time) return MakeError(OpenSslError(ErrorCode::kInternal, "allocating a time"));
+  FLEETID_CHECK_OK(SetAsn1Time(time.get(), seconds));
   return time;
 }
 

@@ -53,6 +53,8 @@ inline constexpr std::size_t kMaxPemCertificates = 32;
 // UnixToAsn1Time encodes |seconds| as RFC 5280 requires: UTCTime for the years 1950 to 2049,
 // GeneralizedTime otherwise. kInvalidArgument outside the years 0 to 9999.
 [[nodiscard]] Result<Asn1TimePtr> UnixToAsn1Time(std::int64_t seconds);
+// SetAsn1Time is UnixToAsn1Time into an existing |time|, for loops that reuse one object.
+[[nodiscard]] Result<void> SetAsn1Time(ASN1_TIME* time, std::int64_t seconds);
 
 }  // namespace fleetid::crypto
 

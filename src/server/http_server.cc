@@ -55,6 +55,7 @@
 #include "common/mutex.h"
 #include "crypto/crypto.h"
 #include "crypto/keys.h"
+#include "crypto/x509.h"
 #include "server/connection_share.h"
 #include "server/request_parser.h"
 
@@ -257,13 +258,9 @@ std::optional<std::vector<std::vector<std::uint8_t>>> VerifiedClientChain(SSL* s
   STACK_OF(X509)* verified = SSL_get0_verified_chain(ssl);
   if (verified == nullptr || sk_X509_num(verified) <= 0) return std::nullopt;
   for (int i = 0; i < sk_X509_num(verified); ++i) {
-    X509* cert = sk_X509_value(verified, i);
-    const int len = i2d_X509(cert, nullptr);
-    if (len <= 0) return std::nullopt;
-    std::vector<std::uint8_t> der(static_cast<std::size_t>(len));
-    unsigned char* out = der.data();
-    if (i2d_X509(cert, &out) != len) return std::nullopt;
-    chain.push_back(std::move(der));
+    auto der = crypto::CertificateDer(sk_X509_value(verified, i));
+    if (!der) return std::nullopt;
+    chain.push_back(std::move(*der));
   }
   return chain;
 }
