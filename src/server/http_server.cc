@@ -55,6 +55,7 @@
 #include "common/mutex.h"
 #include "crypto/crypto.h"
 #include "crypto/keys.h"
+#include "crypto/tls_policy.h"
 #include "crypto/x509.h"
 #include "server/connection_share.h"
 #include "server/request_parser.h"
@@ -125,25 +126,13 @@ HttpResponse InternalErrorResponse() {
 
 // --- TLS set-up ----------------------------------------------------------------------------------
 
-template <auto Fn>
-struct Deleter {
-  void operator()(auto* p) const noexcept { Fn(p); }
-};
-using SslCtxPtr = std::unique_ptr<SSL_CTX, Deleter<&SSL_CTX_free>>;
+using crypto::SslCtxPtr;
 
-// Mozilla "intermediate" (2023) for TLS 1.2: forward secrecy and AEAD only. TLS 1.3 keeps
-// OpenSSL's default suites (AES-GCM and ChaCha20-Poly1305).
-constexpr const char* kTls12Ciphers =
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
-constexpr const char* kGroups = "X25519:P-256:P-384";
 // What a client may sign its CertificateVerify with (the CertificateRequest's list).
 constexpr const char* kClientSigalgs =
     "ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512:ed25519:ed448:"
     "rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:rsa_pss_rsae_sha512:"
     "rsa_pss_pss_sha256:rsa_pss_pss_sha384:rsa_pss_pss_sha512:RSA+SHA256:RSA+SHA384:RSA+SHA512";
-constexpr int kMaxClientChainDepth = 8;
 constexpr std::string_view kSessionIdContext = "fleetid";
 // How long a peer has to answer close_notify when the server ends a TLS connection for Stop().
 constexpr std::chrono::seconds kTlsShutdownBound{1};
@@ -176,22 +165,14 @@ Result<std::shared_ptr<net::ssl::context>> MakeTlsContext(const TlsOptions& tls)
                      "client certificates are asked for but there are no client_trust_anchors");
   }
 
-  ERR_clear_error();
-  SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()));
-  if (!ctx) return MakeError(ErrorCode::kInternal, "SSL_CTX_new: {}", OpenSslErrors());
+  FLEETID_TRY(ctx, crypto::NewTlsContext(crypto::TlsRole::kServer));
   SSL_CTX* raw = ctx.get();
   auto internal = [](std::string_view what) {
     return MakeError(ErrorCode::kInternal, "{}: {}", what, OpenSslErrors());
   };
-  if (SSL_CTX_set_min_proto_version(raw, TLS1_2_VERSION) != 1) return internal("min version");
-  if (SSL_CTX_set_max_proto_version(raw, 0) != 1) return internal("max version");
-  if (SSL_CTX_set_cipher_list(raw, kTls12Ciphers) != 1) return internal("cipher list");
-  if (SSL_CTX_set1_groups_list(raw, kGroups) != 1) return internal("groups");
-  SSL_CTX_set_options(raw, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_NO_TICKET);
   // An idle connection gives its record buffers back (some 34 KiB each), so that thousands of
   // them, which shedding allows, cost less memory.
   SSL_CTX_set_mode(raw, SSL_MODE_RELEASE_BUFFERS);
-  SSL_CTX_set_session_cache_mode(raw, SSL_SESS_CACHE_OFF);
   if (SSL_CTX_set_num_tickets(raw, 0) != 1) return internal("tickets");
   if (SSL_CTX_set_session_id_context(
           raw, reinterpret_cast<const unsigned char*>(kSessionIdContext.data()),
@@ -222,27 +203,14 @@ Result<std::shared_ptr<net::ssl::context>> MakeTlsContext(const TlsOptions& tls)
   }
 
   if (tls.client_auth != ClientAuth::kNone) {
-    X509_STORE* store = SSL_CTX_get_cert_store(raw);
+    std::vector<X509*> anchors;
     for (const X509Ref& anchor : tls.client_trust_anchors) {
-      if (X509_STORE_add_cert(store, anchor.get()) != 1) {
-        // A duplicate anchor is harmless; anything else is not.
-        if (ERR_GET_REASON(ERR_peek_last_error()) != X509_R_CERT_ALREADY_IN_HASH_TABLE) {
-          return internal("adding a client trust anchor");
-        }
-        ERR_clear_error();
-      }
+      anchors.push_back(anchor.get());
       if (SSL_CTX_add_client_CA(raw, anchor.get()) != 1) return internal("client CA names");
     }
-    X509_VERIFY_PARAM* param = SSL_CTX_get0_param(raw);
-    if (X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_PARTIAL_CHAIN) != 1) {
-      return internal("verify flags");
-    }
-    SSL_CTX_set_verify_depth(raw, kMaxClientChainDepth);
     int mode = SSL_VERIFY_PEER;
     if (tls.client_auth == ClientAuth::kRequired) mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
-    SSL_CTX_set_verify(raw, mode, nullptr);
-  } else {
-    SSL_CTX_set_verify(raw, SSL_VERIFY_NONE, nullptr);
+    FLEETID_CHECK_OK(crypto::SetPeerVerification(raw, anchors, mode));
   }
   // net::ssl::context takes ownership of the handle.
   return std::make_shared<net::ssl::context>(ctx.release());
