@@ -43,6 +43,7 @@
 #include "crypto/keys.h"
 #include "crypto/tls_policy.h"
 #include "crypto/x509.h"
+#include "server/http_text.h"
 
 namespace fleetid::agent {
 namespace {
@@ -60,37 +61,15 @@ constexpr std::chrono::milliseconds kTlsShutdownBound{1000};
 
 std::string_view ToStd(beast::string_view s) { return {s.data(), s.size()}; }
 
-char AsciiLower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-std::string AsciiLower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](char c) { return AsciiLower(c); });
-  return out;
-}
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return AsciiLower(x) == AsciiLower(y);
-         });
-}
-
-// RFC 9110 §5.6.2 token characters, for methods and header names.
-bool IsToken(std::string_view s) {
-  if (s.empty()) return false;
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-  });
-}
+using server::AsciiLower;
+using server::EqualsIgnoreCase;
+using server::IsSafeHeaderValue;
+using server::IsToken;
 
 // IsVisible is true for printable ASCII without space (RFC 5234 VCHAR), what a request target
 // and a URL path may hold once percent-encoded.
 bool IsVisible(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return c > ' ' && c < '\x7f'; });
-}
-
-bool IsSafeHeaderValue(std::string_view s) {
-  return s.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
 }
 
 // Headers that Connection sets itself, because they frame the message or the connection.

@@ -58,6 +58,7 @@
 #include "crypto/tls_policy.h"
 #include "crypto/x509.h"
 #include "server/connection_share.h"
+#include "server/http_text.h"
 #include "server/request_parser.h"
 
 namespace fleetid::server {
@@ -74,14 +75,6 @@ constexpr std::size_t kMaxLingerBytes = std::size_t{1024} * 1024;
 constexpr std::size_t kReadChunk = 4096;
 constexpr std::chrono::milliseconds kAcceptRetryDelay{100};
 
-char AsciiLower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return AsciiLower(x) == AsciiLower(y);
-         });
-}
-
 std::string FormatEndpoint(const tcp::endpoint& endpoint) {
   if (endpoint.address().is_v6()) {
     return fmt::format("[{}]:{}", endpoint.address().to_string(), endpoint.port());
@@ -97,19 +90,6 @@ std::string ShareKeyOf(const net::ip::address& address) {
   net::ip::address_v6::bytes_type prefix = v6.to_bytes();
   std::fill(prefix.begin() + 8, prefix.end(), std::uint8_t{0});
   return net::ip::address_v6(prefix).to_string() + "/64";
-}
-
-// RFC 9110 §5.6.2 token characters, for header names a Handler supplies.
-bool IsToken(std::string_view s) {
-  if (s.empty()) return false;
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-  });
-}
-
-bool IsSafeHeaderValue(std::string_view s) {
-  return s.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
 }
 
 bool IsFramingHeader(std::string_view name) {
@@ -976,37 +956,6 @@ HttpResponse Router::Dispatch(const HttpRequest& request) const {
       405, "method_not_allowed", fmt::format("{} is not allowed here", request.method));
   response.headers.emplace_back("Allow", std::move(allow));
   return response;
-}
-
-std::string HttpDate(std::chrono::system_clock::time_point t) {
-  static constexpr std::array<std::string_view, 7> kDays = {"Sun", "Mon", "Tue", "Wed",
-                                                            "Thu", "Fri", "Sat"};
-  static constexpr std::array<std::string_view, 12> kMonths = {
-      "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  // Civil calendar arithmetic, not gmtime_r, which takes glibc's time-zone lock on every call.
-  const auto day = std::chrono::floor<std::chrono::days>(t);
-  const std::chrono::year_month_day date{day};
-  const std::chrono::hh_mm_ss time{std::chrono::floor<std::chrono::seconds>(t - day)};
-  const std::chrono::weekday weekday{day};
-  return fmt::format("{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT", kDays.at(weekday.c_encoding()),
-                     static_cast<unsigned>(date.day()),
-                     kMonths.at(static_cast<unsigned>(date.month()) - 1),
-                     static_cast<int>(date.year()), time.hours().count(), time.minutes().count(),
-                     time.seconds().count());
-}
-
-std::string_view CurrentHttpDate() {
-  // Formatted once a second per thread.
-  thread_local std::int64_t second = -1;
-  thread_local std::string text;
-  const auto now = std::chrono::system_clock::now();
-  const std::int64_t current =
-      std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
-  if (current != second) {
-    text = HttpDate(now);
-    second = current;
-  }
-  return text;
 }
 
 class HttpServer::Impl {
