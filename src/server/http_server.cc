@@ -45,20 +45,14 @@
 #include <boost/beast/ssl/ssl_stream.hpp>
 #pragma GCC diagnostic pop
 #include <fmt/core.h>
-#include <openssl/err.h>
-#include <openssl/objects.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
-#include <nlohmann/json.hpp>
 
 #include "common/log.h"
 #include "common/mutex.h"
-#include "crypto/crypto.h"
-#include "crypto/keys.h"
-#include "crypto/tls_policy.h"
-#include "crypto/x509.h"
 #include "server/connection_share.h"
 #include "server/http_text.h"
+#include "server/internal/tls_context.h"
 #include "server/request_parser.h"
 
 namespace fleetid::server {
@@ -104,114 +98,11 @@ HttpResponse InternalErrorResponse() {
   return HttpResponse::JsonError(500, "internal", "internal server error");
 }
 
-// --- TLS set-up ----------------------------------------------------------------------------------
-
-using crypto::SslCtxPtr;
-
-// What a client may sign its CertificateVerify with (the CertificateRequest's list).
-constexpr const char* kClientSigalgs =
-    "ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512:ed25519:ed448:"
-    "rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:rsa_pss_rsae_sha512:"
-    "rsa_pss_pss_sha256:rsa_pss_pss_sha384:rsa_pss_pss_sha512:RSA+SHA256:RSA+SHA384:RSA+SHA512";
-constexpr std::string_view kSessionIdContext = "fleetid";
 // How long a peer has to answer close_notify when the server ends a TLS connection for Stop().
 constexpr std::chrono::seconds kTlsShutdownBound{1};
 
-using crypto::TlsSignatureScheme;
-
-std::string OpenSslErrors() { return crypto::OpenSslErrorText(); }
-
-// MakeTlsContext builds the server's SSL_CTX from |tls|. kInvalidArgument names what is wrong
-// with the options; kInternal if OpenSSL refuses a setting fleetid hard-codes.
-Result<std::shared_ptr<net::ssl::context>> MakeTlsContext(const TlsOptions& tls) {
-  using ClientAuth = TlsOptions::ClientAuth;
-  if (tls.certificate_chain.empty()) {
-    return MakeError(ErrorCode::kInvalidArgument, "TLS needs a server certificate");
-  }
-  if (std::ranges::any_of(tls.certificate_chain, [](const X509Ref& c) { return !c; }) ||
-      std::ranges::any_of(tls.client_trust_anchors, [](const X509Ref& c) { return !c; })) {
-    return MakeError(ErrorCode::kInvalidArgument, "TLS certificate lists must not contain null");
-  }
-  if (!tls.private_key) {
-    return MakeError(ErrorCode::kInvalidArgument, "TLS needs the server's private key");
-  }
-  if (tls.client_auth == ClientAuth::kNone && !tls.client_trust_anchors.empty()) {
-    return MakeError(ErrorCode::kInvalidArgument,
-                     "client_trust_anchors are set but client_auth is none: set client_auth or "
-                     "drop the anchors");
-  }
-  if (tls.client_auth != ClientAuth::kNone && tls.client_trust_anchors.empty()) {
-    return MakeError(ErrorCode::kInvalidArgument,
-                     "client certificates are asked for but there are no client_trust_anchors");
-  }
-
-  FLEETID_TRY(ctx, crypto::NewTlsContext(crypto::TlsRole::kServer));
-  SSL_CTX* raw = ctx.get();
-  auto internal = [](std::string_view what) {
-    return MakeError(ErrorCode::kInternal, "{}: {}", what, OpenSslErrors());
-  };
-  // An idle connection gives its record buffers back (some 34 KiB each), so that thousands of
-  // them, which shedding allows, cost less memory.
-  SSL_CTX_set_mode(raw, SSL_MODE_RELEASE_BUFFERS);
-  if (SSL_CTX_set_num_tickets(raw, 0) != 1) return internal("tickets");
-  if (SSL_CTX_set_session_id_context(
-          raw, reinterpret_cast<const unsigned char*>(kSessionIdContext.data()),
-          static_cast<unsigned int>(kSessionIdContext.size())) != 1) {
-    return internal("session id context");
-  }
-
-  X509* leaf = tls.certificate_chain.front().get();
-  if (SSL_CTX_use_certificate(raw, leaf) != 1) {
-    return MakeError(ErrorCode::kInvalidArgument, "the server certificate is unusable: {}",
-                     OpenSslErrors());
-  }
-  for (std::size_t i = 1; i < tls.certificate_chain.size(); ++i) {
-    if (SSL_CTX_add1_chain_cert(raw, tls.certificate_chain[i].get()) != 1) {
-      return internal("adding a chain certificate");
-    }
-  }
-  EVP_PKEY* key = tls.private_key.get();
-  if (SSL_CTX_use_PrivateKey(raw, key) != 1 || SSL_CTX_check_private_key(raw) != 1) {
-    return MakeError(ErrorCode::kInvalidArgument,
-                     "the private key does not match the server certificate: {}", OpenSslErrors());
-  }
-  if (const char* sigalgs = TlsSignatureScheme(key); sigalgs != nullptr) {
-    if (SSL_CTX_set1_sigalgs_list(raw, sigalgs) != 1) return internal("server sigalgs");
-    if (SSL_CTX_set1_client_sigalgs_list(raw, kClientSigalgs) != 1) {
-      return internal("client sigalgs");
-    }
-  }
-
-  if (tls.client_auth != ClientAuth::kNone) {
-    std::vector<X509*> anchors;
-    for (const X509Ref& anchor : tls.client_trust_anchors) {
-      anchors.push_back(anchor.get());
-      if (SSL_CTX_add_client_CA(raw, anchor.get()) != 1) return internal("client CA names");
-    }
-    int mode = SSL_VERIFY_PEER;
-    if (tls.client_auth == ClientAuth::kRequired) mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
-    FLEETID_CHECK_OK(crypto::SetPeerVerification(raw, anchors, mode));
-  }
-  // net::ssl::context takes ownership of the handle.
-  return std::make_shared<net::ssl::context>(ctx.release());
-}
-
-// VerifiedClientChain returns the chain the handshake on |ssl| verified, leaf first, DER; empty
-// if the client sent no certificate. nullopt if a certificate was sent but is not verified,
-// which SSL_VERIFY_PEER rules out, or cannot be encoded.
-std::optional<std::vector<std::vector<std::uint8_t>>> VerifiedClientChain(SSL* ssl) {
-  std::vector<std::vector<std::uint8_t>> chain;
-  if (SSL_get0_peer_certificate(ssl) == nullptr) return chain;
-  if (SSL_get_verify_result(ssl) != X509_V_OK) return std::nullopt;
-  STACK_OF(X509)* verified = SSL_get0_verified_chain(ssl);
-  if (verified == nullptr || sk_X509_num(verified) <= 0) return std::nullopt;
-  for (int i = 0; i < sk_X509_num(verified); ++i) {
-    auto der = crypto::CertificateDer(sk_X509_value(verified, i));
-    if (!der) return std::nullopt;
-    chain.push_back(std::move(*der));
-  }
-  return chain;
-}
+using internal::MakeTlsContext;
+using internal::VerifiedClientChain;
 
 // --- Connections ---------------------------------------------------------------------------------
 
@@ -876,86 +767,6 @@ std::string internal::ShareKey(std::string_view address) {
   const net::ip::address parsed = net::ip::make_address(address, ec);
   if (ec) return std::string(address);
   return ShareKeyOf(parsed);
-}
-
-std::string_view HttpRequest::Header(std::string_view name) const {
-  for (const auto& [key, value] : headers) {
-    if (EqualsIgnoreCase(key, name)) return value;
-  }
-  return {};
-}
-
-HttpResponse HttpResponse::Json(int status, std::string body) {
-  HttpResponse response;
-  response.status = status;
-  response.body = std::move(body);
-  return response;
-}
-
-HttpResponse HttpResponse::JsonError(int status, std::string_view error_name,
-                                     std::string_view message) {
-  const nlohmann::json body = {{"error", std::string(error_name)},
-                               {"message", std::string(message)}};
-  return Json(status, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
-}
-
-HttpResponse HttpResponse::FromError(const fleetid::Error& error) {
-  return JsonError(HttpStatus(error.code()), ErrorCodeName(error.code()), error.message());
-}
-
-void Router::Add(std::string method, std::string pattern, Handler handler) {
-  Route route{
-      .method = std::move(method), .pattern = std::move(pattern), .handler = std::move(handler)};
-  if (route.pattern.ends_with("/*")) {
-    route.pattern.pop_back();
-    route.is_prefix = true;
-  }
-  routes_.push_back(std::move(route));
-}
-
-HttpResponse Router::Dispatch(const HttpRequest& request) const {
-  const Route* best = nullptr;
-  std::size_t best_rank = 0;
-  bool path_known = false;
-  std::vector<std::string> allowed;
-
-  for (const Route& route : routes_) {
-    const bool matches =
-        route.is_prefix ? request.path.starts_with(route.pattern) : request.path == route.pattern;
-    if (!matches) continue;
-    path_known = true;
-    allowed.push_back(route.method);
-    if (route.method == "GET") allowed.emplace_back("HEAD");
-
-    const bool exact_method = route.method == request.method;
-    const bool head_via_get = request.method == "HEAD" && route.method == "GET";
-    if (!exact_method && !head_via_get) continue;
-    // Rank: exact paths above every prefix, longer prefixes above shorter ones, and at equal
-    // specificity an explicit HEAD route above GET answering HEAD.
-    std::size_t rank =
-        route.is_prefix ? route.pattern.size() * 2 : std::numeric_limits<std::size_t>::max() - 1;
-    if (exact_method) ++rank;
-    if (best == nullptr || rank > best_rank) {
-      best = &route;
-      best_rank = rank;
-    }
-  }
-
-  if (best != nullptr) return best->handler(request);
-  if (!path_known) {
-    return HttpResponse::JsonError(404, "not_found", fmt::format("no route for {}", request.path));
-  }
-  std::sort(allowed.begin(), allowed.end());
-  allowed.erase(std::unique(allowed.begin(), allowed.end()), allowed.end());
-  std::string allow;
-  for (const std::string& method : allowed) {
-    if (!allow.empty()) allow += ", ";
-    allow += method;
-  }
-  HttpResponse response = HttpResponse::JsonError(
-      405, "method_not_allowed", fmt::format("{} is not allowed here", request.method));
-  response.headers.emplace_back("Allow", std::move(allow));
-  return response;
 }
 
 class HttpServer::Impl {
