@@ -79,6 +79,12 @@ Result<std::vector<crypto::X509Ptr>> ReadPemCerts(const fs::path& path) {
   return certs;
 }
 
+// WritePem writes |cert| to |path| as PEM, atomically.
+Result<void> WritePem(const fs::path& path, X509* cert) {
+  FLEETID_TRY(pem, crypto::CertificatePem(cert));
+  return WriteFileAtomic(path, pem);
+}
+
 // CertsFromEst decodes an EST certs-only answer (base64 of a CMS SignedData).
 Result<std::vector<crypto::X509Ptr>> CertsFromEst(std::string_view body) {
   FLEETID_TRY(der, crypto::Base64Decode(body));
@@ -416,9 +422,8 @@ Result<void> Agent::Enroll(bool fresh_per_request) {
   if (reply.status != 200) return MakeError(ReplyError("simpleenroll", reply));
   FLEETID_TRY(certs, CertsFromEst(reply.body));
   const std::string file = label + ".pem";
-  FLEETID_TRY(leaf_pem, crypto::CertificatePem(certs.front().get()));
   FLEETID_TRY(leaf_der, crypto::CertificateDer(certs.front().get()));
-  FLEETID_CHECK_OK(WriteFileAtomic(dir_ / file, leaf_pem));
+  FLEETID_CHECK_OK(WritePem(dir_ / file, certs.front().get()));
   const std::string old = state_.current_label;
   state_.current_label = label;
   state_.current_cert = file;
@@ -475,8 +480,7 @@ Result<void> Agent::FinishRotation() {
     if (reply.status != 200) return MakeError(ReplyError("simplereenroll", reply));
     FLEETID_TRY(certs, CertsFromEst(reply.body));
     const std::string file = label + ".pem";
-    FLEETID_TRY(leaf_pem, crypto::CertificatePem(certs.front().get()));
-    FLEETID_CHECK_OK(WriteFileAtomic(dir_ / file, leaf_pem));
+    FLEETID_CHECK_OK(WritePem(dir_ / file, certs.front().get()));
     state_.pending_cert = file;
     FLEETID_CHECK_OK(SaveState());
     Failpoint("agent-after-issue");
