@@ -5,10 +5,10 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <thread>
 
-#include <openssl/pem.h>
 #include <nlohmann/json.hpp>
 
 #include "agent/agent.h"
@@ -16,6 +16,7 @@
 #include "crypto/crypto.h"
 #include "crypto/handles.h"
 #include "crypto/suite.h"
+#include "crypto/x509.h"
 
 namespace fleetid {
 namespace {
@@ -28,15 +29,18 @@ int Fail(const Error& error) {
   return 1;
 }
 
+// ReadPemCert reads a file holding exactly one PEM certificate and returns its DER.
 Result<std::vector<std::uint8_t>> ReadPemCert(const std::string& path) {
-  crypto::BioPtr bio(BIO_new_file(path.c_str(), "r"));
-  crypto::X509Ptr cert(bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr);
-  if (!cert) return MakeError(ErrorCode::kInvalidArgument, "'{}' is not a PEM certificate", path);
-  const int len = i2d_X509(cert.get(), nullptr);
-  std::vector<std::uint8_t> der(static_cast<std::size_t>(len));
-  unsigned char* p = der.data();
-  i2d_X509(cert.get(), &p);
-  return der;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return MakeError(ErrorCode::kNotFound, "cannot read '{}'", path);
+  const std::string text((std::istreambuf_iterator<char>(in)), {});
+  auto certs = crypto::ParseCertificatesPem(text);
+  if (!certs) return MakeError(ErrorCode::kInvalidArgument, "'{}': {}", path, certs.error().message());
+  if (certs->size() != 1) {
+    return MakeError(ErrorCode::kInvalidArgument, "'{}' holds {} certificates, not one", path,
+                     certs->size());
+  }
+  return crypto::CertificateDer(certs->front().get());
 }
 
 // StateJson is the agent's state and the LDevID keys in the token; with |once|, also what the

@@ -27,4 +27,13 @@ openssl ec -in "$tmp/p256.key" -conv_form compressed -out "$tmp/p256c.key" 2>/de
 openssl req -new -key "$tmp/p256c.key" -subj "/CN=SN-0001" -outform DER -out "$corpus/csr/p256_compressed_point"
 head -c 100 "$corpus/csr/p256" > "$corpus/csr/p256_truncated"
 
+# Certificates for x509_fuzzer: DER, PEM, a chain of two, one with a GeneralizedTime notAfter.
+openssl req -x509 -new -key "$tmp/p256.key" -subj "/CN=x509-seed" -days 30 -set_serial 0x8f01 \
+  -outform DER -out "$corpus/x509/p256_der"
+openssl x509 -inform DER -in "$corpus/x509/p256_der" -out "$corpus/x509/p256_pem"
+openssl req -x509 -new -key "$tmp/ed25519.key" -subj "/CN=x509-seed-2" -days 36500 \
+  -out "$tmp/ed.pem"
+cat "$corpus/x509/p256_pem" "$tmp/ed.pem" > "$corpus/x509/chain_pem"
+openssl x509 -in "$tmp/ed.pem" -outform DER -out "$corpus/x509/ed25519_after_2050_der"
+
 build/fuzz/fuzz/make_seeds "$corpus"

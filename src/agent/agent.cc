@@ -20,6 +20,7 @@
 #include "common/failpoint.h"
 #include "common/log.h"
 #include "crypto/crypto.h"
+#include "crypto/x509.h"
 #include "crypto/handles.h"
 #include "crypto/jws.h"
 #include "crypto/keys.h"
@@ -67,38 +68,21 @@ Result<void> WriteFileAtomic(const fs::path& path, std::string_view data) {
   return {};
 }
 
-Result<crypto::X509Ptr> ParseDer(std::span<const std::uint8_t> der) {
-  const unsigned char* p = der.data();
-  crypto::X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
-  if (!cert) return MakeError(ErrorCode::kInvalidArgument, "not a DER certificate");
-  return cert;
-}
-
-std::vector<std::uint8_t> Der(X509* cert) {
-  const int len = i2d_X509(cert, nullptr);
-  std::vector<std::uint8_t> out(static_cast<std::size_t>(std::max(len, 0)));
-  unsigned char* p = out.data();
-  i2d_X509(cert, &p);
-  return out;
-}
-
-std::string Pem(X509* cert) {
-  crypto::BioPtr bio(BIO_new(BIO_s_mem()));
-  PEM_write_bio_X509(bio.get(), cert);
-  char* data = nullptr;
-  const long n = BIO_get_mem_data(bio.get(), &data);
-  return std::string(data, static_cast<std::size_t>(n));
-}
-
+// ReadPemCerts reads a file of PEM certificates and nothing else (crypto::ParseCertificatesPem).
 Result<std::vector<crypto::X509Ptr>> ReadPemCerts(const fs::path& path) {
   FLEETID_TRY(text, ReadFile(path));
-  crypto::BioPtr bio(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
-  std::vector<crypto::X509Ptr> out;
-  while (X509* c = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) out.emplace_back(c);
-  ERR_clear_error();
-  if (out.empty())
-    return MakeError(ErrorCode::kInvalidArgument, "'{}' holds no PEM certificate", path.string());
-  return out;
+  auto certs = crypto::ParseCertificatesPem(text);
+  if (!certs) {
+    return MakeError(ErrorCode::kInvalidArgument, "'{}': {}", path.string(),
+                     certs.error().message());
+  }
+  return certs;
+}
+
+// WritePem writes |cert| to |path| as PEM, atomically.
+Result<void> WritePem(const fs::path& path, X509* cert) {
+  FLEETID_TRY(pem, crypto::CertificatePem(cert));
+  return WriteFileAtomic(path, pem);
 }
 
 // CertsFromEst decodes an EST certs-only answer (base64 of a CMS SignedData).
@@ -154,21 +138,12 @@ using X509StackPtr = std::unique_ptr<STACK_OF(X509), crypto::Deleter<&FreeX509St
 // The skew allowed between the OCSP responder's clock and the device's (thisUpdate, nextUpdate).
 constexpr std::chrono::minutes kOcspSkew{5};
 
-Result<std::string> SerialOf(X509* cert) {
-  const ASN1_INTEGER* s = X509_get0_serialNumber(cert);
-  return crypto::Hex(
-      std::span(ASN1_STRING_get0_data(s), static_cast<std::size_t>(ASN1_STRING_length(s))));
-}
+Result<std::string> SerialOf(X509* cert) { return crypto::SerialHex(X509_get0_serialNumber(cert)); }
 
-// TimeOf converts a certificate's notBefore or notAfter.
+// TimeOf converts a certificate's notBefore or notAfter, or an OCSP answer's times.
 Result<TimePoint> TimeOf(const ASN1_TIME* t) {
-  int days = 0;
-  int secs = 0;
-  crypto::Asn1TimePtr epoch(ASN1_TIME_set(nullptr, 0));
-  if (ASN1_TIME_diff(&days, &secs, epoch.get(), t) != 1) {
-    return MakeError(ErrorCode::kInvalidArgument, "unreadable certificate validity");
-  }
-  return TimePoint(std::chrono::seconds(std::int64_t{days} * 86400 + secs));
+  FLEETID_TRY(seconds, crypto::Asn1TimeToUnix(t));
+  return TimePoint(std::chrono::seconds(seconds));
 }
 
 }  // namespace
@@ -236,7 +211,8 @@ Result<std::unique_ptr<Agent>> Agent::Open(const std::shared_ptr<custody::Module
   agent->firmware_sha256_ =
       agent->options_.firmware_sha256.value_or(device.value("firmware_sha256", ""));
   FLEETID_TRY(idevid, ReadPemCerts(device_dir / "idevid.pem"));
-  agent->idevid_der_ = Der(idevid.front().get());
+  FLEETID_TRY(idevid_der, crypto::CertificateDer(idevid.front().get()));
+  agent->idevid_der_ = std::move(idevid_der);
   FLEETID_TRY(url, ParseUrl(agent->options_.server));
   agent->url_ = url;
   FLEETID_TRY(anon, ClientTls::Make({agent->options_.trust_anchor}));
@@ -270,7 +246,7 @@ Result<void> Agent::SaveState() {
 
 Result<std::vector<std::uint8_t>> Agent::ReadCert(const std::string& name) const {
   FLEETID_TRY(certs, ReadPemCerts(dir_ / name));
-  return Der(certs.front().get());
+  return crypto::CertificateDer(certs.front().get());
 }
 
 Result<EVP_PKEY*> Agent::Key(const std::string& label) {
@@ -382,7 +358,7 @@ Result<std::string> Agent::Evidence(
 }
 
 Result<void> Agent::ComputeRenewal(const std::vector<std::uint8_t>& der) {
-  FLEETID_TRY(cert, ParseDer(der));
+  FLEETID_TRY(cert, crypto::ParseCertificateDer(der));
   FLEETID_TRY(nb, TimeOf(X509_get0_notBefore(cert.get())));
   FLEETID_TRY(na, TimeOf(X509_get0_notAfter(cert.get())));
   const auto life = std::chrono::duration_cast<std::chrono::seconds>(na - nb);
@@ -401,7 +377,7 @@ bool Agent::CurrentUsable() const {
   if (state_.current_label.empty()) return false;
   auto der = ReadCert(state_.current_cert);
   if (!der) return false;
-  auto cert = ParseDer(*der);
+  auto cert = crypto::ParseCertificateDer(*der);
   if (!cert) return false;
   auto na = TimeOf(X509_get0_notAfter(cert->get()));
   return na && clock_.Now() < *na;
@@ -446,7 +422,8 @@ Result<void> Agent::Enroll(bool fresh_per_request) {
   if (reply.status != 200) return MakeError(ReplyError("simpleenroll", reply));
   FLEETID_TRY(certs, CertsFromEst(reply.body));
   const std::string file = label + ".pem";
-  FLEETID_CHECK_OK(WriteFileAtomic(dir_ / file, Pem(certs.front().get())));
+  FLEETID_TRY(leaf_der, crypto::CertificateDer(certs.front().get()));
+  FLEETID_CHECK_OK(WritePem(dir_ / file, certs.front().get()));
   const std::string old = state_.current_label;
   state_.current_label = label;
   state_.current_cert = file;
@@ -454,7 +431,7 @@ Result<void> Agent::Enroll(bool fresh_per_request) {
   state_.pending_cert.clear();
   prepared_label_.clear();
   prepared_csr_.clear();
-  FLEETID_CHECK_OK(ComputeRenewal(Der(certs.front().get())));
+  FLEETID_CHECK_OK(ComputeRenewal(leaf_der));
   FLEETID_CHECK_OK(SaveState());
   if (!old.empty() && old != label) static_cast<void>(Forget(old));
   // The authority's chain, for verifying it and relying parties offline.
@@ -462,7 +439,10 @@ Result<void> Agent::Enroll(bool fresh_per_request) {
   if (cacerts && cacerts->status == 200) {
     if (auto chain = CertsFromEst(cacerts->body)) {
       std::string pem;
-      for (const crypto::X509Ptr& c : *chain) pem += Pem(c.get());
+      for (const crypto::X509Ptr& c : *chain) {
+        FLEETID_TRY(one, crypto::CertificatePem(c.get()));
+        pem += one;
+      }
       auto kept = ReadFile(dir_ / "ca.pem");
       if (!kept || *kept != pem) FLEETID_CHECK_OK(WriteFileAtomic(dir_ / "ca.pem", pem));
     }
@@ -500,7 +480,7 @@ Result<void> Agent::FinishRotation() {
     if (reply.status != 200) return MakeError(ReplyError("simplereenroll", reply));
     FLEETID_TRY(certs, CertsFromEst(reply.body));
     const std::string file = label + ".pem";
-    FLEETID_CHECK_OK(WriteFileAtomic(dir_ / file, Pem(certs.front().get())));
+    FLEETID_CHECK_OK(WritePem(dir_ / file, certs.front().get()));
     state_.pending_cert = file;
     FLEETID_CHECK_OK(SaveState());
     Failpoint("agent-after-issue");
@@ -574,7 +554,7 @@ Result<PollResult> Agent::Poll() {
     // certificate as the device's credential and not revoked (then the refusal is not about
     // revocation, and nothing is destroyed on its word), the LDevID is revoked or unknown.
     FLEETID_TRY(der, ReadCert(state_.current_cert));
-    FLEETID_TRY(cert, ParseDer(der));
+    FLEETID_TRY(cert, crypto::ParseCertificateDer(der));
     FLEETID_TRY(serial, SerialOf(cert.get()));
     const Json current = status.value("current", Json());
     if (current.is_object() && current.value("serial", Json()).is_string() &&
@@ -600,7 +580,7 @@ Result<std::vector<std::string>> Agent::LdevidKeys() {
 
 Result<void> Agent::Decommission(const std::string& order_id) {
   FLEETID_TRY(current, ReadCert(state_.current_cert));
-  FLEETID_TRY(cert, ParseDer(current));
+  FLEETID_TRY(cert, crypto::ParseCertificateDer(current));
   FLEETID_TRY(kid, SerialOf(cert.get()));
   FLEETID_TRY(labels, LdevidKeys());
   Json destroyed = Json::array();
@@ -644,7 +624,7 @@ Result<void> Agent::DeliverReceipt() {
 Result<OcspVerdict> Agent::RefreshOcsp() {
   if (state_.current_label.empty()) return MakeError(ErrorCode::kNotFound, "no current LDevID");
   FLEETID_TRY(der, ReadCert(state_.current_cert));
-  FLEETID_TRY(cert, ParseDer(der));
+  FLEETID_TRY(cert, crypto::ParseCertificateDer(der));
   FLEETID_TRY(chain, ReadPemCerts(dir_ / "ca.pem"));
   X509* issuer = nullptr;
   for (const crypto::X509Ptr& c : chain) {
@@ -683,7 +663,7 @@ Result<OcspVerdict> Agent::RefreshOcsp() {
     return MakeError(ErrorCode::kUnavailable, "the OCSP answer is not a successful response");
   }
   crypto::OcspBasicRespPtr basic(OCSP_response_get1_basic(resp.get()));
-  FLEETID_TRY(anchor, ParseDer(options_.trust_anchor));
+  FLEETID_TRY(anchor, crypto::ParseCertificateDer(options_.trust_anchor));
   crypto::X509StorePtr store(X509_STORE_new());
   X509StackPtr untrusted(sk_X509_new_null());
   if (!basic || !store || !untrusted || X509_STORE_add_cert(store.get(), anchor.get()) != 1) {

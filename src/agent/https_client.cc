@@ -41,6 +41,9 @@
 
 #include "crypto/crypto.h"
 #include "crypto/keys.h"
+#include "crypto/tls_policy.h"
+#include "crypto/x509.h"
+#include "server/http_text.h"
 
 namespace fleetid::agent {
 namespace {
@@ -53,57 +56,20 @@ using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
 constexpr std::uint64_t kMaxReplyBody = std::uint64_t{16} * 1024 * 1024;
 constexpr std::uint32_t kMaxReplyHeader = 64 * 1024;
-constexpr int kMaxServerChainDepth = 8;
 // How long Close waits for the server's close_notify after sending ours.
 constexpr std::chrono::milliseconds kTlsShutdownBound{1000};
 
-// Mozilla "intermediate" (2023) for TLS 1.2, as the server offers: forward secrecy and AEAD only.
-// TLS 1.3 keeps OpenSSL's default suites (AES-GCM and ChaCha20-Poly1305).
-constexpr const char* kTls12Ciphers =
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
-constexpr const char* kGroups = "X25519:P-256:P-384";
-
-template <auto Fn>
-struct Deleter {
-  void operator()(auto* p) const noexcept { Fn(p); }
-};
-using SslCtxPtr = std::unique_ptr<SSL_CTX, Deleter<&SSL_CTX_free>>;
-
 std::string_view ToStd(beast::string_view s) { return {s.data(), s.size()}; }
 
-char AsciiLower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-std::string AsciiLower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](char c) { return AsciiLower(c); });
-  return out;
-}
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return AsciiLower(x) == AsciiLower(y);
-         });
-}
-
-// RFC 9110 §5.6.2 token characters, for methods and header names.
-bool IsToken(std::string_view s) {
-  if (s.empty()) return false;
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-  });
-}
+using server::AsciiLower;
+using server::EqualsIgnoreCase;
+using server::IsSafeHeaderValue;
+using server::IsToken;
 
 // IsVisible is true for printable ASCII without space (RFC 5234 VCHAR), what a request target
 // and a URL path may hold once percent-encoded.
 bool IsVisible(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return c > ' ' && c < '\x7f'; });
-}
-
-bool IsSafeHeaderValue(std::string_view s) {
-  return s.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
 }
 
 // Headers that Connection sets itself, because they frame the message or the connection.
@@ -128,14 +94,12 @@ Result<std::vector<crypto::X509Ptr>> ParseCertificates(
   std::vector<crypto::X509Ptr> certs;
   certs.reserve(ders.size());
   for (std::size_t i = 0; i < ders.size(); ++i) {
-    const std::vector<std::uint8_t>& der = ders[i];
-    const unsigned char* p = der.data();
-    crypto::X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
-    if (!cert || p != der.data() + der.size()) {
-      ERR_clear_error();
-      return MakeError(ErrorCode::kInvalidArgument, "{} #{} is not a DER certificate", what, i);
+    auto cert = crypto::ParseCertificateDer(ders[i]);
+    if (!cert) {
+      return MakeError(ErrorCode::kInvalidArgument, "{} #{} is not a DER certificate: {}", what, i,
+                       cert.error().message());
     }
-    certs.push_back(std::move(cert));
+    certs.push_back(std::move(*cert));
   }
   return certs;
 }
@@ -183,35 +147,14 @@ Result<std::shared_ptr<ClientTls>> ClientTls::Make(
   FLEETID_TRY(anchors, ParseCertificates(trust_anchors, "trust anchor"));
   FLEETID_TRY(chain, ParseCertificates(client_chain, "client certificate"));
 
-  ERR_clear_error();
-  SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
-  if (!ctx) return MakeError(ErrorCode::kInternal, "SSL_CTX_new: {}", OpenSslErrors());
+  FLEETID_TRY(ctx, crypto::NewTlsContext(crypto::TlsRole::kClient));
   SSL_CTX* raw = ctx.get();
   auto internal = [](std::string_view what) {
     return MakeError(ErrorCode::kInternal, "{}: {}", what, OpenSslErrors());
   };
-  if (SSL_CTX_set_min_proto_version(raw, TLS1_2_VERSION) != 1) return internal("min version");
-  if (SSL_CTX_set_max_proto_version(raw, 0) != 1) return internal("max version");
-  if (SSL_CTX_set_cipher_list(raw, kTls12Ciphers) != 1) return internal("cipher list");
-  if (SSL_CTX_set1_groups_list(raw, kGroups) != 1) return internal("groups");
-  SSL_CTX_set_options(raw, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_NO_TICKET);
-  SSL_CTX_set_session_cache_mode(raw, SSL_SESS_CACHE_OFF);
-
-  X509_STORE* store = SSL_CTX_get_cert_store(raw);
-  for (const crypto::X509Ptr& anchor : anchors) {
-    if (X509_STORE_add_cert(store, anchor.get()) != 1) {
-      // A duplicate anchor is harmless; anything else is not.
-      if (ERR_GET_REASON(ERR_peek_last_error()) != X509_R_CERT_ALREADY_IN_HASH_TABLE) {
-        return internal("adding a trust anchor");
-      }
-      ERR_clear_error();
-    }
-  }
-  if (X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(raw), X509_V_FLAG_PARTIAL_CHAIN) != 1) {
-    return internal("verify flags");
-  }
-  SSL_CTX_set_verify(raw, SSL_VERIFY_PEER, nullptr);
-  SSL_CTX_set_verify_depth(raw, kMaxServerChainDepth);
+  std::vector<X509*> anchor_ptrs;
+  for (const crypto::X509Ptr& anchor : anchors) anchor_ptrs.push_back(anchor.get());
+  FLEETID_CHECK_OK(crypto::SetPeerVerification(raw, anchor_ptrs, SSL_VERIFY_PEER));
 
   if (!chain.empty()) {
     if (SSL_CTX_use_certificate(raw, chain.front().get()) != 1) {

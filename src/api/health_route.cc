@@ -6,6 +6,7 @@
 #include "api/routes.h"
 #include "crypto/crypto.h"
 #include "crypto/handles.h"
+#include "crypto/x509.h"
 
 namespace fleetid::api {
 namespace {
@@ -13,16 +14,15 @@ namespace {
 // ClientIdentity describes a client's leaf certificate: its subject (RFC 2253), its serial and
 // its status at |authority| ("unknown" for a certificate it did not issue).
 nlohmann::json ClientIdentity(pki::Authority& authority, std::span<const std::uint8_t> leaf_der) {
-  const unsigned char* p = leaf_der.data();
-  crypto::X509Ptr leaf(d2i_X509(nullptr, &p, static_cast<long>(leaf_der.size())));
+  auto leaf = crypto::ParseCertificateDer(leaf_der);
   if (!leaf) return {{"error", "unparsable certificate"}};
   crypto::BioPtr bio(BIO_new(BIO_s_mem()));
-  X509_NAME_print_ex(bio.get(), X509_get_subject_name(leaf.get()), 0, XN_FLAG_RFC2253);
+  X509_NAME_print_ex(bio.get(), X509_get_subject_name(leaf->get()), 0, XN_FLAG_RFC2253);
   char* text = nullptr;
   const long len = BIO_get_mem_data(bio.get(), &text);
-  const ASN1_INTEGER* serial = X509_get0_serialNumber(leaf.get());
-  const std::string serial_hex = crypto::Hex(
-      {ASN1_STRING_get0_data(serial), static_cast<std::size_t>(ASN1_STRING_length(serial))});
+  // A zero or negative serial is not one fleetid issues: shown empty, its status "unknown".
+  const std::string serial_hex =
+      crypto::SerialHex(X509_get0_serialNumber(leaf->get())).value_or("");
   auto record = authority.Get(serial_hex);
   return {
       {"subject", std::string(text, static_cast<std::size_t>(std::max(len, 0L)))},

@@ -44,35 +44,10 @@ Result<std::vector<std::uint8_t>> BuildAndSign(
     owned.push_back(std::move(ext));
   }
   FLEETID_TRY(cert, pki::BuildAndSign(spec, issuer, key, SigningDigest(key)));
-  return CertificateDer(cert.get());
+  return crypto::CertificateDer(cert.get());
 }
 
 }  // namespace
-
-Result<X509Ptr> ParseCertificate(std::span<const std::uint8_t> der) {
-  const unsigned char* p = der.data();
-  X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
-  if (!cert || p != der.data() + der.size()) {
-    return MakeError(ErrorCode::kInvalidArgument, "not a DER X.509 certificate");
-  }
-  return cert;
-}
-
-std::vector<std::uint8_t> CertificateDer(X509* cert) {
-  const int len = i2d_X509(cert, nullptr);
-  std::vector<std::uint8_t> der(static_cast<std::size_t>(std::max(len, 0)));
-  unsigned char* p = der.data();
-  i2d_X509(cert, &p);
-  return der;
-}
-
-Result<std::vector<std::uint8_t>> SpkiDer(const X509* cert) {
-  unsigned char* der = nullptr;
-  const int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
-  const crypto::OpenSslBytesPtr owner(der);
-  if (len <= 0) return MakeError(Ossl("public key"));
-  return std::vector<std::uint8_t>(der, der + len);
-}
 
 Result<std::vector<std::uint8_t>> MakeManufacturerCa(EVP_PKEY* key, std::string_view name,
                                                     Clock& clock, Rng& rng) {
@@ -108,7 +83,7 @@ Result<std::vector<std::uint8_t>> IssueIdevid(EVP_PKEY* ca_key, std::span<const 
     return MakeError(ErrorCode::kInvalidArgument, "an IDevID needs a serial, a model and a maker");
   }
   FLEETID_TRY(csr, crypto::VerifyCsr(csr_der));
-  FLEETID_TRY(ca, ParseCertificate(ca_der));
+  FLEETID_TRY(ca, crypto::ParseCertificateDer(ca_der));
   crypto::X509NamePtr name(X509_NAME_new());
   if (!name || !AddName(name.get(), NID_organizationName, subject.manufacturer) ||
       !AddName(name.get(), NID_commonName, subject.model) ||
@@ -205,7 +180,7 @@ Result<void> VerifyManifest(const SignedManifest& parsed, std::span<const std::u
     return MakeError(ErrorCode::kPermissionDenied,
                      "the manifest names another signer than this manufacturer certificate");
   }
-  FLEETID_TRY(ca, ParseCertificate(ca_der));
+  FLEETID_TRY(ca, crypto::ParseCertificateDer(ca_der));
   EVP_PKEY* key = X509_get0_pubkey(ca.get());
   if (key == nullptr) return MakeError(Ossl("manufacturer public key"));
   auto ok = crypto::VerifyJws(parsed.jws, key);

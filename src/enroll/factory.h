@@ -17,6 +17,7 @@
 #include "common/rng.h"
 #include "crypto/handles.h"
 #include "crypto/jws.h"
+#include "crypto/x509.h"
 
 namespace fleetid::enroll {
 
@@ -86,10 +87,8 @@ struct SignedManifest {
 [[nodiscard]] Result<void> VerifyManifest(const SignedManifest& parsed,
                                           std::span<const std::uint8_t> ca_der);
 
-// Helpers shared with the authority.
-[[nodiscard]] Result<crypto::X509Ptr> ParseCertificate(std::span<const std::uint8_t> der);
-std::vector<std::uint8_t> CertificateDer(X509* cert);
-[[nodiscard]] Result<std::vector<std::uint8_t>> SpkiDer(const X509* cert);
+// Kept for apps/fleetid_cli.cc until it uses crypto/x509.h directly.
+using crypto::CertificateDer;
 
 }  // namespace fleetid::enroll
 

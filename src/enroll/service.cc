@@ -17,6 +17,7 @@
 #include "crypto/handles.h"
 #include "crypto/jws.h"
 #include "crypto/keys.h"
+#include "crypto/x509.h"
 #include "enroll/claims.h"
 #include "enroll/csr_check.h"
 #include "enroll/factory.h"
@@ -86,12 +87,6 @@ CREATE TABLE receipts (
 
 std::int64_t Unix(TimePoint t) {
   return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
-}
-
-std::string SerialHex(X509* cert) {
-  const ASN1_INTEGER* serial = X509_get0_serialNumber(cert);
-  return crypto::Hex(std::span(ASN1_STRING_get0_data(serial),
-                               static_cast<std::size_t>(ASN1_STRING_length(serial))));
 }
 
 std::string DeviceActor(std::string_view serial) { return fmt::format("device:{}", serial); }
@@ -323,10 +318,11 @@ Result<Service::Identified> Service::Identify(store::Transaction& tx,
   }
   Identified out;
   out.leaf_der = chain.front();
-  FLEETID_TRY(leaf, ParseCertificate(out.leaf_der));
+  FLEETID_TRY(leaf, crypto::ParseCertificateDer(out.leaf_der));
   out.leaf = std::move(leaf);
   if (IsFleetAnchor(chain.back())) {
-    auto record = pki::Authority::GetIn(tx, SerialHex(out.leaf.get()));
+    auto record = pki::Authority::GetIn(
+        tx, crypto::SerialHex(X509_get0_serialNumber(out.leaf.get())).value_or(""));
     if (!record || record->der != out.leaf_der) {
       return MakeError(ErrorCode::kPermissionDenied, "the client certificate is not one fleetid issued");
     }
@@ -383,7 +379,7 @@ Result<void> Service::Count(std::string_view counter) {
 
 Result<Manufacturer> Service::AddManufacturer(std::span<const std::uint8_t> ca_der,
                                               std::string_view name, std::string_view actor) {
-  FLEETID_TRY(cert, ParseCertificate(ca_der));
+  FLEETID_TRY(cert, crypto::ParseCertificateDer(ca_der));
   if (name.empty() || name.size() > 64) {
     return MakeError(ErrorCode::kInvalidArgument, "a manufacturer name has 1 to 64 characters");
   }
@@ -548,8 +544,8 @@ Result<void> RefuseCompromisedKey(store::Transaction& tx, const registry::Device
   for (const registry::Credential& c : credentials) {
     FLEETID_TRY(record, pki::Authority::GetIn(tx, c.cert_serial));
     if (record.reason != pki::Reason::kKeyCompromise) continue;
-    FLEETID_TRY(cert, ParseCertificate(record.der));
-    FLEETID_TRY(key, SpkiDer(cert.get()));
+    FLEETID_TRY(cert, crypto::ParseCertificateDer(record.der));
+    FLEETID_TRY(key, crypto::SubjectPublicKeyInfoDer(cert.get()));
     // One key, one fingerprint, however its SPKI is encoded (crypto::KeyFingerprint).
     FLEETID_TRY(revoked_fp, crypto::KeyFingerprint(key));
     FLEETID_TRY(asked_fp, crypto::KeyFingerprint(spki));
@@ -844,7 +840,7 @@ Result<pki::CertificateRecord> Service::Enroll(const ClientChain& chain,
 Result<crypto::VerifiedCsr> Service::CheckRotationKey(store::Transaction& tx, const Identified& who,
                                               std::span<const std::uint8_t> csr_der) const {
   FLEETID_TRY(checked, CheckCsrKey(csr_der, policy_));
-  FLEETID_TRY(current_spki, SpkiDer(who.leaf.get()));
+  FLEETID_TRY(current_spki, crypto::SubjectPublicKeyInfoDer(who.leaf.get()));
   FLEETID_TRY(current_fp, crypto::KeyFingerprint(current_spki));
   FLEETID_TRY(next_fp, crypto::KeyFingerprint(checked.spki));
   if (current_fp == next_fp) {
@@ -964,7 +960,7 @@ Result<registry::Device> Service::RecordReceipt(std::string_view receipt) {
     if (!record) {
       return MakeError(ErrorCode::kPermissionDenied, "the receipt's kid names no fleetid certificate");
     }
-    FLEETID_TRY(cert, ParseCertificate(record->der));
+    FLEETID_TRY(cert, crypto::ParseCertificateDer(record->der));
     EVP_PKEY* key = X509_get0_pubkey(cert.get());
     if (key == nullptr || !crypto::VerifyJws(jws, key)) {
       return MakeError(ErrorCode::kUnauthenticated,
@@ -1005,13 +1001,13 @@ Result<registry::Device> Service::RecordReceipt(std::string_view receipt) {
     }
     // The keys that must be named destroyed: the signing one, and every current one.
     std::vector<std::string> required;
-    FLEETID_TRY(signing_spki, SpkiDer(cert.get()));
+    FLEETID_TRY(signing_spki, crypto::SubjectPublicKeyInfoDer(cert.get()));
     required.push_back(crypto::Hex(crypto::Sha256(signing_spki)));
     for (const registry::Credential& c : credentials) {
       if (c.role != Role::kCurrent) continue;
       FLEETID_TRY(current, pki::Authority::GetIn(*tx, c.cert_serial));
-      FLEETID_TRY(current_cert, ParseCertificate(current.der));
-      FLEETID_TRY(spki, SpkiDer(current_cert.get()));
+      FLEETID_TRY(current_cert, crypto::ParseCertificateDer(current.der));
+      FLEETID_TRY(spki, crypto::SubjectPublicKeyInfoDer(current_cert.get()));
       required.push_back(crypto::Hex(crypto::Sha256(spki)));
     }
     for (const std::string& k : required) {
@@ -1185,7 +1181,7 @@ Result<std::vector<std::uint8_t>> CertsOnly(std::span<const std::vector<std::uin
     return MakeError(crypto::OpenSslError(ErrorCode::kInternal, "certs-only CMS"));
   }
   for (const std::vector<std::uint8_t>& der : certs) {
-    FLEETID_TRY(cert, ParseCertificate(der));
+    FLEETID_TRY(cert, crypto::ParseCertificateDer(der));
     if (PKCS7_add_certificate(p7.get(), cert.get()) != 1) {  // takes its own reference
       return MakeError(crypto::OpenSslError(ErrorCode::kInternal, "certs-only CMS"));
     }

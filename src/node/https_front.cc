@@ -7,6 +7,7 @@
 
 #include "common/log.h"
 #include "crypto/crypto.h"
+#include "crypto/x509.h"
 #include "crypto/keys.h"
 #include "custody/provider.h"
 
@@ -15,10 +16,13 @@ namespace {
 
 constexpr std::string_view kTlsKeyLabel = "fleetid-server-tls";
 
+// ParseDer parses a certificate the authority stored; failure is kInternal.
 Result<crypto::X509Ptr> ParseDer(std::span<const std::uint8_t> der) {
-  const unsigned char* p = der.data();
-  crypto::X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
-  if (!cert) return MakeError(ErrorCode::kInternal, "a stored certificate does not parse");
+  auto cert = crypto::ParseCertificateDer(der);
+  if (!cert) {
+    return MakeError(ErrorCode::kInternal, "a stored certificate does not parse: {}",
+                     cert.error().message());
+  }
   return cert;
 }
 

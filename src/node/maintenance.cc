@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "crypto/handles.h"
+#include "crypto/x509.h"
 
 namespace fleetid::node {
 
@@ -59,10 +60,9 @@ void Maintenance::TrustNewManufacturers() {
     return;
   }
   for (const enroll::Manufacturer& m : *makers) {
-    const unsigned char* p = m.der.data();
-    crypto::X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(m.der.size())));
+    auto cert = crypto::ParseCertificateDer(m.der);
     if (!cert) continue;
-    if (auto added = targets_.https->AddClientTrustAnchor(server::X509Ref(cert.get())); !added) {
+    if (auto added = targets_.https->AddClientTrustAnchor(server::X509Ref(cert->get())); !added) {
       log::Warn("enroll: a manufacturer CA could not be trusted",
                 {{"manufacturer", m.name}, {"error", added.error().ToString()}});
     }

@@ -22,12 +22,10 @@ using crypto::X509Ptr;
 // SetBasics sets version, serial, names and validity.
 Result<void> SetBasics(X509* cert, const CertSpec& spec, X509* issuer) {
   crypto::Asn1IntegerPtr serial_int(ASN1_INTEGER_new());
-  Asn1TimePtr nb(ASN1_TIME_set(nullptr, static_cast<time_t>(ToUnix(spec.not_before))));
-  Asn1TimePtr na(spec.no_expiry
-                     ? ASN1_TIME_new()
-                     : ASN1_TIME_set(nullptr, static_cast<time_t>(ToUnix(spec.not_after))));
+  FLEETID_TRY(nb, crypto::UnixToAsn1Time(ToUnix(spec.not_before)));
+  FLEETID_TRY(na, crypto::UnixToAsn1Time(spec.no_expiry ? 0 : ToUnix(spec.not_after)));
   // The serial is positive (its top bit is clear), so its bytes are the INTEGER's content.
-  if (!serial_int || !nb || !na ||
+  if (!serial_int ||
       (spec.no_expiry && ASN1_TIME_set_string(na.get(), "99991231235959Z") != 1) ||
       spec.serial.empty() || (spec.serial[0] & 0x80) != 0 ||
       ASN1_STRING_set(serial_int.get(), spec.serial.data(), static_cast<int>(spec.serial.size())) !=

@@ -252,7 +252,7 @@ Result<bool> KeyCompromisedIn(store::Transaction& tx, std::span<const std::uint8
 Result<void> RecordCompromisedKeyIn(store::Transaction& tx, std::span<const std::uint8_t> der,
                                     std::string_view serial, Reason reason, TimePoint at) {
   FLEETID_TRY(cert, ParseCert(der));
-  FLEETID_TRY(spki, SpkiDerOf(cert.get()));
+  FLEETID_TRY(spki, crypto::SubjectPublicKeyInfoDer(cert.get()));
   FLEETID_TRY(fingerprint, crypto::KeyFingerprint(spki));
   FLEETID_TRY(
       inserted,

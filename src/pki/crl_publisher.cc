@@ -42,7 +42,7 @@ class RevokedList {
     if (ASN1_STRING_set(serial_.get(), bytes + skip,
                         static_cast<int>(serial_hex.size() / 2 - skip)) != 1 ||
         X509_REVOKED_set_serialNumber(entry, serial_.get()) != 1 ||
-        ASN1_TIME_set(time_.get(), static_cast<time_t>(revoked_at)) == nullptr ||
+        !crypto::SetAsn1Time(time_.get(), revoked_at).has_value() ||
         X509_REVOKED_set_revocationDate(entry, time_.get()) != 1) {
       return MakeError(Ossl("CRL entry"));
     }
@@ -205,9 +205,9 @@ Result<void> AddCrlInteger(X509_CRL* crl, int nid, std::int64_t value, bool crit
 // |next_update|.
 Result<X509CrlPtr> Stamp(const Ca& ca, TimePoint this_update, TimePoint next_update) {
   X509CrlPtr crl(X509_CRL_new());
-  Asn1TimePtr last(ASN1_TIME_set(nullptr, static_cast<time_t>(ToUnix(this_update))));
-  Asn1TimePtr next(ASN1_TIME_set(nullptr, static_cast<time_t>(ToUnix(next_update))));
-  if (!crl || !last || !next || X509_CRL_set_version(crl.get(), X509_CRL_VERSION_2) != 1 ||
+  FLEETID_TRY(last, crypto::UnixToAsn1Time(ToUnix(this_update)));
+  FLEETID_TRY(next, crypto::UnixToAsn1Time(ToUnix(next_update)));
+  if (!crl || X509_CRL_set_version(crl.get(), X509_CRL_VERSION_2) != 1 ||
       X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(ca.cert.get())) != 1 ||
       X509_CRL_set1_lastUpdate(crl.get(), last.get()) != 1 ||
       X509_CRL_set1_nextUpdate(crl.get(), next.get()) != 1) {

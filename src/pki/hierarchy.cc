@@ -121,11 +121,12 @@ Result<void> Hierarchy::Load(custody::Token& token, store::Database& db, Clock& 
     if (!cert) {
       FLEETID_TRY(created, Create(want, key.get(), now, rng));
       cert = std::move(created);
+      FLEETID_TRY(der, crypto::CertificateDer(cert.get()));
       FLEETID_CHECK_OK(
           tx->Exec("INSERT INTO ca_certificates (name, role, suite, key_label, der) "
                    "VALUES (?, ?, ?, ?, ?)",
                    {want.name, want.role, std::string(want.suite->name), label,
-                    store::Blob(CertDer(cert.get()))}));
+                    store::Blob(std::move(der))}));
       FLEETID_CHECK_OK(tx->Commit());
     }
     FLEETID_CHECK_OK(Adopt(want, std::move(cert), std::move(key)));
@@ -181,7 +182,8 @@ Result<X509Ptr> Hierarchy::Create(const Want& want, EVP_PKEY* key, TimePoint now
                                   DigestOf(parent != nullptr ? *parent->suite : *want.suite)));
   // Parsed back from its encoding, so the certificate in memory is the stored one with its
   // public key decoded (BuildAndSign sets the key's bits only).
-  return ParseCert(CertDer(built.get()));
+  FLEETID_TRY(der, crypto::CertificateDer(built.get()));
+  return ParseCert(der);
 }
 
 // Adopt makes |cert| and |key| the CA |want| names: an OCSP signer joins the issuing CA loaded
@@ -196,8 +198,10 @@ Result<void> Hierarchy::Adopt(const Want& want, X509Ptr cert, EvpPkeyPtr key) {
   ca->name = want.name;
   ca->suite = want.suite;
   ca->md = DigestOf(*want.suite);
-  ca->der = CertDer(cert.get());
-  ca->serial = SerialHex(X509_get0_serialNumber(cert.get()));
+  FLEETID_TRY(der, crypto::CertificateDer(cert.get()));
+  FLEETID_TRY(serial, crypto::SerialHex(X509_get0_serialNumber(cert.get())));
+  ca->der = std::move(der);
+  ca->serial = std::move(serial);
   ca->cert = std::move(cert);
   ca->key = std::move(key);
   ComputeIds(*ca);
@@ -255,7 +259,9 @@ void Hierarchy::PruneDistributionPoints(TimePoint now) {
 Result<std::vector<std::uint8_t>> Hierarchy::CaCertificate(std::string_view name) const {
   for (const auto& ca : cas_) {
     if (ca->name == name) return ca->der;
-    if (ca->ocsp_cert && "ocsp-" + ca->name == name) return CertDer(ca->ocsp_cert.get());
+    if (ca->ocsp_cert && "ocsp-" + ca->name == name) {
+      return crypto::CertificateDer(ca->ocsp_cert.get());
+    }
   }
   return MakeError(ErrorCode::kNotFound, "no CA named '{}'", name);
 }

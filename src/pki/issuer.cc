@@ -58,7 +58,7 @@ Result<void> AppendIssued(store::Transaction& tx, const CertificateRecord& recor
 // SameServerCertificate says whether |cert| names the key |spki| and exactly |names|.
 bool SameServerCertificate(X509* cert, std::span<const std::uint8_t> spki,
                            const std::vector<std::string>& names) {
-  auto der = SpkiDerOf(cert);
+  auto der = crypto::SubjectPublicKeyInfoDer(cert);
   bool same = der && std::ranges::equal(spki, *der);
   for (const std::string& name : names) {
     crypto::Asn1OctetStringPtr ip(a2i_IPADDRESS(name.c_str()));
@@ -222,6 +222,7 @@ Result<CertificateRecord> Issuer::SignAndRecord(CertSpec& spec, Ca& issuing,
     FLEETID_TRY(serial, RandomSerial(rng_));
     spec.serial = serial;
     FLEETID_TRY(cert, BuildAndSign(spec, issuing.cert.get(), issuing.key.get(), issuing.md));
+    FLEETID_TRY(der, crypto::CertificateDer(cert.get()));
     CertificateRecord record{.serial = crypto::Hex(serial),
                              .issuer = issuing.name,
                              .device = std::string(subject_id),
@@ -232,7 +233,7 @@ Result<CertificateRecord> Issuer::SignAndRecord(CertSpec& spec, Ca& issuing,
                              .reason = std::nullopt,
                              .revoked_at = std::nullopt,
                              .partition = partition,
-                             .der = CertDer(cert.get())};
+                             .der = std::move(der)};
     std::unique_ptr<store::Transaction> own;
     if (outer == nullptr) {
       FLEETID_TRY(begun, db_.Begin(store::TxMode::kWrite));
@@ -293,22 +294,27 @@ Result<void> Issuer::RecordCaIn(store::Transaction& tx, std::string_view serial)
     };
     for (const Recorded& r : {Recorded{ca->cert.get(), "root", "ca:" + ca->name},
                               Recorded{ca->ocsp_cert.get(), ca->name, "ca:ocsp-" + ca->name}}) {
-      if (r.cert == nullptr || SerialHex(X509_get0_serialNumber(r.cert)) != serial) continue;
-      const TimePoint not_before = FromUnix(Asn1TimeToUnix(X509_get0_notBefore(r.cert)));
+      if (r.cert == nullptr) continue;
+      const auto hex = crypto::SerialHex(X509_get0_serialNumber(r.cert));
+      if (!hex.has_value() || *hex != serial) continue;
+      FLEETID_TRY(begins, crypto::Asn1TimeToUnix(X509_get0_notBefore(r.cert)));
+      FLEETID_TRY(ends, crypto::Asn1TimeToUnix(X509_get0_notAfter(r.cert)));
+      FLEETID_TRY(der, crypto::CertificateDer(r.cert));
+      const TimePoint not_before = FromUnix(begins);
       const CertificateRecord record{
           .serial = std::string(serial),
           .issuer = r.issuer,
           .device = r.subject,
           .suite = std::string(ca->suite->name),
           .not_before = not_before,
-          .not_after = FromUnix(Asn1TimeToUnix(X509_get0_notAfter(r.cert))),
+          .not_after = FromUnix(ends),
           .status = Status::kGood,
           .reason = std::nullopt,
           .revoked_at = std::nullopt,
           .partition = r.issuer == "root"
                            ? 0
                            : PartitionOf(options_, CertificateClass::kLongLived, not_before),
-          .der = CertDer(r.cert)};
+          .der = std::move(der)};
       FLEETID_CHECK_OK(InsertIn(tx, record));
       return AppendIssued(tx, record, "system", "", clock_);
     }

@@ -67,7 +67,7 @@ std::optional<OcspCertIdRequest> ParseOne(OCSP_REQUEST* req, int i) {
                            .md_nid = OBJ_obj2nid(md),
                            .name_hash = name_hash,
                            .key_hash = key_hash,
-                           .serial = SerialHex(serial),
+                           .serial = crypto::SerialHex(serial).value_or(""),
                            .cache_key = CacheSerial(serial)};
 }
 

@@ -40,8 +40,10 @@ bool Names(const OcspCertIdRequest& id, const Ca& ca) {
           Equal(id.key_hash, ca.key_sha256));
 }
 
+// Asn1Time is |t| as an ASN1_TIME; nullptr when it cannot be encoded.
 Asn1TimePtr Asn1Time(TimePoint t) {
-  return Asn1TimePtr(ASN1_TIME_set(nullptr, static_cast<time_t>(ToUnix(t))));
+  auto time = crypto::UnixToAsn1Time(ToUnix(t));
+  return time.has_value() ? std::move(*time) : nullptr;
 }
 
 }  // namespace

@@ -45,17 +45,14 @@
 #include <boost/beast/ssl/ssl_stream.hpp>
 #pragma GCC diagnostic pop
 #include <fmt/core.h>
-#include <openssl/err.h>
-#include <openssl/objects.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
-#include <nlohmann/json.hpp>
 
 #include "common/log.h"
 #include "common/mutex.h"
-#include "crypto/crypto.h"
-#include "crypto/keys.h"
 #include "server/connection_share.h"
+#include "server/http_text.h"
+#include "server/internal/tls_context.h"
 #include "server/request_parser.h"
 
 namespace fleetid::server {
@@ -71,14 +68,6 @@ constexpr std::chrono::seconds kMaxLinger{2};
 constexpr std::size_t kMaxLingerBytes = std::size_t{1024} * 1024;
 constexpr std::size_t kReadChunk = 4096;
 constexpr std::chrono::milliseconds kAcceptRetryDelay{100};
-
-char AsciiLower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return AsciiLower(x) == AsciiLower(y);
-         });
-}
 
 std::string FormatEndpoint(const tcp::endpoint& endpoint) {
   if (endpoint.address().is_v6()) {
@@ -97,19 +86,6 @@ std::string ShareKeyOf(const net::ip::address& address) {
   return net::ip::address_v6(prefix).to_string() + "/64";
 }
 
-// RFC 9110 §5.6.2 token characters, for header names a Handler supplies.
-bool IsToken(std::string_view s) {
-  if (s.empty()) return false;
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-  });
-}
-
-bool IsSafeHeaderValue(std::string_view s) {
-  return s.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
-}
-
 bool IsFramingHeader(std::string_view name) {
   static constexpr std::array<std::string_view, 8> kReserved = {
       "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "server",
@@ -122,151 +98,11 @@ HttpResponse InternalErrorResponse() {
   return HttpResponse::JsonError(500, "internal", "internal server error");
 }
 
-// --- TLS set-up ----------------------------------------------------------------------------------
-
-template <auto Fn>
-struct Deleter {
-  void operator()(auto* p) const noexcept { Fn(p); }
-};
-using SslCtxPtr = std::unique_ptr<SSL_CTX, Deleter<&SSL_CTX_free>>;
-
-// Mozilla "intermediate" (2023) for TLS 1.2: forward secrecy and AEAD only. TLS 1.3 keeps
-// OpenSSL's default suites (AES-GCM and ChaCha20-Poly1305).
-constexpr const char* kTls12Ciphers =
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
-constexpr const char* kGroups = "X25519:P-256:P-384";
-// What a client may sign its CertificateVerify with (the CertificateRequest's list).
-constexpr const char* kClientSigalgs =
-    "ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512:ed25519:ed448:"
-    "rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:rsa_pss_rsae_sha512:"
-    "rsa_pss_pss_sha256:rsa_pss_pss_sha384:rsa_pss_pss_sha512:RSA+SHA256:RSA+SHA384:RSA+SHA512";
-constexpr int kMaxClientChainDepth = 8;
-constexpr std::string_view kSessionIdContext = "fleetid";
 // How long a peer has to answer close_notify when the server ends a TLS connection for Stop().
 constexpr std::chrono::seconds kTlsShutdownBound{1};
 
-using crypto::TlsSignatureScheme;
-
-std::string OpenSslErrors() { return crypto::OpenSslErrorText(); }
-
-// MakeTlsContext builds the server's SSL_CTX from |tls|. kInvalidArgument names what is wrong
-// with the options; kInternal if OpenSSL refuses a setting fleetid hard-codes.
-Result<std::shared_ptr<net::ssl::context>> MakeTlsContext(const TlsOptions& tls) {
-  using ClientAuth = TlsOptions::ClientAuth;
-  if (tls.certificate_chain.empty()) {
-    return MakeError(ErrorCode::kInvalidArgument, "TLS needs a server certificate");
-  }
-  if (std::ranges::any_of(tls.certificate_chain, [](const X509Ref& c) { return !c; }) ||
-      std::ranges::any_of(tls.client_trust_anchors, [](const X509Ref& c) { return !c; })) {
-    return MakeError(ErrorCode::kInvalidArgument, "TLS certificate lists must not contain null");
-  }
-  if (!tls.private_key) {
-    return MakeError(ErrorCode::kInvalidArgument, "TLS needs the server's private key");
-  }
-  if (tls.client_auth == ClientAuth::kNone && !tls.client_trust_anchors.empty()) {
-    return MakeError(ErrorCode::kInvalidArgument,
-                     "client_trust_anchors are set but client_auth is none: set client_auth or "
-                     "drop the anchors");
-  }
-  if (tls.client_auth != ClientAuth::kNone && tls.client_trust_anchors.empty()) {
-    return MakeError(ErrorCode::kInvalidArgument,
-                     "client certificates are asked for but there are no client_trust_anchors");
-  }
-
-  ERR_clear_error();
-  SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()));
-  if (!ctx) return MakeError(ErrorCode::kInternal, "SSL_CTX_new: {}", OpenSslErrors());
-  SSL_CTX* raw = ctx.get();
-  auto internal = [](std::string_view what) {
-    return MakeError(ErrorCode::kInternal, "{}: {}", what, OpenSslErrors());
-  };
-  if (SSL_CTX_set_min_proto_version(raw, TLS1_2_VERSION) != 1) return internal("min version");
-  if (SSL_CTX_set_max_proto_version(raw, 0) != 1) return internal("max version");
-  if (SSL_CTX_set_cipher_list(raw, kTls12Ciphers) != 1) return internal("cipher list");
-  if (SSL_CTX_set1_groups_list(raw, kGroups) != 1) return internal("groups");
-  SSL_CTX_set_options(raw, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_NO_TICKET);
-  // An idle connection gives its record buffers back (some 34 KiB each), so that thousands of
-  // them, which shedding allows, cost less memory.
-  SSL_CTX_set_mode(raw, SSL_MODE_RELEASE_BUFFERS);
-  SSL_CTX_set_session_cache_mode(raw, SSL_SESS_CACHE_OFF);
-  if (SSL_CTX_set_num_tickets(raw, 0) != 1) return internal("tickets");
-  if (SSL_CTX_set_session_id_context(
-          raw, reinterpret_cast<const unsigned char*>(kSessionIdContext.data()),
-          static_cast<unsigned int>(kSessionIdContext.size())) != 1) {
-    return internal("session id context");
-  }
-
-  X509* leaf = tls.certificate_chain.front().get();
-  if (SSL_CTX_use_certificate(raw, leaf) != 1) {
-    return MakeError(ErrorCode::kInvalidArgument, "the server certificate is unusable: {}",
-                     OpenSslErrors());
-  }
-  for (std::size_t i = 1; i < tls.certificate_chain.size(); ++i) {
-    if (SSL_CTX_add1_chain_cert(raw, tls.certificate_chain[i].get()) != 1) {
-      return internal("adding a chain certificate");
-    }
-  }
-  EVP_PKEY* key = tls.private_key.get();
-  if (SSL_CTX_use_PrivateKey(raw, key) != 1 || SSL_CTX_check_private_key(raw) != 1) {
-    return MakeError(ErrorCode::kInvalidArgument,
-                     "the private key does not match the server certificate: {}", OpenSslErrors());
-  }
-  if (const char* sigalgs = TlsSignatureScheme(key); sigalgs != nullptr) {
-    if (SSL_CTX_set1_sigalgs_list(raw, sigalgs) != 1) return internal("server sigalgs");
-    if (SSL_CTX_set1_client_sigalgs_list(raw, kClientSigalgs) != 1) {
-      return internal("client sigalgs");
-    }
-  }
-
-  if (tls.client_auth != ClientAuth::kNone) {
-    X509_STORE* store = SSL_CTX_get_cert_store(raw);
-    for (const X509Ref& anchor : tls.client_trust_anchors) {
-      if (X509_STORE_add_cert(store, anchor.get()) != 1) {
-        // A duplicate anchor is harmless; anything else is not.
-        if (ERR_GET_REASON(ERR_peek_last_error()) != X509_R_CERT_ALREADY_IN_HASH_TABLE) {
-          return internal("adding a client trust anchor");
-        }
-        ERR_clear_error();
-      }
-      if (SSL_CTX_add_client_CA(raw, anchor.get()) != 1) return internal("client CA names");
-    }
-    X509_VERIFY_PARAM* param = SSL_CTX_get0_param(raw);
-    if (X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_PARTIAL_CHAIN) != 1) {
-      return internal("verify flags");
-    }
-    SSL_CTX_set_verify_depth(raw, kMaxClientChainDepth);
-    int mode = SSL_VERIFY_PEER;
-    if (tls.client_auth == ClientAuth::kRequired) mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
-    SSL_CTX_set_verify(raw, mode, nullptr);
-  } else {
-    SSL_CTX_set_verify(raw, SSL_VERIFY_NONE, nullptr);
-  }
-  // net::ssl::context takes ownership of the handle.
-  return std::make_shared<net::ssl::context>(ctx.release());
-}
-
-// VerifiedClientChain returns the chain the handshake on |ssl| verified, leaf first, DER; empty
-// if the client sent no certificate. nullopt if a certificate was sent but is not verified,
-// which SSL_VERIFY_PEER rules out, or cannot be encoded.
-std::optional<std::vector<std::vector<std::uint8_t>>> VerifiedClientChain(SSL* ssl) {
-  std::vector<std::vector<std::uint8_t>> chain;
-  if (SSL_get0_peer_certificate(ssl) == nullptr) return chain;
-  if (SSL_get_verify_result(ssl) != X509_V_OK) return std::nullopt;
-  STACK_OF(X509)* verified = SSL_get0_verified_chain(ssl);
-  if (verified == nullptr || sk_X509_num(verified) <= 0) return std::nullopt;
-  for (int i = 0; i < sk_X509_num(verified); ++i) {
-    X509* cert = sk_X509_value(verified, i);
-    const int len = i2d_X509(cert, nullptr);
-    if (len <= 0) return std::nullopt;
-    std::vector<std::uint8_t> der(static_cast<std::size_t>(len));
-    unsigned char* out = der.data();
-    if (i2d_X509(cert, &out) != len) return std::nullopt;
-    chain.push_back(std::move(der));
-  }
-  return chain;
-}
+using internal::MakeTlsContext;
+using internal::VerifiedClientChain;
 
 // --- Connections ---------------------------------------------------------------------------------
 
@@ -931,117 +767,6 @@ std::string internal::ShareKey(std::string_view address) {
   const net::ip::address parsed = net::ip::make_address(address, ec);
   if (ec) return std::string(address);
   return ShareKeyOf(parsed);
-}
-
-std::string_view HttpRequest::Header(std::string_view name) const {
-  for (const auto& [key, value] : headers) {
-    if (EqualsIgnoreCase(key, name)) return value;
-  }
-  return {};
-}
-
-HttpResponse HttpResponse::Json(int status, std::string body) {
-  HttpResponse response;
-  response.status = status;
-  response.body = std::move(body);
-  return response;
-}
-
-HttpResponse HttpResponse::JsonError(int status, std::string_view error_name,
-                                     std::string_view message) {
-  const nlohmann::json body = {{"error", std::string(error_name)},
-                               {"message", std::string(message)}};
-  return Json(status, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
-}
-
-HttpResponse HttpResponse::FromError(const fleetid::Error& error) {
-  return JsonError(HttpStatus(error.code()), ErrorCodeName(error.code()), error.message());
-}
-
-void Router::Add(std::string method, std::string pattern, Handler handler) {
-  Route route{
-      .method = std::move(method), .pattern = std::move(pattern), .handler = std::move(handler)};
-  if (route.pattern.ends_with("/*")) {
-    route.pattern.pop_back();
-    route.is_prefix = true;
-  }
-  routes_.push_back(std::move(route));
-}
-
-HttpResponse Router::Dispatch(const HttpRequest& request) const {
-  const Route* best = nullptr;
-  std::size_t best_rank = 0;
-  bool path_known = false;
-  std::vector<std::string> allowed;
-
-  for (const Route& route : routes_) {
-    const bool matches =
-        route.is_prefix ? request.path.starts_with(route.pattern) : request.path == route.pattern;
-    if (!matches) continue;
-    path_known = true;
-    allowed.push_back(route.method);
-    if (route.method == "GET") allowed.emplace_back("HEAD");
-
-    const bool exact_method = route.method == request.method;
-    const bool head_via_get = request.method == "HEAD" && route.method == "GET";
-    if (!exact_method && !head_via_get) continue;
-    // Rank: exact paths above every prefix, longer prefixes above shorter ones, and at equal
-    // specificity an explicit HEAD route above GET answering HEAD.
-    std::size_t rank =
-        route.is_prefix ? route.pattern.size() * 2 : std::numeric_limits<std::size_t>::max() - 1;
-    if (exact_method) ++rank;
-    if (best == nullptr || rank > best_rank) {
-      best = &route;
-      best_rank = rank;
-    }
-  }
-
-  if (best != nullptr) return best->handler(request);
-  if (!path_known) {
-    return HttpResponse::JsonError(404, "not_found", fmt::format("no route for {}", request.path));
-  }
-  std::sort(allowed.begin(), allowed.end());
-  allowed.erase(std::unique(allowed.begin(), allowed.end()), allowed.end());
-  std::string allow;
-  for (const std::string& method : allowed) {
-    if (!allow.empty()) allow += ", ";
-    allow += method;
-  }
-  HttpResponse response = HttpResponse::JsonError(
-      405, "method_not_allowed", fmt::format("{} is not allowed here", request.method));
-  response.headers.emplace_back("Allow", std::move(allow));
-  return response;
-}
-
-std::string HttpDate(std::chrono::system_clock::time_point t) {
-  static constexpr std::array<std::string_view, 7> kDays = {"Sun", "Mon", "Tue", "Wed",
-                                                            "Thu", "Fri", "Sat"};
-  static constexpr std::array<std::string_view, 12> kMonths = {
-      "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  // Civil calendar arithmetic, not gmtime_r, which takes glibc's time-zone lock on every call.
-  const auto day = std::chrono::floor<std::chrono::days>(t);
-  const std::chrono::year_month_day date{day};
-  const std::chrono::hh_mm_ss time{std::chrono::floor<std::chrono::seconds>(t - day)};
-  const std::chrono::weekday weekday{day};
-  return fmt::format("{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT", kDays.at(weekday.c_encoding()),
-                     static_cast<unsigned>(date.day()),
-                     kMonths.at(static_cast<unsigned>(date.month()) - 1),
-                     static_cast<int>(date.year()), time.hours().count(), time.minutes().count(),
-                     time.seconds().count());
-}
-
-std::string_view CurrentHttpDate() {
-  // Formatted once a second per thread.
-  thread_local std::int64_t second = -1;
-  thread_local std::string text;
-  const auto now = std::chrono::system_clock::now();
-  const std::int64_t current =
-      std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
-  if (current != second) {
-    text = HttpDate(now);
-    second = current;
-  }
-  return text;
 }
 
 class HttpServer::Impl {

@@ -26,6 +26,7 @@
 #include <openssl/x509.h>
 
 #include "common/error.h"
+#include "server/http_text.h"  // HttpDate, CurrentHttpDate
 
 namespace fleetid::server {
 
@@ -76,11 +77,6 @@ struct HttpResponse {
   // {"error":"<ErrorCodeName>","message":"<error.message()>"}.
   static HttpResponse FromError(const fleetid::Error& error);
 };
-
-// HttpDate formats |t| as an IMF-fixdate (RFC 9110 §5.6.7), e.g. "Sun, 06 Nov 1994 08:49:37 GMT";
-// CurrentHttpDate is now's, formatted at most once a second per thread.
-std::string HttpDate(std::chrono::system_clock::time_point t);
-std::string_view CurrentHttpDate();
 
 // Handler answers one request. It runs on a server thread and may run concurrently with itself
 // (up to HttpServerOptions::threads at once), so it must be thread-safe. An exception escaping it

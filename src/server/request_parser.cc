@@ -17,6 +17,8 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 
+#include "server/http_text.h"
+
 namespace fleetid::server::internal {
 namespace {
 
@@ -28,14 +30,6 @@ namespace http = beast::http;
 constexpr std::size_t kChunkLineOverhead = 64;
 
 std::string_view ToStd(beast::string_view s) { return {s.data(), s.size()}; }
-
-char AsciiLower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return AsciiLower(x) == AsciiLower(y);
-         });
-}
 
 std::string_view TrimOws(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);

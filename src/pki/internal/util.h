@@ -14,22 +14,22 @@
 #include "common/error.h"
 #include "crypto/handles.h"
 #include "crypto/suite.h"
+#include "crypto/x509.h"
 #include "pki/internal/guard.h"
 
 namespace fleetid::pki::internal {
 
+// ToUnix and FromUnix convert between TimePoint and Unix seconds; ASN1_TIME conversions are
+// crypto/x509.h's.
 std::int64_t ToUnix(TimePoint t);
 TimePoint FromUnix(std::int64_t s);
-std::int64_t Asn1TimeToUnix(const ASN1_TIME* t);
 
 // Ossl is a kInternal error carrying OpenSSL's error queue.
 Error Ossl(std::string_view what);
 
-std::vector<std::uint8_t> CertDer(X509* cert);
-// ParseCert parses a certificate this authority stored; failure is kInternal.
+// ParseCert parses a certificate this authority stored with crypto::ParseCertificateDer; as the
+// authority wrote it, failure is kInternal.
 [[nodiscard]] Result<crypto::X509Ptr> ParseCert(std::span<const std::uint8_t> der);
-// SpkiDerOf is the DER SubjectPublicKeyInfo of |cert|.
-[[nodiscard]] Result<std::vector<std::uint8_t>> SpkiDerOf(X509* cert);
 
 // DigestOf is |suite|'s signature digest; nullptr for Ed25519.
 const EVP_MD* DigestOf(const crypto::Suite& suite);
@@ -37,8 +37,6 @@ const EVP_MD* DigestOf(const crypto::Suite& suite);
 // EntityTag is the quoted hex SHA-1 of |der|, the entity tag RFC 5019 §6.2 recommends.
 std::string EntityTag(std::span<const std::uint8_t> der);
 
-// SerialHex is the lower-case hex of a positive serial; empty for 0 and negative ones.
-std::string SerialHex(const ASN1_INTEGER* serial);
 // CacheSerial is the hex of |serial|'s DER encoding: the exact INTEGER, sign included.
 std::string CacheSerial(const ASN1_INTEGER* serial);
 std::string CacheSerialOfHex(const std::string& serial_hex);
