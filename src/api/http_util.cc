@@ -63,6 +63,19 @@ HttpResponse EstError(const Error& error) {
   return r;
 }
 
+Result<std::vector<std::uint8_t>> EstCsrBody(const HttpRequest& req) {
+  const std::string_view type = req.Header("content-type");
+  if (!type.empty() && !type.starts_with("application/pkcs10")) {
+    return MakeError(ErrorCode::kInvalidArgument, "the body must be application/pkcs10, not {}",
+                     type);
+  }
+  auto der = crypto::Base64Decode(req.body);
+  if (!der)
+    return MakeError(ErrorCode::kInvalidArgument, "the body is not base64: {}",
+                     der.error().message());
+  return der;
+}
+
 std::string Base64Lines(std::span<const std::uint8_t> der) {
   const std::string flat = crypto::Base64Encode(der);
   std::string out;
