@@ -1,6 +1,8 @@
 #!/bin/sh
 # Writes the seed corpora under fuzz/corpus/ that are made rather than written by hand: CSRs by
-# the openssl command line, signed JWS by fleetid's own code (make_seeds, built in build/fuzz).
+# the openssl command line, OCSP requests by `openssl ocsp`, signed JWS by fleetid's own code
+# (make_seeds, built in build/fuzz). `make_seeds.sh ocsp` remakes only the named parts (csr, ocsp,
+# signed).
 # Run from the repository root after `cmake --build --preset fuzz`; the hand-written edge cases
 # beside them stay as they are.
 set -eu
@@ -14,17 +16,96 @@ csr() {  # csr NAME KEYGEN-ARGS...: a DER CSR for a fresh key
   openssl genpkey "$@" -out "$tmp/$name.key" 2>/dev/null
   openssl req -new -key "$tmp/$name.key" -subj "/CN=SN-0001" -outform DER -out "$corpus/csr/$name"
 }
-csr p256 -algorithm EC -pkeyopt ec_paramgen_curve:P-256
-csr p384 -algorithm EC -pkeyopt ec_paramgen_curve:P-384
-csr ed25519 -algorithm ED25519
-csr rsa3072 -algorithm RSA -pkeyopt rsa_keygen_bits:3072
-csr rsa2048 -algorithm RSA -pkeyopt rsa_keygen_bits:2048
-csr rsa3072_e3 -algorithm RSA -pkeyopt rsa_keygen_bits:3072 -pkeyopt rsa_keygen_pubexp:3
-csr p521 -algorithm EC -pkeyopt ec_paramgen_curve:P-521
-openssl req -new -key "$tmp/p256.key" -subj "/CN=SN-0001" -addext "subjectAltName=DNS:a.example" \
-  -outform DER -out "$corpus/csr/p256_with_extensions"
-openssl ec -in "$tmp/p256.key" -conv_form compressed -out "$tmp/p256c.key" 2>/dev/null
-openssl req -new -key "$tmp/p256c.key" -subj "/CN=SN-0001" -outform DER -out "$corpus/csr/p256_compressed_point"
-head -c 100 "$corpus/csr/p256" > "$corpus/csr/p256_truncated"
+csr_seeds() {
+  csr p256 -algorithm EC -pkeyopt ec_paramgen_curve:P-256
+  csr p384 -algorithm EC -pkeyopt ec_paramgen_curve:P-384
+  csr ed25519 -algorithm ED25519
+  csr rsa3072 -algorithm RSA -pkeyopt rsa_keygen_bits:3072
+  csr rsa2048 -algorithm RSA -pkeyopt rsa_keygen_bits:2048
+  csr rsa3072_e3 -algorithm RSA -pkeyopt rsa_keygen_bits:3072 -pkeyopt rsa_keygen_pubexp:3
+  csr p521 -algorithm EC -pkeyopt ec_paramgen_curve:P-521
+  openssl req -new -key "$tmp/p256.key" -subj "/CN=SN-0001" -addext "subjectAltName=DNS:a.example" \
+    -outform DER -out "$corpus/csr/p256_with_extensions"
+  openssl ec -in "$tmp/p256.key" -conv_form compressed -out "$tmp/p256c.key" 2>/dev/null
+  openssl req -new -key "$tmp/p256c.key" -subj "/CN=SN-0001" -outform DER -out "$corpus/csr/p256_compressed_point"
+  head -c 100 "$corpus/csr/p256" > "$corpus/csr/p256_truncated"
+}
 
-build/fuzz/fuzz/make_seeds "$corpus"
+# OCSP requests as `openssl ocsp -reqout` sends them for certificates of a throwaway CA: the DER
+# POST body, and the same request as the text after /ocsp/ of the GET form (RFC 6960 A.1): plain
+# base64, percent-encoded as a client that escapes '/', '+' and '=' sends it, and base64url
+# (which the route refuses: RFC 6960 asks for base64).
+ocsp() {  # ocsp NAME OCSP-ARGS...
+  name=$1
+  shift
+  openssl ocsp -issuer "$tmp/ca.pem" "$@" -reqout "$corpus/ocsp_request/$name" >/dev/null 2>&1
+}
+# ocsp_ext NAME EXTENSION: a one-CertID request with the request extension EXTENSION (lines of
+# an `openssl asn1parse -genconf` SEQUENCE), for what `openssl ocsp` cannot send.
+ocsp_ext() {
+  cat > "$tmp/ext.cnf" <<EOF
+asn1=SEQUENCE:req
+[req]
+tbs=SEQUENCE:tbs
+[tbs]
+list=SEQUENCE:list
+ext=EXPLICIT:2,SEQUENCE:exts
+[list]
+one=SEQUENCE:one
+[one]
+id=SEQUENCE:certid
+[certid]
+alg=SEQUENCE:alg
+nh=FORMAT:HEX,OCTETSTRING:D004B1B38A789F2CD03753035F000C31EE2FEB25
+kh=FORMAT:HEX,OCTETSTRING:F99C8A2FC225986C38EAC020AF3A369E57657E02
+serial=INTEGER:0x7F3A9C01
+[alg]
+oid=OID:sha1
+null=NULL
+[exts]
+ext=SEQUENCE:ext
+[ext]
+$2
+EOF
+  openssl asn1parse -genconf "$tmp/ext.cnf" -out "$corpus/ocsp_request/$1" >/dev/null
+}
+ocsp_seeds() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$tmp/ca.key" \
+    -subj "/CN=Fuzz Issuing CA" -days 1 -out "$tmp/ca.pem" 2>/dev/null
+  for n in 1 2 3; do
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$tmp/leaf$n.key" \
+      -subj "/CN=SN-000$n" -out "$tmp/leaf$n.csr" 2>/dev/null
+    openssl x509 -req -in "$tmp/leaf$n.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" -days 1 \
+      -set_serial "0x7f3a9c0$n" -out "$tmp/leaf$n.pem" 2>/dev/null
+  done
+  ocsp sha1_nonce -cert "$tmp/leaf1.pem"
+  ocsp sha1_no_nonce -cert "$tmp/leaf1.pem" -no_nonce
+  ocsp sha256_nonce -sha256 -cert "$tmp/leaf1.pem"
+  ocsp sha256_no_nonce -sha256 -cert "$tmp/leaf1.pem" -no_nonce
+  ocsp three_certids -cert "$tmp/leaf1.pem" -cert "$tmp/leaf2.pem" -cert "$tmp/leaf3.pem"
+  ocsp serial_only -serial 0x7f3a9c01 -no_nonce
+  ocsp serial_zero -serial 0 -no_nonce
+  ocsp serial_21_octets -serial 0x0102030405060708090a0b0c0d0e0f101112131415 -no_nonce
+  ocsp_ext nonce_33_octets 'oid=OID:1.3.6.1.5.5.7.48.1.2
+val=OCTWRAP,FORMAT:HEX,OCTETSTRING:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20'
+  ocsp_ext nonce_bare 'oid=OID:1.3.6.1.5.5.7.48.1.2
+val=FORMAT:HEX,OCTETSTRING:0f1e2d3c4b5a6978'
+  ocsp_ext critical_unknown 'oid=OID:1.3.6.1.4.1.99999.1
+critical=BOOLEAN:TRUE
+val=OCTETSTRING:x'
+  ocsp_args=""
+  for n in $(seq 1 17); do ocsp_args="$ocsp_args -serial $n"; done
+  # shellcheck disable=SC2086
+  ocsp seventeen_certids $ocsp_args -no_nonce
+  for name in sha1_no_nonce sha256_nonce; do
+    openssl base64 -A -in "$corpus/ocsp_request/$name" > "$corpus/ocsp_request/get_$name"
+    sed -e 's|%|%25|g' -e 's|/|%2F|g' -e 's|+|%2B|g' -e 's|=|%3D|g' \
+      "$corpus/ocsp_request/get_$name" > "$corpus/ocsp_request/get_percent_$name"
+    tr '+/' '-_' < "$corpus/ocsp_request/get_$name" | tr -d '=' > "$corpus/ocsp_request/get_base64url_$name"
+  done
+  head -c 40 "$corpus/ocsp_request/sha1_nonce" > "$corpus/ocsp_request/truncated"
+}
+
+signed_seeds() { build/fuzz/fuzz/make_seeds "$corpus"; }
+
+for part in ${*:-csr ocsp signed}; do "${part}_seeds"; done
