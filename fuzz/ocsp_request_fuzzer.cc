@@ -8,8 +8,8 @@
 // max_cert_ids CertIDs, each with its hashes and a cache key, a serial in canonical lower-case
 // hex, and re-parses from its own DER encoding to the same CertIDs and nonce; a lower limit
 // refuses exactly the requests with more CertIDs than it allows. Percent-decoding never grows
-// the text; the base64 decoder accepts only padded text of at most 16384 characters and yields
-// exactly the bytes its length and padding promise.
+// the text; the base64 decoder accepts only padded base64 of at most 16384 characters, no
+// whitespace nor padding inside, and yields the bytes crypto::Base64Decode reads from it.
 #include <openssl/err.h>
 #include <openssl/ocsp.h>
 
@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "api/http_util.h"
+#include "crypto/jws.h"
 #include "fuzz_check.h"
 #include "pki/internal/ocsp_responder.h"
 
@@ -33,6 +34,8 @@ using fleetid::pki::internal::ParseOcspRequest;
 
 constexpr int kMaxCertIds = 16;  // Authority::kMaxOcspCertIds
 constexpr int kMalformed = OCSP_RESPONSE_STATUS_MALFORMEDREQUEST;
+constexpr std::string_view kBase64Symbols =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 bool IsLowerHex(std::string_view text) {
   return std::all_of(text.begin(), text.end(),
@@ -103,6 +106,11 @@ void CheckGetPath(std::string_view suffix) {
   Check(!text.empty() && text.size() % 4 == 0 && text.size() <= 16384);
   const std::size_t padding = text.ends_with("==") ? 2 : text.ends_with("=") ? 1 : 0;
   Check(der->size() == text.size() / 4 * 3 - padding);
+  // Base64 symbols only, '=' only as the padding at the end, and the very bytes the strict
+  // decoder of the rest of fleetid reads.
+  Check(text.find_first_not_of(kBase64Symbols) >= text.size() - padding);
+  const auto strict = fleetid::crypto::Base64Decode(text);
+  Check(strict.has_value() && *strict == *der);
   CheckParse(*der);
 }
 

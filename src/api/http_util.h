@@ -60,8 +60,8 @@ std::string Base64Lines(std::span<const std::uint8_t> der);
 // stays as it is.
 std::string PercentDecode(std::string_view text);
 
-// OcspBase64Decode decodes the base64 of a GET OCSP request (RFC 6960 Appendix A.1) through
-// OpenSSL: padded, no whitespace, at most 16384 characters; nullopt otherwise.
+// OcspBase64Decode decodes the base64 of a GET OCSP request (RFC 6960 Appendix A.1): padded,
+// canonical (RFC 4648 §3.5), no whitespace, at most 16384 characters; nullopt otherwise.
 std::optional<std::vector<std::uint8_t>> OcspBase64Decode(std::string_view text);
 
 }  // namespace fleetid::api::internal

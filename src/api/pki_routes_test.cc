@@ -243,5 +243,17 @@ TEST(HttpUtilTest, PercentAndOcspBase64DecodeAsBefore) {
   EXPECT_EQ(internal::WithoutLineEnds("a.b.c\r\n\n"), "a.b.c");
 }
 
+// Found by ocsp_request_fuzzer: EVP_DecodeBlock, which OcspBase64Decode used, trims whitespace
+// around the text, takes '=' anywhere in it and keeps the zero bits of inner padding as data, and
+// accepts non-zero bits after the last symbol; the GET form now reads as crypto::Base64Decode.
+TEST(HttpUtilTest, OcspBase64DecodeRefusesWhitespacePaddingInsideAndNonCanonicalTails) {
+  for (const char* text : {"    TWFu", "TWFu    ", "TQ==\n\n\n\n", "\tTWE=", "TQ==TWFu", "T===",
+                           "====", "TQ=u", "TR==", "TWF=", "TW E="}) {
+    EXPECT_FALSE(internal::OcspBase64Decode(text)) << text;
+  }
+  EXPECT_EQ(internal::OcspBase64Decode("TWFuTQ=="), Bytes("ManM"));
+  EXPECT_EQ(internal::OcspBase64Decode("+/+/"), (std::vector<std::uint8_t>{0xfb, 0xff, 0xbf}));
+}
+
 }  // namespace
 }  // namespace fleetid::api::testing
