@@ -71,7 +71,7 @@ HttpResponse EstError(const Error& error) {
 
 Result<std::vector<std::uint8_t>> EstCsrBody(const HttpRequest& req) {
   const std::string_view type = req.Header("content-type");
-  if (!type.empty() && !type.starts_with("application/pkcs10")) {
+  if (!type.empty() && !IsMediaType(type, "application/pkcs10")) {
     return MakeError(ErrorCode::kInvalidArgument, "the body must be application/pkcs10, not {}",
                      type);
   }

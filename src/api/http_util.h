@@ -49,8 +49,8 @@ server::HttpResponse EstError(const Error& error);
 server::HttpResponse EstOk(std::string_view content_type, std::span<const std::uint8_t> der);
 
 // EstCsrBody is the DER PKCS#10 request of a simpleenroll or simplereenroll body (RFC 7030
-// §4.2.1): base64, line breaks allowed, as application/pkcs10 or with no Content-Type. A refusal
-// is kInvalidArgument.
+// §4.2.1): base64, line breaks allowed, as application/pkcs10 (IsMediaType: any case, parameters
+// ignored) or with no Content-Type. A refusal is kInvalidArgument.
 Result<std::vector<std::uint8_t>> EstCsrBody(const server::HttpRequest& req);
 
 // Base64Lines is |der| in base64 with lines of 64 characters ended by CRLF (RFC 2045 allows 76).
