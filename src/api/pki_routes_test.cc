@@ -247,8 +247,8 @@ TEST(HttpUtilTest, PercentAndOcspBase64DecodeAsBefore) {
 // around the text, takes '=' anywhere in it and keeps the zero bits of inner padding as data, and
 // accepts non-zero bits after the last symbol; the GET form now reads as crypto::Base64Decode.
 TEST(HttpUtilTest, OcspBase64DecodeRefusesWhitespacePaddingInsideAndNonCanonicalTails) {
-  for (const char* text : {"    TWFu", "TWFu    ", "TQ==\n\n\n\n", "\tTWE=", "TQ==TWFu", "T===",
-                           "====", "TQ=u", "TR==", "TWF=", "TW E="}) {
+  for (const char* text : {"    TWFu", "TWFu    ", "TQ==\n\n\n\n", "\tTWE=", "TQ==TWFu",
+                           "T===", "====", "TQ=u", "TR==", "TWF=", "TW E="}) {
     EXPECT_FALSE(internal::OcspBase64Decode(text)) << text;
   }
   EXPECT_EQ(internal::OcspBase64Decode("TWFuTQ=="), Bytes("ManM"));
