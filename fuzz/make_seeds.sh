@@ -2,7 +2,7 @@
 # Writes the seed corpora under fuzz/corpus/ that are made rather than written by hand: CSRs by
 # the openssl command line, OCSP requests by `openssl ocsp`, signed JWS by fleetid's own code
 # (make_seeds, built in build/fuzz). `make_seeds.sh ocsp` remakes only the named parts (csr, ocsp,
-# signed).
+# est, signed).
 # Run from the repository root after `cmake --build --preset fuzz`; the hand-written edge cases
 # beside them stay as they are.
 set -eu
@@ -106,6 +106,24 @@ val=OCTETSTRING:x'
   head -c 40 "$corpus/ocsp_request/sha1_nonce" > "$corpus/ocsp_request/truncated"
 }
 
+# EST simpleenroll bodies: a header block, an empty line, then the base64 of a DER CSR as clients
+# send it (lines of 64 with LF or CRLF, one line, no headers at all).
+est_seeds() {
+  dir=$corpus/est_body
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$tmp/est.key" \
+    -subj "/CN=SN-0001" -outform DER -out "$tmp/est.der" 2>/dev/null
+  headers="Content-Type: application/pkcs10\nContent-Transfer-Encoding: base64\n\n"
+  { printf '%b' "$headers"; openssl base64 -in "$tmp/est.der"; } > "$dir/lf_lines"
+  { printf '%b' "$headers"; openssl base64 -in "$tmp/est.der" | sed 's/$/\r/'; } > "$dir/crlf_lines"
+  { printf '%b' "$headers"; openssl base64 -A -in "$tmp/est.der"; } > "$dir/one_line"
+  { printf 'Content-Type: Application/PKCS10; x=y\n\n'; openssl base64 -A -in "$tmp/est.der"; } \
+    > "$dir/type_upper_case"
+  openssl base64 -in "$tmp/est.der" > "$dir/no_headers"
+  { printf "Content-Type: text/plain\n\n"; openssl base64 -A -in "$tmp/est.der"; } > "$dir/text_plain"
+  { printf "Content-Type: application/pkcs10\n\n"; head -c 60 "$tmp/est.der" | openssl base64 -A; } \
+    > "$dir/truncated_der"
+}
+
 signed_seeds() { build/fuzz/fuzz/make_seeds "$corpus"; }
 
-for part in ${*:-csr ocsp signed}; do "${part}_seeds"; done
+for part in ${*:-csr ocsp est signed}; do "${part}_seeds"; done
