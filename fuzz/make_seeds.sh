@@ -2,7 +2,7 @@
 # Writes the seed corpora under fuzz/corpus/ that are made rather than written by hand: CSRs by
 # the openssl command line, OCSP requests by `openssl ocsp`, signed JWS by fleetid's own code
 # (make_seeds, built in build/fuzz). `make_seeds.sh ocsp` remakes only the named parts (csr, ocsp,
-# est, signed).
+# est, signed, routes).
 # Run from the repository root after `cmake --build --preset fuzz`; the hand-written edge cases
 # beside them stay as they are.
 set -eu
@@ -124,6 +124,59 @@ est_seeds() {
     > "$dir/truncated_der"
 }
 
+# Requests for the routing fuzzer: a transport byte (0 plain HTTP, 1 TLS, 2 TLS as the
+# provisioned device, 3 TLS as an unknown device), "METHOD TARGET", headers, an empty line, the
+# body. The OCSP and EST bodies are the seeds above (make those first).
+route() {  # route NAME TRANSPORT REQUEST-HEAD [BODY-FILE]
+  { printf "\\$2"; printf '%s\n\n' "$3"; [ -z "${4:-}" ] || cat "$4"; } > "$corpus/routes/$1"
+}
+routes_seeds() {
+  o=$corpus/ocsp_request
+  route healthz 000 "GET /healthz"
+  route healthz_device 002 "GET /healthz"
+  route head_healthz 000 "HEAD /healthz"
+  route delete_healthz 000 "DELETE /healthz"
+  route not_found 000 "GET /nothing/here"
+  route ocsp_post 000 "POST /ocsp
+Content-Type: application/ocsp-request" "$o/sha1_nonce"
+  route ocsp_post_three 000 "POST /ocsp
+Content-Type: application/ocsp-request" "$o/three_certids"
+  route ocsp_post_text 000 "POST /ocsp
+Content-Type: text/plain" "$o/sha1_nonce"
+  route ocsp_get 000 "GET /ocsp/$(cat "$o/get_sha1_no_nonce")"
+  route ocsp_get_percent 000 "GET /ocsp/$(cat "$o/get_percent_sha256_nonce")
+If-None-Match: W/\"abc\", *"
+  route crl 000 "GET /crl/ecdsa-p256-sha256/498611.crl"
+  route crl_delta 000 "GET /crl/ecdsa-p256-sha256/-1-delta.crl
+If-None-Match: \"0\""
+  route ca_root 000 "GET /ca/root.crt"
+  route ca_issuing 000 "GET /ca/ed25519.crt"
+  route est_cacerts 002 "GET /.well-known/est/cacerts"
+  route est_csrattrs 001 "GET /.well-known/est/csrattrs"
+  route est_plain_http 000 "POST /.well-known/est/simpleenroll"
+  tail -n +4 "$corpus/est_body/lf_lines" > "$tmp/csr.b64"
+  route est_enroll 002 "POST /.well-known/est/simpleenroll
+Content-Type: application/pkcs10
+Content-Transfer-Encoding: base64" "$tmp/csr.b64"
+  route est_reenroll 002 "POST /.well-known/est/simplereenroll
+Content-Type: application/pkcs10" "$tmp/csr.b64"
+  route est_enroll_unknown 003 "POST /.well-known/est/simpleenroll" "$tmp/csr.b64"
+  printf '{"purpose":"enroll"}' > "$tmp/nonce.json"
+  route nonce 002 "POST /attest/v1/nonce" "$tmp/nonce.json"
+  route nonce_unknown 003 "POST /attest/v1/nonce" "$tmp/nonce.json"
+  route evidence 002 "POST /attest/v1/evidence" "$corpus/claims/evidence_es256"
+  route confirm 002 "POST /device/v1/rotation/confirm"
+  route status 002 "GET /device/v1/status"
+  route status_no_chain 001 "GET /device/v1/status"
+  route receipt 002 "POST /device/v1/receipt" "$corpus/claims/receipt_es256"
+  route audit_key 000 "GET /audit/v1/key"
+  route audit_sth 000 "GET /audit/v1/sth"
+  route audit_entries 000 "GET /audit/v1/entries?start=0&end=3"
+  route audit_inclusion 000 "GET /audit/v1/proof/inclusion?seq=1&size=3"
+  route audit_consistency 000 "GET /audit/v1/proof/consistency?first=1&second=3"
+  route audit_bad_query 000 "GET /audit/v1/entries?start=0&start=1&end=x"
+}
+
 signed_seeds() { build/fuzz/fuzz/make_seeds "$corpus"; }
 
-for part in ${*:-csr ocsp est signed}; do "${part}_seeds"; done
+for part in ${*:-csr ocsp est signed routes}; do "${part}_seeds"; done
