@@ -102,6 +102,25 @@ TEST_F(PkiRoutesTest, OcspPostOfGarbageOrAnOversizedBodyIsMalformedRequestNotCac
   }
 }
 
+// Found from an ocsp_request_fuzzer input: a CertID whose hashAlgorithm parameters are a
+// constructed EOC parses, but OpenSSL cannot copy it into an answer (its re-encoding is a
+// primitive EOC, which it refuses), so the request got internalError, as if the responder had
+// failed. It is the client's malformed request.
+TEST_F(PkiRoutesTest, OcspCertIdsOpenSslCannotCopyAreMalformedRequests) {
+  const pki::CertificateRecord record = Issued();
+  std::vector<std::uint8_t> odd = OcspRequestFor(record, IssuerDer(record));
+  const std::vector<std::uint8_t> sha1_null{0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00};
+  auto at = std::search(odd.begin(), odd.end(), sha1_null.begin(), sha1_null.end());
+  ASSERT_NE(at, odd.end());
+  at[7] = 0x20;  // parameters: a constructed EOC instead of NULL
+  const std::uint64_t signatures = authority_->OcspSignatures();
+  const HttpResponse r = Call(
+      Req("POST", "/ocsp").Body(Text(odd)).Headers({{"Content-Type", "application/ocsp-request"}}));
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(OcspStatus(r.body), OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+  EXPECT_EQ(authority_->OcspSignatures(), signatures);
+}
+
 TEST_F(PkiRoutesTest, OcspGetAnswersAndHonoursIfNoneMatch) {
   const pki::CertificateRecord record = Issued();
   const std::vector<std::uint8_t> request = OcspRequestFor(record, IssuerDer(record));
