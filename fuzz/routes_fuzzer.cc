@@ -13,7 +13,7 @@
 // server would refuse to send (which it turns into a 500); every 4xx is a JSON error object, or
 // on an EST route the RFC 7030 text/plain form; JSON answers are JSON; OCSP routes answer
 // 200 with a DER OCSPResponse (or 304, 405, 415), malformedRequest for every request the
-// parser refuses.
+// parser refuses, never internalError or tryLater.
 #include <openssl/err.h>
 #include <openssl/ocsp.h>
 #include <openssl/x509.h>
@@ -303,9 +303,11 @@ void CheckOcsp(const server::HttpRequest& req, const server::HttpResponse& r) {
   const bool parses =
       fleetid::pki::internal::ParseOcspRequest(*der, fleetid::pki::Authority::kMaxOcspCertIds)
           .has_value();
-  if (!parses) {
-    Check(OCSP_response_status(response.get()) == OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
-  }
+  const int status = OCSP_response_status(response.get());
+  // The backend is healthy: internalError (and tryLater, for a database that answers) would be
+  // the responder's fault, whatever the request.
+  Check(status != OCSP_RESPONSE_STATUS_INTERNALERROR && status != OCSP_RESPONSE_STATUS_TRYLATER);
+  if (!parses) Check(status == OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
 }
 
 void CheckResponse(const server::HttpRequest& req, const server::HttpResponse& r) {
