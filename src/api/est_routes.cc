@@ -21,21 +21,6 @@ std::optional<HttpResponse> NeedsTls(const HttpRequest& req) {
   return EstError(TlsOnly());
 }
 
-// CsrBody is the base64 PKCS#10 body of simpleenroll and simplereenroll (RFC 7030 §4.2.1). An
-// absent Content-Type is accepted.
-Result<std::vector<std::uint8_t>> CsrBody(const HttpRequest& req) {
-  const std::string_view type = req.Header("content-type");
-  if (!type.empty() && !type.starts_with("application/pkcs10")) {
-    return MakeError(ErrorCode::kInvalidArgument, "the body must be application/pkcs10, not {}",
-                     type);
-  }
-  auto der = crypto::Base64Decode(req.body);
-  if (!der)
-    return MakeError(ErrorCode::kInvalidArgument, "the body is not base64: {}",
-                     der.error().message());
-  return der;
-}
-
 HttpResponse Enrolled(Result<pki::CertificateRecord> record) {
   if (!record) return EstError(record.error());
   const std::vector<std::vector<std::uint8_t>> certs{record->der};
@@ -135,13 +120,13 @@ void AddEst(server::Router& router, enroll::Service& service) {
   });
   router.Add("POST", "/.well-known/est/simpleenroll", [&service](const HttpRequest& req) {
     if (auto refused = NeedsTls(req)) return *refused;
-    auto csr = CsrBody(req);
+    auto csr = internal::EstCsrBody(req);
     if (!csr) return EstError(csr.error());
     return Enrolled(service.Enroll(req.client_chain, *csr));
   });
   router.Add("POST", "/.well-known/est/simplereenroll", [&service](const HttpRequest& req) {
     if (auto refused = NeedsTls(req)) return *refused;
-    auto csr = CsrBody(req);
+    auto csr = internal::EstCsrBody(req);
     if (!csr) return EstError(csr.error());
     return Enrolled(service.Reenroll(req.client_chain, *csr));
   });

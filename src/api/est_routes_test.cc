@@ -353,5 +353,26 @@ TEST_F(EstRoutesTest, WrongMethodsAre405) {
   EXPECT_EQ(none.status, 404);
 }
 
+// Found by est_body_fuzzer: the Content-Type was checked as a prefix, so
+// "application/pkcs10t/pl..." was taken for application/pkcs10, and "Application/PKCS10"
+// (media types are case-insensitive, RFC 9110 §8.3.1) was refused.
+TEST(EstCsrBodyTest, ContentTypeIsTheMediaTypeApplicationPkcs10InAnyCase) {
+  const auto body = [](std::string type) {
+    server::HttpRequest req;
+    if (!type.empty()) req.headers.emplace_back("content-type", std::move(type));
+    req.body = "MIIB\r\n";
+    return internal::EstCsrBody(req);
+  };
+  for (const char* type :
+       {"", "application/pkcs10", "Application/PKCS10", "application/pkcs10 ; x=y"}) {
+    EXPECT_EQ(body(type), Bytes("\x30\x82\x01")) << type;
+  }
+  for (const char* type : {"application/pkcs10t/plain", "application/pkcs10-x", "text/plain"}) {
+    auto refused = body(type);
+    ASSERT_FALSE(refused) << type;
+    EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+  }
+}
+
 }  // namespace
 }  // namespace fleetid::api::testing

@@ -1,10 +1,9 @@
 #include "api/http_util.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <utility>
 
 #include "crypto/jws.h"
 
@@ -12,6 +11,13 @@ namespace fleetid::api::internal {
 
 using server::HttpRequest;
 using server::HttpResponse;
+
+namespace {
+
+constexpr std::string_view kBase64Symbols =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+}  // namespace
 
 std::int64_t UnixSeconds(TimePoint t) {
   return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
@@ -63,6 +69,19 @@ HttpResponse EstError(const Error& error) {
   return r;
 }
 
+Result<std::vector<std::uint8_t>> EstCsrBody(const HttpRequest& req) {
+  const std::string_view type = req.Header("content-type");
+  if (!type.empty() && !IsMediaType(type, "application/pkcs10")) {
+    return MakeError(ErrorCode::kInvalidArgument, "the body must be application/pkcs10, not {}",
+                     type);
+  }
+  auto der = crypto::Base64Decode(req.body);
+  if (!der)
+    return MakeError(ErrorCode::kInvalidArgument, "the body is not base64: {}",
+                     der.error().message());
+  return der;
+}
+
 std::string Base64Lines(std::span<const std::uint8_t> der) {
   const std::string flat = crypto::Base64Encode(der);
   std::string out;
@@ -102,18 +121,14 @@ std::string PercentDecode(std::string_view text) {
 
 std::optional<std::vector<std::uint8_t>> OcspBase64Decode(std::string_view text) {
   if (text.empty() || text.size() % 4 != 0 || text.size() > 16384) return std::nullopt;
-  std::vector<std::uint8_t> out(text.size() / 4 * 3);
-  const int n = EVP_DecodeBlock(out.data(), reinterpret_cast<const unsigned char*>(text.data()),
-                                static_cast<int>(text.size()));
-  if (n < 0) return std::nullopt;
-  auto len = static_cast<std::size_t>(n);
-  if (text.ends_with("==")) {
-    len -= 2;
-  } else if (text.ends_with("=")) {
-    len -= 1;
-  }
-  out.resize(len);
-  return out;
+  // Symbols, then at most two '=': crypto::Base64Decode alone would skip whitespace, and
+  // EVP_DecodeBlock also takes padding inside the text and keeps its zero bits as data.
+  std::string_view symbols = text;
+  for (int i = 0; i < 2 && symbols.ends_with('='); ++i) symbols.remove_suffix(1);
+  if (symbols.find_first_not_of(kBase64Symbols) != std::string_view::npos) return std::nullopt;
+  auto der = crypto::Base64Decode(text);
+  if (!der.has_value()) return std::nullopt;
+  return std::move(*der);
 }
 
 }  // namespace fleetid::api::internal

@@ -48,6 +48,11 @@ server::HttpResponse EstError(const Error& error);
 // Content-Transfer-Encoding: base64.
 server::HttpResponse EstOk(std::string_view content_type, std::span<const std::uint8_t> der);
 
+// EstCsrBody is the DER PKCS#10 request of a simpleenroll or simplereenroll body (RFC 7030
+// §4.2.1): base64, line breaks allowed, as application/pkcs10 (IsMediaType: any case, parameters
+// ignored) or with no Content-Type. A refusal is kInvalidArgument.
+Result<std::vector<std::uint8_t>> EstCsrBody(const server::HttpRequest& req);
+
 // Base64Lines is |der| in base64 with lines of 64 characters ended by CRLF (RFC 2045 allows 76).
 std::string Base64Lines(std::span<const std::uint8_t> der);
 
@@ -55,8 +60,8 @@ std::string Base64Lines(std::span<const std::uint8_t> der);
 // stays as it is.
 std::string PercentDecode(std::string_view text);
 
-// OcspBase64Decode decodes the base64 of a GET OCSP request (RFC 6960 Appendix A.1) through
-// OpenSSL: padded, no whitespace, at most 16384 characters; nullopt otherwise.
+// OcspBase64Decode decodes the base64 of a GET OCSP request (RFC 6960 Appendix A.1): padded,
+// canonical (RFC 4648 §3.5), no whitespace, at most 16384 characters; nullopt otherwise.
 std::optional<std::vector<std::uint8_t>> OcspBase64Decode(std::string_view text);
 
 }  // namespace fleetid::api::internal

@@ -102,6 +102,25 @@ TEST_F(PkiRoutesTest, OcspPostOfGarbageOrAnOversizedBodyIsMalformedRequestNotCac
   }
 }
 
+// Found from an ocsp_request_fuzzer input: a CertID whose hashAlgorithm parameters are a
+// constructed EOC parses, but OpenSSL cannot copy it into an answer (its re-encoding is a
+// primitive EOC, which it refuses), so the request got internalError, as if the responder had
+// failed. It is the client's malformed request.
+TEST_F(PkiRoutesTest, OcspCertIdsOpenSslCannotCopyAreMalformedRequests) {
+  const pki::CertificateRecord record = Issued();
+  std::vector<std::uint8_t> odd = OcspRequestFor(record, IssuerDer(record));
+  const std::vector<std::uint8_t> sha1_null{0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00};
+  auto at = std::search(odd.begin(), odd.end(), sha1_null.begin(), sha1_null.end());
+  ASSERT_NE(at, odd.end());
+  at[7] = 0x20;  // parameters: a constructed EOC instead of NULL
+  const std::uint64_t signatures = authority_->OcspSignatures();
+  const HttpResponse r = Call(
+      Req("POST", "/ocsp").Body(Text(odd)).Headers({{"Content-Type", "application/ocsp-request"}}));
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(OcspStatus(r.body), OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+  EXPECT_EQ(authority_->OcspSignatures(), signatures);
+}
+
 TEST_F(PkiRoutesTest, OcspGetAnswersAndHonoursIfNoneMatch) {
   const pki::CertificateRecord record = Issued();
   const std::vector<std::uint8_t> request = OcspRequestFor(record, IssuerDer(record));
@@ -241,6 +260,18 @@ TEST(HttpUtilTest, PercentAndOcspBase64DecodeAsBefore) {
   EXPECT_TRUE(internal::IsMediaType("Application/OCSP-Request ; q=1", "application/ocsp-request"));
   EXPECT_FALSE(internal::IsMediaType("application/ocsp-request2", "application/ocsp-request"));
   EXPECT_EQ(internal::WithoutLineEnds("a.b.c\r\n\n"), "a.b.c");
+}
+
+// Found by ocsp_request_fuzzer: EVP_DecodeBlock, which OcspBase64Decode used, trims whitespace
+// around the text, takes '=' anywhere in it and keeps the zero bits of inner padding as data, and
+// accepts non-zero bits after the last symbol; the GET form now reads as crypto::Base64Decode.
+TEST(HttpUtilTest, OcspBase64DecodeRefusesWhitespacePaddingInsideAndNonCanonicalTails) {
+  for (const char* text : {"    TWFu", "TWFu    ", "TQ==\n\n\n\n", "\tTWE=", "TQ==TWFu",
+                           "T===", "====", "TQ=u", "TR==", "TWF=", "TW E="}) {
+    EXPECT_FALSE(internal::OcspBase64Decode(text)) << text;
+  }
+  EXPECT_EQ(internal::OcspBase64Decode("TWFuTQ=="), Bytes("ManM"));
+  EXPECT_EQ(internal::OcspBase64Decode("+/+/"), (std::vector<std::uint8_t>{0xfb, 0xff, 0xbf}));
 }
 
 }  // namespace

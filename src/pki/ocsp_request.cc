@@ -49,6 +49,15 @@ bool RequestExtensionsOk(GetCount count, GetExt get, bool top) {
   return true;
 }
 
+// Copyable says whether OpenSSL can copy |id| into an answer (OCSP_basic_add1_status duplicates
+// it by encoding and decoding): a CertID it reads but cannot read back, such as hashAlgorithm
+// parameters of a constructed EOC, which it writes as a primitive one, is malformed.
+bool Copyable(const OCSP_CERTID* id) {
+  const crypto::OcspCertIdPtr copy(OCSP_CERTID_dup(id));
+  ERR_clear_error();
+  return copy != nullptr;
+}
+
 // ParseOne reads the |i|th single request of |req|.
 std::optional<OcspCertIdRequest> ParseOne(OCSP_REQUEST* req, int i) {
   OCSP_ONEREQ* one = OCSP_request_onereq_get0(req, i);
@@ -58,7 +67,7 @@ std::optional<OcspCertIdRequest> ParseOne(OCSP_REQUEST* req, int i) {
   ASN1_OBJECT* md = nullptr;
   ASN1_INTEGER* serial = nullptr;
   if (id == nullptr || OCSP_id_get0_info(&name_hash, &md, &key_hash, &serial, id) != 1 ||
-      serial == nullptr || ASN1_STRING_length(serial) > kMaxSerialOctets ||
+      serial == nullptr || ASN1_STRING_length(serial) > kMaxSerialOctets || !Copyable(id) ||
       !RequestExtensionsOk([&] { return OCSP_ONEREQ_get_ext_count(one); },
                            [&](int e) { return OCSP_ONEREQ_get_ext(one, e); }, false)) {
     return std::nullopt;

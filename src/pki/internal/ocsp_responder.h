@@ -49,7 +49,8 @@ struct ParsedOcspRequest {
 // ParseOcspRequest reads a DER OCSPRequest; on failure it returns the OCSPResponseStatus to
 // answer with (always malformedRequest): garbage or trailing bytes, no CertID or more than
 // |max_cert_ids|, a serial over 20 octets (RFC 5280 §4.1.2.2), a nonce of 0 or over 32 octets
-// (RFC 8954 §2.1), an unknown critical extension (RFC 6960 §4.4). Pure: it knows no CA.
+// (RFC 8954 §2.1), an unknown critical extension (RFC 6960 §4.4), a CertID OpenSSL cannot copy
+// into an answer. Pure: it knows no CA.
 [[nodiscard]] std::expected<ParsedOcspRequest, int> ParseOcspRequest(
     std::span<const std::uint8_t> der, int max_cert_ids);
 
