@@ -4,18 +4,15 @@
 
 #include "apps/cli/cli.h"
 #include "crypto/crypto.h"
-#include "enroll/factory.h"
+#include "crypto/x509.h"
 
 namespace fleetid::cli {
 
 std::string CertPem(std::span<const std::uint8_t> der) {
-  const unsigned char* p = der.data();
-  crypto::X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
-  crypto::BioPtr bio(BIO_new(BIO_s_mem()));
-  if (!cert || !bio || PEM_write_bio_X509(bio.get(), cert.get()) != 1) return {};
-  char* data = nullptr;
-  const long n = BIO_get_mem_data(bio.get(), &data);
-  return std::string(data, static_cast<std::size_t>(n));
+  auto cert = crypto::ParseCertificateDer(der);
+  if (!cert.has_value()) return {};
+  auto pem = crypto::CertificatePem(cert->get());
+  return pem.has_value() ? std::move(*pem) : std::string();
 }
 
 Result<std::vector<std::uint8_t>> CsrDer(const std::string& text) {
@@ -36,14 +33,18 @@ Result<std::vector<std::uint8_t>> CsrDer(const std::string& text) {
 
 Result<std::vector<std::uint8_t>> CertDerFromFile(const std::string& path) {
   FLEETID_TRY(text, ReadAll(path));
-  crypto::BioPtr bio(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
-  crypto::X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-  if (!cert) {
-    const auto* p = reinterpret_cast<const unsigned char*>(text.data());
-    cert.reset(d2i_X509(nullptr, &p, static_cast<long>(text.size())));
+  if (text.find("-----BEGIN") == std::string::npos) {
+    const std::span<const std::uint8_t> der(reinterpret_cast<const std::uint8_t*>(text.data()),
+                                            text.size());
+    FLEETID_TRY(cert, crypto::ParseCertificateDer(der));
+    return crypto::CertificateDer(cert.get());
   }
-  if (!cert) return MakeError(ErrorCode::kInvalidArgument, "'{}' is not a certificate", path);
-  return enroll::CertificateDer(cert.get());
+  FLEETID_TRY(certs, crypto::ParseCertificatesPem(text));
+  if (certs.size() != 1) {
+    return MakeError(ErrorCode::kInvalidArgument, "'{}' holds {} certificates, not one", path,
+                     certs.size());
+  }
+  return crypto::CertificateDer(certs.front().get());
 }
 
 }  // namespace fleetid::cli

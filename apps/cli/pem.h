@@ -1,5 +1,5 @@
 // Certificate and request files for the ca, factory and manufacturer commands: PEM or DER in,
-// PEM out. The operator tool's own copies, kept until the shared X.509 toolkit replaces them.
+// PEM out, through the X.509 toolkit (crypto/x509.h).
 #ifndef FLEETID_APPS_CLI_PEM_H_
 #define FLEETID_APPS_CLI_PEM_H_
 
@@ -18,7 +18,7 @@ std::string CertPem(std::span<const std::uint8_t> der);
 // CsrDer accepts a PKCS#10 request as PEM or DER.
 [[nodiscard]] Result<std::vector<std::uint8_t>> CsrDer(const std::string& text);
 
-// CertDerFromFile reads a certificate, PEM or DER, from |path|.
+// CertDerFromFile reads one certificate, PEM or DER (strictly: crypto/x509.h), from |path|.
 [[nodiscard]] Result<std::vector<std::uint8_t>> CertDerFromFile(const std::string& path);
 
 }  // namespace fleetid::cli

@@ -87,8 +87,6 @@ struct SignedManifest {
 [[nodiscard]] Result<void> VerifyManifest(const SignedManifest& parsed,
                                           std::span<const std::uint8_t> ca_der);
 
-// Kept for apps/fleetid_cli.cc until it uses crypto/x509.h directly.
-using crypto::CertificateDer;
 
 }  // namespace fleetid::enroll
 
