@@ -33,8 +33,9 @@
 #include "crypto/crypto.h"
 #include "crypto/handles.h"
 #include "custody/provider.h"
-#include "custody/test_token.h"
 #include "server/http_server.h"
+#include "testing/certs.h"
+#include "testing/token.h"
 
 namespace fleetid::agent {
 namespace {
@@ -64,7 +65,7 @@ crypto::EvpPkeyPtr SoftwareKey() {
 crypto::EvpPkeyPtr TokenKey(crypto::SuiteId suite) {
   static std::atomic<int> counter{0};
   const std::string label = fmt::format("agent-{}-{}", ::getpid(), counter++);
-  const auto& token = custody::testing::Opened().token;
+  const auto& token = test::Opened().token;
   auto attributes =
       token->GenerateKey(label, crypto::GetSuite(suite), crypto::OpenSslRng::Instance());
   EXPECT_TRUE(attributes) << attributes.error();
@@ -76,62 +77,20 @@ crypto::EvpPkeyPtr TokenKey(crypto::SuiteId suite) {
   return pkey ? std::move(*pkey) : nullptr;
 }
 
-struct Extension {
-  int nid;
-  const char* value;
-};
-
-// MakeCert issues a certificate for |subject_key| named CN=|common_name|, signed with
-// |issuer_key| by |issuer|, or self-signed when |issuer| is null.
-crypto::X509Ptr MakeCert(std::string_view common_name, EVP_PKEY* subject_key, X509* issuer,
-                         EVP_PKEY* issuer_key, std::initializer_list<Extension> extensions) {
-  static std::atomic<long> serial{1000};
-  crypto::X509Ptr cert(X509_new());
-  X509_set_version(cert.get(), X509_VERSION_3);
-  ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), serial++);
-  X509_NAME_add_entry_by_txt(X509_get_subject_name(cert.get()), "CN", MBSTRING_UTF8,
-                             reinterpret_cast<const unsigned char*>(common_name.data()),
-                             static_cast<int>(common_name.size()), -1, 0);
-  X509_set_issuer_name(cert.get(), X509_get_subject_name(issuer != nullptr ? issuer : cert.get()));
-  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -60);
-  X509_gmtime_adj(X509_getm_notAfter(cert.get()), 3600);
-  X509_set_pubkey(cert.get(), subject_key);
-  X509V3_CTX ctx;
-  X509V3_set_ctx(&ctx, issuer != nullptr ? issuer : cert.get(), cert.get(), nullptr, nullptr, 0);
-  for (const Extension& extension : extensions) {
-    const crypto::X509ExtensionPtr ext(
-        X509V3_EXT_conf_nid(nullptr, &ctx, extension.nid, extension.value));
-    EXPECT_TRUE(ext) << extension.value;
-    if (ext) X509_add_ext(cert.get(), ext.get(), -1);
-  }
-  if (X509_sign(cert.get(), issuer_key, EVP_sha256()) <= 0) {
-    ADD_FAILURE() << "X509_sign failed";
-    return nullptr;
-  }
-  return cert;
-}
-
-crypto::X509Ptr MakeCa(std::string_view common_name, EVP_PKEY* key) {
-  return MakeCert(common_name, key, nullptr, key,
-                  {{NID_basic_constraints, "critical,CA:TRUE"},
-                   {NID_key_usage, "critical,keyCertSign,cRLSign"},
-                   {NID_subject_key_identifier, "hash"}});
-}
-
 crypto::X509Ptr MakeServerCert(EVP_PKEY* key, X509* ca, EVP_PKEY* ca_key, const char* names) {
-  return MakeCert("fleetid authority", key, ca, ca_key,
-                  {{NID_basic_constraints, "critical,CA:FALSE"},
-                   {NID_key_usage, "critical,digitalSignature"},
-                   {NID_ext_key_usage, "serverAuth"},
-                   {NID_subject_alt_name, names}});
+  return test::MakeCert("fleetid authority", key, ca, ca_key,
+                        {{NID_basic_constraints, "critical,CA:FALSE"},
+                         {NID_key_usage, "critical,digitalSignature"},
+                         {NID_ext_key_usage, "serverAuth"},
+                         {NID_subject_alt_name, names}});
 }
 
 crypto::X509Ptr MakeClientCert(std::string_view common_name, EVP_PKEY* key, X509* ca,
                                EVP_PKEY* ca_key) {
-  return MakeCert(common_name, key, ca, ca_key,
-                  {{NID_basic_constraints, "critical,CA:FALSE"},
-                   {NID_key_usage, "critical,digitalSignature"},
-                   {NID_ext_key_usage, "clientAuth"}});
+  return test::MakeCert(common_name, key, ca, ca_key,
+                        {{NID_basic_constraints, "critical,CA:FALSE"},
+                         {NID_key_usage, "critical,digitalSignature"},
+                         {NID_ext_key_usage, "clientAuth"}});
 }
 
 Der ToDer(X509* cert) {
@@ -179,7 +138,7 @@ class HttpsClientTest : public ::testing::Test {
       pki_ = std::make_unique<Pki>();
       Pki& p = *pki_;
       p.ca_key = SoftwareKey();
-      p.ca_cert = MakeCa("fleetid test CA", p.ca_key.get());
+      p.ca_cert = test::MakeCa("fleetid test CA", p.ca_key.get());
       p.server_key = SoftwareKey();
       p.server_cert = MakeServerCert(p.server_key.get(), p.ca_cert.get(), p.ca_key.get(),
                                      "DNS:localhost,IP:127.0.0.1");
@@ -189,7 +148,7 @@ class HttpsClientTest : public ::testing::Test {
       p.device_cert =
           MakeClientCert("device-0042", p.device_key.get(), p.ca_cert.get(), p.ca_key.get());
       p.rogue_ca_key = SoftwareKey();
-      p.rogue_ca_cert = MakeCa("fleetid test CA", p.rogue_ca_key.get());
+      p.rogue_ca_cert = test::MakeCa("fleetid test CA", p.rogue_ca_key.get());
       p.rogue_key = SoftwareKey();
       p.rogue_cert = MakeClientCert("device-0042", p.rogue_key.get(), p.rogue_ca_cert.get(),
                                     p.rogue_ca_key.get());

@@ -15,14 +15,14 @@
 
 #include "audit/export.h"
 #include "crypto/crypto.h"
-#include "custody/test_token.h"
-#include "store/test_db.h"
+#include "testing/db.h"
+#include "testing/token.h"
 
 namespace fleetid::audit {
 namespace {
 
-using store::testing::Backend;
-using store::testing::TestDb;
+using test::Backend;
+using test::TestDb;
 
 class LogTest : public ::testing::TestWithParam<Backend> {
  protected:
@@ -30,7 +30,7 @@ class LogTest : public ::testing::TestWithParam<Backend> {
     test_db_ = std::make_unique<TestDb>(GetParam());
     db_ = &test_db_->db();
     ASSERT_TRUE(Log::Migrate(*db_));
-    auto& token = *custody::testing::Opened().token;
+    auto& token = *test::Opened().token;
     const std::string label =
         "audit-" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name());
     auto key = token.GenerateKey(label, crypto::GetSuite(crypto::SuiteId::kEd25519),
@@ -215,10 +215,9 @@ TEST_P(LogTest, EntriesNearTheTopOfTheRangeDoNotWrap) {
   EXPECT_TRUE(last->empty());
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, LogTest,
-                         ::testing::Values(Backend::kSqlite, Backend::kPostgres),
+INSTANTIATE_TEST_SUITE_P(Backends, LogTest, ::testing::Values(Backend::kSqlite, Backend::kPostgres),
                          [](const auto& param_info) {
-                           return store::testing::BackendName(param_info.param);
+                           return test::BackendName(param_info.param);
                          });
 
 }  // namespace
@@ -333,7 +332,7 @@ TEST_P(TamperTest, ARollbackIsCaughtByASavedHead) {
 // The tampering edits the SQLite file directly, as an operator with the database file would.
 INSTANTIATE_TEST_SUITE_P(Sqlite, TamperTest, ::testing::Values(Backend::kSqlite),
                          [](const auto& param_info) {
-                           return store::testing::BackendName(param_info.param);
+                           return test::BackendName(param_info.param);
                          });
 
 // fuzz/corpus/audit/float_seq, float_time: a number beyond the integer types was converted to

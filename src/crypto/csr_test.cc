@@ -5,22 +5,13 @@
 #include <gtest/gtest.h>
 
 #include "crypto/keys.h"
+#include "testing/certs.h"
 
 namespace fleetid::crypto {
 namespace {
 
 std::vector<std::uint8_t> MakeCsr(EVP_PKEY* key, const EVP_MD* md) {
-  X509ReqPtr req(X509_REQ_new());
-  X509NamePtr name(X509_NAME_new());
-  X509_NAME_add_entry_by_NID(name.get(), NID_commonName, MBSTRING_UTF8,
-                             reinterpret_cast<const unsigned char*>("device"), -1, -1, 0);
-  X509_REQ_set_subject_name(req.get(), name.get());
-  X509_REQ_set_pubkey(req.get(), key);
-  EXPECT_GT(X509_REQ_sign(req.get(), key, md), 0);
-  std::vector<std::uint8_t> der(static_cast<std::size_t>(i2d_X509_REQ(req.get(), nullptr)));
-  unsigned char* p = der.data();
-  i2d_X509_REQ(req.get(), &p);
-  return der;
+  return test::MakeCsr(key, {.common_name = "device", .md = md});
 }
 
 struct Kind {

@@ -11,7 +11,7 @@
 
 #include "crypto/crypto.h"
 #include "crypto/keys.h"
-#include "custody/test_token.h"
+#include "testing/token.h"
 
 namespace fleetid::custody {
 namespace {
@@ -19,7 +19,7 @@ namespace {
 using crypto::AsBytes;
 using crypto::Suite;
 using crypto::SuiteId;
-using testing::Opened;
+using test::Opened;
 
 std::shared_ptr<Token> TheToken() { return Opened().token; }
 
@@ -137,10 +137,10 @@ TEST(CustodyTest, ASecondStartFindsTheSameKeys) {
     made.push_back({label, *crypto::PublicKeyDer(pub->get())});
   }
   std::weak_ptr<Module> module = TheToken()->module();
-  testing::CloseAll();
+  test::CloseAll();
   ASSERT_TRUE(module.expired()) << "the module must be finalised, as at process exit";
 
-  EXPECT_FALSE(testing::Opened().created);
+  EXPECT_FALSE(test::Opened().created);
   for (const Made& m : made) {
     auto signer = TheToken()->GetSigner(m.label);
     ASSERT_TRUE(signer) << signer.error();
@@ -191,7 +191,7 @@ TEST(CustodyErrorTest, MissingModuleFile) {
 }
 
 TEST(CustodyErrorTest, FileThatIsNotAPkcs11Module) {
-  const auto not_a_module = testing::DataDir() / "not-a-module.so";
+  const auto not_a_module = test::DataDir() / "not-a-module.so";
   { std::ofstream(not_a_module) << "hello"; }
   auto module = Module::Load(not_a_module);
   ASSERT_FALSE(module);
@@ -220,7 +220,7 @@ TEST(CustodyErrorTest, WrongPinWhileLoggedOutAndWhileLoggedIn) {
   EXPECT_EQ(wrong.error().message().find("not-the-pin"), std::string::npos);
 
   // With the token closed, C_Login itself says CKR_PIN_INCORRECT.
-  testing::CloseAll();
+  test::CloseAll();
   {
     auto module2 = Module::Load(*FindSoftHsmModule());
     ASSERT_TRUE(module2);
@@ -307,7 +307,7 @@ TEST(CustodyErrorTest, SignRefusedByTheTokenAfterCkaSignIsCleared) {
   auto signer = TheToken()->GetSigner(label);
   ASSERT_TRUE(signer);
   // Clear CKA_SIGN behind the signer's back; the token itself must then refuse C_SignInit.
-  testing::ClearCkaSign(label);
+  test::ClearCkaSign(label);
 
   auto sig = (*signer)->Sign(AsBytes("anything"));
   ASSERT_FALSE(sig);

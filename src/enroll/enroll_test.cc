@@ -13,17 +13,18 @@
 #include "crypto/handles.h"
 #include "crypto/jws.h"
 #include "crypto/keys.h"
-#include "custody/test_token.h"
 #include "enroll/csr_check.h"
 #include "enroll/factory.h"
-#include "store/test_db.h"
+#include "testing/certs.h"
+#include "testing/db.h"
+#include "testing/token.h"
 
 namespace fleetid::enroll {
 namespace {
 
 using namespace std::chrono_literals;
 using Json = nlohmann::json;
-using store::testing::Backend;
+using test::Backend;
 
 constexpr std::string_view kModel = "sensor-1";
 const std::string kFirmware(64, 'a');
@@ -31,14 +32,7 @@ const std::string kFirmware(64, 'a');
 crypto::EvpPkeyPtr NewKey() { return crypto::EvpPkeyPtr(EVP_EC_gen("P-256")); }
 
 std::vector<std::uint8_t> Csr(EVP_PKEY* key, EVP_PKEY* signer = nullptr) {
-  crypto::X509ReqPtr req(X509_REQ_new());
-  X509_REQ_set_pubkey(req.get(), key);
-  X509_REQ_sign(req.get(), signer != nullptr ? signer : key, EVP_sha256());
-  const int len = i2d_X509_REQ(req.get(), nullptr);
-  std::vector<std::uint8_t> der(static_cast<std::size_t>(len));
-  unsigned char* p = der.data();
-  i2d_X509_REQ(req.get(), &p);
-  return der;
+  return test::MakeCsr(key, {.signer = signer});
 }
 
 std::string KeyHash(EVP_PKEY* key) {
@@ -110,9 +104,9 @@ struct TestDevice {
 class EnrollTest : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
-    db_ = std::make_unique<store::testing::TestDb>(GetParam());
+    db_ = std::make_unique<test::TestDb>(GetParam());
     ASSERT_TRUE(Service::Migrate(db()));
-    auto authority = pki::Authority::Open(custody::testing::Opened().token, db(), clock_, rng_, {});
+    auto authority = pki::Authority::Open(test::Opened().token, db(), clock_, rng_, {});
     ASSERT_TRUE(authority) << authority.error();
     authority_ = std::move(*authority);
     effects_ = std::make_unique<PkiEffects>(*authority_);
@@ -257,7 +251,7 @@ class EnrollTest : public ::testing::TestWithParam<Backend> {
 
   FakeClock clock_{TimePoint(std::chrono::seconds(1'795'000'000))};
   crypto::OpenSslRng& rng_ = crypto::OpenSslRng::Instance();
-  std::unique_ptr<store::testing::TestDb> db_;
+  std::unique_ptr<test::TestDb> db_;
   std::unique_ptr<pki::Authority> authority_;
   std::unique_ptr<PkiEffects> effects_;
   std::unique_ptr<registry::Registry> registry_;
@@ -1213,12 +1207,7 @@ TEST(CsrCheck, KeysMustBelongToAnAllowedSuite) {
   EXPECT_EQ(checked->suite, crypto::SuiteId::kEcdsaP256Sha256);
   EXPECT_EQ(checked->spki, *crypto::PublicKeyDer(p256.get()));
   crypto::EvpPkeyPtr ed(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
-  crypto::X509ReqPtr req(X509_REQ_new());
-  X509_REQ_set_pubkey(req.get(), ed.get());
-  X509_REQ_sign(req.get(), ed.get(), nullptr);
-  std::vector<std::uint8_t> ed_csr(static_cast<std::size_t>(i2d_X509_REQ(req.get(), nullptr)));
-  unsigned char* p = ed_csr.data();
-  i2d_X509_REQ(req.get(), &p);
+  const std::vector<std::uint8_t> ed_csr = test::MakeCsr(ed.get());
   EXPECT_EQ(CheckCsrKey(ed_csr, policy)->suite, crypto::SuiteId::kEd25519);
   EXPECT_EQ(CheckCsrKey(RsaCsr({0x01, 0x00, 0x01}), policy)->suite,
             crypto::SuiteId::kRsa3072PssSha256);
@@ -1250,7 +1239,9 @@ TEST(CsrCheck, RsaPssOidKeysAreRefused) {
 
 INSTANTIATE_TEST_SUITE_P(Backends, EnrollTest,
                          ::testing::Values(Backend::kSqlite, Backend::kPostgres),
-                         [](const auto& param_info) { return store::testing::BackendName(param_info.param); });
+                         [](const auto& param_info) {
+                           return test::BackendName(param_info.param);
+                         });
 
 }  // namespace
 }  // namespace fleetid::enroll

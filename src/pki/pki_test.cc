@@ -13,10 +13,12 @@
 
 #include "crypto/crypto.h"
 #include "crypto/keys.h"
-#include "custody/test_token.h"
 #include "pki/internal/ocsp_responder.h"
 #include "pki/pki.h"
-#include "store/test_db.h"
+#include "testing/certs.h"
+#include "testing/command.h"
+#include "testing/db.h"
+#include "testing/token.h"
 
 namespace fleetid::pki {
 namespace {
@@ -35,21 +37,12 @@ X509Ptr Parse(const std::vector<std::uint8_t>& der) {
   return X509Ptr(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
 }
 
-std::vector<std::uint8_t> MakeCsr(EVP_PKEY* key, const char* cn = "ignored-by-the-ca") {
-  crypto::X509ReqPtr req(X509_REQ_new());
-  crypto::X509NamePtr name(X509_NAME_new());
-  X509_NAME_add_entry_by_NID(name.get(), NID_commonName, MBSTRING_UTF8,
-                             reinterpret_cast<const unsigned char*>(cn), -1, -1, 0);
-  X509_REQ_set_subject_name(req.get(), name.get());
-  X509_REQ_set_pubkey(req.get(), key);
-  const bool pure = EVP_PKEY_get_base_id(key) == EVP_PKEY_ED25519;
-  EXPECT_GT(X509_REQ_sign(req.get(), key, pure ? nullptr : EVP_sha256()), 0);
-  const int len = i2d_X509_REQ(req.get(), nullptr);
-  std::vector<std::uint8_t> der(static_cast<std::size_t>(len));
-  unsigned char* p = der.data();
-  i2d_X509_REQ(req.get(), &p);
-  return der;
+std::vector<std::uint8_t> MakeCsr(EVP_PKEY* key) {
+  return test::MakeCsr(key, {.common_name = "ignored-by-the-ca"});
 }
+
+// Shell runs |cmd| (the real openssl command line) and returns what it printed.
+std::string Shell(const std::string& cmd) { return test::RunCommand(cmd).output; }
 
 std::string Pem(const std::vector<std::uint8_t>& der) {
   X509Ptr cert = Parse(der);
@@ -60,22 +53,10 @@ std::string Pem(const std::vector<std::uint8_t>& der) {
   return std::string(data, static_cast<std::size_t>(n));
 }
 
-std::string Shell(const std::string& cmd) {
-  std::string out;
-  // NOLINTNEXTLINE(cert-env33-c): the test runs the real openssl command line on purpose.
-  FILE* pipe = ::popen((cmd + " 2>&1").c_str(), "r");
-  char buf[512];
-  std::size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
-  ::pclose(pipe);
-  return out;
-}
-
 class PkiTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = custody::testing::DataDir() /
-           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    dir_ = test::DataDir() / ::testing::UnitTest::GetInstance()->current_test_info()->name();
     std::filesystem::create_directories(dir_);
     auto db = store::Database::Open("sqlite:" + (dir_ / "pki.db").string());
     ASSERT_TRUE(db) << db.error();
@@ -87,7 +68,7 @@ class PkiTest : public ::testing::Test {
     AuthorityOptions options = options_;
     options.issuing_suites = {crypto::SuiteId::kEcdsaP256Sha256, crypto::SuiteId::kEd25519};
     // Labels are per test so tests sharing the token do not share CA keys.
-    auto authority = Authority::Open(custody::testing::Opened().token, *db_, clock_,
+    auto authority = Authority::Open(test::Opened().token, *db_, clock_,
                                      crypto::OpenSslRng::Instance(), options);
     ASSERT_TRUE(authority) << authority.error();
     authority_ = std::move(*authority);
@@ -168,7 +149,7 @@ TEST_F(PkiTest, HierarchyIsBuiltInTheTokenAndReloaded) {
     EXPECT_GE(X509_get_ext_by_NID(ocsp.get(), NID_id_pkix_OCSP_noCheck, -1), 0);
   }
   // The CA keys are in the token, sensitive and never extractable.
-  auto keys = custody::testing::Opened().token->ListKeys();
+  auto keys = test::Opened().token->ListKeys();
   ASSERT_TRUE(keys);
   int ca_keys = 0;
   for (const auto& k : *keys) {
@@ -535,11 +516,11 @@ TEST_F(PkiTest, PartitionCrlsAreNotInterchangeable) {
 }
 
 TEST_F(PkiTest, ServerCertificatesNameTheirHostsAndVerifyForTls) {
-  auto key = custody::testing::Opened().token->GenerateKey(
+  auto key = test::Opened().token->GenerateKey(
       "server-" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()),
       crypto::GetSuite(crypto::SuiteId::kEcdsaP256Sha256), crypto::OpenSslRng::Instance());
   ASSERT_TRUE(key) << key.error();
-  auto pub = custody::testing::Opened().token->PublicKey(key->label);
+  auto pub = test::Opened().token->PublicKey(key->label);
   ASSERT_TRUE(pub);
   auto spki = crypto::PublicKeyDer(pub->get());
   ASSERT_TRUE(spki);
@@ -884,11 +865,11 @@ TEST_F(PkiTest, CrlPartitionsFollowTheDeviceLifetimeAndLongLivedCertificatesHave
 
   // A server certificate is in the long-lived class: its CDP names that partition, whose CRL
   // lists it once revoked, while the device partitions of the hour do not.
-  auto key = custody::testing::Opened().token->GenerateKey(
-      "server-partition", crypto::GetSuite(crypto::SuiteId::kEcdsaP256Sha256),
-      crypto::OpenSslRng::Instance());
+  auto key = test::Opened().token->GenerateKey("server-partition",
+                                               crypto::GetSuite(crypto::SuiteId::kEcdsaP256Sha256),
+                                               crypto::OpenSslRng::Instance());
   ASSERT_TRUE(key) << key.error();
-  auto pub = custody::testing::Opened().token->PublicKey(key->label);
+  auto pub = test::Opened().token->PublicKey(key->label);
   ASSERT_TRUE(pub);
   auto server = authority_->IssueServer(SpkiOf(pub->get()), {"localhost"});
   ASSERT_TRUE(server) << server.error();
@@ -928,11 +909,11 @@ TEST_F(PkiTest, CrlPartitionsFollowTheDeviceLifetimeAndLongLivedCertificatesHave
 }
 
 TEST_F(PkiTest, ServerCertificateKeeperRenewsAtTwoThirdsOnRevocationAndAfterExpiry) {
-  auto key = custody::testing::Opened().token->GenerateKey(
-      "server-keeper", crypto::GetSuite(crypto::SuiteId::kEcdsaP256Sha256),
-      crypto::OpenSslRng::Instance());
+  auto key = test::Opened().token->GenerateKey("server-keeper",
+                                               crypto::GetSuite(crypto::SuiteId::kEcdsaP256Sha256),
+                                               crypto::OpenSslRng::Instance());
   ASSERT_TRUE(key) << key.error();
-  auto pub = custody::testing::Opened().token->PublicKey(key->label);
+  auto pub = test::Opened().token->PublicKey(key->label);
   ASSERT_TRUE(pub);
   ServerCertificateKeeper keeper(*authority_, clock_, SpkiOf(pub->get()), {"localhost"});
   // The keeper's answer, with an error reported as a failure of the test.
@@ -1080,8 +1061,8 @@ TEST_F(PkiTest, AnRsaKeyRevokedForKeyCompromiseIsRefusedUnderThePssOidToo) {
   Open();
   options_.issuing_suites = {crypto::SuiteId::kRsa3072PssSha256};
   AuthorityOptions options = options_;
-  auto rsa_authority = Authority::Open(custody::testing::Opened().token, *db_, clock_,
-                                       crypto::OpenSslRng::Instance(), options);
+  auto rsa_authority =
+      Authority::Open(test::Opened().token, *db_, clock_, crypto::OpenSslRng::Instance(), options);
   ASSERT_TRUE(rsa_authority) << rsa_authority.error();
   EvpPkeyPtr key(EVP_RSA_gen(3072));
   ASSERT_TRUE(key);
@@ -1191,13 +1172,13 @@ TEST_F(PkiTest, SubjectsOutsideTheIdentifierCharacterSetAreRefused) {
 }
 
 // The schema (migration 3, compromised_keys) and the statements of revocation on both backends.
-class PkiDbTest : public ::testing::TestWithParam<store::testing::Backend> {};
+class PkiDbTest : public ::testing::TestWithParam<test::Backend> {};
 
 TEST_P(PkiDbTest, CompromisedKeysAndCaRevocationOnEitherBackend) {
-  store::testing::TestDb db(GetParam());
+  test::TestDb db(GetParam());
   FakeClock clock(SystemClock::Instance().Now());
-  auto opened = Authority::Open(custody::testing::Opened().token, db.db(), clock,
-                                crypto::OpenSslRng::Instance(), {});
+  auto opened =
+      Authority::Open(test::Opened().token, db.db(), clock, crypto::OpenSslRng::Instance(), {});
   ASSERT_TRUE(opened) << opened.error();
   Authority& authority = **opened;
   crypto::SuitePolicy policy;
@@ -1226,10 +1207,9 @@ TEST_P(PkiDbTest, CompromisedKeysAndCaRevocationOnEitherBackend) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, PkiDbTest,
-                         ::testing::Values(store::testing::Backend::kSqlite,
-                                           store::testing::Backend::kPostgres),
+                         ::testing::Values(test::Backend::kSqlite, test::Backend::kPostgres),
                          [](const auto& param_info) {
-                           return store::testing::BackendName(param_info.param);
+                           return test::BackendName(param_info.param);
                          });
 
 // ParseOcspRequest is a pure function of the request's bytes: it needs no CA, token or database.

@@ -8,14 +8,14 @@
 #include <thread>
 
 #include "audit/log.h"
-#include "store/test_db.h"
+#include "testing/db.h"
 
 namespace fleetid::registry {
 namespace {
 
 using namespace std::chrono_literals;
-using store::testing::Backend;
-using store::testing::TestDb;
+using test::Backend;
+using test::TestDb;
 
 const TimePoint kStart = std::chrono::sys_days{std::chrono::year{2030} / 3 / 1};
 
@@ -438,7 +438,7 @@ TEST_P(RegistryTest, QueriesPageWithStableCursorsAndCount) {
 INSTANTIATE_TEST_SUITE_P(Backends, RegistryTest,
                          ::testing::Values(Backend::kSqlite, Backend::kPostgres),
                          [](const auto& param_info) {
-                           return store::testing::BackendName(param_info.param);
+                           return test::BackendName(param_info.param);
                          });
 
 TEST(LifecycleTest, TableIsConsistent) {

@@ -32,6 +32,7 @@
 
 #include "common/log.h"
 #include "server/connection_share.h"
+#include "testing/command.h"
 
 namespace fleetid::server {
 namespace {
@@ -1272,16 +1273,7 @@ TEST(HttpServerTest, ExpectContinueGets100BeforeTheBody) {
 TEST(HttpServerTest, CurlGetsAndPostsQuickly) {
   auto server = StartServer();
   ASSERT_TRUE(server);
-  auto run = [](const std::string& command) {
-    std::string output;
-    FILE* pipe = ::popen(command.c_str(), "r");  // NOLINT(cert-env33-c): runs the real curl.
-    if (pipe == nullptr) return output;
-    char chunk[4096];
-    std::size_t n = 0;
-    while ((n = std::fread(chunk, 1, sizeof(chunk), pipe)) > 0) output.append(chunk, n);
-    ::pclose(pipe);
-    return output;
-  };
+  auto run = [](const std::string& command) { return test::RunCommand(command).output; };
   const std::string url = fmt::format("http://127.0.0.1:{}", server->port());
 
   const std::string get = run(fmt::format("curl -sS -i --max-time 5 {}/hello 2>&1", url));

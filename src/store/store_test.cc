@@ -10,13 +10,13 @@
 #include <thread>
 
 #include "store/pool.h"
-#include "store/test_db.h"
+#include "testing/db.h"
 
 namespace fleetid::store {
 namespace {
 
-using testing::Backend;
-using testing::TestDb;
+using test::Backend;
+using test::TestDb;
 
 constexpr Migration kMigrations[] = {
     {1, "things",
@@ -210,7 +210,9 @@ TEST(SqliteFiles, AreCreatedOwnerOnly) {
 
 INSTANTIATE_TEST_SUITE_P(Backends, StoreTest,
                          ::testing::Values(Backend::kSqlite, Backend::kPostgres),
-                         [](const auto& param_info) { return testing::BackendName(param_info.param); });
+                         [](const auto& param_info) {
+                           return test::BackendName(param_info.param);
+                         });
 
 TEST(StoreOpenTest, BadUrls) {
   auto unknown = Database::Open("mysql://x");
