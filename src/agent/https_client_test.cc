@@ -35,6 +35,7 @@
 #include "custody/provider.h"
 #include "server/http_server.h"
 #include "testing/certs.h"
+#include "testing/matchers.h"
 #include "testing/token.h"
 
 namespace fleetid::agent {
@@ -302,7 +303,7 @@ TEST_F(HttpsClientTest, BadRequestsAreInvalidArgument) {
                                   const std::vector<std::pair<std::string, std::string>>& headers) {
     auto reply = connection->Request(method, target, "", "", headers);
     ASSERT_FALSE(reply) << method << " " << target;
-    EXPECT_EQ(reply.error().code(), ErrorCode::kInvalidArgument) << reply.error();
+    EXPECT_THAT(reply, test::HasCode(ErrorCode::kInvalidArgument));
   };
   expect_invalid("GET", "hello", {});
   expect_invalid("GET", "/hello world", {});
@@ -321,7 +322,7 @@ TEST_F(HttpsClientTest, BadRequestsAreInvalidArgument) {
 TEST_F(HttpsClientTest, ConnectFailures) {
   auto named = Connection::Connect("authority.example", 443, nullptr);
   ASSERT_FALSE(named);
-  EXPECT_EQ(named.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(named, test::HasCode(ErrorCode::kInvalidArgument));
 
   std::uint16_t port = 0;
   {
@@ -331,7 +332,7 @@ TEST_F(HttpsClientTest, ConnectFailures) {
   }
   auto refused = Connection::Connect("127.0.0.1", port, nullptr);
   ASSERT_FALSE(refused);
-  EXPECT_EQ(refused.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(refused, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_THAT(refused.error().message(), HasSubstr("refused"));
 }
 
@@ -343,7 +344,7 @@ TEST_F(HttpsClientTest, TimeoutAndOversizedReplyFailThenTheConnectionRecovers) {
 
   auto slow = (*connection)->Request("GET", "/slow");
   ASSERT_FALSE(slow);
-  EXPECT_EQ(slow.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(slow, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_THAT(slow.error().message(), HasSubstr("timed out after 200 ms"));
 
   // The server thread that runs /slow serves the connections it accepts only after the handler;
@@ -357,7 +358,7 @@ TEST_F(HttpsClientTest, TimeoutAndOversizedReplyFailThenTheConnectionRecovers) {
   ASSERT_TRUE(patient);
   auto big = patient->Request("GET", "/big");
   ASSERT_FALSE(big);
-  EXPECT_EQ(big.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(big, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_THAT(big.error().message(), HasSubstr("exceeds 16 MiB"));
   auto recovered = patient->Request("GET", "/hello");
   ASSERT_TRUE(recovered) << recovered.error();
@@ -388,7 +389,7 @@ TEST_F(HttpsClientTest, UntrustedServerCertificateFailsVerification) {
   ASSERT_TRUE(tls);
   auto connection = Connection::Connect("127.0.0.1", server->port(), tls);
   ASSERT_FALSE(connection);
-  EXPECT_EQ(connection.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(connection, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_THAT(connection.error().message(), HasSubstr("certificate verify failed"));
 }
 
@@ -399,18 +400,18 @@ TEST_F(HttpsClientTest, ServerCertificateForAnotherNameFailsVerification) {
   ASSERT_TRUE(tls);
   auto by_name = Connection::Connect("localhost", server->port(), tls);
   ASSERT_FALSE(by_name);
-  EXPECT_EQ(by_name.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(by_name, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_THAT(by_name.error().message(), HasSubstr("hostname mismatch"));
   auto by_address = Connection::Connect("127.0.0.1", server->port(), tls);
   ASSERT_FALSE(by_address);
-  EXPECT_EQ(by_address.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(by_address, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_THAT(by_address.error().message(), HasSubstr("IP address mismatch"));
 }
 
 TEST_F(HttpsClientTest, UnusableTlsOptionsAreInvalidArgument) {
   const auto expect_invalid = [](Result<std::shared_ptr<ClientTls>> made, std::string_view why) {
     ASSERT_FALSE(made) << why;
-    EXPECT_EQ(made.error().code(), ErrorCode::kInvalidArgument) << made.error();
+    EXPECT_THAT(made, test::HasCode(ErrorCode::kInvalidArgument));
     EXPECT_THAT(made.error().message(), HasSubstr(why));
   };
   expect_invalid(ClientTls::Make({}), "at least one trust anchor");
@@ -449,7 +450,7 @@ TEST_F(HttpsClientTest, ServerRefusesAMissingOrUntrustedClientCertificate) {
 
   auto anonymous = ConnectAndGet(server->port(), TrustingTls());
   ASSERT_FALSE(anonymous);
-  EXPECT_EQ(anonymous.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(anonymous, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_THAT(anonymous.error().message(), HasSubstr("alert certificate required"));
 
   EVP_PKEY_up_ref(pki().rogue_key.get());
@@ -458,7 +459,7 @@ TEST_F(HttpsClientTest, ServerRefusesAMissingOrUntrustedClientCertificate) {
   ASSERT_TRUE(rogue);
   auto refused = ConnectAndGet(server->port(), rogue);
   ASSERT_FALSE(refused);
-  EXPECT_EQ(refused.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(refused, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_THAT(refused.error().message(), HasSubstr("alert"));
 }
 
@@ -638,7 +639,7 @@ TEST(RetryTest, PostIsNotResentOnceSent) {
     ASSERT_TRUE(first) << first.error();
     auto post = (*connection)->Request("POST", "/enroll", "csr", "application/pkcs10");
     ASSERT_FALSE(post);
-    EXPECT_EQ(post.error().code(), ErrorCode::kUnavailable);
+    EXPECT_THAT(post, test::HasCode(ErrorCode::kUnavailable));
     EXPECT_THAT(post.error().message(), HasSubstr("reading the reply"));
   }
   EXPECT_THAT(seen, ElementsAre("GET /a HTTP/1.1", "POST /enroll HTTP/1.1"));
@@ -687,7 +688,7 @@ TEST(ParseUrlTest, RejectsWhatItCannotConnectTo) {
     auto parsed = ParseUrl(url);
     EXPECT_FALSE(parsed) << url;
     if (!parsed) {
-      EXPECT_EQ(parsed.error().code(), ErrorCode::kInvalidArgument) << url;
+      EXPECT_THAT(parsed, test::HasCode(ErrorCode::kInvalidArgument)) << url;
     }
   }
 }

@@ -24,6 +24,7 @@
 #include "crypto/keys.h"
 #include "testing/certs.h"
 #include "testing/command.h"
+#include "testing/matchers.h"
 #include "testing/token.h"
 
 namespace fleetid::custody {
@@ -547,7 +548,7 @@ TEST(ProviderSignDigestTest, SignsADigestAndRefusesWhatIsNotOne) {
   EXPECT_TRUE(crypto::VerifySignature(p256, signer->public_key(), AsBytes(message), *sig));
   auto wrong_size = signer->SignDigest(std::vector<std::uint8_t>(48));
   ASSERT_FALSE(wrong_size);
-  EXPECT_EQ(wrong_size.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(wrong_size, test::HasCode(ErrorCode::kInvalidArgument));
   EXPECT_NE(wrong_size.error().message().find("a SHA256 digest is 32 bytes, not 48"),
             std::string::npos)
       << wrong_size.error();
@@ -556,7 +557,7 @@ TEST(ProviderSignDigestTest, SignsADigestAndRefusesWhatIsNotOne) {
   ASSERT_TRUE(ed);
   auto refused = ed->SignDigest(*digest);
   ASSERT_FALSE(refused);
-  EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(refused, test::HasCode(ErrorCode::kInvalidArgument));
   EXPECT_NE(refused.error().message().find("signs messages, not digests"), std::string::npos)
       << refused.error();
 }
@@ -566,7 +567,7 @@ TEST(ProviderSignDigestTest, SignsADigestAndRefusesWhatIsNotOne) {
 TEST(ProviderErrorTest, NullSigner) {
   auto pkey = TokenPkey(nullptr);
   ASSERT_FALSE(pkey);
-  EXPECT_EQ(pkey.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(pkey, test::HasCode(ErrorCode::kInvalidArgument));
 }
 
 TEST(ProviderErrorTest, RsaPaddingOtherThanPssIsRefused) {

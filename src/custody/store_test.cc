@@ -8,6 +8,7 @@
 
 #include "common/log.h"
 #include "crypto/crypto.h"
+#include "testing/matchers.h"
 #include "testing/token.h"
 
 namespace fleetid::custody {
@@ -80,7 +81,7 @@ TEST(StoreTest, PinFileReadableByOthersIsRefused) {
   ::chmod(p.c_str(), 0644);
   auto pin = ReadPinFile(p);
   ASSERT_FALSE(pin);
-  EXPECT_EQ(pin.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(pin, test::HasCode(ErrorCode::kPermissionDenied));
   EXPECT_NE(pin.error().message().find("mode 0644"), std::string::npos) << pin.error();
   EXPECT_EQ(pin.error().message().find("123456"), std::string::npos);
 
@@ -91,7 +92,7 @@ TEST(StoreTest, PinFileReadableByOthersIsRefused) {
 
   auto missing = ReadPinFile(test::DataDir() / "absent.pin");
   ASSERT_FALSE(missing);
-  EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
+  EXPECT_THAT(missing, test::HasCode(ErrorCode::kNotFound));
 }
 
 TEST(StoreTest, ConfiguredModuleNeedsExactlyOnePinSource) {
@@ -99,12 +100,12 @@ TEST(StoreTest, ConfiguredModuleNeedsExactlyOnePinSource) {
   config.module_path = FindSoftHsmModule()->string();
   auto none = OpenCustody(config, test::DataDir(), crypto::OpenSslRng::Instance());
   ASSERT_FALSE(none);
-  EXPECT_EQ(none.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(none, test::HasCode(ErrorCode::kInvalidArgument));
 
   config.pin_env = "FLEETID_TEST_UNSET_PIN_VARIABLE";
   auto unset = OpenCustody(config, test::DataDir(), crypto::OpenSslRng::Instance());
   ASSERT_FALSE(unset);
-  EXPECT_EQ(unset.error().code(), ErrorCode::kNotFound);
+  EXPECT_THAT(unset, test::HasCode(ErrorCode::kNotFound));
 }
 
 TEST(StoreTest, ConfiguredModuleWithPinFromTheEnvironment) {

@@ -33,6 +33,7 @@
 #include "common/log.h"
 #include "server/connection_share.h"
 #include "testing/command.h"
+#include "testing/matchers.h"
 
 namespace fleetid::server {
 namespace {
@@ -376,7 +377,7 @@ TEST(HttpServerTest, PortInUseIsUnavailable) {
   options.port = first->port();
   auto second = HttpServer::Start(options, TestRouter());
   ASSERT_FALSE(second);
-  EXPECT_EQ(second.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(second, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_THAT(second.error().message(), HasSubstr(std::to_string(first->port())));
 }
 
@@ -386,26 +387,26 @@ TEST(HttpServerTest, BadOptionsAreInvalidArgument) {
   options.address = "localhost.example";
   auto bad_address = HttpServer::Start(options, Router());
   ASSERT_FALSE(bad_address);
-  EXPECT_EQ(bad_address.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(bad_address, test::HasCode(ErrorCode::kInvalidArgument));
 
   options.address = "127.0.0.1";
   options.threads = 0;
   auto no_threads = HttpServer::Start(options, Router());
   ASSERT_FALSE(no_threads);
-  EXPECT_EQ(no_threads.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(no_threads, test::HasCode(ErrorCode::kInvalidArgument));
 
   options.threads = 1;
   options.max_connections = 8;
   options.max_connections_per_address = 9;
   auto share = HttpServer::Start(options, Router());
   ASSERT_FALSE(share);
-  EXPECT_EQ(share.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(share, test::HasCode(ErrorCode::kInvalidArgument));
 
   options.max_connections_per_address = 0;
   options.header_timeout = std::chrono::seconds(0);
   auto no_timeout = HttpServer::Start(options, Router());
   ASSERT_FALSE(no_timeout);
-  EXPECT_EQ(no_timeout.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(no_timeout, test::HasCode(ErrorCode::kInvalidArgument));
 }
 
 TEST(HttpServerTest, UnbindableAddressIsUnavailable) {
@@ -414,7 +415,7 @@ TEST(HttpServerTest, UnbindableAddressIsUnavailable) {
   options.address = "192.0.2.1";  // RFC 5737 TEST-NET-1: never a local address.
   auto server = HttpServer::Start(options, Router());
   ASSERT_FALSE(server);
-  EXPECT_EQ(server.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(server, test::HasCode(ErrorCode::kUnavailable));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@
 #include "server/http_server.h"
 #include "testing/certs.h"
 #include "testing/command.h"
+#include "testing/matchers.h"
 #include "testing/token.h"
 
 namespace fleetid::server {
@@ -462,7 +463,7 @@ TEST_F(TlsTest, UnusableOptionsAreInvalidArgument) {
     options.tls = std::move(tls);
     auto server = HttpServer::Start(std::move(options), Router());
     ASSERT_FALSE(server) << why;
-    EXPECT_EQ(server.error().code(), ErrorCode::kInvalidArgument) << why;
+    EXPECT_THAT(server, test::HasCode(ErrorCode::kInvalidArgument)) << why;
     EXPECT_THAT(server.error().message(), HasSubstr(why));
   };
   TlsOptions no_cert = ServerTls(ClientAuth::kNone);
@@ -960,20 +961,20 @@ TEST_F(TlsTest, AnchorsAndCertificatesCannotBeChangedWhereTheyDoNotApply) {
   ASSERT_TRUE(plain);
   auto anchor = plain->AddClientTrustAnchor(X509Ref(pki().client_ca_cert.get()));
   ASSERT_FALSE(anchor);
-  EXPECT_EQ(anchor.error().code(), ErrorCode::kConflict);
+  EXPECT_THAT(anchor, test::HasCode(ErrorCode::kConflict));
   auto cert =
       plain->SetCertificate({X509Ref(pki().server_cert.get())}, PkeyRef(pki().server_key.get()));
   ASSERT_FALSE(cert);
-  EXPECT_EQ(cert.error().code(), ErrorCode::kConflict);
+  EXPECT_THAT(cert, test::HasCode(ErrorCode::kConflict));
 
   auto no_client_auth = StartServer(ServerTls(ClientAuth::kNone));
   ASSERT_TRUE(no_client_auth);
   anchor = no_client_auth->AddClientTrustAnchor(X509Ref(pki().client_ca_cert.get()));
   ASSERT_FALSE(anchor);
-  EXPECT_EQ(anchor.error().code(), ErrorCode::kConflict);
+  EXPECT_THAT(anchor, test::HasCode(ErrorCode::kConflict));
   anchor = no_client_auth->AddClientTrustAnchor(X509Ref());
   ASSERT_FALSE(anchor);
-  EXPECT_EQ(anchor.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(anchor, test::HasCode(ErrorCode::kInvalidArgument));
 }
 
 TEST_F(TlsTest, SetCertificateServesNewHandshakesAndKeepsOpenConnections) {
@@ -995,13 +996,13 @@ TEST_F(TlsTest, SetCertificateServesNewHandshakesAndKeepsOpenConnections) {
   auto mismatched =
       server->SetCertificate({X509Ref(renewed.get())}, PkeyRef(pki().server_key.get()));
   ASSERT_FALSE(mismatched);
-  EXPECT_EQ(mismatched.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(mismatched, test::HasCode(ErrorCode::kInvalidArgument));
   auto empty = server->SetCertificate({}, PkeyRef(renewed_key.get()));
   ASSERT_FALSE(empty);
-  EXPECT_EQ(empty.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(empty, test::HasCode(ErrorCode::kInvalidArgument));
   auto no_key = server->SetCertificate({X509Ref(renewed.get())}, PkeyRef());
   ASSERT_FALSE(no_key);
-  EXPECT_EQ(no_key.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(no_key, test::HasCode(ErrorCode::kInvalidArgument));
 
   ASSERT_TRUE(server->SetCertificate({X509Ref(renewed.get()), X509Ref(pki().ca_cert.get())},
                                      PkeyRef(renewed_key.get())));
