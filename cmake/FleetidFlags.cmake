@@ -33,22 +33,30 @@ function(fleetid_library name)
     PRIVATE fleetid::build_flags ${ARG_PRIVATE_DEPS})
 endfunction()
 
-# fleetid_test(NAME sources... DEPS ...) builds a GoogleTest binary and registers each test with CTest.
+# fleetid_test(NAME SOURCES ... [DEPS ...] [DEFINITIONS ...] [DEPENDS ...] [DB]) builds a
+# GoogleTest binary linked with the test helpers (fleetid::testing, src/testing/) and registers each
+# of its tests with CTest. It is the only way a test executable is made. DEFINITIONS are compile
+# definitions of the test (FLEETID_SOURCE_DIR is always defined); DEPENDS are targets built before
+# it (a driver it runs). DB: the tests run against SQLite and the throwaway PostgreSQL cluster that
+# the store.postgres.start fixture brings up (testing/db.h reads its URL from the file named here).
 function(fleetid_test name)
   if(NOT FLEETID_BUILD_TESTS)
     return()
   endif()
-  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  cmake_parse_arguments(ARG "DB" "" "SOURCES;DEPS;DEFINITIONS;DEPENDS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
-  target_link_libraries(${name} PRIVATE fleetid::build_flags ${ARG_DEPS} GTest::gtest GTest::gmock
-                        GTest::gtest_main)
-  gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 120)
-endfunction()
-
-# fleetid_discover_db_tests(target): registers |target|'s tests, which run against SQLite and the
-# throwaway PostgreSQL cluster that the store.postgres.start fixture brings up.
-function(fleetid_discover_db_tests target)
-  gtest_discover_tests(${target} DISCOVERY_TIMEOUT 60
-    PROPERTIES TIMEOUT 300 FIXTURES_REQUIRED postgres
-               ENVIRONMENT "FLEETID_TEST_PG_URL_FILE=${FLEETID_PG_DIR}/url;FLEETID_PG_SH=${PROJECT_SOURCE_DIR}/tests/pg/pg.sh")
+  target_compile_definitions(${name} PRIVATE FLEETID_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
+                                             ${ARG_DEFINITIONS})
+  target_link_libraries(${name} PRIVATE fleetid::build_flags ${ARG_DEPS} fleetid::testing
+                        GTest::gtest GTest::gmock GTest::gtest_main)
+  if(ARG_DEPENDS)
+    add_dependencies(${name} ${ARG_DEPENDS})
+  endif()
+  if(ARG_DB)
+    gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60
+      PROPERTIES TIMEOUT 300 FIXTURES_REQUIRED postgres
+                 ENVIRONMENT "FLEETID_TEST_PG_URL_FILE=${FLEETID_PG_DIR}/url;FLEETID_PG_SH=${PROJECT_SOURCE_DIR}/tests/pg/pg.sh")
+  else()
+    gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 120)
+  endif()
 endfunction()

@@ -33,8 +33,10 @@
 #include "crypto/crypto.h"
 #include "crypto/handles.h"
 #include "custody/provider.h"
-#include "custody/test_token.h"
 #include "server/http_server.h"
+#include "testing/certs.h"
+#include "testing/matchers.h"
+#include "testing/token.h"
 
 namespace fleetid::agent {
 namespace {
@@ -64,7 +66,7 @@ crypto::EvpPkeyPtr SoftwareKey() {
 crypto::EvpPkeyPtr TokenKey(crypto::SuiteId suite) {
   static std::atomic<int> counter{0};
   const std::string label = fmt::format("agent-{}-{}", ::getpid(), counter++);
-  const auto& token = custody::testing::Opened().token;
+  const auto& token = test::Opened().token;
   auto attributes =
       token->GenerateKey(label, crypto::GetSuite(suite), crypto::OpenSslRng::Instance());
   EXPECT_TRUE(attributes) << attributes.error();
@@ -76,62 +78,20 @@ crypto::EvpPkeyPtr TokenKey(crypto::SuiteId suite) {
   return pkey ? std::move(*pkey) : nullptr;
 }
 
-struct Extension {
-  int nid;
-  const char* value;
-};
-
-// MakeCert issues a certificate for |subject_key| named CN=|common_name|, signed with
-// |issuer_key| by |issuer|, or self-signed when |issuer| is null.
-crypto::X509Ptr MakeCert(std::string_view common_name, EVP_PKEY* subject_key, X509* issuer,
-                         EVP_PKEY* issuer_key, std::initializer_list<Extension> extensions) {
-  static std::atomic<long> serial{1000};
-  crypto::X509Ptr cert(X509_new());
-  X509_set_version(cert.get(), X509_VERSION_3);
-  ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), serial++);
-  X509_NAME_add_entry_by_txt(X509_get_subject_name(cert.get()), "CN", MBSTRING_UTF8,
-                             reinterpret_cast<const unsigned char*>(common_name.data()),
-                             static_cast<int>(common_name.size()), -1, 0);
-  X509_set_issuer_name(cert.get(), X509_get_subject_name(issuer != nullptr ? issuer : cert.get()));
-  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -60);
-  X509_gmtime_adj(X509_getm_notAfter(cert.get()), 3600);
-  X509_set_pubkey(cert.get(), subject_key);
-  X509V3_CTX ctx;
-  X509V3_set_ctx(&ctx, issuer != nullptr ? issuer : cert.get(), cert.get(), nullptr, nullptr, 0);
-  for (const Extension& extension : extensions) {
-    const crypto::X509ExtensionPtr ext(
-        X509V3_EXT_conf_nid(nullptr, &ctx, extension.nid, extension.value));
-    EXPECT_TRUE(ext) << extension.value;
-    if (ext) X509_add_ext(cert.get(), ext.get(), -1);
-  }
-  if (X509_sign(cert.get(), issuer_key, EVP_sha256()) <= 0) {
-    ADD_FAILURE() << "X509_sign failed";
-    return nullptr;
-  }
-  return cert;
-}
-
-crypto::X509Ptr MakeCa(std::string_view common_name, EVP_PKEY* key) {
-  return MakeCert(common_name, key, nullptr, key,
-                  {{NID_basic_constraints, "critical,CA:TRUE"},
-                   {NID_key_usage, "critical,keyCertSign,cRLSign"},
-                   {NID_subject_key_identifier, "hash"}});
-}
-
 crypto::X509Ptr MakeServerCert(EVP_PKEY* key, X509* ca, EVP_PKEY* ca_key, const char* names) {
-  return MakeCert("fleetid authority", key, ca, ca_key,
-                  {{NID_basic_constraints, "critical,CA:FALSE"},
-                   {NID_key_usage, "critical,digitalSignature"},
-                   {NID_ext_key_usage, "serverAuth"},
-                   {NID_subject_alt_name, names}});
+  return test::MakeCert("fleetid authority", key, ca, ca_key,
+                        {{NID_basic_constraints, "critical,CA:FALSE"},
+                         {NID_key_usage, "critical,digitalSignature"},
+                         {NID_ext_key_usage, "serverAuth"},
+                         {NID_subject_alt_name, names}});
 }
 
 crypto::X509Ptr MakeClientCert(std::string_view common_name, EVP_PKEY* key, X509* ca,
                                EVP_PKEY* ca_key) {
-  return MakeCert(common_name, key, ca, ca_key,
-                  {{NID_basic_constraints, "critical,CA:FALSE"},
-                   {NID_key_usage, "critical,digitalSignature"},
-                   {NID_ext_key_usage, "clientAuth"}});
+  return test::MakeCert(common_name, key, ca, ca_key,
+                        {{NID_basic_constraints, "critical,CA:FALSE"},
+                         {NID_key_usage, "critical,digitalSignature"},
+                         {NID_ext_key_usage, "clientAuth"}});
 }
 
 Der ToDer(X509* cert) {
@@ -179,7 +139,7 @@ class HttpsClientTest : public ::testing::Test {
       pki_ = std::make_unique<Pki>();
       Pki& p = *pki_;
       p.ca_key = SoftwareKey();
-      p.ca_cert = MakeCa("fleetid test CA", p.ca_key.get());
+      p.ca_cert = test::MakeCa("fleetid test CA", p.ca_key.get());
       p.server_key = SoftwareKey();
       p.server_cert = MakeServerCert(p.server_key.get(), p.ca_cert.get(), p.ca_key.get(),
                                      "DNS:localhost,IP:127.0.0.1");
@@ -189,7 +149,7 @@ class HttpsClientTest : public ::testing::Test {
       p.device_cert =
           MakeClientCert("device-0042", p.device_key.get(), p.ca_cert.get(), p.ca_key.get());
       p.rogue_ca_key = SoftwareKey();
-      p.rogue_ca_cert = MakeCa("fleetid test CA", p.rogue_ca_key.get());
+      p.rogue_ca_cert = test::MakeCa("fleetid test CA", p.rogue_ca_key.get());
       p.rogue_key = SoftwareKey();
       p.rogue_cert = MakeClientCert("device-0042", p.rogue_key.get(), p.rogue_ca_cert.get(),
                                     p.rogue_ca_key.get());
@@ -343,7 +303,7 @@ TEST_F(HttpsClientTest, BadRequestsAreInvalidArgument) {
                                   const std::vector<std::pair<std::string, std::string>>& headers) {
     auto reply = connection->Request(method, target, "", "", headers);
     ASSERT_FALSE(reply) << method << " " << target;
-    EXPECT_EQ(reply.error().code(), ErrorCode::kInvalidArgument) << reply.error();
+    EXPECT_THAT(reply, test::HasCode(ErrorCode::kInvalidArgument));
   };
   expect_invalid("GET", "hello", {});
   expect_invalid("GET", "/hello world", {});
@@ -362,7 +322,7 @@ TEST_F(HttpsClientTest, BadRequestsAreInvalidArgument) {
 TEST_F(HttpsClientTest, ConnectFailures) {
   auto named = Connection::Connect("authority.example", 443, nullptr);
   ASSERT_FALSE(named);
-  EXPECT_EQ(named.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(named, test::HasCode(ErrorCode::kInvalidArgument));
 
   std::uint16_t port = 0;
   {
@@ -372,7 +332,7 @@ TEST_F(HttpsClientTest, ConnectFailures) {
   }
   auto refused = Connection::Connect("127.0.0.1", port, nullptr);
   ASSERT_FALSE(refused);
-  EXPECT_EQ(refused.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(refused, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_THAT(refused.error().message(), HasSubstr("refused"));
 }
 
@@ -384,7 +344,7 @@ TEST_F(HttpsClientTest, TimeoutAndOversizedReplyFailThenTheConnectionRecovers) {
 
   auto slow = (*connection)->Request("GET", "/slow");
   ASSERT_FALSE(slow);
-  EXPECT_EQ(slow.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(slow, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_THAT(slow.error().message(), HasSubstr("timed out after 200 ms"));
 
   // The server thread that runs /slow serves the connections it accepts only after the handler;
@@ -398,7 +358,7 @@ TEST_F(HttpsClientTest, TimeoutAndOversizedReplyFailThenTheConnectionRecovers) {
   ASSERT_TRUE(patient);
   auto big = patient->Request("GET", "/big");
   ASSERT_FALSE(big);
-  EXPECT_EQ(big.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(big, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_THAT(big.error().message(), HasSubstr("exceeds 16 MiB"));
   auto recovered = patient->Request("GET", "/hello");
   ASSERT_TRUE(recovered) << recovered.error();
@@ -429,7 +389,7 @@ TEST_F(HttpsClientTest, UntrustedServerCertificateFailsVerification) {
   ASSERT_TRUE(tls);
   auto connection = Connection::Connect("127.0.0.1", server->port(), tls);
   ASSERT_FALSE(connection);
-  EXPECT_EQ(connection.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(connection, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_THAT(connection.error().message(), HasSubstr("certificate verify failed"));
 }
 
@@ -440,18 +400,18 @@ TEST_F(HttpsClientTest, ServerCertificateForAnotherNameFailsVerification) {
   ASSERT_TRUE(tls);
   auto by_name = Connection::Connect("localhost", server->port(), tls);
   ASSERT_FALSE(by_name);
-  EXPECT_EQ(by_name.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(by_name, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_THAT(by_name.error().message(), HasSubstr("hostname mismatch"));
   auto by_address = Connection::Connect("127.0.0.1", server->port(), tls);
   ASSERT_FALSE(by_address);
-  EXPECT_EQ(by_address.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(by_address, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_THAT(by_address.error().message(), HasSubstr("IP address mismatch"));
 }
 
 TEST_F(HttpsClientTest, UnusableTlsOptionsAreInvalidArgument) {
   const auto expect_invalid = [](Result<std::shared_ptr<ClientTls>> made, std::string_view why) {
     ASSERT_FALSE(made) << why;
-    EXPECT_EQ(made.error().code(), ErrorCode::kInvalidArgument) << made.error();
+    EXPECT_THAT(made, test::HasCode(ErrorCode::kInvalidArgument));
     EXPECT_THAT(made.error().message(), HasSubstr(why));
   };
   expect_invalid(ClientTls::Make({}), "at least one trust anchor");
@@ -490,7 +450,7 @@ TEST_F(HttpsClientTest, ServerRefusesAMissingOrUntrustedClientCertificate) {
 
   auto anonymous = ConnectAndGet(server->port(), TrustingTls());
   ASSERT_FALSE(anonymous);
-  EXPECT_EQ(anonymous.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(anonymous, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_THAT(anonymous.error().message(), HasSubstr("alert certificate required"));
 
   EVP_PKEY_up_ref(pki().rogue_key.get());
@@ -499,7 +459,7 @@ TEST_F(HttpsClientTest, ServerRefusesAMissingOrUntrustedClientCertificate) {
   ASSERT_TRUE(rogue);
   auto refused = ConnectAndGet(server->port(), rogue);
   ASSERT_FALSE(refused);
-  EXPECT_EQ(refused.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(refused, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_THAT(refused.error().message(), HasSubstr("alert"));
 }
 
@@ -679,7 +639,7 @@ TEST(RetryTest, PostIsNotResentOnceSent) {
     ASSERT_TRUE(first) << first.error();
     auto post = (*connection)->Request("POST", "/enroll", "csr", "application/pkcs10");
     ASSERT_FALSE(post);
-    EXPECT_EQ(post.error().code(), ErrorCode::kUnavailable);
+    EXPECT_THAT(post, test::HasCode(ErrorCode::kUnavailable));
     EXPECT_THAT(post.error().message(), HasSubstr("reading the reply"));
   }
   EXPECT_THAT(seen, ElementsAre("GET /a HTTP/1.1", "POST /enroll HTTP/1.1"));
@@ -728,7 +688,7 @@ TEST(ParseUrlTest, RejectsWhatItCannotConnectTo) {
     auto parsed = ParseUrl(url);
     EXPECT_FALSE(parsed) << url;
     if (!parsed) {
-      EXPECT_EQ(parsed.error().code(), ErrorCode::kInvalidArgument) << url;
+      EXPECT_THAT(parsed, test::HasCode(ErrorCode::kInvalidArgument)) << url;
     }
   }
 }

@@ -9,8 +9,9 @@
 #include "crypto/crypto.h"
 #include "crypto/jws.h"
 #include "crypto/keys.h"
-#include "custody/test_token.h"
 #include "enroll/factory.h"
+#include "testing/certs.h"
+#include "testing/token.h"
 
 namespace fleetid::api::testing {
 
@@ -28,16 +29,7 @@ std::string KeyHash(EVP_PKEY* key) {
 
 crypto::EvpPkeyPtr NewKey() { return crypto::EvpPkeyPtr(EVP_EC_gen("P-256")); }
 
-std::vector<std::uint8_t> Csr(EVP_PKEY* key) {
-  crypto::X509ReqPtr req(X509_REQ_new());
-  X509_REQ_set_pubkey(req.get(), key);
-  X509_REQ_sign(req.get(), key, EVP_sha256());
-  const int len = i2d_X509_REQ(req.get(), nullptr);
-  std::vector<std::uint8_t> der(static_cast<std::size_t>(len));
-  unsigned char* p = der.data();
-  i2d_X509_REQ(req.get(), &p);
-  return der;
-}
+std::vector<std::uint8_t> Csr(EVP_PKEY* key) { return test::MakeCsr(key); }
 
 crypto::X509Ptr ParseX509(std::span<const std::uint8_t> der) {
   const unsigned char* p = der.data();
@@ -47,10 +39,10 @@ crypto::X509Ptr ParseX509(std::span<const std::uint8_t> der) {
 std::vector<std::uint8_t> Bytes(std::string_view text) { return {text.begin(), text.end()}; }
 
 void RoutesTest::SetUp() {
-  db_ = std::make_unique<store::testing::TestDb>(store::testing::Backend::kSqlite);
+  db_ = std::make_unique<test::TestDb>(test::Backend::kSqlite);
   ASSERT_TRUE(enroll::Service::Migrate(db()));
   crypto::OpenSslRng& rng = crypto::OpenSslRng::Instance();
-  auto authority = pki::Authority::Open(custody::testing::Opened().token, db(), clock_, rng, {});
+  auto authority = pki::Authority::Open(test::Opened().token, db(), clock_, rng, {});
   ASSERT_TRUE(authority) << authority.error();
   authority_ = std::move(*authority);
   effects_ = std::make_unique<enroll::PkiEffects>(*authority_);
@@ -58,7 +50,7 @@ void RoutesTest::SetUp() {
                                                    registry::RegistryOptions{});
   service_ = std::make_unique<enroll::Service>(db(), *registry_, *authority_, *effects_, clock_,
                                                rng, enroll::ServiceOptions{});
-  auto signer = audit::AuditSigner(*custody::testing::Opened().token, rng);
+  auto signer = audit::AuditSigner(*test::Opened().token, rng);
   ASSERT_TRUE(signer) << signer.error();
   auto pem = crypto::PublicKeyPem((*signer)->public_key());
   ASSERT_TRUE(pem) << pem.error();

@@ -13,7 +13,7 @@
 
 #include "api/routes.h"
 #include "crypto/handles.h"
-#include "store/test_db.h"
+#include "testing/db.h"
 
 namespace fleetid::api::testing {
 
@@ -76,7 +76,7 @@ class RoutesTest : public ::testing::Test {
   store::Database& db() { return db_->db(); }
 
   FakeClock clock_{TimePoint(std::chrono::seconds(1'795'000'000))};
-  std::unique_ptr<store::testing::TestDb> db_;
+  std::unique_ptr<test::TestDb> db_;
   std::unique_ptr<pki::Authority> authority_;
   std::unique_ptr<enroll::PkiEffects> effects_;
   std::unique_ptr<registry::Registry> registry_;

@@ -15,14 +15,15 @@
 
 #include "audit/export.h"
 #include "crypto/crypto.h"
-#include "custody/test_token.h"
-#include "store/test_db.h"
+#include "testing/db.h"
+#include "testing/matchers.h"
+#include "testing/token.h"
 
 namespace fleetid::audit {
 namespace {
 
-using store::testing::Backend;
-using store::testing::TestDb;
+using test::Backend;
+using test::TestDb;
 
 class LogTest : public ::testing::TestWithParam<Backend> {
  protected:
@@ -30,7 +31,7 @@ class LogTest : public ::testing::TestWithParam<Backend> {
     test_db_ = std::make_unique<TestDb>(GetParam());
     db_ = &test_db_->db();
     ASSERT_TRUE(Log::Migrate(*db_));
-    auto& token = *custody::testing::Opened().token;
+    auto& token = *test::Opened().token;
     const std::string label =
         "audit-" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name());
     auto key = token.GenerateKey(label, crypto::GetSuite(crypto::SuiteId::kEd25519),
@@ -75,7 +76,7 @@ TEST_P(LogTest, EntriesAreCanonicalJson) {
   entry.subject = std::string("bad \xff utf-8");
   auto bad = EncodeEntry(1, 0, entry);
   ASSERT_FALSE(bad);
-  EXPECT_EQ(bad.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(bad, test::HasCode(ErrorCode::kInvalidArgument));
 }
 
 TEST_P(LogTest, AppendsCommitOrRollBackWithTheCallersTransaction) {
@@ -91,7 +92,7 @@ TEST_P(LogTest, AppendsCommitOrRollBackWithTheCallersTransaction) {
     Entry bad{"system", "x", std::string("\xc3\x28"), {}, {}, "", "", ""};
     auto refused = Log::Append(**tx, bad, clock_);
     ASSERT_FALSE(refused);
-    EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+    EXPECT_THAT(refused, test::HasCode(ErrorCode::kInvalidArgument));
   }
   EXPECT_EQ(AppendOne("GW-3"), 1u) << "a rolled-back append leaves no gap";
   auto size = log_->Integrate();
@@ -138,7 +139,7 @@ TEST_P(LogTest, SignedHeadsProveInclusionAndConsistency) {
       EXPECT_TRUE(VerifyConsistency(heads[i].size, heads[j].size, heads[i].root, heads[j].root, *proof));
     }
   }
-  EXPECT_EQ(log_->InclusionProof(0, last.size + 1).error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(log_->InclusionProof(0, last.size + 1), test::HasCode(ErrorCode::kInvalidArgument));
 }
 
 TEST_P(LogTest, ConcurrentAppendsBecomeOneTreeUpdate) {
@@ -207,7 +208,7 @@ TEST_P(LogTest, EntriesNearTheTopOfTheRangeDoNotWrap) {
                                    std::pair<std::uint64_t, std::uint64_t>{1ULL << 63, kTop}}) {
     auto entries = log_->Entries(start, end);
     ASSERT_FALSE(entries) << start;
-    EXPECT_EQ(entries.error().code(), ErrorCode::kInvalidArgument);
+    EXPECT_THAT(entries, test::HasCode(ErrorCode::kInvalidArgument));
   }
   auto last = log_->Entries(std::numeric_limits<std::int64_t>::max() - 1,
                             std::numeric_limits<std::int64_t>::max());
@@ -215,10 +216,9 @@ TEST_P(LogTest, EntriesNearTheTopOfTheRangeDoNotWrap) {
   EXPECT_TRUE(last->empty());
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, LogTest,
-                         ::testing::Values(Backend::kSqlite, Backend::kPostgres),
+INSTANTIATE_TEST_SUITE_P(Backends, LogTest, ::testing::Values(Backend::kSqlite, Backend::kPostgres),
                          [](const auto& param_info) {
-                           return store::testing::BackendName(param_info.param);
+                           return test::BackendName(param_info.param);
                          });
 
 }  // namespace
@@ -333,7 +333,7 @@ TEST_P(TamperTest, ARollbackIsCaughtByASavedHead) {
 // The tampering edits the SQLite file directly, as an operator with the database file would.
 INSTANTIATE_TEST_SUITE_P(Sqlite, TamperTest, ::testing::Values(Backend::kSqlite),
                          [](const auto& param_info) {
-                           return store::testing::BackendName(param_info.param);
+                           return test::BackendName(param_info.param);
                          });
 
 // fuzz/corpus/audit/float_seq, float_time: a number beyond the integer types was converted to
@@ -350,14 +350,14 @@ TEST(ExportReadTest, NumbersThatAreNotIntegersAreRefused) {
     std::istringstream in(line + "\n");
     const auto exported = ReadExport(in);
     if (exported.has_value()) GTEST_FAIL() << line;
-    EXPECT_EQ(exported.error().code(), ErrorCode::kInvalidArgument) << line;
+    EXPECT_THAT(exported, test::HasCode(ErrorCode::kInvalidArgument)) << line;
     EXPECT_NE(exported.error().message().find("line 1"), std::string::npos)
         << exported.error().message();
   }
   const auto head =
       ParseHeadJson(R"({"size":2,"time_ms":1e19,"root":")" + root + R"(","signature":""})");
   if (head.has_value()) GTEST_FAIL();
-  EXPECT_EQ(head.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(head, test::HasCode(ErrorCode::kInvalidArgument));
   std::istringstream good(R"({"kind":"entry","seq":0,"body":"{}"})"
                           "\n"
                           R"({"kind":"head","size":1,"time_ms":5,"root":")" +

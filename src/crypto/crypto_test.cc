@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "crypto/secret.h"
+#include "testing/matchers.h"
 
 namespace fleetid::crypto {
 namespace {
@@ -31,7 +32,7 @@ TEST(CryptoTest, UnhexIsTheInverseOfHex) {
 TEST(CryptoTest, UnknownDigestIsInvalidArgument) {
   auto result = Digest("NOT-A-DIGEST", AsBytes("x"));
   ASSERT_FALSE(result);
-  EXPECT_EQ(result.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(result, test::HasCode(ErrorCode::kInvalidArgument));
 }
 
 TEST(CryptoTest, ConstantTimeEquals) {

@@ -6,6 +6,7 @@
 
 #include "crypto/crypto.h"
 #include "crypto/handles.h"
+#include "testing/matchers.h"
 
 namespace fleetid::crypto {
 namespace {
@@ -61,7 +62,7 @@ TEST(JwsTest, RoundTripForEverySuite) {
     // A changed payload, another key of the same type, and a truncated signature all fail.
     Jws changed = *jws;
     changed.signing_input.back() ^= 1;
-    EXPECT_EQ(VerifyJws(changed, key.get()).error().code(), ErrorCode::kUnauthenticated);
+    EXPECT_THAT(VerifyJws(changed, key.get()), test::HasCode(ErrorCode::kUnauthenticated));
     EvpPkeyPtr other = Generate(c.type, c.param);
     EXPECT_FALSE(VerifyJws(*jws, other.get()));
     Jws cut = *jws;

@@ -6,6 +6,7 @@
 
 #include "crypto/crypto.h"
 #include "crypto/keys.h"
+#include "testing/matchers.h"
 
 namespace fleetid::crypto {
 namespace {
@@ -65,7 +66,7 @@ TEST(SuiteTest, FindByName) {
   }
   auto missing = FindSuite("dsa-1024");
   ASSERT_FALSE(missing);
-  EXPECT_EQ(missing.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(missing, test::HasCode(ErrorCode::kInvalidArgument));
   EXPECT_NE(missing.error().message().find("unsupported algorithm suite 'dsa-1024'"),
             std::string::npos);
   EXPECT_NE(missing.error().message().find("ed25519"), std::string::npos);
@@ -93,7 +94,7 @@ TEST(SuiteTest, AlgorithmIdentifiersMatchOpenSsl) {
     tampered[tampered.size() / 2] ^= 0x01;
     auto bad = VerifySignature(suite, key.get(), msg, tampered);
     ASSERT_FALSE(bad) << suite.name;
-    EXPECT_EQ(bad.error().code(), ErrorCode::kInvalidArgument);
+    EXPECT_THAT(bad, test::HasCode(ErrorCode::kInvalidArgument));
   }
 }
 
@@ -101,7 +102,7 @@ TEST(SuiteTest, SuiteOfUnsupportedKeys) {
   EvpPkeyPtr p521(EVP_EC_gen("P-521"));
   auto r = SuiteOfPublicKey(p521.get());
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(r, test::HasCode(ErrorCode::kInvalidArgument));
   EvpPkeyPtr rsa2048(EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{2048}));
   auto r2 = SuiteOfPublicKey(rsa2048.get());
   ASSERT_FALSE(r2);
@@ -132,7 +133,7 @@ TEST(SuiteTest, EcPublicKeyRejectsPointsOffTheCurve) {
   point[0] = 0x04;
   auto key = EcPublicKey(NID_X9_62_prime256v1, point);
   ASSERT_FALSE(key);
-  EXPECT_EQ(key.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(key, test::HasCode(ErrorCode::kInvalidArgument));
 }
 
 TEST(SuitePolicyTest, AllowPreferDeprecateDisable) {
@@ -146,7 +147,7 @@ TEST(SuitePolicyTest, AllowPreferDeprecateDisable) {
   policy.Set(SuiteId::kEcdsaP384Sha384, SuiteStatus::kDisabled);
   auto denied = policy.CheckUsable(GetSuite(SuiteId::kEcdsaP384Sha384));
   ASSERT_FALSE(denied);
-  EXPECT_EQ(denied.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(denied, test::HasCode(ErrorCode::kPermissionDenied));
 }
 
 }  // namespace

@@ -11,7 +11,8 @@
 
 #include "crypto/crypto.h"
 #include "crypto/keys.h"
-#include "custody/test_token.h"
+#include "testing/matchers.h"
+#include "testing/token.h"
 
 namespace fleetid::custody {
 namespace {
@@ -19,7 +20,7 @@ namespace {
 using crypto::AsBytes;
 using crypto::Suite;
 using crypto::SuiteId;
-using testing::Opened;
+using test::Opened;
 
 std::shared_ptr<Token> TheToken() { return Opened().token; }
 
@@ -107,7 +108,7 @@ TEST_P(SuiteCustodyTest, SignaturesVerifyWithOpenSslAgainstTheExportedPublicKey)
   EXPECT_TRUE(crypto::VerifySignature(suite(), reparsed->get(), AsBytes(message), *sig));
   auto other = crypto::VerifySignature(suite(), reparsed->get(), AsBytes(message + "!"), *sig);
   ASSERT_FALSE(other);
-  EXPECT_EQ(other.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(other, test::HasCode(ErrorCode::kInvalidArgument));
   auto pem = crypto::PublicKeyPem(reparsed->get());
   ASSERT_TRUE(pem);
   EXPECT_NE(pem->find("BEGIN PUBLIC KEY"), std::string::npos);
@@ -137,10 +138,10 @@ TEST(CustodyTest, ASecondStartFindsTheSameKeys) {
     made.push_back({label, *crypto::PublicKeyDer(pub->get())});
   }
   std::weak_ptr<Module> module = TheToken()->module();
-  testing::CloseAll();
+  test::CloseAll();
   ASSERT_TRUE(module.expired()) << "the module must be finalised, as at process exit";
 
-  EXPECT_FALSE(testing::Opened().created);
+  EXPECT_FALSE(test::Opened().created);
   for (const Made& m : made) {
     auto signer = TheToken()->GetSigner(m.label);
     ASSERT_TRUE(signer) << signer.error();
@@ -184,18 +185,18 @@ TEST(CustodyTest, ConcurrentSigningThroughOneSigner) {
 TEST(CustodyErrorTest, MissingModuleFile) {
   auto module = Module::Load("/nonexistent/libvendor-pkcs11.so");
   ASSERT_FALSE(module);
-  EXPECT_EQ(module.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(module, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_NE(module.error().message().find("'/nonexistent/libvendor-pkcs11.so' does not exist"),
             std::string::npos)
       << module.error();
 }
 
 TEST(CustodyErrorTest, FileThatIsNotAPkcs11Module) {
-  const auto not_a_module = testing::DataDir() / "not-a-module.so";
+  const auto not_a_module = test::DataDir() / "not-a-module.so";
   { std::ofstream(not_a_module) << "hello"; }
   auto module = Module::Load(not_a_module);
   ASSERT_FALSE(module);
-  EXPECT_EQ(module.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(module, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_NE(module.error().message().find("cannot load PKCS#11 module"), std::string::npos)
       << module.error();
 }
@@ -204,7 +205,7 @@ TEST(CustodyErrorTest, MissingToken) {
   auto token = Token::Open(TheToken()->module(), "no-such-token",
                            crypto::SecretBuffer::FromString("1234"));
   ASSERT_FALSE(token);
-  EXPECT_EQ(token.error().code(), ErrorCode::kNotFound);
+  EXPECT_THAT(token, test::HasCode(ErrorCode::kNotFound));
   EXPECT_NE(token.error().message().find("no token labelled 'no-such-token'"), std::string::npos)
       << token.error();
 }
@@ -215,18 +216,18 @@ TEST(CustodyErrorTest, WrongPinWhileLoggedOutAndWhileLoggedIn) {
   // While this process holds the token open, the PIN is checked against the one that logged in.
   auto wrong = Token::Open(module, label, crypto::SecretBuffer::FromString("not-the-pin"));
   ASSERT_FALSE(wrong);
-  EXPECT_EQ(wrong.error().code(), ErrorCode::kUnauthenticated);
+  EXPECT_THAT(wrong, test::HasCode(ErrorCode::kUnauthenticated));
   EXPECT_NE(wrong.error().message().find("wrong PIN for token"), std::string::npos);
   EXPECT_EQ(wrong.error().message().find("not-the-pin"), std::string::npos);
 
   // With the token closed, C_Login itself says CKR_PIN_INCORRECT.
-  testing::CloseAll();
+  test::CloseAll();
   {
     auto module2 = Module::Load(*FindSoftHsmModule());
     ASSERT_TRUE(module2);
     auto wrong2 = Token::Open(*module2, label, crypto::SecretBuffer::FromString("0000"));
     ASSERT_FALSE(wrong2);
-    EXPECT_EQ(wrong2.error().code(), ErrorCode::kUnauthenticated);
+    EXPECT_THAT(wrong2, test::HasCode(ErrorCode::kUnauthenticated));
     EXPECT_NE(wrong2.error().message().find("CKR_PIN_INCORRECT"), std::string::npos)
         << wrong2.error();
   }
@@ -236,17 +237,17 @@ TEST(CustodyErrorTest, WrongPinWhileLoggedOutAndWhileLoggedIn) {
 TEST(CustodyErrorTest, UnknownKeyLabel) {
   auto signer = TheToken()->GetSigner("no-such-key");
   ASSERT_FALSE(signer);
-  EXPECT_EQ(signer.error().code(), ErrorCode::kNotFound);
+  EXPECT_THAT(signer, test::HasCode(ErrorCode::kNotFound));
   EXPECT_NE(signer.error().message().find("no private key labelled 'no-such-key'"),
             std::string::npos);
-  EXPECT_EQ(TheToken()->DestroyKey("no-such-key").error().code(), ErrorCode::kNotFound);
-  EXPECT_EQ(TheToken()->PublicKey("no-such-key").error().code(), ErrorCode::kNotFound);
+  EXPECT_THAT(TheToken()->DestroyKey("no-such-key"), test::HasCode(ErrorCode::kNotFound));
+  EXPECT_THAT(TheToken()->PublicKey("no-such-key"), test::HasCode(ErrorCode::kNotFound));
 }
 
 TEST(CustodyErrorTest, UnsupportedSuite) {
   auto suite = crypto::FindSuite("rsa1024-pkcs1-sha1");
   ASSERT_FALSE(suite);
-  EXPECT_EQ(suite.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(suite, test::HasCode(ErrorCode::kInvalidArgument));
   EXPECT_NE(suite.error().message().find("unsupported algorithm suite 'rsa1024-pkcs1-sha1'"),
             std::string::npos);
 }
@@ -257,7 +258,7 @@ TEST(CustodyErrorTest, DuplicateLabelIsAConflict) {
   ASSERT_TRUE(TheToken()->GenerateKey(label, suite, crypto::OpenSslRng::Instance()));
   auto again = TheToken()->GenerateKey(label, suite, crypto::OpenSslRng::Instance());
   ASSERT_FALSE(again);
-  EXPECT_EQ(again.error().code(), ErrorCode::kConflict);
+  EXPECT_THAT(again, test::HasCode(ErrorCode::kConflict));
 }
 
 // Makes a P-256 key pair directly through the module with the given private-key flags, the way a
@@ -295,7 +296,7 @@ TEST(CustodyErrorTest, SigningWithAKeyWithoutCkaSign) {
   RawGenerate(*TheToken(), label, /*can_sign=*/false, /*extractable=*/false);
   auto signer = TheToken()->GetSigner(label);
   ASSERT_FALSE(signer);
-  EXPECT_EQ(signer.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(signer, test::HasCode(ErrorCode::kPermissionDenied));
   EXPECT_NE(signer.error().message().find("may not sign (CKA_SIGN is false)"), std::string::npos)
       << signer.error();
 }
@@ -307,11 +308,11 @@ TEST(CustodyErrorTest, SignRefusedByTheTokenAfterCkaSignIsCleared) {
   auto signer = TheToken()->GetSigner(label);
   ASSERT_TRUE(signer);
   // Clear CKA_SIGN behind the signer's back; the token itself must then refuse C_SignInit.
-  testing::ClearCkaSign(label);
+  test::ClearCkaSign(label);
 
   auto sig = (*signer)->Sign(AsBytes("anything"));
   ASSERT_FALSE(sig);
-  EXPECT_EQ(sig.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(sig, test::HasCode(ErrorCode::kPermissionDenied));
   EXPECT_NE(sig.error().message().find("CKR_KEY_FUNCTION_NOT_PERMITTED"), std::string::npos)
       << sig.error();
 }
@@ -324,7 +325,7 @@ TEST(CustodyErrorTest, ExtractableKeysAreNotUsedForSigning) {
   EXPECT_FALSE(attrs->HeldInHardware());
   auto signer = TheToken()->GetSigner(label);
   ASSERT_FALSE(signer);
-  EXPECT_EQ(signer.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(signer, test::HasCode(ErrorCode::kPermissionDenied));
   EXPECT_NE(signer.error().message().find("extractable"), std::string::npos);
 }
 
@@ -336,7 +337,7 @@ TEST(CustodyTest, ListAndDestroyKeys) {
   ASSERT_TRUE(keys);
   EXPECT_TRUE(std::ranges::any_of(*keys, [&](const auto& k) { return k.label == label; }));
   ASSERT_TRUE(TheToken()->DestroyKey(label));
-  EXPECT_EQ(TheToken()->FindKey(label).error().code(), ErrorCode::kNotFound);
+  EXPECT_THAT(TheToken()->FindKey(label), test::HasCode(ErrorCode::kNotFound));
 }
 
 TEST(CustodyTest, ReturnNames) {

@@ -8,7 +8,8 @@
 
 #include "common/log.h"
 #include "crypto/crypto.h"
-#include "custody/test_token.h"
+#include "testing/matchers.h"
+#include "testing/token.h"
 
 namespace fleetid::custody {
 namespace {
@@ -35,10 +36,10 @@ TEST(StoreTest, EmbeddedStoreKeepsItsOwnConfigAndPrivatePins) {
         static_cast<std::vector<std::string>*>(arg)->emplace_back(line);
       },
       &lines);
-  OpenedToken& opened = testing::Opened();
+  OpenedToken& opened = test::Opened();
   log::SetSinkForTesting(nullptr, nullptr);
 
-  const fs::path dir = testing::DataDir() / "custody";
+  const fs::path dir = test::DataDir() / "custody";
   EXPECT_TRUE(opened.embedded);
   EXPECT_EQ(opened.store_dir, dir);
   EXPECT_EQ(Mode(dir), 0700u);
@@ -66,21 +67,21 @@ TEST(StoreTest, EmbeddedStoreKeepsItsOwnConfigAndPrivatePins) {
 }
 
 TEST(StoreTest, SecondOpenReusesTheStore) {
-  testing::Opened();
-  const std::string pin_before = ReadFile(testing::DataDir() / "custody" / "user.pin");
-  testing::CloseAll();
-  OpenedToken& again = testing::Opened();
+  test::Opened();
+  const std::string pin_before = ReadFile(test::DataDir() / "custody" / "user.pin");
+  test::CloseAll();
+  OpenedToken& again = test::Opened();
   EXPECT_FALSE(again.created);
-  EXPECT_EQ(ReadFile(testing::DataDir() / "custody" / "user.pin"), pin_before);
+  EXPECT_EQ(ReadFile(test::DataDir() / "custody" / "user.pin"), pin_before);
 }
 
 TEST(StoreTest, PinFileReadableByOthersIsRefused) {
-  const fs::path p = testing::DataDir() / "loose.pin";
+  const fs::path p = test::DataDir() / "loose.pin";
   { std::ofstream(p) << "123456\n"; }
   ::chmod(p.c_str(), 0644);
   auto pin = ReadPinFile(p);
   ASSERT_FALSE(pin);
-  EXPECT_EQ(pin.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(pin, test::HasCode(ErrorCode::kPermissionDenied));
   EXPECT_NE(pin.error().message().find("mode 0644"), std::string::npos) << pin.error();
   EXPECT_EQ(pin.error().message().find("123456"), std::string::npos);
 
@@ -89,33 +90,33 @@ TEST(StoreTest, PinFileReadableByOthersIsRefused) {
   ASSERT_TRUE(ok) << ok.error();
   EXPECT_TRUE(ok->Equals(crypto::SecretBuffer::FromString("123456")));
 
-  auto missing = ReadPinFile(testing::DataDir() / "absent.pin");
+  auto missing = ReadPinFile(test::DataDir() / "absent.pin");
   ASSERT_FALSE(missing);
-  EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
+  EXPECT_THAT(missing, test::HasCode(ErrorCode::kNotFound));
 }
 
 TEST(StoreTest, ConfiguredModuleNeedsExactlyOnePinSource) {
   CustodyConfig config;
   config.module_path = FindSoftHsmModule()->string();
-  auto none = OpenCustody(config, testing::DataDir(), crypto::OpenSslRng::Instance());
+  auto none = OpenCustody(config, test::DataDir(), crypto::OpenSslRng::Instance());
   ASSERT_FALSE(none);
-  EXPECT_EQ(none.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(none, test::HasCode(ErrorCode::kInvalidArgument));
 
   config.pin_env = "FLEETID_TEST_UNSET_PIN_VARIABLE";
-  auto unset = OpenCustody(config, testing::DataDir(), crypto::OpenSslRng::Instance());
+  auto unset = OpenCustody(config, test::DataDir(), crypto::OpenSslRng::Instance());
   ASSERT_FALSE(unset);
-  EXPECT_EQ(unset.error().code(), ErrorCode::kNotFound);
+  EXPECT_THAT(unset, test::HasCode(ErrorCode::kNotFound));
 }
 
 TEST(StoreTest, ConfiguredModuleWithPinFromTheEnvironment) {
-  OpenedToken& embedded = testing::Opened();
-  const std::string pin = ReadFile(testing::DataDir() / "custody" / "user.pin");
+  OpenedToken& embedded = test::Opened();
+  const std::string pin = ReadFile(test::DataDir() / "custody" / "user.pin");
   ::setenv("FLEETID_TEST_HSM_PIN", pin.c_str(), 1);
   CustodyConfig config;
   config.module_path = embedded.module_path.string();
   config.token_label = embedded.token->label();
   config.pin_env = "FLEETID_TEST_HSM_PIN";
-  auto opened = OpenCustody(config, testing::DataDir(), crypto::OpenSslRng::Instance());
+  auto opened = OpenCustody(config, test::DataDir(), crypto::OpenSslRng::Instance());
   ::unsetenv("FLEETID_TEST_HSM_PIN");
   ASSERT_TRUE(opened) << opened.error();
   EXPECT_FALSE(opened->embedded);

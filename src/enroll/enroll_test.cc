@@ -13,17 +13,19 @@
 #include "crypto/handles.h"
 #include "crypto/jws.h"
 #include "crypto/keys.h"
-#include "custody/test_token.h"
 #include "enroll/csr_check.h"
 #include "enroll/factory.h"
-#include "store/test_db.h"
+#include "testing/certs.h"
+#include "testing/db.h"
+#include "testing/matchers.h"
+#include "testing/token.h"
 
 namespace fleetid::enroll {
 namespace {
 
 using namespace std::chrono_literals;
 using Json = nlohmann::json;
-using store::testing::Backend;
+using test::Backend;
 
 constexpr std::string_view kModel = "sensor-1";
 const std::string kFirmware(64, 'a');
@@ -31,14 +33,7 @@ const std::string kFirmware(64, 'a');
 crypto::EvpPkeyPtr NewKey() { return crypto::EvpPkeyPtr(EVP_EC_gen("P-256")); }
 
 std::vector<std::uint8_t> Csr(EVP_PKEY* key, EVP_PKEY* signer = nullptr) {
-  crypto::X509ReqPtr req(X509_REQ_new());
-  X509_REQ_set_pubkey(req.get(), key);
-  X509_REQ_sign(req.get(), signer != nullptr ? signer : key, EVP_sha256());
-  const int len = i2d_X509_REQ(req.get(), nullptr);
-  std::vector<std::uint8_t> der(static_cast<std::size_t>(len));
-  unsigned char* p = der.data();
-  i2d_X509_REQ(req.get(), &p);
-  return der;
+  return test::MakeCsr(key, {.signer = signer});
 }
 
 std::string KeyHash(EVP_PKEY* key) {
@@ -110,9 +105,9 @@ struct TestDevice {
 class EnrollTest : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
-    db_ = std::make_unique<store::testing::TestDb>(GetParam());
+    db_ = std::make_unique<test::TestDb>(GetParam());
     ASSERT_TRUE(Service::Migrate(db()));
-    auto authority = pki::Authority::Open(custody::testing::Opened().token, db(), clock_, rng_, {});
+    auto authority = pki::Authority::Open(test::Opened().token, db(), clock_, rng_, {});
     ASSERT_TRUE(authority) << authority.error();
     authority_ = std::move(*authority);
     effects_ = std::make_unique<PkiEffects>(*authority_);
@@ -257,7 +252,7 @@ class EnrollTest : public ::testing::TestWithParam<Backend> {
 
   FakeClock clock_{TimePoint(std::chrono::seconds(1'795'000'000))};
   crypto::OpenSslRng& rng_ = crypto::OpenSslRng::Instance();
-  std::unique_ptr<store::testing::TestDb> db_;
+  std::unique_ptr<test::TestDb> db_;
   std::unique_ptr<pki::Authority> authority_;
   std::unique_ptr<PkiEffects> effects_;
   std::unique_ptr<registry::Registry> registry_;
@@ -315,7 +310,7 @@ TEST_P(EnrollTest, EnrollRotateDecommissionAndNeverAgain) {
   const Json destroyed = Json::array({{{"label", "ldevid-2"}, {"key_sha256", KeyHash(k2.get())}}});
   // A superseded key no longer speaks for the device.
   auto stale = Receipt(k1.get(), first->serial, d.serial, status->order_id, destroyed, Now());
-  EXPECT_EQ(service_->RecordReceipt(stale).error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(service_->RecordReceipt(stale), test::HasCode(ErrorCode::kPermissionDenied));
   const std::string receipt =
       Receipt(k2.get(), pending->serial, d.serial, status->order_id, destroyed, Now());
   auto done = service_->RecordReceipt(receipt);
@@ -332,11 +327,11 @@ TEST_P(EnrollTest, EnrollRotateDecommissionAndNeverAgain) {
   const Snapshot before = Snap(d.serial);
   auto nonce = service_->IssueNonce(d.idevid_chain, Purpose::kEnroll);
   ASSERT_FALSE(nonce);
-  EXPECT_EQ(nonce.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(nonce, test::HasCode(ErrorCode::kPermissionDenied));
   auto k3 = NewKey();
   auto again = service_->Enroll(d.idevid_chain, Csr(k3.get()));
   ASSERT_FALSE(again);
-  EXPECT_EQ(again.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(again, test::HasCode(ErrorCode::kPermissionDenied));
   EXPECT_NE(again.error().message().find("never enroll again"), std::string::npos) << again.error();
   EXPECT_EQ(Snap(d.serial), before);
 }
@@ -353,7 +348,7 @@ TEST_P(EnrollTest, RefusalsChangeNothing) {
   ASSERT_TRUE(service_->Appraise(d.idevid_chain, ev));
   auto replay = service_->Appraise(d.idevid_chain, ev);
   ASSERT_FALSE(replay);
-  EXPECT_EQ(replay.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(replay, test::HasCode(ErrorCode::kPermissionDenied));
   EXPECT_NE(replay.error().message().find("replay"), std::string::npos);
   EXPECT_EQ(service_->Counters()->at("nonce_replayed"), 1);
 
@@ -368,7 +363,7 @@ TEST_P(EnrollTest, RefusalsChangeNothing) {
   // Evidence for another key than the CSR's (the passing appraisal above names |key|).
   auto wrong_key = service_->Enroll(d.idevid_chain, Csr(other.get()));
   ASSERT_FALSE(wrong_key);
-  EXPECT_EQ(wrong_key.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(wrong_key, test::HasCode(ErrorCode::kPermissionDenied));
   EXPECT_NE(wrong_key.error().message().find("names the key in this CSR"), std::string::npos);
 
   // Unknown firmware: the appraisal fails, and its result is recorded.
@@ -384,7 +379,7 @@ TEST_P(EnrollTest, RefusalsChangeNothing) {
   auto forged = service_->Appraise(
       d.idevid_chain, Evidence(d.idevid_chain, other.get(), other.get(), Purpose::kEnroll, d.serial));
   ASSERT_FALSE(forged);
-  EXPECT_EQ(forged.error().code(), ErrorCode::kUnauthenticated);
+  EXPECT_THAT(forged, test::HasCode(ErrorCode::kUnauthenticated));
   EXPECT_FALSE(service_->Appraise(
       d.idevid_chain,
       Evidence(d.idevid_chain, d.idevid_key.get(), other.get(), Purpose::kEnroll, devices[1].serial)));
@@ -401,10 +396,11 @@ TEST_P(EnrollTest, RefusalsChangeNothing) {
   // A CSR whose signature was made by another key; malformed DER; malformed evidence.
   auto forged_csr = service_->Enroll(d.idevid_chain, Csr(key.get(), other.get()));
   ASSERT_FALSE(forged_csr);
-  EXPECT_EQ(forged_csr.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(forged_csr, test::HasCode(ErrorCode::kInvalidArgument));
   const std::vector<std::uint8_t> junk = {0x30, 0x03, 0x02, 0x01};
-  EXPECT_EQ(service_->Enroll(d.idevid_chain, junk).error().code(), ErrorCode::kInvalidArgument);
-  EXPECT_EQ(service_->Appraise(d.idevid_chain, "not.a-jws").error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(service_->Enroll(d.idevid_chain, junk), test::HasCode(ErrorCode::kInvalidArgument));
+  EXPECT_THAT(service_->Appraise(d.idevid_chain, "not.a-jws"),
+              test::HasCode(ErrorCode::kInvalidArgument));
 
   // An IDevID from a manufacturer that was never registered.
   auto rogue_key = NewKey();
@@ -415,8 +411,8 @@ TEST_P(EnrollTest, RefusalsChangeNothing) {
   auto unregistered = service_->IssueNonce(rogue, Purpose::kEnroll);
   ASSERT_FALSE(unregistered);
   EXPECT_NE(unregistered.error().message().find("registered manufacturer"), std::string::npos);
-  EXPECT_EQ(service_->Enroll(rogue, Csr(key.get())).error().code(), ErrorCode::kPermissionDenied);
-  EXPECT_EQ(service_->Enroll({}, Csr(key.get())).error().code(), ErrorCode::kUnauthenticated);
+  EXPECT_THAT(service_->Enroll(rogue, Csr(key.get())), test::HasCode(ErrorCode::kPermissionDenied));
+  EXPECT_THAT(service_->Enroll({}, Csr(key.get())), test::HasCode(ErrorCode::kUnauthenticated));
 
   EXPECT_EQ(Snap(d.serial), start);
   // And after all that, the right evidence still enrolls.
@@ -446,9 +442,9 @@ TEST_P(EnrollTest, SuspendedAndDecommissioningDevicesAreRefused) {
   auto k2 = NewKey();
   auto renewed = service_->Reenroll(l1, Csr(k2.get()));
   ASSERT_FALSE(renewed);
-  EXPECT_EQ(renewed.error().code(), ErrorCode::kPermissionDenied);
-  EXPECT_EQ(service_->Enroll(devices[0].idevid_chain, Csr(k2.get())).error().code(),
-            ErrorCode::kPermissionDenied);
+  EXPECT_THAT(renewed, test::HasCode(ErrorCode::kPermissionDenied));
+  EXPECT_THAT(service_->Enroll(devices[0].idevid_chain, Csr(k2.get())),
+              test::HasCode(ErrorCode::kPermissionDenied));
   EXPECT_EQ(Snap(dev->serial), before);
 
   // The second device is ordered decommissioned before it ever enrolled.
@@ -465,7 +461,7 @@ TEST_P(EnrollTest, SuspendedAndDecommissioningDevicesAreRefused) {
   EXPECT_FALSE(service_->IssueNonce(devices[1].idevid_chain, Purpose::kEnroll));
   auto refused = service_->Enroll(devices[1].idevid_chain, Csr(k3.get()));
   ASSERT_FALSE(refused);
-  EXPECT_EQ(refused.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(refused, test::HasCode(ErrorCode::kPermissionDenied));
   EXPECT_NE(refused.error().message().find("decommissioning"), std::string::npos) << refused.error();
   EXPECT_EQ(Snap(dev2->serial), before2);
 }
@@ -481,10 +477,10 @@ TEST_P(EnrollTest, IdevidReenrollsOnlyAfterTheLdevidLapsed) {
   // While the LDevID is valid, the IDevID gets no nonce (it could not be used) and no certificate.
   auto early_nonce = service_->IssueNonce(devices[0].idevid_chain, Purpose::kEnroll);
   ASSERT_FALSE(early_nonce);
-  EXPECT_EQ(early_nonce.error().code(), ErrorCode::kConflict);
+  EXPECT_THAT(early_nonce, test::HasCode(ErrorCode::kConflict));
   auto early = service_->Enroll(devices[0].idevid_chain, Csr(k2.get()));
   ASSERT_FALSE(early);
-  EXPECT_EQ(early.error().code(), ErrorCode::kConflict);
+  EXPECT_THAT(early, test::HasCode(ErrorCode::kConflict));
   clock_.Advance(25h);
   auto late = Enroll(devices[0], k2.get());
   ASSERT_TRUE(late) << late.error();
@@ -514,7 +510,7 @@ TEST_P(EnrollTest, InterruptedRotationsLeaveOneUsableCredential) {
   EXPECT_EQ(authority_->Get(lost->serial)->status, pki::Status::kRevoked);
   EXPECT_EQ(Usable(d.serial), 1);
   // The abandoned certificate cannot complete a rotation; the kept one can, once.
-  EXPECT_EQ(service_->Confirm(LdevidChain(*lost)).error().code(), ErrorCode::kConflict);
+  EXPECT_THAT(service_->Confirm(LdevidChain(*lost)), test::HasCode(ErrorCode::kConflict));
   EXPECT_EQ(Usable(d.serial), 1);
   ASSERT_TRUE(service_->Confirm(LdevidChain(*kept)));
   EXPECT_EQ(Usable(d.serial), 1);
@@ -522,7 +518,7 @@ TEST_P(EnrollTest, InterruptedRotationsLeaveOneUsableCredential) {
   auto k3 = NewKey();
   auto stale = service_->Reenroll(l1, Csr(k3.get()));
   ASSERT_FALSE(stale);
-  EXPECT_EQ(stale.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(stale, test::HasCode(ErrorCode::kPermissionDenied));
 }
 
 TEST_P(EnrollTest, ManifestsMustBeSignedByTheRegisteredManufacturer) {
@@ -532,15 +528,15 @@ TEST_P(EnrollTest, ManifestsMustBeSignedByTheRegisteredManufacturer) {
   auto rogue_ca = MakeManufacturerCa(rogue_key.get(), "Acme", clock_, rng_);
   auto unregistered = service_->ImportManifest(*SignManifest(rogue_key.get(), *rogue_ca, m), "test");
   ASSERT_FALSE(unregistered);
-  EXPECT_EQ(unregistered.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(unregistered, test::HasCode(ErrorCode::kPermissionDenied));
   // Signed by another key while naming the registered certificate.
   auto forged = service_->ImportManifest(*SignManifest(rogue_key.get(), maker_ca_, m), "test");
   ASSERT_FALSE(forged);
-  EXPECT_EQ(forged.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(forged, test::HasCode(ErrorCode::kPermissionDenied));
   m.manufacturer = "Someone Else";
   auto renamed = service_->ImportManifest(*SignManifest(maker_key_.get(), maker_ca_, m), "test");
   ASSERT_FALSE(renamed);
-  EXPECT_EQ(registry_->Get("X-1").error().code(), ErrorCode::kNotFound);
+  EXPECT_THAT(registry_->Get("X-1"), test::HasCode(ErrorCode::kNotFound));
 }
 
 // A factory batch of thousands of devices makes a manifest far larger than any device's JWS.
@@ -594,11 +590,11 @@ TEST_P(EnrollTest, OperatorHoldAndCompromiseAreStickyLifecycleEvents) {
   const Snapshot suspended = Snap(d.serial);
   auto nonce = service_->IssueNonce(d.idevid_chain, Purpose::kEnroll);
   ASSERT_FALSE(nonce);
-  EXPECT_EQ(nonce.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(nonce, test::HasCode(ErrorCode::kPermissionDenied));
   auto k2 = NewKey();
   auto undo = service_->Enroll(d.idevid_chain, Csr(k2.get()));
   ASSERT_FALSE(undo);
-  EXPECT_EQ(undo.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(undo, test::HasCode(ErrorCode::kPermissionDenied));
   EXPECT_EQ(Snap(d.serial), suspended);
   EXPECT_EQ(authority_->Get(first->serial)->status, pki::Status::kOnHold);
 
@@ -608,8 +604,8 @@ TEST_P(EnrollTest, OperatorHoldAndCompromiseAreStickyLifecycleEvents) {
   ASSERT_TRUE(*released);
   EXPECT_EQ((*released)->status, pki::Status::kGood);
   EXPECT_EQ(registry_->Get(d.serial)->state, registry::State::kActive);
-  EXPECT_EQ(service_->ChangeCertificateStatus(first->serial, std::nullopt, op, "t").error().code(),
-            ErrorCode::kConflict);
+  EXPECT_THAT(service_->ChangeCertificateStatus(first->serial, std::nullopt, op, "t"),
+              test::HasCode(ErrorCode::kConflict));
 
   // keyCompromise quarantines the device: no enrollment until an operator clears it, and the
   // compromised key is never certified again.
@@ -619,12 +615,12 @@ TEST_P(EnrollTest, OperatorHoldAndCompromiseAreStickyLifecycleEvents) {
   EXPECT_EQ((*compromised)->reason, pki::Reason::kKeyCompromise);
   EXPECT_EQ(registry_->Get(d.serial)->state, registry::State::kQuarantined);
   const Snapshot quarantined = Snap(d.serial);
-  EXPECT_EQ(service_->IssueNonce(d.idevid_chain, Purpose::kEnroll).error().code(),
-            ErrorCode::kPermissionDenied);
+  EXPECT_THAT(service_->IssueNonce(d.idevid_chain, Purpose::kEnroll),
+              test::HasCode(ErrorCode::kPermissionDenied));
   for (EVP_PKEY* k : {k1.get(), k2.get()}) {
     auto refused = service_->Enroll(d.idevid_chain, Csr(k));
     ASSERT_FALSE(refused);
-    EXPECT_EQ(refused.error().code(), ErrorCode::kPermissionDenied);
+    EXPECT_THAT(refused, test::HasCode(ErrorCode::kPermissionDenied));
   }
   EXPECT_EQ(Snap(d.serial), quarantined);
   auto dev = registry_->Get(d.serial);
@@ -640,7 +636,7 @@ TEST_P(EnrollTest, OperatorHoldAndCompromiseAreStickyLifecycleEvents) {
                                                           k1.get(), Purpose::kEnroll, d.serial)));
   auto same_key = service_->Enroll(d.idevid_chain, Csr(k1.get()));
   ASSERT_FALSE(same_key);
-  EXPECT_EQ(same_key.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(same_key, test::HasCode(ErrorCode::kPermissionDenied));
   EXPECT_NE(same_key.error().message().find("keyCompromise"), std::string::npos)
       << same_key.error();
   auto fresh = Enroll(d, k2.get());
@@ -650,10 +646,10 @@ TEST_P(EnrollTest, OperatorHoldAndCompromiseAreStickyLifecycleEvents) {
   // A hold put on at the CA alone, past the lifecycle, still stops the IDevID.
   ASSERT_TRUE(authority_->Revoke(fresh->serial, pki::Reason::kCertificateHold, "operator:bob"));
   auto k3 = NewKey();
-  EXPECT_EQ(service_->IssueNonce(d.idevid_chain, Purpose::kEnroll).error().code(),
-            ErrorCode::kPermissionDenied);
-  EXPECT_EQ(service_->Enroll(d.idevid_chain, Csr(k3.get())).error().code(),
-            ErrorCode::kPermissionDenied);
+  EXPECT_THAT(service_->IssueNonce(d.idevid_chain, Purpose::kEnroll),
+              test::HasCode(ErrorCode::kPermissionDenied));
+  EXPECT_THAT(service_->Enroll(d.idevid_chain, Csr(k3.get())),
+              test::HasCode(ErrorCode::kPermissionDenied));
   EXPECT_EQ(authority_->Get(fresh->serial)->status, pki::Status::kOnHold);
 
   // Another reason revokes the credential and suspends the device (it used to leave it active,
@@ -666,8 +662,8 @@ TEST_P(EnrollTest, OperatorHoldAndCompromiseAreStickyLifecycleEvents) {
   EXPECT_EQ((*withdrawn)->status, pki::Status::kRevoked);
   EXPECT_EQ((*withdrawn)->reason, pki::Reason::kAffiliationChanged);
   EXPECT_EQ(registry_->Get(d.serial)->state, registry::State::kSuspended);
-  EXPECT_EQ(service_->Enroll(d.idevid_chain, Csr(k3.get())).error().code(),
-            ErrorCode::kPermissionDenied);
+  EXPECT_THAT(service_->Enroll(d.idevid_chain, Csr(k3.get())),
+              test::HasCode(ErrorCode::kPermissionDenied));
   clock_.Advance(1s);
   ASSERT_TRUE(Resume(d.serial, op));
   EXPECT_TRUE(Enroll(d, k3.get()));
@@ -691,20 +687,20 @@ TEST_P(EnrollTest, CsrIsVerifiedOnlyAfterTheClientAndTheKeyAreChecked) {
 
   auto anonymous = service_->Enroll({}, slow);
   ASSERT_FALSE(anonymous);
-  EXPECT_EQ(anonymous.error().code(), ErrorCode::kUnauthenticated);
+  EXPECT_THAT(anonymous, test::HasCode(ErrorCode::kUnauthenticated));
   auto rogue_key = NewKey();
   auto rogue_ca = MakeManufacturerCa(rogue_key.get(), "Rogue", clock_, rng_);
   auto rogue_cert = IssueIdevid(rogue_key.get(), *rogue_ca, Csr(rogue_key.get()),
                                 {"R-1", std::string(kModel), "Rogue"}, clock_, rng_);
   auto unknown = service_->Enroll({*rogue_cert, *rogue_ca}, slow);
   ASSERT_FALSE(unknown);
-  EXPECT_EQ(unknown.error().code(), ErrorCode::kPermissionDenied);
-  EXPECT_EQ(service_->Reenroll({}, slow).error().code(), ErrorCode::kUnauthenticated);
+  EXPECT_THAT(unknown, test::HasCode(ErrorCode::kPermissionDenied));
+  EXPECT_THAT(service_->Reenroll({}, slow), test::HasCode(ErrorCode::kUnauthenticated));
 
   // A known device: the key is refused before any signature check.
   auto refused = service_->Enroll(d.idevid_chain, slow);
   ASSERT_FALSE(refused);
-  EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(refused, test::HasCode(ErrorCode::kInvalidArgument));
   EXPECT_NE(refused.error().message().find("exponent"), std::string::npos) << refused.error();
   // An allowed key (e = 65537) gets its (junk) signature checked.
   auto junk = service_->Enroll(d.idevid_chain, RsaCsr({0x01, 0x00, 0x01}));
@@ -723,7 +719,7 @@ TEST_P(EnrollTest, BerRequestsAndRotationsToTheCurrentKeyAreRefused) {
                                                           k1.get(), Purpose::kEnroll, d.serial)));
   auto refused = service_->Enroll(d.idevid_chain, ber);
   ASSERT_FALSE(refused);
-  EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(refused, test::HasCode(ErrorCode::kInvalidArgument));
   EXPECT_NE(refused.error().message().find("not DER"), std::string::npos) << refused.error();
   auto first = service_->Enroll(d.idevid_chain, Csr(k1.get()));
   ASSERT_TRUE(first) << first.error();
@@ -735,7 +731,7 @@ TEST_P(EnrollTest, BerRequestsAndRotationsToTheCurrentKeyAreRefused) {
   for (const auto& csr : {Csr(k1.get()), Ber(Csr(k1.get()))}) {
     auto same = service_->Reenroll(l1, csr);
     ASSERT_FALSE(same);
-    EXPECT_EQ(same.error().code(), ErrorCode::kInvalidArgument);
+    EXPECT_THAT(same, test::HasCode(ErrorCode::kInvalidArgument));
   }
   EXPECT_EQ(Snap(d.serial), before);
 }
@@ -750,7 +746,7 @@ TEST_P(EnrollTest, NoncesAreRateLimitedPerDevice) {
   Throttled throttled;
   auto over = service_->IssueNonce(devices[0].idevid_chain, Purpose::kEnroll, &throttled);
   ASSERT_FALSE(over);
-  EXPECT_EQ(over.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(over, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_EQ(throttled.retry_after, options.nonce_refill);
   EXPECT_EQ(Rows("attest_nonces"), nonces);
   EXPECT_TRUE(service_->IssueNonce(devices[1].idevid_chain, Purpose::kEnroll));  // its own bucket
@@ -781,7 +777,7 @@ TEST_P(EnrollTest, DeviceClaimsAreBoundedAndNothingIsStoredForOversizedOnes) {
     const std::int64_t appraisals = Rows("appraisals");
     auto refused = service_->Appraise(d.idevid_chain, ev);
     ASSERT_FALSE(refused) << extra.dump().substr(0, 40);
-    EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+    EXPECT_THAT(refused, test::HasCode(ErrorCode::kInvalidArgument));
     EXPECT_EQ(Rows("audit_entries"), audited);
     EXPECT_EQ(Rows("appraisals"), appraisals);
   }
@@ -836,8 +832,8 @@ TEST_P(EnrollTest, ReceiptsMustAnswerTheOrderAndNameTheKeys) {
   EXPECT_EQ(done->state, registry::State::kDecommissioned);
 
   // Revoked and tombstoned credentials read nothing.
-  EXPECT_EQ(service_->Status(l1).error().code(), ErrorCode::kPermissionDenied);
-  EXPECT_EQ(service_->Status(d.idevid_chain).error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(service_->Status(l1), test::HasCode(ErrorCode::kPermissionDenied));
+  EXPECT_THAT(service_->Status(d.idevid_chain), test::HasCode(ErrorCode::kPermissionDenied));
 }
 
 TEST_P(EnrollTest, IdentifiersOutsideTheCharacterSetAreRefused) {
@@ -848,7 +844,7 @@ TEST_P(EnrollTest, IdentifiersOutsideTheCharacterSetAreRefused) {
                "line-1",    1'700'000'000, {{serial, std::string(64, 'c'), "1.0", kFirmware}}};
     auto refused = service_->ImportManifest(*SignManifest(maker_key_.get(), maker_ca_, m), "test");
     ASSERT_FALSE(refused);
-    EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+    EXPECT_THAT(refused, test::HasCode(ErrorCode::kInvalidArgument));
   }
   EXPECT_EQ(Rows("devices"), 0);
   Manifest m{"batch-ok", "Acme",        std::string(kModel),
@@ -867,7 +863,7 @@ TEST_P(EnrollTest, IdentifiersOutsideTheCharacterSetAreRefused) {
     req.region = region;
     auto refused = registry_->Transition(req);
     ASSERT_FALSE(refused);
-    EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+    EXPECT_THAT(refused, test::HasCode(ErrorCode::kInvalidArgument));
     EXPECT_EQ(registry_->Get("P-1")->state, registry::State::kManufactured);
   }
   registry::ManufacturingRecord raw;
@@ -899,7 +895,7 @@ TEST_P(EnrollTest, RefusedAppraisalsAreRateLimitedPerDevice) {
   for (int i = 0; i < options.nonce_burst; ++i) {
     auto replayed = service_->Appraise(d.idevid_chain, evidence);
     ASSERT_FALSE(replayed);
-    EXPECT_EQ(replayed.error().code(), ErrorCode::kPermissionDenied) << i;
+    EXPECT_THAT(replayed, test::HasCode(ErrorCode::kPermissionDenied)) << i;
   }
   EXPECT_EQ(AuditEntries(), entries + options.nonce_burst);
   EXPECT_EQ((*service_->Counters())["nonce_replayed"], options.nonce_burst);
@@ -907,7 +903,7 @@ TEST_P(EnrollTest, RefusedAppraisalsAreRateLimitedPerDevice) {
     Throttled throttled;
     auto over = service_->Appraise(d.idevid_chain, evidence, &throttled);
     ASSERT_FALSE(over);
-    EXPECT_EQ(over.error().code(), ErrorCode::kUnavailable) << i;
+    EXPECT_THAT(over, test::HasCode(ErrorCode::kUnavailable)) << i;
     EXPECT_EQ(throttled.retry_after, options.nonce_refill);
   }
   EXPECT_EQ(AuditEntries(), entries + options.nonce_burst);
@@ -939,9 +935,9 @@ TEST_P(EnrollTest, RefusedAppraisalsAreRateLimitedPerDevice) {
   EXPECT_EQ(AuditEntries(), before_e + options.nonce_burst);
   // The bucket refills: one more refusal is recorded after nonce_refill.
   clock_.Advance(options.nonce_refill);
-  EXPECT_EQ(service_->Appraise(d.idevid_chain, evidence).error().code(),
-            ErrorCode::kPermissionDenied);
-  EXPECT_EQ(service_->Appraise(d.idevid_chain, evidence).error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(service_->Appraise(d.idevid_chain, evidence),
+              test::HasCode(ErrorCode::kPermissionDenied));
+  EXPECT_THAT(service_->Appraise(d.idevid_chain, evidence), test::HasCode(ErrorCode::kUnavailable));
 }
 
 // A revoked LDevID (keyCompromise here) and a tombstoned IDevID are refused before their
@@ -964,7 +960,7 @@ TEST_P(EnrollTest, RevokedAndTombstonedCredentialsAppraiseNothing) {
   for (int i = 0; i < 3 * ServiceOptions{}.nonce_burst; ++i) {
     auto refused = service_->Appraise(l1, evidence);
     ASSERT_FALSE(refused);
-    EXPECT_EQ(refused.error().code(), ErrorCode::kPermissionDenied) << i;
+    EXPECT_THAT(refused, test::HasCode(ErrorCode::kPermissionDenied)) << i;
   }
   EXPECT_EQ(AuditEntries(), entries);
   EXPECT_EQ(Rows("appraisals"), appraisals);
@@ -996,7 +992,7 @@ TEST_P(EnrollTest, RevokedAndTombstonedCredentialsAppraiseNothing) {
   for (int i = 0; i < 3; ++i) {
     auto refused = service_->Appraise(e.idevid_chain, early);
     ASSERT_FALSE(refused);
-    EXPECT_EQ(refused.error().code(), ErrorCode::kPermissionDenied) << i;
+    EXPECT_THAT(refused, test::HasCode(ErrorCode::kPermissionDenied)) << i;
   }
   EXPECT_EQ(AuditEntries(), after_erase);
   EXPECT_EQ(Rows("appraisals"), appraisals_after_erase);
@@ -1028,10 +1024,10 @@ TEST_P(EnrollTest, OtherRevocationsSuspendUntilAnOperatorResumes) {
     EXPECT_EQ(registry::EventName(registry_->History(d.serial)->back().event), "suspend");
     const Snapshot suspended = Snap(d.serial);
     auto k2 = NewKey();
-    EXPECT_EQ(service_->IssueNonce(d.idevid_chain, Purpose::kEnroll).error().code(),
-              ErrorCode::kPermissionDenied);
-    EXPECT_EQ(service_->Enroll(d.idevid_chain, Csr(k2.get())).error().code(),
-              ErrorCode::kPermissionDenied);
+    EXPECT_THAT(service_->IssueNonce(d.idevid_chain, Purpose::kEnroll),
+                test::HasCode(ErrorCode::kPermissionDenied));
+    EXPECT_THAT(service_->Enroll(d.idevid_chain, Csr(k2.get())),
+                test::HasCode(ErrorCode::kPermissionDenied));
     EXPECT_EQ(Snap(d.serial), suspended);
     clock_.Advance(1s);
     ASSERT_TRUE(Resume(d.serial, op));
@@ -1052,10 +1048,10 @@ TEST_P(EnrollTest, OtherRevocationsSuspendUntilAnOperatorResumes) {
   auto k2 = NewKey();
   auto nonce = service_->IssueNonce(d.idevid_chain, Purpose::kEnroll);
   ASSERT_FALSE(nonce);
-  EXPECT_EQ(nonce.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(nonce, test::HasCode(ErrorCode::kPermissionDenied));
   EXPECT_NE(nonce.error().message().find("privilegeWithdrawn"), std::string::npos) << nonce.error();
-  EXPECT_EQ(service_->Enroll(d.idevid_chain, Csr(k2.get())).error().code(),
-            ErrorCode::kPermissionDenied);
+  EXPECT_THAT(service_->Enroll(d.idevid_chain, Csr(k2.get())),
+              test::HasCode(ErrorCode::kPermissionDenied));
   EXPECT_EQ(Snap(d.serial), active);
   clock_.Advance(1s);
   auto dev = registry_->Get(d.serial);
@@ -1110,13 +1106,13 @@ TEST_P(EnrollTest, OperatorHoldCancelsAPendingRotation) {
   auto cancelled = authority_->Get(pending->serial);
   EXPECT_EQ(cancelled->status, pki::Status::kRevoked);
   EXPECT_EQ(cancelled->reason, pki::Reason::kSuperseded);
-  EXPECT_EQ(service_->Confirm(LdevidChain(*pending)).error().code(), ErrorCode::kConflict);
+  EXPECT_THAT(service_->Confirm(LdevidChain(*pending)), test::HasCode(ErrorCode::kConflict));
   ASSERT_TRUE(service_->ChangeCertificateStatus(first->serial, std::nullopt, op, "resolved"));
   EXPECT_EQ(registry_->Get(d.serial)->state, registry::State::kActive);
   const Snapshot resumed = Snap(d.serial);
   auto confirm = service_->Confirm(LdevidChain(*pending));
   ASSERT_FALSE(confirm);
-  EXPECT_EQ(confirm.error().code(), ErrorCode::kConflict);
+  EXPECT_THAT(confirm, test::HasCode(ErrorCode::kConflict));
   EXPECT_EQ(Snap(d.serial), resumed);
   EXPECT_EQ(authority_->Get(first->serial)->status, pki::Status::kGood);
   EXPECT_EQ(Usable(d.serial), 1);
@@ -1134,7 +1130,7 @@ TEST_P(EnrollTest, OperatorHoldCancelsAPendingRotation) {
   EXPECT_EQ(held2_record.status, pki::Status::kRevoked);
   EXPECT_EQ(registry_->Get(d.serial)->state, registry::State::kSuspended);
   ASSERT_TRUE(Resume(d.serial, op));
-  EXPECT_EQ(service_->Confirm(LdevidChain(*pending2)).error().code(), ErrorCode::kConflict);
+  EXPECT_THAT(service_->Confirm(LdevidChain(*pending2)), test::HasCode(ErrorCode::kConflict));
   EXPECT_EQ(authority_->Get(pending2->serial)->status, pki::Status::kRevoked);
 
   // Once active, the device rotates again as usual.
@@ -1201,7 +1197,7 @@ TEST(CsrCheck, AcceptsDerOnly) {
        }) {
     auto refused = CheckDer(bad);
     ASSERT_FALSE(refused) << crypto::Hex(bad);
-    EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+    EXPECT_THAT(refused, test::HasCode(ErrorCode::kInvalidArgument));
   }
 }
 
@@ -1213,12 +1209,7 @@ TEST(CsrCheck, KeysMustBelongToAnAllowedSuite) {
   EXPECT_EQ(checked->suite, crypto::SuiteId::kEcdsaP256Sha256);
   EXPECT_EQ(checked->spki, *crypto::PublicKeyDer(p256.get()));
   crypto::EvpPkeyPtr ed(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
-  crypto::X509ReqPtr req(X509_REQ_new());
-  X509_REQ_set_pubkey(req.get(), ed.get());
-  X509_REQ_sign(req.get(), ed.get(), nullptr);
-  std::vector<std::uint8_t> ed_csr(static_cast<std::size_t>(i2d_X509_REQ(req.get(), nullptr)));
-  unsigned char* p = ed_csr.data();
-  i2d_X509_REQ(req.get(), &p);
+  const std::vector<std::uint8_t> ed_csr = test::MakeCsr(ed.get());
   EXPECT_EQ(CheckCsrKey(ed_csr, policy)->suite, crypto::SuiteId::kEd25519);
   EXPECT_EQ(CheckCsrKey(RsaCsr({0x01, 0x00, 0x01}), policy)->suite,
             crypto::SuiteId::kRsa3072PssSha256);
@@ -1230,7 +1221,7 @@ TEST(CsrCheck, KeysMustBelongToAnAllowedSuite) {
     EXPECT_NE(refused.error().message().find("exponent"), std::string::npos) << refused.error();
   }
   policy.Set(crypto::SuiteId::kEcdsaP256Sha256, crypto::SuiteStatus::kDisabled);
-  EXPECT_EQ(CheckCsrKey(Csr(p256.get()), policy).error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(CheckCsrKey(Csr(p256.get()), policy), test::HasCode(ErrorCode::kPermissionDenied));
 }
 
 // docs/security.md: an RSA key under the id-RSASSA-PSS OID is the same key as under
@@ -1244,13 +1235,15 @@ TEST(CsrCheck, RsaPssOidKeysAreRefused) {
   crypto::EvpPkeyPtr pss(generated);
   auto refused = CheckCsrKey(Csr(pss.get()), crypto::SuitePolicy());
   ASSERT_FALSE(refused);
-  EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(refused, test::HasCode(ErrorCode::kInvalidArgument));
   EXPECT_NE(refused.error().message().find("id-RSASSA-PSS"), std::string::npos) << refused.error();
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, EnrollTest,
                          ::testing::Values(Backend::kSqlite, Backend::kPostgres),
-                         [](const auto& param_info) { return store::testing::BackendName(param_info.param); });
+                         [](const auto& param_info) {
+                           return test::BackendName(param_info.param);
+                         });
 
 }  // namespace
 }  // namespace fleetid::enroll

@@ -10,6 +10,7 @@
 #include "crypto/handles.h"
 #include "crypto/jws.h"
 #include "enroll/factory.h"
+#include "testing/matchers.h"
 
 namespace fleetid::enroll {
 namespace {
@@ -49,7 +50,7 @@ TEST(ManifestTest, RefusesManufacturedAtOutsideUnixSeconds) {
                          Json(std::numeric_limits<std::uint64_t>::max()), Json("1780000000")}) {
     const auto parsed = ParseManifest(SignedManifest(at));
     if (parsed.has_value()) GTEST_FAIL() << at.dump();
-    EXPECT_EQ(parsed.error().code(), ErrorCode::kInvalidArgument) << at.dump();
+    EXPECT_THAT(parsed, test::HasCode(ErrorCode::kInvalidArgument)) << at.dump();
   }
 }
 
@@ -61,7 +62,7 @@ TEST(ManifestTest, RefusesATypThatIsNotAString) {
   if (!jws.has_value()) GTEST_FAIL() << jws.error();
   const auto parsed = ParseManifest(*jws);
   if (parsed.has_value()) GTEST_FAIL();
-  EXPECT_EQ(parsed.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(parsed, test::HasCode(ErrorCode::kInvalidArgument));
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
 #include "node/config.h"
+#include "testing/matchers.h"
 
 #include <gtest/gtest.h>
 
@@ -48,7 +49,7 @@ TEST(ConfigTest, TyposAndBadValuesAreRejectedAndChangeNothing) {
   for (const Case& c : cases) {
     auto result = ApplyConfigJson(c.json, config);
     ASSERT_FALSE(result) << c.json;
-    EXPECT_EQ(result.error().code(), ErrorCode::kInvalidArgument) << c.json;
+    EXPECT_THAT(result, test::HasCode(ErrorCode::kInvalidArgument)) << c.json;
     EXPECT_NE(result.error().message().find(c.needle), std::string::npos)
         << result.error().message();
   }
@@ -64,7 +65,7 @@ TEST(ConfigTest, IntegersOutOfRangeAreRejectedNotNarrowed) {
                            R"({"crl_min_interval_seconds": 18446744073709551615})"}) {
     auto result = ApplyConfigJson(json, config);
     ASSERT_FALSE(result) << json;
-    EXPECT_EQ(result.error().code(), ErrorCode::kInvalidArgument) << json;
+    EXPECT_THAT(result, test::HasCode(ErrorCode::kInvalidArgument)) << json;
   }
   EXPECT_EQ(config.threads, 2);
   EXPECT_EQ(config.crl_min_interval_seconds, 60);
@@ -87,7 +88,7 @@ TEST(ConfigTest, MissingFileIsNotFound) {
   ServerConfig config;
   auto result = LoadConfigFile("/nonexistent/fleetid.json", config);
   ASSERT_FALSE(result);
-  EXPECT_EQ(result.error().code(), ErrorCode::kNotFound);
+  EXPECT_THAT(result, test::HasCode(ErrorCode::kNotFound));
 }
 
 }  // namespace

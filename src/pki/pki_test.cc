@@ -13,10 +13,13 @@
 
 #include "crypto/crypto.h"
 #include "crypto/keys.h"
-#include "custody/test_token.h"
 #include "pki/internal/ocsp_responder.h"
 #include "pki/pki.h"
-#include "store/test_db.h"
+#include "testing/certs.h"
+#include "testing/command.h"
+#include "testing/db.h"
+#include "testing/matchers.h"
+#include "testing/token.h"
 
 namespace fleetid::pki {
 namespace {
@@ -35,21 +38,12 @@ X509Ptr Parse(const std::vector<std::uint8_t>& der) {
   return X509Ptr(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
 }
 
-std::vector<std::uint8_t> MakeCsr(EVP_PKEY* key, const char* cn = "ignored-by-the-ca") {
-  crypto::X509ReqPtr req(X509_REQ_new());
-  crypto::X509NamePtr name(X509_NAME_new());
-  X509_NAME_add_entry_by_NID(name.get(), NID_commonName, MBSTRING_UTF8,
-                             reinterpret_cast<const unsigned char*>(cn), -1, -1, 0);
-  X509_REQ_set_subject_name(req.get(), name.get());
-  X509_REQ_set_pubkey(req.get(), key);
-  const bool pure = EVP_PKEY_get_base_id(key) == EVP_PKEY_ED25519;
-  EXPECT_GT(X509_REQ_sign(req.get(), key, pure ? nullptr : EVP_sha256()), 0);
-  const int len = i2d_X509_REQ(req.get(), nullptr);
-  std::vector<std::uint8_t> der(static_cast<std::size_t>(len));
-  unsigned char* p = der.data();
-  i2d_X509_REQ(req.get(), &p);
-  return der;
+std::vector<std::uint8_t> MakeCsr(EVP_PKEY* key) {
+  return test::MakeCsr(key, {.common_name = "ignored-by-the-ca"});
 }
+
+// Shell runs |cmd| (the real openssl command line) and returns what it printed.
+std::string Shell(const std::string& cmd) { return test::RunCommand(cmd).output; }
 
 std::string Pem(const std::vector<std::uint8_t>& der) {
   X509Ptr cert = Parse(der);
@@ -60,22 +54,10 @@ std::string Pem(const std::vector<std::uint8_t>& der) {
   return std::string(data, static_cast<std::size_t>(n));
 }
 
-std::string Shell(const std::string& cmd) {
-  std::string out;
-  // NOLINTNEXTLINE(cert-env33-c): the test runs the real openssl command line on purpose.
-  FILE* pipe = ::popen((cmd + " 2>&1").c_str(), "r");
-  char buf[512];
-  std::size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
-  ::pclose(pipe);
-  return out;
-}
-
 class PkiTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = custody::testing::DataDir() /
-           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    dir_ = test::DataDir() / ::testing::UnitTest::GetInstance()->current_test_info()->name();
     std::filesystem::create_directories(dir_);
     auto db = store::Database::Open("sqlite:" + (dir_ / "pki.db").string());
     ASSERT_TRUE(db) << db.error();
@@ -87,7 +69,7 @@ class PkiTest : public ::testing::Test {
     AuthorityOptions options = options_;
     options.issuing_suites = {crypto::SuiteId::kEcdsaP256Sha256, crypto::SuiteId::kEd25519};
     // Labels are per test so tests sharing the token do not share CA keys.
-    auto authority = Authority::Open(custody::testing::Opened().token, *db_, clock_,
+    auto authority = Authority::Open(test::Opened().token, *db_, clock_,
                                      crypto::OpenSslRng::Instance(), options);
     ASSERT_TRUE(authority) << authority.error();
     authority_ = std::move(*authority);
@@ -168,7 +150,7 @@ TEST_F(PkiTest, HierarchyIsBuiltInTheTokenAndReloaded) {
     EXPECT_GE(X509_get_ext_by_NID(ocsp.get(), NID_id_pkix_OCSP_noCheck, -1), 0);
   }
   // The CA keys are in the token, sensitive and never extractable.
-  auto keys = custody::testing::Opened().token->ListKeys();
+  auto keys = test::Opened().token->ListKeys();
   ASSERT_TRUE(keys);
   int ca_keys = 0;
   for (const auto& k : *keys) {
@@ -193,7 +175,7 @@ TEST_F(PkiTest, IssuedCertificatesVerifyWithOpensslAndCarryTheProfile) {
     auto hostile =
         authority_->Issue(MakeCsr(device.get()), {"GW-0001/x,URI:evil", "acme"}, policy_);
     ASSERT_FALSE(hostile);
-    EXPECT_EQ(hostile.error().code(), ErrorCode::kInvalidArgument);
+    EXPECT_THAT(hostile, test::HasCode(ErrorCode::kInvalidArgument));
     CertificateRecord rec = IssueOne(device.get(), "GW-0001.x_y");
     X509Ptr leaf = Parse(rec.der);
     ASSERT_TRUE(leaf);
@@ -235,23 +217,23 @@ TEST_F(PkiTest, BadCsrsAreRefusedAndNothingIsStored) {
   auto garbage =
       authority_->Issue(std::vector<std::uint8_t>{0x30, 0x03, 0x01, 0x02}, {"GW-1", ""}, policy_);
   ASSERT_FALSE(garbage);
-  EXPECT_EQ(garbage.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(garbage, test::HasCode(ErrorCode::kInvalidArgument));
   auto csr = MakeCsr(device.get());
   csr[csr.size() - 5] ^= 0x01;  // inside the signature
   auto bad_sig = authority_->Issue(csr, {"GW-1", ""}, policy_);
   ASSERT_FALSE(bad_sig);
-  EXPECT_EQ(bad_sig.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(bad_sig, test::HasCode(ErrorCode::kInvalidArgument));
   EXPECT_NE(bad_sig.error().message().find("does not verify"), std::string::npos);
   crypto::SuitePolicy no_ed;
   no_ed.Set(crypto::SuiteId::kEd25519, crypto::SuiteStatus::kDisabled);
   EvpPkeyPtr ed(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
   auto forbidden = authority_->Issue(MakeCsr(ed.get()), {"GW-1", ""}, no_ed);
   ASSERT_FALSE(forbidden);
-  EXPECT_EQ(forbidden.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(forbidden, test::HasCode(ErrorCode::kPermissionDenied));
   EvpPkeyPtr p384(EVP_EC_gen("P-384"));
   auto no_ca = authority_->Issue(MakeCsr(p384.get()), {"GW-1", ""}, policy_);
   ASSERT_FALSE(no_ca);
-  EXPECT_EQ(no_ca.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(no_ca, test::HasCode(ErrorCode::kInvalidArgument));
   auto tx = db_->Begin(store::TxMode::kRead);
   EXPECT_EQ((*(*tx)->Query("SELECT COUNT(*) FROM certificates"))[0].Int(0), 0);
 }
@@ -270,10 +252,10 @@ TEST_F(PkiTest, OcspFollowsRevocationHoldAndRelease) {
   ASSERT_TRUE(authority_->Revoke(rec.serial, Reason::kKeyCompromise));
   EXPECT_EQ(Status(rec, &reason), V_OCSP_CERTSTATUS_REVOKED);
   EXPECT_EQ(reason, OCSP_REVOKED_STATUS_KEYCOMPROMISE);
-  EXPECT_EQ(authority_->Revoke(rec.serial, Reason::kSuperseded).error().code(),
-            ErrorCode::kConflict);
-  EXPECT_EQ(authority_->Release(rec.serial).error().code(), ErrorCode::kConflict);
-  EXPECT_EQ(authority_->Revoke("00ff", Reason::kSuperseded).error().code(), ErrorCode::kNotFound);
+  EXPECT_THAT(authority_->Revoke(rec.serial, Reason::kSuperseded),
+              test::HasCode(ErrorCode::kConflict));
+  EXPECT_THAT(authority_->Release(rec.serial), test::HasCode(ErrorCode::kConflict));
+  EXPECT_THAT(authority_->Revoke("00ff", Reason::kSuperseded), test::HasCode(ErrorCode::kNotFound));
 }
 
 // docs/pki.md: the pre-signed answers are bounded (ocsp_cache_max_entries); past the bound
@@ -530,16 +512,16 @@ TEST_F(PkiTest, PartitionCrlsAreNotInterchangeable) {
   EXPECT_NE(out.find("different CRL scope"), std::string::npos) << out;
   // The root publishes one CRL, partition 0, and no delta.
   EXPECT_TRUE(authority_->Crl("root", 0));
-  EXPECT_EQ(authority_->Crl("root", 1).error().code(), ErrorCode::kNotFound);
-  EXPECT_EQ(authority_->Crl("root", 0, true).error().code(), ErrorCode::kNotFound);
+  EXPECT_THAT(authority_->Crl("root", 1), test::HasCode(ErrorCode::kNotFound));
+  EXPECT_THAT(authority_->Crl("root", 0, true), test::HasCode(ErrorCode::kNotFound));
 }
 
 TEST_F(PkiTest, ServerCertificatesNameTheirHostsAndVerifyForTls) {
-  auto key = custody::testing::Opened().token->GenerateKey(
+  auto key = test::Opened().token->GenerateKey(
       "server-" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()),
       crypto::GetSuite(crypto::SuiteId::kEcdsaP256Sha256), crypto::OpenSslRng::Instance());
   ASSERT_TRUE(key) << key.error();
-  auto pub = custody::testing::Opened().token->PublicKey(key->label);
+  auto pub = test::Opened().token->PublicKey(key->label);
   ASSERT_TRUE(pub);
   auto spki = crypto::PublicKeyDer(pub->get());
   ASSERT_TRUE(spki);
@@ -561,7 +543,7 @@ TEST_F(PkiTest, ServerCertificatesNameTheirHostsAndVerifyForTls) {
       "-CAfile " +
       root.string() + " -untrusted " + chain.string() + " " + leaf.string());
   EXPECT_NE(out.find(": OK"), std::string::npos) << out;
-  EXPECT_EQ(authority_->IssueServer(*spki, {}).error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(authority_->IssueServer(*spki, {}), test::HasCode(ErrorCode::kInvalidArgument));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -745,8 +727,8 @@ TEST_F(PkiTest, IssuingCasAndOcspSignersAreRevocableAndTheRootCrlListsThem) {
   EXPECT_EQ(revoked->issuer, "root");
   EXPECT_EQ(revoked->device, "ca:ecdsa-p256-sha256");
   EXPECT_EQ(revoked->status, Status::kRevoked);
-  EXPECT_EQ(authority_->Revoke(ca_serial, Reason::kCaCompromise).error().code(),
-            ErrorCode::kConflict);
+  EXPECT_THAT(authority_->Revoke(ca_serial, Reason::kCaCompromise),
+              test::HasCode(ErrorCode::kConflict));
   auto root_crl = authority_->Crl("root", 0);
   ASSERT_TRUE(root_crl) << root_crl.error();
   EXPECT_EQ(root_crl->entries, 1u) << "rebuilt at once: the root CRL does not coalesce";
@@ -784,7 +766,7 @@ TEST_F(PkiTest, IssuingCasAndOcspSignersAreRevocableAndTheRootCrlListsThem) {
   EvpPkeyPtr next(EVP_EC_gen("P-256"));
   auto refused = authority_->Issue(MakeCsr(next.get()), {"A", "acme"}, policy_);
   ASSERT_FALSE(refused);
-  EXPECT_EQ(refused.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(refused, test::HasCode(ErrorCode::kUnavailable));
   EvpPkeyPtr next_ed(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
   EXPECT_TRUE(authority_->Issue(MakeCsr(next_ed.get()), {"B", "acme"}, policy_));
 
@@ -833,7 +815,7 @@ TEST_F(PkiTest, KeysRevokedForKeyCompromiseAreNeverCertifiedAgain) {
   for (const std::string device : {"A", "C"}) {
     auto again = authority_->Issue(MakeCsr(key.get()), {device, "acme"}, policy_);
     ASSERT_FALSE(again) << device;
-    EXPECT_EQ(again.error().code(), ErrorCode::kPermissionDenied);
+    EXPECT_THAT(again, test::HasCode(ErrorCode::kPermissionDenied));
   }
   // The same key with its point compressed is the same key.
   EvpPkeyPtr compressed(EVP_PKEY_dup(key.get()));
@@ -841,18 +823,18 @@ TEST_F(PkiTest, KeysRevokedForKeyCompromiseAreNeverCertifiedAgain) {
   const std::vector<std::uint8_t> csr = MakeCsr(compressed.get());
   auto sneaky = authority_->Issue(csr, {"C", "acme"}, policy_);
   ASSERT_FALSE(sneaky);
-  EXPECT_EQ(sneaky.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(sneaky, test::HasCode(ErrorCode::kPermissionDenied));
   // Nor as a server certificate, nor inside a caller's transaction.
   auto server = authority_->IssueServer(SpkiOf(key.get()), {"localhost"});
   ASSERT_FALSE(server);
-  EXPECT_EQ(server.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(server, test::HasCode(ErrorCode::kPermissionDenied));
   {
     auto tx = db_->Begin(store::TxMode::kWrite);
     auto verified = crypto::VerifyCsr(MakeCsr(key.get()));
     if (!verified.has_value()) GTEST_FAIL();
     auto in = authority_->IssueIn(**tx, *verified, {"D", "acme"}, policy_, "test", false);
     ASSERT_FALSE(in);
-    EXPECT_EQ(in.error().code(), ErrorCode::kPermissionDenied);
+    EXPECT_THAT(in, test::HasCode(ErrorCode::kPermissionDenied));
   }
   // A hold turned into keyCompromise counts as well; other keys are unaffected.
   EvpPkeyPtr third(EVP_EC_gen("P-256"));
@@ -860,8 +842,8 @@ TEST_F(PkiTest, KeysRevokedForKeyCompromiseAreNeverCertifiedAgain) {
   ASSERT_TRUE(authority_->Revoke(held.serial, Reason::kCertificateHold));
   EXPECT_TRUE(authority_->Issue(MakeCsr(third.get()), {"E", "acme"}, policy_));
   ASSERT_TRUE(authority_->Revoke(held.serial, Reason::kKeyCompromise));
-  EXPECT_EQ(authority_->Issue(MakeCsr(third.get()), {"E", "acme"}, policy_).error().code(),
-            ErrorCode::kPermissionDenied);
+  EXPECT_THAT(authority_->Issue(MakeCsr(third.get()), {"E", "acme"}, policy_),
+              test::HasCode(ErrorCode::kPermissionDenied));
   EvpPkeyPtr fresh(EVP_EC_gen("P-256"));
   EXPECT_TRUE(authority_->Issue(MakeCsr(fresh.get()), {"A", "acme"}, policy_));
 }
@@ -880,17 +862,17 @@ TEST_F(PkiTest, CrlPartitionsFollowTheDeviceLifetimeAndLongLivedCertificatesHave
   EXPECT_TRUE(authority_->PartitionLive(week, now));
   EXPECT_TRUE(authority_->PartitionLive(week + 4, now)) << "a 30-day certificate of 4 weeks ago";
   EXPECT_FALSE(authority_->PartitionLive(week - 1, now)) << "next week";
-  EXPECT_EQ(authority_->Crl("ecdsa-p256-sha256", hour - 26).error().code(), ErrorCode::kNotFound);
-  EXPECT_EQ(authority_->Crl("ecdsa-p256-sha256", hour - std::int64_t{24} * 30).error().code(),
-            ErrorCode::kNotFound);
+  EXPECT_THAT(authority_->Crl("ecdsa-p256-sha256", hour - 26), test::HasCode(ErrorCode::kNotFound));
+  EXPECT_THAT(authority_->Crl("ecdsa-p256-sha256", hour - std::int64_t{24} * 30),
+              test::HasCode(ErrorCode::kNotFound));
 
   // A server certificate is in the long-lived class: its CDP names that partition, whose CRL
   // lists it once revoked, while the device partitions of the hour do not.
-  auto key = custody::testing::Opened().token->GenerateKey(
-      "server-partition", crypto::GetSuite(crypto::SuiteId::kEcdsaP256Sha256),
-      crypto::OpenSslRng::Instance());
+  auto key = test::Opened().token->GenerateKey("server-partition",
+                                               crypto::GetSuite(crypto::SuiteId::kEcdsaP256Sha256),
+                                               crypto::OpenSslRng::Instance());
   ASSERT_TRUE(key) << key.error();
-  auto pub = custody::testing::Opened().token->PublicKey(key->label);
+  auto pub = test::Opened().token->PublicKey(key->label);
   ASSERT_TRUE(pub);
   auto server = authority_->IssueServer(SpkiOf(pub->get()), {"localhost"});
   ASSERT_TRUE(server) << server.error();
@@ -926,15 +908,15 @@ TEST_F(PkiTest, CrlPartitionsFollowTheDeviceLifetimeAndLongLivedCertificatesHave
   clock_.Advance(AuthorityOptions{}.leaf_lifetime + 2h);
   authority_->RefreshCrls();
   EXPECT_EQ(authority_->CrlCacheSize(), cached - 2) << "the device partition's full and delta";
-  EXPECT_EQ(authority_->Crl(rec.issuer, rec.partition).error().code(), ErrorCode::kNotFound);
+  EXPECT_THAT(authority_->Crl(rec.issuer, rec.partition), test::HasCode(ErrorCode::kNotFound));
 }
 
 TEST_F(PkiTest, ServerCertificateKeeperRenewsAtTwoThirdsOnRevocationAndAfterExpiry) {
-  auto key = custody::testing::Opened().token->GenerateKey(
-      "server-keeper", crypto::GetSuite(crypto::SuiteId::kEcdsaP256Sha256),
-      crypto::OpenSslRng::Instance());
+  auto key = test::Opened().token->GenerateKey("server-keeper",
+                                               crypto::GetSuite(crypto::SuiteId::kEcdsaP256Sha256),
+                                               crypto::OpenSslRng::Instance());
   ASSERT_TRUE(key) << key.error();
-  auto pub = custody::testing::Opened().token->PublicKey(key->label);
+  auto pub = test::Opened().token->PublicKey(key->label);
   ASSERT_TRUE(pub);
   ServerCertificateKeeper keeper(*authority_, clock_, SpkiOf(pub->get()), {"localhost"});
   // The keeper's answer, with an error reported as a failure of the test.
@@ -982,7 +964,7 @@ TEST_F(PkiTest, ServerCertificateKeeperRenewsAtTwoThirdsOnRevocationAndAfterExpi
   ASSERT_TRUE(authority_->Revoke(expired->serial, Reason::kKeyCompromise));
   auto compromised = keeper.Check();
   ASSERT_FALSE(compromised);
-  EXPECT_EQ(compromised.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(compromised, test::HasCode(ErrorCode::kPermissionDenied));
 }
 
 // docs/security.md: nonced and multi-CertID requests cannot be served from the cache, so
@@ -1082,8 +1064,8 @@ TEST_F(PkiTest, AnRsaKeyRevokedForKeyCompromiseIsRefusedUnderThePssOidToo) {
   Open();
   options_.issuing_suites = {crypto::SuiteId::kRsa3072PssSha256};
   AuthorityOptions options = options_;
-  auto rsa_authority = Authority::Open(custody::testing::Opened().token, *db_, clock_,
-                                       crypto::OpenSslRng::Instance(), options);
+  auto rsa_authority =
+      Authority::Open(test::Opened().token, *db_, clock_, crypto::OpenSslRng::Instance(), options);
   ASSERT_TRUE(rsa_authority) << rsa_authority.error();
   EvpPkeyPtr key(EVP_RSA_gen(3072));
   ASSERT_TRUE(key);
@@ -1108,13 +1090,13 @@ TEST_F(PkiTest, AnRsaKeyRevokedForKeyCompromiseIsRefusedUnderThePssOidToo) {
       EXPECT_TRUE(*compromised);
     }
   }
-  EXPECT_EQ((*rsa_authority)->Issue(MakeCsr(key.get()), {"R-2", "acme"}, policy_).error().code(),
-            ErrorCode::kPermissionDenied);
+  EXPECT_THAT((*rsa_authority)->Issue(MakeCsr(key.get()), {"R-2", "acme"}, policy_),
+              test::HasCode(ErrorCode::kPermissionDenied));
   // A PSS-OID key is refused outright: no suite certifies one.
   for (const auto& form : {pss, pss_default_params}) {
     auto server = (*rsa_authority)->IssueServer(form, {"localhost"});
     ASSERT_FALSE(server);
-    EXPECT_EQ(server.error().code(), ErrorCode::kInvalidArgument);
+    EXPECT_THAT(server, test::HasCode(ErrorCode::kInvalidArgument));
   }
   crypto::EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "RSA-PSS", nullptr));
   EVP_PKEY* generated = nullptr;
@@ -1125,7 +1107,7 @@ TEST_F(PkiTest, AnRsaKeyRevokedForKeyCompromiseIsRefusedUnderThePssOidToo) {
   ASSERT_EQ(EVP_PKEY_get_base_id(pss_key.get()), EVP_PKEY_RSA_PSS);
   auto pss_csr = (*rsa_authority)->Issue(MakeCsr(pss_key.get()), {"R-3", "acme"}, policy_);
   ASSERT_FALSE(pss_csr);
-  EXPECT_EQ(pss_csr.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(pss_csr, test::HasCode(ErrorCode::kInvalidArgument));
 }
 
 // docs/security.md: a compromise found after another revocation is still recorded.
@@ -1151,13 +1133,13 @@ TEST_F(PkiTest, ARevokedCertificatesReasonCanBeRaisedToKeyCompromise) {
   }
   auto again = authority_->Issue(MakeCsr(key.get()), {"GW-0001", "acme"}, policy_);
   ASSERT_FALSE(again);
-  EXPECT_EQ(again.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(again, test::HasCode(ErrorCode::kPermissionDenied));
   // Nothing else changes a revocation: not a second compromise, not a lesser reason.
-  EXPECT_EQ(authority_->Revoke(old.serial, Reason::kCaCompromise).error().code(),
-            ErrorCode::kConflict);
-  EXPECT_EQ(authority_->Revoke(old.serial, Reason::kSuperseded).error().code(),
-            ErrorCode::kConflict);
-  EXPECT_EQ(authority_->Release(old.serial).error().code(), ErrorCode::kConflict);
+  EXPECT_THAT(authority_->Revoke(old.serial, Reason::kCaCompromise),
+              test::HasCode(ErrorCode::kConflict));
+  EXPECT_THAT(authority_->Revoke(old.serial, Reason::kSuperseded),
+              test::HasCode(ErrorCode::kConflict));
+  EXPECT_THAT(authority_->Release(old.serial), test::HasCode(ErrorCode::kConflict));
 }
 
 // docs/security.md: another good certificate of a compromised key is not reused.
@@ -1172,7 +1154,7 @@ TEST_F(PkiTest, ServerCertificateNeverReusesACertificateOfACompromisedKey) {
   ASSERT_TRUE(authority_->Revoke(older->serial, Reason::kKeyCompromise));
   auto reused = authority_->ServerCertificate(spki, {"localhost"});
   ASSERT_FALSE(reused) << "reused " << reused->serial;
-  EXPECT_EQ(reused.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(reused, test::HasCode(ErrorCode::kPermissionDenied));
 }
 
 // docs/security.md: the CA enforces the identifier character set itself.
@@ -1187,19 +1169,19 @@ TEST_F(PkiTest, SubjectsOutsideTheIdentifierCharacterSetAreRefused) {
                                                                {std::string(65, 'a'), "acme"}}) {
     auto issued = authority_->Issue(csr, bad, policy_);
     ASSERT_FALSE(issued) << bad.serial;
-    EXPECT_EQ(issued.error().code(), ErrorCode::kInvalidArgument) << bad.serial;
+    EXPECT_THAT(issued, test::HasCode(ErrorCode::kInvalidArgument)) << bad.serial;
   }
   EXPECT_TRUE(authority_->Issue(csr, {"GW-1.a_b", ""}, policy_));
 }
 
 // The schema (migration 3, compromised_keys) and the statements of revocation on both backends.
-class PkiDbTest : public ::testing::TestWithParam<store::testing::Backend> {};
+class PkiDbTest : public ::testing::TestWithParam<test::Backend> {};
 
 TEST_P(PkiDbTest, CompromisedKeysAndCaRevocationOnEitherBackend) {
-  store::testing::TestDb db(GetParam());
+  test::TestDb db(GetParam());
   FakeClock clock(SystemClock::Instance().Now());
-  auto opened = Authority::Open(custody::testing::Opened().token, db.db(), clock,
-                                crypto::OpenSslRng::Instance(), {});
+  auto opened =
+      Authority::Open(test::Opened().token, db.db(), clock, crypto::OpenSslRng::Instance(), {});
   ASSERT_TRUE(opened) << opened.error();
   Authority& authority = **opened;
   crypto::SuitePolicy policy;
@@ -1209,7 +1191,7 @@ TEST_P(PkiDbTest, CompromisedKeysAndCaRevocationOnEitherBackend) {
   ASSERT_TRUE(authority.Revoke(first->serial, Reason::kKeyCompromise));
   auto again = authority.Issue(MakeCsr(key.get()), {"B", "acme"}, policy);
   ASSERT_FALSE(again);
-  EXPECT_EQ(again.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(again, test::HasCode(ErrorCode::kPermissionDenied));
   auto tx = db.db().Begin(store::TxMode::kRead);
   ASSERT_TRUE(tx);
   auto compromised = Authority::KeyCompromisedIn(**tx, SpkiOf(key.get()));
@@ -1223,15 +1205,14 @@ TEST_P(PkiDbTest, CompromisedKeysAndCaRevocationOnEitherBackend) {
   ASSERT_TRUE(root_crl) << root_crl.error();
   EXPECT_EQ(root_crl->entries, 1u);
   EvpPkeyPtr fresh(EVP_EC_gen("P-256"));
-  EXPECT_EQ(authority.Issue(MakeCsr(fresh.get()), {"C", "acme"}, policy).error().code(),
-            ErrorCode::kUnavailable);
+  EXPECT_THAT(authority.Issue(MakeCsr(fresh.get()), {"C", "acme"}, policy),
+              test::HasCode(ErrorCode::kUnavailable));
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, PkiDbTest,
-                         ::testing::Values(store::testing::Backend::kSqlite,
-                                           store::testing::Backend::kPostgres),
+                         ::testing::Values(test::Backend::kSqlite, test::Backend::kPostgres),
                          [](const auto& param_info) {
-                           return store::testing::BackendName(param_info.param);
+                           return test::BackendName(param_info.param);
                          });
 
 // ParseOcspRequest is a pure function of the request's bytes: it needs no CA, token or database.

@@ -14,14 +14,14 @@
 #include "audit/export.h"
 #include "audit/log.h"
 #include "registry/registry.h"
-#include "store/test_db.h"
+#include "testing/db.h"
 
 namespace fleetid::registry {
 namespace {
 
 using namespace std::chrono_literals;
-using store::testing::Backend;
-using store::testing::TestDb;
+using test::Backend;
+using test::TestDb;
 
 // Child runs the crash driver with |args| and returns its pid and a stream of its stdout.
 struct Child {
@@ -198,7 +198,7 @@ TEST_P(CrashTest, KilledTransitionLoopLeavesConsistentHistory) {
 INSTANTIATE_TEST_SUITE_P(Backends, CrashTest,
                          ::testing::Values(Backend::kSqlite, Backend::kPostgres),
                          [](const auto& param_info) {
-                           return store::testing::BackendName(param_info.param);
+                           return test::BackendName(param_info.param);
                          });
 
 }  // namespace

@@ -8,14 +8,15 @@
 #include <thread>
 
 #include "audit/log.h"
-#include "store/test_db.h"
+#include "testing/db.h"
+#include "testing/matchers.h"
 
 namespace fleetid::registry {
 namespace {
 
 using namespace std::chrono_literals;
-using store::testing::Backend;
-using store::testing::TestDb;
+using test::Backend;
+using test::TestDb;
 
 const TimePoint kStart = std::chrono::sys_days{std::chrono::year{2030} / 3 / 1};
 
@@ -152,9 +153,9 @@ TEST_P(RegistryTest, ImportIsIdempotentAndWhole) {
   bad.back().idevid_fingerprint = Fingerprint(999);
   auto refused = registry_->Import("batch-2", bad, kAdmin);
   ASSERT_FALSE(refused);
-  EXPECT_EQ(refused.error().code(), ErrorCode::kConflict);
+  EXPECT_THAT(refused, test::HasCode(ErrorCode::kConflict));
   EXPECT_NE(refused.error().message().find("record 10"), std::string::npos) << refused.error();
-  EXPECT_EQ(registry_->Get("SN-000100").error().code(), ErrorCode::kNotFound);
+  EXPECT_THAT(registry_->Get("SN-000100"), test::HasCode(ErrorCode::kNotFound));
   auto counts = registry_->CountByState();
   ASSERT_TRUE(counts);
   EXPECT_EQ(counts->at(State::kManufactured), 60);
@@ -165,9 +166,9 @@ TEST_P(RegistryTest, ImportRejectsMalformedRecordsByIndex) {
   records[1].idevid_fingerprint = "not-a-digest";
   auto r = registry_->Import("b", records, kAdmin);
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(r, test::HasCode(ErrorCode::kInvalidArgument));
   EXPECT_NE(r.error().message().find("record 1"), std::string::npos);
-  EXPECT_EQ(registry_->Get("SN-000000").error().code(), ErrorCode::kNotFound);
+  EXPECT_THAT(registry_->Get("SN-000000"), test::HasCode(ErrorCode::kNotFound));
 }
 
 // Every row of the lifecycle table, from its |from| state with an allowed actor.
@@ -232,7 +233,7 @@ TEST_P(RegistryTest, EveryForbiddenTransitionIsRefusedAndChangesNothing) {
       auto history_before = registry_->History(rec.serial);
       auto r = Apply(rec.serial, event);
       ASSERT_FALSE(r) << EventName(event) << " from " << StateName(state);
-      EXPECT_EQ(r.error().code(), ErrorCode::kConflict) << r.error();
+      EXPECT_THAT(r, test::HasCode(ErrorCode::kConflict));
       EXPECT_NE(r.error().message().find("is not allowed from state"), std::string::npos);
       auto after = registry_->Get(rec.serial);
       EXPECT_EQ(after->version, before->version);
@@ -247,26 +248,26 @@ TEST_P(RegistryTest, WhoMayCauseATransition) {
   const std::string s = "SN-000000";
   auto by_device = registry_->Transition(Request(s, Event::kProvision, DeviceActor(s)));
   ASSERT_FALSE(by_device);
-  EXPECT_EQ(by_device.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(by_device, test::HasCode(ErrorCode::kPermissionDenied));
   const Actor viewer{kOperator, "bob", {"viewer"}};
   auto no_role = registry_->Transition(Request(s, Event::kProvision, viewer));
   ASSERT_FALSE(no_role);
-  EXPECT_EQ(no_role.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(no_role, test::HasCode(ErrorCode::kPermissionDenied));
   EXPECT_NE(no_role.error().message().find("role 'provisioner'"), std::string::npos);
   const Actor provisioner{kOperator, "carol", {"provisioner"}};
   ASSERT_TRUE(registry_->Transition(Request(s, Event::kProvision, provisioner)));
   auto other_device = registry_->Transition(Request(s, Event::kActivate, DeviceActor("SN-9")));
   ASSERT_FALSE(other_device);
-  EXPECT_EQ(other_device.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(other_device, test::HasCode(ErrorCode::kPermissionDenied));
   auto no_evidence = Request(s, Event::kActivate, DeviceActor(s));
   no_evidence.evidence_digest.clear();
   auto r = registry_->Transition(no_evidence);
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(r, test::HasCode(ErrorCode::kInvalidArgument));
   ASSERT_TRUE(Apply(s, Event::kActivate));
   auto no_reason = Request(s, Event::kSuspend, kAdmin);
   no_reason.reason.clear();
-  EXPECT_EQ(registry_->Transition(no_reason).error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(registry_->Transition(no_reason), test::HasCode(ErrorCode::kInvalidArgument));
 }
 
 TEST_P(RegistryTest, StaleVersionIsAConflict) {
@@ -275,7 +276,7 @@ TEST_P(RegistryTest, StaleVersionIsAConflict) {
   ASSERT_TRUE(Apply("SN-000000", Event::kDecommission));
   auto r = registry_->Transition(stale);
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code(), ErrorCode::kConflict);
+  EXPECT_THAT(r, test::HasCode(ErrorCode::kConflict));
   EXPECT_NE(r.error().message().find("changed since it was read"), std::string::npos);
 }
 
@@ -314,7 +315,7 @@ TEST_P(RegistryTest, CredentialEffectsCommitWithTheTransitionOrNotAtAll) {
   effects_.fail = true;
   auto r = Apply(s, Event::kSuspend);
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(r, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_EQ(registry_->Get(s)->state, State::kActive);
   EXPECT_EQ(registry_->History(s)->size(), 2u);
 }
@@ -335,22 +336,22 @@ TEST_P(RegistryTest, DecommissionedIdentitiesAreTombstonedForever) {
   clock_.Advance(2s);
   auto late_cancel = Apply(s, Event::kCancelDecommission);
   ASSERT_FALSE(late_cancel);
-  EXPECT_EQ(late_cancel.error().code(), ErrorCode::kConflict);
+  EXPECT_THAT(late_cancel, test::HasCode(ErrorCode::kConflict));
   EXPECT_EQ(registry_->FinalizeDecommissions().value(), 1);
   EXPECT_EQ(registry_->Get(s)->state, State::kDecommissioned);
 
   auto enroll = registry_->CheckEnrollable(s, Fingerprint(1));
   ASSERT_FALSE(enroll);
-  EXPECT_EQ(enroll.error().code(), ErrorCode::kPermissionDenied);
-  EXPECT_EQ(registry_->CheckEnrollable("SN-new", Fingerprint(1)).error().code(),
-            ErrorCode::kPermissionDenied);
+  EXPECT_THAT(enroll, test::HasCode(ErrorCode::kPermissionDenied));
+  EXPECT_THAT(registry_->CheckEnrollable("SN-new", Fingerprint(1)),
+              test::HasCode(ErrorCode::kPermissionDenied));
   EXPECT_TRUE(registry_->CheckEnrollable("SN-000002", Fingerprint(2)));
 
   // Re-import of the same identity, even in a new batch, is refused with the record's index.
   const ManufacturingRecord again = Record(1);
   auto r = registry_->Import("later-batch", std::span(&again, 1), kAdmin);
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_THAT(r, test::HasCode(ErrorCode::kPermissionDenied));
   EXPECT_NE(r.error().message().find("decommissioned identity"), std::string::npos);
 }
 
@@ -379,10 +380,10 @@ TEST_P(RegistryTest, TheTableSaysWhichEventAnEnrollmentIs) {
     } else if (state == State::kActive) {
       EXPECT_EQ(allowed.value_or(Event::kClear), Event::kReattest);
       ASSERT_FALSE(strict);
-      EXPECT_EQ(strict.error().code(), ErrorCode::kPermissionDenied);
+      EXPECT_THAT(strict, test::HasCode(ErrorCode::kPermissionDenied));
     } else {
       ASSERT_FALSE(allowed);
-      EXPECT_EQ(allowed.error().code(), ErrorCode::kPermissionDenied);
+      EXPECT_THAT(allowed, test::HasCode(ErrorCode::kPermissionDenied));
       EXPECT_FALSE(strict);
     }
     if (state == State::kDecommissioned) {
@@ -393,7 +394,7 @@ TEST_P(RegistryTest, TheTableSaysWhichEventAnEnrollmentIs) {
       EXPECT_EQ((*rotate)->event, Event::kRotate);
     } else {
       ASSERT_FALSE(rotate);
-      EXPECT_EQ(rotate.error().code(), ErrorCode::kPermissionDenied);
+      EXPECT_THAT(rotate, test::HasCode(ErrorCode::kPermissionDenied));
       EXPECT_NE(rotate.error().message().find("rotation refused"), std::string::npos);
     }
   }
@@ -432,13 +433,13 @@ TEST_P(RegistryTest, QueriesPageWithStableCursorsAndCount) {
   EXPECT_EQ(registry_->CountByState("tenant-a")->at(State::kProvisioned), 30);
   DeviceQuery bad;
   bad.limit = 0;
-  EXPECT_EQ(registry_->Query(bad).error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(registry_->Query(bad), test::HasCode(ErrorCode::kInvalidArgument));
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, RegistryTest,
                          ::testing::Values(Backend::kSqlite, Backend::kPostgres),
                          [](const auto& param_info) {
-                           return store::testing::BackendName(param_info.param);
+                           return test::BackendName(param_info.param);
                          });
 
 TEST(LifecycleTest, TableIsConsistent) {
@@ -452,7 +453,7 @@ TEST(LifecycleTest, TableIsConsistent) {
   }
   EXPECT_EQ(ParseState("active").value(), State::kActive);
   EXPECT_EQ(ParseEvent("rotated").value(), Event::kRotate);
-  EXPECT_EQ(ParseState("gone").error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(ParseState("gone"), test::HasCode(ErrorCode::kInvalidArgument));
 }
 
 TEST(BatchFileTest, ParsesJsonLinesAndNamesTheBadLine) {
@@ -467,7 +468,7 @@ TEST(BatchFileTest, ParsesJsonLinesAndNamesTheBadLine) {
                         "\"idevid_fingerprint\":\"" +
                         Fingerprint(1) + "\"}\n{\"serial\": 5}\n");
   ASSERT_FALSE(bad);
-  EXPECT_EQ(bad.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(bad, test::HasCode(ErrorCode::kInvalidArgument));
   EXPECT_NE(bad.error().message().find("line 2"), std::string::npos) << bad.error();
   EXPECT_NE(ParseBatch("not json\n").error().message().find("line 1"), std::string::npos);
 }
@@ -480,7 +481,7 @@ TEST(BatchFileTest, RefusesTimesATimePointCannotHold) {
         ParseBatch(R"({"serial":"A1","model":"m","manufacturer":"acme","idevid_fingerprint":")" +
                    Fingerprint(1) + R"(","manufactured_at":)" + at + "}\n");
     if (bad.has_value()) GTEST_FAIL() << at;
-    EXPECT_EQ(bad.error().code(), ErrorCode::kInvalidArgument) << at;
+    EXPECT_THAT(bad, test::HasCode(ErrorCode::kInvalidArgument)) << at;
     EXPECT_NE(bad.error().message().find("line 1: 'manufactured_at'"), std::string::npos)
         << bad.error();
   }

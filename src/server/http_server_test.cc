@@ -32,6 +32,8 @@
 
 #include "common/log.h"
 #include "server/connection_share.h"
+#include "testing/command.h"
+#include "testing/matchers.h"
 
 namespace fleetid::server {
 namespace {
@@ -375,7 +377,7 @@ TEST(HttpServerTest, PortInUseIsUnavailable) {
   options.port = first->port();
   auto second = HttpServer::Start(options, TestRouter());
   ASSERT_FALSE(second);
-  EXPECT_EQ(second.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(second, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_THAT(second.error().message(), HasSubstr(std::to_string(first->port())));
 }
 
@@ -385,26 +387,26 @@ TEST(HttpServerTest, BadOptionsAreInvalidArgument) {
   options.address = "localhost.example";
   auto bad_address = HttpServer::Start(options, Router());
   ASSERT_FALSE(bad_address);
-  EXPECT_EQ(bad_address.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(bad_address, test::HasCode(ErrorCode::kInvalidArgument));
 
   options.address = "127.0.0.1";
   options.threads = 0;
   auto no_threads = HttpServer::Start(options, Router());
   ASSERT_FALSE(no_threads);
-  EXPECT_EQ(no_threads.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(no_threads, test::HasCode(ErrorCode::kInvalidArgument));
 
   options.threads = 1;
   options.max_connections = 8;
   options.max_connections_per_address = 9;
   auto share = HttpServer::Start(options, Router());
   ASSERT_FALSE(share);
-  EXPECT_EQ(share.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(share, test::HasCode(ErrorCode::kInvalidArgument));
 
   options.max_connections_per_address = 0;
   options.header_timeout = std::chrono::seconds(0);
   auto no_timeout = HttpServer::Start(options, Router());
   ASSERT_FALSE(no_timeout);
-  EXPECT_EQ(no_timeout.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(no_timeout, test::HasCode(ErrorCode::kInvalidArgument));
 }
 
 TEST(HttpServerTest, UnbindableAddressIsUnavailable) {
@@ -413,7 +415,7 @@ TEST(HttpServerTest, UnbindableAddressIsUnavailable) {
   options.address = "192.0.2.1";  // RFC 5737 TEST-NET-1: never a local address.
   auto server = HttpServer::Start(options, Router());
   ASSERT_FALSE(server);
-  EXPECT_EQ(server.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(server, test::HasCode(ErrorCode::kUnavailable));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1272,16 +1274,7 @@ TEST(HttpServerTest, ExpectContinueGets100BeforeTheBody) {
 TEST(HttpServerTest, CurlGetsAndPostsQuickly) {
   auto server = StartServer();
   ASSERT_TRUE(server);
-  auto run = [](const std::string& command) {
-    std::string output;
-    FILE* pipe = ::popen(command.c_str(), "r");  // NOLINT(cert-env33-c): runs the real curl.
-    if (pipe == nullptr) return output;
-    char chunk[4096];
-    std::size_t n = 0;
-    while ((n = std::fread(chunk, 1, sizeof(chunk), pipe)) > 0) output.append(chunk, n);
-    ::pclose(pipe);
-    return output;
-  };
+  auto run = [](const std::string& command) { return test::RunCommand(command).output; };
   const std::string url = fmt::format("http://127.0.0.1:{}", server->port());
 
   const std::string get = run(fmt::format("curl -sS -i --max-time 5 {}/hello 2>&1", url));

@@ -38,13 +38,18 @@
 #include "crypto/crypto.h"
 #include "crypto/handles.h"
 #include "custody/provider.h"
-#include "custody/test_token.h"
 #include "server/http_server.h"
+#include "testing/certs.h"
+#include "testing/command.h"
+#include "testing/matchers.h"
+#include "testing/token.h"
 
 namespace fleetid::server {
 namespace {
 
 using namespace std::chrono_literals;
+using test::CommandResult;
+using test::RunCommand;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using Clock = std::chrono::steady_clock;
@@ -55,17 +60,6 @@ using SslPtr = std::unique_ptr<SSL, crypto::Deleter<&SSL_free>>;
 using crypto::X509ExtensionPtr;
 
 // Errors drains OpenSSL's error queue into one line per error.
-std::string Errors() {
-  std::string out;
-  while (const unsigned long e = ERR_get_error()) {
-    std::array<char, 256> text{};
-    ERR_error_string_n(e, text.data(), text.size());
-    out += text.data();
-    out += "\n";
-  }
-  return out;
-}
-
 // CountingSigner forwards to a token signer and counts the signatures it makes, so a test can
 // see that a TLS handshake was signed inside the token.
 class CountingSigner final : public custody::Signer {
@@ -94,7 +88,7 @@ class CountingSigner final : public custody::Signer {
 std::shared_ptr<CountingSigner> NewTokenSigner(crypto::SuiteId suite, std::string_view base) {
   static std::atomic<int> counter{0};
   const std::string label = fmt::format("tls-{}-{}-{}", base, ::getpid(), counter++);
-  const auto& token = custody::testing::Opened().token;
+  const auto& token = test::Opened().token;
   auto attributes =
       token->GenerateKey(label, crypto::GetSuite(suite), crypto::OpenSslRng::Instance());
   EXPECT_TRUE(attributes) << attributes.error();
@@ -112,73 +106,28 @@ crypto::EvpPkeyPtr TokenKey(const std::shared_ptr<CountingSigner>& signer) {
 
 crypto::EvpPkeyPtr SoftwareKey() {
   crypto::EvpPkeyPtr key(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
-  EXPECT_TRUE(key) << Errors();
+  EXPECT_TRUE(key) << test::OpensslErrors();
   return key;
-}
-
-struct Extension {
-  int nid;
-  const char* value;
-};
-
-// MakeCert issues a certificate for |subject_key| named CN=|common_name|, signed with
-// |issuer_key| (SHA-256) by |issuer|, or self-signed when |issuer| is null.
-crypto::X509Ptr MakeCert(std::string_view common_name, EVP_PKEY* subject_key, X509* issuer,
-                         EVP_PKEY* issuer_key, std::initializer_list<Extension> extensions) {
-  static std::atomic<long> serial{1000};
-  crypto::X509Ptr cert(X509_new());
-  X509_set_version(cert.get(), X509_VERSION_3);
-  ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), serial++);
-  X509_NAME* name = X509_get_subject_name(cert.get());
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
-                             reinterpret_cast<const unsigned char*>(common_name.data()),
-                             static_cast<int>(common_name.size()), -1, 0);
-  X509_set_issuer_name(cert.get(), issuer != nullptr ? X509_get_subject_name(issuer)
-                                                     : X509_get_subject_name(cert.get()));
-  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -60);
-  X509_gmtime_adj(X509_getm_notAfter(cert.get()), 3600);
-  EXPECT_EQ(X509_set_pubkey(cert.get(), subject_key), 1) << Errors();
-  X509V3_CTX ctx;
-  X509V3_set_ctx(&ctx, issuer != nullptr ? issuer : cert.get(), cert.get(), nullptr, nullptr, 0);
-  for (const Extension& extension : extensions) {
-    X509ExtensionPtr ext(X509V3_EXT_conf_nid(nullptr, &ctx, extension.nid, extension.value));
-    EXPECT_TRUE(ext) << extension.value << ": " << Errors();
-    if (ext) {
-      EXPECT_EQ(X509_add_ext(cert.get(), ext.get(), -1), 1);
-    }
-  }
-  if (X509_sign(cert.get(), issuer_key, EVP_sha256()) <= 0) {
-    ADD_FAILURE() << "X509_sign: " << Errors();
-    return nullptr;
-  }
-  return cert;
-}
-
-crypto::X509Ptr MakeCa(std::string_view common_name, EVP_PKEY* key) {
-  return MakeCert(common_name, key, nullptr, key,
-                  {{NID_basic_constraints, "critical,CA:TRUE"},
-                   {NID_key_usage, "critical,keyCertSign,cRLSign"},
-                   {NID_subject_key_identifier, "hash"}});
 }
 
 crypto::X509Ptr MakeClientCert(std::string_view common_name, EVP_PKEY* key, X509* ca,
                                EVP_PKEY* ca_key) {
-  return MakeCert(common_name, key, ca, ca_key,
-                  {{NID_basic_constraints, "critical,CA:FALSE"},
-                   {NID_key_usage, "critical,digitalSignature"},
-                   {NID_ext_key_usage, "clientAuth"},
-                   {NID_subject_key_identifier, "hash"},
-                   {NID_authority_key_identifier, "keyid"}});
+  return test::MakeCert(common_name, key, ca, ca_key,
+                        {{NID_basic_constraints, "critical,CA:FALSE"},
+                         {NID_key_usage, "critical,digitalSignature"},
+                         {NID_ext_key_usage, "clientAuth"},
+                         {NID_subject_key_identifier, "hash"},
+                         {NID_authority_key_identifier, "keyid"}});
 }
 
 crypto::X509Ptr MakeServerCert(EVP_PKEY* key, X509* ca, EVP_PKEY* ca_key) {
-  return MakeCert("localhost", key, ca, ca_key,
-                  {{NID_basic_constraints, "critical,CA:FALSE"},
-                   {NID_key_usage, "critical,digitalSignature"},
-                   {NID_ext_key_usage, "serverAuth"},
-                   {NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1"},
-                   {NID_subject_key_identifier, "hash"},
-                   {NID_authority_key_identifier, "keyid"}});
+  return test::MakeCert("localhost", key, ca, ca_key,
+                        {{NID_basic_constraints, "critical,CA:FALSE"},
+                         {NID_key_usage, "critical,digitalSignature"},
+                         {NID_ext_key_usage, "serverAuth"},
+                         {NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1"},
+                         {NID_subject_key_identifier, "hash"},
+                         {NID_authority_key_identifier, "keyid"}});
 }
 
 void WriteCertPem(const std::filesystem::path& path, X509* cert) {
@@ -249,23 +198,23 @@ class TlsTest : public ::testing::Test {
     p.ca_key = TokenKey(p.ca_signer);
     p.server_key = TokenKey(p.server_signer);
     ASSERT_TRUE(p.ca_key && p.server_key);
-    p.ca_cert = MakeCa("fleetid test fleet CA", p.ca_key.get());
+    p.ca_cert = test::MakeCa("fleetid test fleet CA", p.ca_key.get());
     p.server_cert = MakeServerCert(p.server_key.get(), p.ca_cert.get(), p.ca_key.get());
 
     p.client_ca_key = SoftwareKey();
-    p.client_ca_cert = MakeCa("fleetid test device CA", p.client_ca_key.get());
+    p.client_ca_cert = test::MakeCa("fleetid test device CA", p.client_ca_key.get());
     p.client_key = SoftwareKey();
     p.client_cert = MakeClientCert("device-0042", p.client_key.get(), p.client_ca_cert.get(),
                                    p.client_ca_key.get());
     p.rogue_ca_key = SoftwareKey();
-    p.rogue_ca_cert = MakeCa("fleetid test device CA", p.rogue_ca_key.get());
+    p.rogue_ca_cert = test::MakeCa("fleetid test device CA", p.rogue_ca_key.get());
     p.rogue_key = SoftwareKey();
     p.rogue_cert = MakeClientCert("device-0042", p.rogue_key.get(), p.rogue_ca_cert.get(),
                                   p.rogue_ca_key.get());
     ASSERT_TRUE(p.ca_cert && p.server_cert && p.client_ca_cert && p.client_cert &&
                 p.rogue_ca_cert && p.rogue_cert);
 
-    p.dir = custody::testing::DataDir() / "tls";
+    p.dir = test::DataDir() / "tls";
     std::filesystem::create_directories(p.dir);
     p.ca_pem = (p.dir / "ca.pem").string();
     p.client_pem = (p.dir / "client.pem").string();
@@ -333,26 +282,6 @@ class TlsTest : public ::testing::Test {
 
   static inline std::unique_ptr<Pki> pki_;
 };
-
-struct CommandResult {
-  int status = -1;  // The exit status, or -1 if the command did not exit normally.
-  std::string output;
-};
-
-// Run runs |command| through the shell with stderr folded into stdout.
-CommandResult RunCommand(const std::string& command) {
-  CommandResult result;
-  const std::string full = command + " 2>&1";
-  FILE* pipe = ::popen(full.c_str(), "r");  // NOLINT(cert-env33-c): runs the real curl/openssl.
-  if (pipe == nullptr) return result;
-  std::array<char, 4096> chunk{};
-  std::size_t n = 0;
-  while ((n = std::fread(chunk.data(), 1, chunk.size(), pipe)) > 0)
-    result.output.append(chunk.data(), n);
-  const int rc = ::pclose(pipe);
-  if (WIFEXITED(rc)) result.status = WEXITSTATUS(rc);
-  return result;
-}
 
 std::string Curl(std::string_view args) {
   return fmt::format("curl -sS --noproxy '*' --max-time 10 {}", args);
@@ -449,13 +378,13 @@ class TlsClient {
         (cert != nullptr && (SSL_CTX_use_certificate(ctx_.get(), cert) != 1 ||
                              SSL_CTX_use_PrivateKey(ctx_.get(), key) != 1)) ||
         (intermediate != nullptr && SSL_CTX_add1_chain_cert(ctx_.get(), intermediate) != 1)) {
-      error_ = Errors();
+      error_ = test::OpensslErrors();
       return;
     }
     ssl_.reset(SSL_new(ctx_.get()));
     SSL_set_fd(ssl_.get(), fd_);
     if (SSL_connect(ssl_.get()) != 1) {
-      error_ = "SSL_connect: " + Errors();
+      error_ = "SSL_connect: " + test::OpensslErrors();
       return;
     }
     connected_ = true;
@@ -495,8 +424,8 @@ class TlsClient {
       std::array<char, 4096> chunk{};
       const int n = SSL_read(ssl_.get(), chunk.data(), static_cast<int>(chunk.size()));
       if (n <= 0) {
-        error_ =
-            fmt::format("SSL_read: SSL_get_error {}: {}", SSL_get_error(ssl_.get(), n), Errors());
+        error_ = fmt::format("SSL_read: SSL_get_error {}: {}", SSL_get_error(ssl_.get(), n),
+                             test::OpensslErrors());
         return false;
       }
       pending_.append(chunk.data(), static_cast<std::size_t>(n));
@@ -534,7 +463,7 @@ TEST_F(TlsTest, UnusableOptionsAreInvalidArgument) {
     options.tls = std::move(tls);
     auto server = HttpServer::Start(std::move(options), Router());
     ASSERT_FALSE(server) << why;
-    EXPECT_EQ(server.error().code(), ErrorCode::kInvalidArgument) << why;
+    EXPECT_THAT(server, test::HasCode(ErrorCode::kInvalidArgument)) << why;
     EXPECT_THAT(server.error().message(), HasSubstr(why));
   };
   TlsOptions no_cert = ServerTls(ClientAuth::kNone);
@@ -738,12 +667,12 @@ TEST_F(TlsTest, OptionalClientAuthServesBothButStillRejectsUntrustedCertificates
 TEST_F(TlsTest, ClientChainThroughAnIntermediateEndsAtTheAnchor) {
   // Device CA (root) -> device issuing CA -> device; the client sends leaf and intermediate.
   crypto::EvpPkeyPtr issuing_key = SoftwareKey();
-  crypto::X509Ptr issuing = MakeCert("fleetid test device issuing CA", issuing_key.get(),
-                                     pki().client_ca_cert.get(), pki().client_ca_key.get(),
-                                     {{NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
-                                      {NID_key_usage, "critical,keyCertSign,cRLSign"},
-                                      {NID_subject_key_identifier, "hash"},
-                                      {NID_authority_key_identifier, "keyid"}});
+  crypto::X509Ptr issuing = test::MakeCert("fleetid test device issuing CA", issuing_key.get(),
+                                           pki().client_ca_cert.get(), pki().client_ca_key.get(),
+                                           {{NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
+                                            {NID_key_usage, "critical,keyCertSign,cRLSign"},
+                                            {NID_subject_key_identifier, "hash"},
+                                            {NID_authority_key_identifier, "keyid"}});
   crypto::EvpPkeyPtr device_key = SoftwareKey();
   ASSERT_TRUE(issuing);
   crypto::X509Ptr device =
@@ -778,11 +707,11 @@ TEST_F(TlsTest, ClientChainThroughAnIntermediateEndsAtTheAnchor) {
 TEST_F(TlsTest, ClientCertificateForAnotherPurposeIsRejected) {
   // Issued by the trusted device CA, but for servers only (extendedKeyUsage serverAuth).
   crypto::EvpPkeyPtr key = SoftwareKey();
-  crypto::X509Ptr cert =
-      MakeCert("device-0044", key.get(), pki().client_ca_cert.get(), pki().client_ca_key.get(),
-               {{NID_basic_constraints, "critical,CA:FALSE"},
-                {NID_key_usage, "critical,digitalSignature"},
-                {NID_ext_key_usage, "serverAuth"}});
+  crypto::X509Ptr cert = test::MakeCert("device-0044", key.get(), pki().client_ca_cert.get(),
+                                        pki().client_ca_key.get(),
+                                        {{NID_basic_constraints, "critical,CA:FALSE"},
+                                         {NID_key_usage, "critical,digitalSignature"},
+                                         {NID_ext_key_usage, "serverAuth"}});
   ASSERT_TRUE(cert);
   auto server = StartServer(ServerTls(ClientAuth::kOptional));
   ASSERT_TRUE(server);
@@ -982,7 +911,7 @@ std::vector<std::string> PeerCaNames(SSL* ssl) {
 // Maker is a manufacturer registered after the server started: its CA and one device.
 struct Maker {
   crypto::EvpPkeyPtr ca_key = SoftwareKey();
-  crypto::X509Ptr ca = MakeCa("fleetid test manufacturer CA", ca_key.get());
+  crypto::X509Ptr ca = test::MakeCa("fleetid test manufacturer CA", ca_key.get());
   crypto::EvpPkeyPtr device_key = SoftwareKey();
   crypto::X509Ptr device = MakeClientCert("device-0099", device_key.get(), ca.get(), ca_key.get());
 };
@@ -1032,20 +961,20 @@ TEST_F(TlsTest, AnchorsAndCertificatesCannotBeChangedWhereTheyDoNotApply) {
   ASSERT_TRUE(plain);
   auto anchor = plain->AddClientTrustAnchor(X509Ref(pki().client_ca_cert.get()));
   ASSERT_FALSE(anchor);
-  EXPECT_EQ(anchor.error().code(), ErrorCode::kConflict);
+  EXPECT_THAT(anchor, test::HasCode(ErrorCode::kConflict));
   auto cert =
       plain->SetCertificate({X509Ref(pki().server_cert.get())}, PkeyRef(pki().server_key.get()));
   ASSERT_FALSE(cert);
-  EXPECT_EQ(cert.error().code(), ErrorCode::kConflict);
+  EXPECT_THAT(cert, test::HasCode(ErrorCode::kConflict));
 
   auto no_client_auth = StartServer(ServerTls(ClientAuth::kNone));
   ASSERT_TRUE(no_client_auth);
   anchor = no_client_auth->AddClientTrustAnchor(X509Ref(pki().client_ca_cert.get()));
   ASSERT_FALSE(anchor);
-  EXPECT_EQ(anchor.error().code(), ErrorCode::kConflict);
+  EXPECT_THAT(anchor, test::HasCode(ErrorCode::kConflict));
   anchor = no_client_auth->AddClientTrustAnchor(X509Ref());
   ASSERT_FALSE(anchor);
-  EXPECT_EQ(anchor.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(anchor, test::HasCode(ErrorCode::kInvalidArgument));
 }
 
 TEST_F(TlsTest, SetCertificateServesNewHandshakesAndKeepsOpenConnections) {
@@ -1067,13 +996,13 @@ TEST_F(TlsTest, SetCertificateServesNewHandshakesAndKeepsOpenConnections) {
   auto mismatched =
       server->SetCertificate({X509Ref(renewed.get())}, PkeyRef(pki().server_key.get()));
   ASSERT_FALSE(mismatched);
-  EXPECT_EQ(mismatched.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(mismatched, test::HasCode(ErrorCode::kInvalidArgument));
   auto empty = server->SetCertificate({}, PkeyRef(renewed_key.get()));
   ASSERT_FALSE(empty);
-  EXPECT_EQ(empty.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(empty, test::HasCode(ErrorCode::kInvalidArgument));
   auto no_key = server->SetCertificate({X509Ref(renewed.get())}, PkeyRef());
   ASSERT_FALSE(no_key);
-  EXPECT_EQ(no_key.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(no_key, test::HasCode(ErrorCode::kInvalidArgument));
 
   ASSERT_TRUE(server->SetCertificate({X509Ref(renewed.get()), X509Ref(pki().ca_cert.get())},
                                      PkeyRef(renewed_key.get())));

@@ -10,13 +10,14 @@
 #include <thread>
 
 #include "store/pool.h"
-#include "store/test_db.h"
+#include "testing/db.h"
+#include "testing/matchers.h"
 
 namespace fleetid::store {
 namespace {
 
-using testing::Backend;
-using testing::TestDb;
+using test::Backend;
+using test::TestDb;
 
 constexpr Migration kMigrations[] = {
     {1, "things",
@@ -111,7 +112,7 @@ TEST_P(StoreTest, UniqueViolationIsAConflictAndNothingIsHalfApplied) {
   ASSERT_TRUE((*tx)->Exec("INSERT INTO things (id, name) VALUES (2, 'b')"));
   auto dup = (*tx)->Exec("INSERT INTO things (id, name) VALUES (3, 'a')");
   ASSERT_FALSE(dup);
-  EXPECT_EQ(dup.error().code(), ErrorCode::kConflict) << dup.error();
+  EXPECT_THAT(dup, test::HasCode(ErrorCode::kConflict));
   tx->reset();
   EXPECT_EQ(Count(), 1);
 }
@@ -122,7 +123,7 @@ TEST_P(StoreTest, SyntaxErrorsAreInternalAndLeaveTheConnectionUsable) {
     ASSERT_TRUE(tx);
     auto bad = (*tx)->Exec("INSERT INTO no_such_table VALUES (1)");
     ASSERT_FALSE(bad);
-    EXPECT_EQ(bad.error().code(), ErrorCode::kInternal);
+    EXPECT_THAT(bad, test::HasCode(ErrorCode::kInternal));
   }
   EXPECT_EQ(Count(), 0);
 }
@@ -210,22 +211,24 @@ TEST(SqliteFiles, AreCreatedOwnerOnly) {
 
 INSTANTIATE_TEST_SUITE_P(Backends, StoreTest,
                          ::testing::Values(Backend::kSqlite, Backend::kPostgres),
-                         [](const auto& param_info) { return testing::BackendName(param_info.param); });
+                         [](const auto& param_info) {
+                           return test::BackendName(param_info.param);
+                         });
 
 TEST(StoreOpenTest, BadUrls) {
   auto unknown = Database::Open("mysql://x");
   ASSERT_FALSE(unknown);
-  EXPECT_EQ(unknown.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(unknown, test::HasCode(ErrorCode::kInvalidArgument));
   auto option = Database::Open("sqlite:/tmp/x.db?journal=delete");
   ASSERT_FALSE(option);
-  EXPECT_EQ(option.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(option, test::HasCode(ErrorCode::kInvalidArgument));
   auto unwritable = Database::Open("sqlite:/nonexistent-dir/x.db");
   ASSERT_FALSE(unwritable);
-  EXPECT_EQ(unwritable.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(unwritable, test::HasCode(ErrorCode::kUnavailable));
   // Port 1 on loopback: nothing listens there.
   auto down = Database::Open("postgresql://postgres@127.0.0.1:1/fleetid?connect_timeout=2");
   ASSERT_FALSE(down);
-  EXPECT_EQ(down.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(down, test::HasCode(ErrorCode::kUnavailable));
   EXPECT_NE(down.error().message().find("cannot connect to PostgreSQL"), std::string::npos);
 }
 

@@ -1,4 +1,4 @@
-#include "custody/test_token.h"
+#include "testing/token.h"
 
 #include <gtest/gtest.h>
 
@@ -7,12 +7,12 @@
 
 #include "crypto/crypto.h"
 
-namespace fleetid::custody::testing {
+namespace fleetid::test {
 namespace {
 
 struct State {
   std::filesystem::path dir;
-  std::optional<OpenedToken> opened;
+  std::optional<custody::OpenedToken> opened;
   ~State() {
     opened.reset();
     std::error_code ec;
@@ -23,7 +23,8 @@ struct State {
 State& GetState() {
   static State state;
   if (state.dir.empty()) {
-    std::string templ = (std::filesystem::temp_directory_path() / "fleetid-custody-XXXXXX").string();
+    std::string templ =
+        (std::filesystem::temp_directory_path() / "fleetid-custody-XXXXXX").string();
     if (::mkdtemp(templ.data()) == nullptr) std::abort();
     state.dir = templ;
   }
@@ -34,10 +35,10 @@ State& GetState() {
 
 const std::filesystem::path& DataDir() { return GetState().dir; }
 
-OpenedToken& Opened() {
+custody::OpenedToken& Opened() {
   State& s = GetState();
   if (!s.opened) {
-    auto opened = OpenEmbedded(s.dir, "fleetid-test", crypto::OpenSslRng::Instance());
+    auto opened = custody::OpenEmbedded(s.dir, "fleetid-test", crypto::OpenSslRng::Instance());
     if (!opened) {
       ADD_FAILURE() << "opening the embedded store: " << opened.error();
       std::abort();
@@ -50,7 +51,7 @@ OpenedToken& Opened() {
 void CloseAll() { GetState().opened.reset(); }
 
 void ClearCkaSign(const std::string& label) {
-  const std::shared_ptr<Token>& token = Opened().token;
+  const std::shared_ptr<custody::Token>& token = Opened().token;
   CK_FUNCTION_LIST* fns = token->module()->functions();
   CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
   CK_SLOT_ID slot = *token->module()->FindToken(token->label());
@@ -91,4 +92,4 @@ class CloseAtTearDown : public ::testing::Environment {
 
 }  // namespace
 
-}  // namespace fleetid::custody::testing
+}  // namespace fleetid::test

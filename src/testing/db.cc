@@ -1,4 +1,4 @@
-#include "store/test_db.h"
+#include "testing/db.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
-namespace fleetid::store::testing {
+namespace fleetid::test {
 namespace {
 
 std::string Unique(std::string_view prefix) {
@@ -68,18 +68,19 @@ const std::string& PostgresBaseUrl() {
 
 TestDb::TestDb(Backend backend, int pool_size) : backend_(backend), name_(Unique("t")) {
   if (backend == Backend::kSqlite) {
-    url_ = "sqlite:" + (std::filesystem::temp_directory_path() / ("fleetid-" + name_ + ".db")).string();
+    url_ = "sqlite:" +
+           (std::filesystem::temp_directory_path() / ("fleetid-" + name_ + ".db")).string();
   } else {
-    auto admin = Database::Open(PostgresBaseUrl(), 1);
+    auto admin = store::Database::Open(PostgresBaseUrl(), 1);
     if (!admin) {
       ADD_FAILURE() << admin.error();
       std::abort();
     }
-    auto tx = (*admin)->Begin(TxMode::kWrite);
+    auto tx = (*admin)->Begin(store::TxMode::kWrite);
     if (!tx || !(*tx)->ExecScript("CREATE SCHEMA " + name_) || !(*tx)->Commit()) std::abort();
     url_ = PostgresBaseUrl() + "?options=-csearch_path%3D" + name_;
   }
-  auto db = Database::Open(url_, pool_size);
+  auto db = store::Database::Open(url_, pool_size);
   if (!db) {
     ADD_FAILURE() << db.error();
     std::abort();
@@ -93,11 +94,11 @@ TestDb::~TestDb() {
     const std::string path = url_.substr(7);
     std::error_code ec;
     for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix, ec);
-  } else if (auto admin = Database::Open(PostgresBaseUrl(), 1)) {
-    if (auto tx = (*admin)->Begin(TxMode::kWrite)) {
+  } else if (auto admin = store::Database::Open(PostgresBaseUrl(), 1)) {
+    if (auto tx = (*admin)->Begin(store::TxMode::kWrite)) {
       if ((*tx)->ExecScript("DROP SCHEMA " + name_ + " CASCADE")) (void)(*tx)->Commit();
     }
   }
 }
 
-}  // namespace fleetid::store::testing
+}  // namespace fleetid::test

@@ -1,19 +1,20 @@
-// A real SoftHSM2 token store in a temporary directory, shared by the tests of one process.
-#ifndef FLEETID_CUSTODY_TEST_TOKEN_H_
-#define FLEETID_CUSTODY_TEST_TOKEN_H_
+// testing/token.h: a real SoftHSM2 token store in a temporary directory, shared by the tests of
+// one process (custody::OpenEmbedded: its PIN stays in the store's files and is never logged).
+#ifndef FLEETID_TESTING_TOKEN_H_
+#define FLEETID_TESTING_TOKEN_H_
 
 #include <filesystem>
 #include <string>
 
 #include "custody/store.h"
 
-namespace fleetid::custody::testing {
+namespace fleetid::test {
 
 // DataDir is this process's temporary data directory (removed at exit).
 const std::filesystem::path& DataDir();
 
 // Opened opens the embedded store in DataDir() (creating it the first time) and keeps it open.
-OpenedToken& Opened();
+custody::OpenedToken& Opened();
 
 // CloseAll drops every reference this helper holds, so the module is finalised as at process
 // exit; the next Opened() starts from the files on disk, as a second process would.
@@ -24,6 +25,6 @@ void CloseAll();
 // refuse C_SignInit).
 void ClearCkaSign(const std::string& label);
 
-}  // namespace fleetid::custody::testing
+}  // namespace fleetid::test
 
-#endif  // FLEETID_CUSTODY_TEST_TOKEN_H_
+#endif  // FLEETID_TESTING_TOKEN_H_
