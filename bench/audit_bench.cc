@@ -30,9 +30,14 @@ using bench::Seconds;
 using bench::Steady;
 
 audit::Entry Sample(std::uint64_t i) {
-  return {"operator:alice", "registry.provision", fmt::format("GW-{:08}", i),
-          {{"state", "manufactured"}, {"version", 1}}, {{"state", "provisioned"}, {"version", 2}},
-          "", "policy-1", ""};
+  return {.actor = "operator:alice",
+          .action = "registry.provision",
+          .subject = fmt::format("GW-{:08}", i),
+          .before = {{"state", "manufactured"}, {"version", 1}},
+          .after = {{"state", "provisioned"}, {"version", 2}},
+          .reason = "",
+          .policy_version = "policy-1",
+          .evidence_digest = ""};
 }
 
 int Fail(const Error& e) {

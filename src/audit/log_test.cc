@@ -48,8 +48,14 @@ class LogTest : public ::testing::TestWithParam<Backend> {
   std::uint64_t AppendOne(const std::string& subject) {
     auto tx = db_->Begin(store::TxMode::kWrite);
     EXPECT_TRUE(tx);
-    Entry entry{"operator:alice", "registry.transition", subject, "manufactured", "provisioned",
-                "", "policy-1", ""};
+    Entry entry{.actor = "operator:alice",
+                .action = "registry.transition",
+                .subject = subject,
+                .before = "manufactured",
+                .after = "provisioned",
+                .reason = "",
+                .policy_version = "policy-1",
+                .evidence_digest = ""};
     auto seq = Log::Append(**tx, entry, clock_);
     EXPECT_TRUE(seq) << seq.error();
     EXPECT_TRUE((*tx)->Commit());
@@ -64,8 +70,14 @@ class LogTest : public ::testing::TestWithParam<Backend> {
 };
 
 TEST_P(LogTest, EntriesAreCanonicalJson) {
-  Entry entry{"operator:alice", "pki.revoke", "0a1b", nullptr, {{"status", "revoked"}},
-              "keyCompromise", "policy-7", std::string(64, 'e')};
+  Entry entry{.actor = "operator:alice",
+              .action = "pki.revoke",
+              .subject = "0a1b",
+              .before = nullptr,
+              .after = {{"status", "revoked"}},
+              .reason = "keyCompromise",
+              .policy_version = "policy-7",
+              .evidence_digest = std::string(64, 'e')};
   auto body = EncodeEntry(42, 1798000000123, entry);
   ASSERT_TRUE(body);
   EXPECT_EQ(*body,
@@ -84,12 +96,27 @@ TEST_P(LogTest, AppendsCommitOrRollBackWithTheCallersTransaction) {
   {
     auto tx = db_->Begin(store::TxMode::kWrite);
     ASSERT_TRUE(tx);
-    ASSERT_TRUE(Log::Append(**tx, Entry{"system", "x", "GW-2", {}, {}, "", "", ""}, clock_));
+    const Entry ok{.actor = "system",
+                   .action = "x",
+                   .subject = "GW-2",
+                   .before = {},
+                   .after = {},
+                   .reason = "",
+                   .policy_version = "",
+                   .evidence_digest = ""};
+    ASSERT_TRUE(Log::Append(**tx, ok, clock_));
     // Destroyed without Commit: the caller's change failed, and the entry goes with it.
   }
   {
     auto tx = db_->Begin(store::TxMode::kWrite);
-    Entry bad{"system", "x", std::string("\xc3\x28"), {}, {}, "", "", ""};
+    Entry bad{.actor = "system",
+              .action = "x",
+              .subject = std::string("\xc3\x28"),
+              .before = {},
+              .after = {},
+              .reason = "",
+              .policy_version = "",
+              .evidence_digest = ""};
     auto refused = Log::Append(**tx, bad, clock_);
     ASSERT_FALSE(refused);
     EXPECT_THAT(refused, test::HasCode(ErrorCode::kInvalidArgument));
