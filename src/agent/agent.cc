@@ -38,9 +38,6 @@ using enroll::kEvidenceProfile;
 using enroll::kEvidenceType;
 using enroll::kReceiptType;
 
-std::int64_t Unix(TimePoint t) {
-  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
-}
 
 Result<std::string> ReadFile(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -143,7 +140,7 @@ Result<std::string> SerialOf(X509* cert) { return crypto::SerialHex(X509_get0_se
 // TimeOf converts a certificate's notBefore or notAfter, or an OCSP answer's times.
 Result<TimePoint> TimeOf(const ASN1_TIME* t) {
   FLEETID_TRY(seconds, crypto::Asn1TimeToUnix(t));
-  return TimePoint(std::chrono::seconds(seconds));
+  return FromUnixSeconds(seconds);
 }
 
 }  // namespace
@@ -342,7 +339,7 @@ Result<std::string> Agent::Evidence(
                     {"swname", "fleetid-agent"},
                     {"swversion", kAgentVersion},
                     {"key_sha256", crypto::Hex(crypto::Sha256(spki))},
-                    {"iat", Unix(clock_.Now())}};
+                    {"iat", UnixSeconds(clock_.Now())}};
   FLEETID_TRY(pkey, Key(signing_label));
   FLEETID_TRY(jws, crypto::SignJws(pkey, {{"typ", kEvidenceType}}, claims.dump()));
   Connection* use = &conn;
@@ -369,7 +366,7 @@ Result<void> Agent::ComputeRenewal(const std::vector<std::uint8_t>& der) {
   const auto at = nb + std::chrono::seconds(static_cast<std::int64_t>(
                            static_cast<double>(life.count()) *
                            (options_.renew_fraction - options_.jitter_fraction * u)));
-  state_.renew_at = Unix(at);
+  state_.renew_at = UnixSeconds(at);
   return {};
 }
 
@@ -591,7 +588,7 @@ Result<void> Agent::Decommission(const std::string& order_id) {
   const Json claims{{"serial", serial_},
                     {"order", order_id},
                     {"destroyed", destroyed},
-                    {"iat", Unix(clock_.Now())}};
+                    {"iat", UnixSeconds(clock_.Now())}};
   // Signed while the key still exists; delivered after every LDevID key is gone.
   FLEETID_TRY(signer, token_->GetSigner(state_.current_label));
   FLEETID_TRY(pkey, custody::TokenPkey(std::shared_ptr<custody::Signer>(std::move(signer))));
@@ -675,7 +672,7 @@ Result<OcspVerdict> Agent::RefreshOcsp() {
     }
   }
   const TimePoint now = clock_.Now();
-  X509_VERIFY_PARAM_set_time(X509_STORE_get0_param(store.get()), static_cast<time_t>(Unix(now)));
+  X509_VERIFY_PARAM_set_time(X509_STORE_get0_param(store.get()), static_cast<time_t>(UnixSeconds(now)));
   if (OCSP_basic_verify(basic.get(), untrusted.get(), store.get(), 0) != 1) {
     ERR_clear_error();
     return MakeError(ErrorCode::kUnavailable, "the OCSP answer does not verify");
@@ -806,7 +803,7 @@ Result<void> Agent::Once(bool force_rotate) {
                               .current = current,
                               .pending_key = !state_.pending_label.empty(),
                               .pending_cert = !state_.pending_cert.empty(),
-                              .renewal_due = Unix(clock_.Now()) >= state_.renew_at,
+                              .renewal_due = UnixSeconds(clock_.Now()) >= state_.renew_at,
                               .force_rotate = force_rotate});
     if (plan.erase_current) {
       FLEETID_CHECK_OK(DropCurrent("refused by the authority"));

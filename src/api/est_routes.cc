@@ -11,7 +11,6 @@ using Json = nlohmann::json;
 using internal::EstError;
 using internal::EstOk;
 using internal::TlsOnly;
-using internal::UnixSeconds;
 using server::HttpRequest;
 using server::HttpResponse;
 

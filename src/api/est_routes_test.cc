@@ -21,15 +21,11 @@ using server::HttpResponse;
 constexpr std::string_view kTlsOnly = "EST and device calls are served over HTTPS only";
 constexpr std::string_view kCertsOnly = "application/pkcs7-mime; smime-type=certs-only";
 
-std::int64_t Unix(TimePoint t) {
-  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
-}
-
 Json RecordJson(const pki::CertificateRecord& r) {
   Json j{{"serial", r.serial},
          {"status", pki::StatusName(r.status)},
-         {"not_before", Unix(r.not_before)},
-         {"not_after", Unix(r.not_after)}};
+         {"not_before", UnixSeconds(r.not_before)},
+         {"not_after", UnixSeconds(r.not_after)}};
   if (r.reason) j["reason"] = pki::ReasonName(*r.reason);
   return j;
 }
@@ -43,7 +39,7 @@ class EstRoutesTest : public RoutesTest {
     EXPECT_EQ(r.status, 200) << r.body;
     const Json body = Json::parse(r.body, nullptr, false);
     EXPECT_EQ(body.size(), 2u);
-    EXPECT_EQ(body.value("expires_at", std::int64_t{0}), Unix(clock_.Now() + 60s));
+    EXPECT_EQ(body.value("expires_at", std::int64_t{0}), UnixSeconds(clock_.Now() + 60s));
     return body.value("nonce", std::string());
   }
 
@@ -102,7 +98,7 @@ class EstRoutesTest : public RoutesTest {
         {"order", order},
         {"destroyed", Json::array({{{"label", "ldevid-2"},
                                     {"key_sha256", crypto::Hex(crypto::Sha256(*spki))}}})},
-        {"iat", Unix(clock_.Now())}};
+        {"iat", UnixSeconds(clock_.Now())}};
     auto jws =
         crypto::SignJws(key, {{"typ", enroll::kReceiptType}, {"kid", cert.serial}}, claims.dump());
     return jws ? *jws : std::string();

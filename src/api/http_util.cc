@@ -19,10 +19,6 @@ constexpr std::string_view kBase64Symbols =
 
 }  // namespace
 
-std::int64_t UnixSeconds(TimePoint t) {
-  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
-}
-
 std::span<const std::uint8_t> BodyBytes(const HttpRequest& req) {
   const auto* data = reinterpret_cast<const std::uint8_t*>(req.body.data());
   return {data, req.body.size()};

@@ -18,8 +18,6 @@
 
 namespace fleetid::api::internal {
 
-// UnixSeconds is |t| as whole seconds since the epoch, as the JSON bodies carry times.
-std::int64_t UnixSeconds(TimePoint t);
 
 // BodyBytes views a request body as the bytes it is.
 std::span<const std::uint8_t> BodyBytes(const server::HttpRequest& req);

@@ -5,10 +5,21 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 
 namespace fleetid {
 
 using TimePoint = std::chrono::system_clock::time_point;
+
+// UnixSeconds is |t| in whole seconds since the Unix epoch (truncated toward zero), the form the
+// databases, JSON bodies and JWS claims carry; FromUnixSeconds is its inverse. ASN1_TIME
+// conversions are crypto/x509.h's.
+constexpr std::int64_t UnixSeconds(TimePoint t) {
+  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
+constexpr TimePoint FromUnixSeconds(std::int64_t seconds) {
+  return TimePoint(std::chrono::seconds(seconds));
+}
 
 class Clock {
  public:

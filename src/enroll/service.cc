@@ -85,9 +85,6 @@ CREATE TABLE receipts (
 )sql";
 // clang-format on
 
-std::int64_t Unix(TimePoint t) {
-  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
-}
 
 std::string DeviceActor(std::string_view serial) { return fmt::format("device:{}", serial); }
 
@@ -95,7 +92,7 @@ std::string DeviceActor(std::string_view serial) { return fmt::format("device:{}
 // which stay fixed while it is decommissioning.
 std::string OrderId(const registry::Device& device) {
   return crypto::Hex(crypto::Sha256(fmt::format("decommission|{}|{}|{}", device.serial,
-                                                device.version, Unix(device.updated_at))));
+                                                device.version, UnixSeconds(device.updated_at))));
 }
 
 bool Live(const pki::CertificateRecord& r) { return r.status != pki::Status::kRevoked; }
@@ -399,7 +396,7 @@ Result<Manufacturer> Service::AddManufacturer(std::span<const std::uint8_t> ca_d
   auto inserted = tx->Exec("INSERT INTO manufacturers (fingerprint, name, der, added_by, added_at) "
                            "VALUES (?, ?, ?, ?, ?)",
                            {m.fingerprint, m.name, store::Blob(m.der), std::string(actor),
-                            Unix(clock_.Now())});
+                            UnixSeconds(clock_.Now())});
   if (!inserted) {
     return MakeError(ErrorCode::kConflict, "a manufacturer named '{}' is registered already", name);
   }
@@ -439,7 +436,7 @@ Result<void> Service::AddReferenceValue(std::string_view model, std::string_view
   FLEETID_CHECK_OK(tx->Exec("INSERT INTO reference_values (model, firmware_sha256, added_by, "
                             "added_at) VALUES (?, ?, ?, ?)",
                             {std::string(model), std::string(firmware_sha256), std::string(actor),
-                             Unix(clock_.Now())}));
+                             UnixSeconds(clock_.Now())}));
   FLEETID_TRY(seq, audit::Log::Append(*tx,
                                       {.actor = std::string(actor),
                                        .action = "attest.reference.add",
@@ -484,7 +481,7 @@ Result<registry::ImportReport> Service::ImportManifest(std::string_view jws, std
     r.firmware_version = d.firmware_version;
     r.firmware_digest = d.firmware_sha256;
     r.station = m.station;
-    r.manufactured_at = TimePoint(std::chrono::seconds(m.manufactured_at));
+    r.manufactured_at = FromUnixSeconds(m.manufactured_at);
     records.push_back(std::move(r));
   }
   return registry_.Import(m.batch, records,
@@ -634,14 +631,14 @@ Result<Nonce> Service::IssueNonce(const ClientChain& chain, Purpose purpose, Thr
   FLEETID_CHECK_OK(tx->Exec("INSERT INTO attest_nonces (nonce, device, purpose, expires_at) "
                             "VALUES (?, ?, ?, ?)",
                             {nonce.value, who.device.serial, std::string(PurposeName(purpose)),
-                             Unix(nonce.expires_at)}));
+                             UnixSeconds(nonce.expires_at)}));
   FLEETID_TRY(seq, audit::Log::Append(*tx,
                                       {.actor = DeviceActor(who.device.serial),
                                        .action = "attest.nonce",
                                        .subject = who.device.serial,
                                        .before = nullptr,
                                        .after = {{"purpose", PurposeName(purpose)},
-                                                 {"expires_at", Unix(nonce.expires_at)}},
+                                                 {"expires_at", UnixSeconds(nonce.expires_at)}},
                                        .reason = "",
                                        .policy_version = "",
                                        .evidence_digest = crypto::Hex(crypto::Sha256(nonce.value))},
@@ -678,13 +675,13 @@ Result<void> Service::ConsumeNonce(store::Transaction& tx, const Identified& who
     return MakeError(ErrorCode::kPermissionDenied,
                      "the nonce was issued to another device or for another purpose");
   }
-  if (row.Int(2) <= Unix(now)) {
+  if (row.Int(2) <= UnixSeconds(now)) {
     refusal = "nonce_expired";
     return MakeError(ErrorCode::kPermissionDenied, "the nonce expired; ask for a fresh one");
   }
   FLEETID_TRY(consumed, tx.Exec("UPDATE attest_nonces SET consumed_at = ? WHERE nonce = ? AND "
                                 "consumed_at IS NULL",
-                                {Unix(now), nonce}));
+                                {UnixSeconds(now), nonce}));
   if (consumed != 1) {
     refusal = "nonce_replayed";
     return MakeError(ErrorCode::kPermissionDenied, "the nonce was used already: replay refused");
@@ -729,7 +726,7 @@ Result<Appraisal> Service::AppraiseIn(const ClientChain& chain, const Evidence& 
                              "(?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                              {out.device, std::string(PurposeName(purpose)), evidence.key_sha256,
                               evidence.sha256, evidence.firmware, out.passed ? "pass" : "fail",
-                              out.detail, Unix(now)}));
+                              out.detail, UnixSeconds(now)}));
   out.id = ids.at(0).Int(0);
   FLEETID_TRY(seq, audit::Log::Append(*tx,
                                       {.actor = DeviceActor(out.device),
@@ -786,14 +783,14 @@ Result<std::string> UseAppraisal(store::Transaction& tx, const std::string& devi
                              "purpose = ? AND key_sha256 = ? AND result = 'pass' AND "
                              "used_at IS NULL AND at >= ? ORDER BY id DESC LIMIT 1",
                              {device, std::string(PurposeName(purpose)), key_sha256,
-                              Unix(now - ttl)}));
+                              UnixSeconds(now - ttl)}));
   if (rows.empty()) {
     return MakeError(ErrorCode::kPermissionDenied,
                      "no fresh, passing evidence names the key in this CSR: send evidence for "
                      "it first");
   }
   FLEETID_TRY(used, tx.Exec("UPDATE appraisals SET used_at = ? WHERE id = ? AND used_at IS NULL",
-                            {Unix(now), rows[0].Int(0)}));
+                            {UnixSeconds(now), rows[0].Int(0)}));
   if (used != 1) return MakeError(ErrorCode::kConflict, "the evidence was used concurrently");
   return rows[0].Text(1);
 }
@@ -993,9 +990,9 @@ Result<registry::Device> Service::RecordReceipt(std::string_view receipt) {
       return MakeError(ErrorCode::kPermissionDenied,
                        "the receipt answers another order than the pending decommissioning");
     }
-    const std::int64_t now = Unix(clock_.Now());
+    const std::int64_t now = UnixSeconds(clock_.Now());
     const std::int64_t skew = options_.receipt_skew.count();
-    if (iat < Unix(device.updated_at) - skew || iat > now + skew) {
+    if (iat < UnixSeconds(device.updated_at) - skew || iat > now + skew) {
       return MakeError(ErrorCode::kPermissionDenied,
                        "the receipt's iat is before the order or too far from now");
     }
@@ -1156,7 +1153,7 @@ Result<PruneReport> Service::Prune() {
   {
     FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
     FLEETID_TRY(deleted, tx->Exec("DELETE FROM attest_nonces WHERE expires_at < ?",
-                                  {Unix(now - options_.nonce_retention)}));
+                                  {UnixSeconds(now - options_.nonce_retention)}));
     report.nonces = deleted;
     FLEETID_CHECK_OK(tx->Commit());
   }

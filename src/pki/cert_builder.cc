@@ -14,7 +14,6 @@ namespace fleetid::pki {
 namespace {
 
 using internal::Ossl;
-using internal::ToUnix;
 
 using crypto::Asn1TimePtr;
 using crypto::X509Ptr;
@@ -22,8 +21,8 @@ using crypto::X509Ptr;
 // SetBasics sets version, serial, names and validity.
 Result<void> SetBasics(X509* cert, const CertSpec& spec, X509* issuer) {
   crypto::Asn1IntegerPtr serial_int(ASN1_INTEGER_new());
-  FLEETID_TRY(nb, crypto::UnixToAsn1Time(ToUnix(spec.not_before)));
-  FLEETID_TRY(na, crypto::UnixToAsn1Time(spec.no_expiry ? 0 : ToUnix(spec.not_after)));
+  FLEETID_TRY(nb, crypto::UnixToAsn1Time(UnixSeconds(spec.not_before)));
+  FLEETID_TRY(na, crypto::UnixToAsn1Time(spec.no_expiry ? 0 : UnixSeconds(spec.not_after)));
   // The serial is positive (its top bit is clear), so its bytes are the INTEGER's content.
   if (!serial_int ||
       (spec.no_expiry && ASN1_TIME_set_string(na.get(), "99991231235959Z") != 1) ||

@@ -124,14 +124,14 @@ CertificateRecord DecodeRecord(const store::Row& r) {
   c.issuer = r.Text(1);
   c.device = r.Text(2);
   c.suite = r.Text(3);
-  c.not_before = FromUnix(r.Int(4));
-  c.not_after = FromUnix(r.Int(5));
+  c.not_before = FromUnixSeconds(r.Int(4));
+  c.not_after = FromUnixSeconds(r.Int(5));
   const std::string status = r.Text(6);
   c.status = status == "revoked" ? Status::kRevoked
              : status == "hold"  ? Status::kOnHold
                                  : Status::kGood;
   if (!r.IsNull(7)) c.reason = static_cast<Reason>(r.Int(7));
-  if (!r.IsNull(8)) c.revoked_at = FromUnix(r.Int(8));
+  if (!r.IsNull(8)) c.revoked_at = FromUnixSeconds(r.Int(8));
   c.partition = r.Int(9);
   c.der = r.Bytes(10);
   return c;
@@ -190,7 +190,7 @@ Result<std::optional<CertificateRecord>> LatestGoodIn(store::Transaction& tx,
                                          "status = 'good' AND not_after > ? "
                                          "ORDER BY not_after DESC LIMIT 1",
                                          kRecordColumns),
-                             {std::string(device), ToUnix(not_after_beyond)}));
+                             {std::string(device), UnixSeconds(not_after_beyond)}));
   if (rows.empty()) return std::optional<CertificateRecord>();
   return std::optional<CertificateRecord>(DecodeRecord(rows.front()));
 }
@@ -199,14 +199,14 @@ Result<void> InsertIn(store::Transaction& tx, const CertificateRecord& record) {
   std::optional<std::int64_t> reason;
   if (record.reason) reason = static_cast<std::int64_t>(*record.reason);
   std::optional<std::int64_t> revoked_at;
-  if (record.revoked_at) revoked_at = ToUnix(*record.revoked_at);
+  if (record.revoked_at) revoked_at = UnixSeconds(*record.revoked_at);
   FLEETID_TRY(inserted,
               tx.Exec("INSERT INTO certificates (serial, issuer, device, suite, not_before, "
                       "not_after, status, reason, revoked_at, partition_id, der) "
                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       {record.serial, record.issuer, record.device, record.suite,
-                       ToUnix(std::chrono::floor<std::chrono::seconds>(record.not_before)),
-                       ToUnix(std::chrono::floor<std::chrono::seconds>(record.not_after)),
+                       UnixSeconds(std::chrono::floor<std::chrono::seconds>(record.not_before)),
+                       UnixSeconds(std::chrono::floor<std::chrono::seconds>(record.not_after)),
                        std::string(StatusName(record.status)), OptionalInt(reason),
                        OptionalInt(revoked_at), record.partition, store::Blob(record.der)}));
   static_cast<void>(inserted);
@@ -217,7 +217,7 @@ Result<void> UpdateStatusIn(store::Transaction& tx, const CertificateRecord& nex
   std::optional<std::int64_t> reason;
   if (next.reason) reason = static_cast<std::int64_t>(*next.reason);
   std::optional<std::int64_t> revoked_at;
-  if (next.revoked_at) revoked_at = ToUnix(*next.revoked_at);
+  if (next.revoked_at) revoked_at = UnixSeconds(*next.revoked_at);
   FLEETID_TRY(changed,
               tx.Exec("UPDATE certificates SET status = ?, reason = ?, revoked_at = ? "
                       "WHERE serial = ? AND status = ?",
@@ -232,7 +232,7 @@ Result<void> UpdateStatusIn(store::Transaction& tx, const CertificateRecord& nex
 Result<void> RecordChangeIn(store::Transaction& tx, std::string_view serial, TimePoint at) {
   FLEETID_TRY(inserted,
               tx.Exec("INSERT INTO certificate_changes (serial, changed_at) VALUES (?, ?)",
-                      {std::string(serial), ToUnix(at)}));
+                      {std::string(serial), UnixSeconds(at)}));
   static_cast<void>(inserted);
   return {};
 }
@@ -258,7 +258,7 @@ Result<void> RecordCompromisedKeyIn(store::Transaction& tx, std::span<const std:
       inserted,
       tx.Exec("INSERT INTO compromised_keys (spki_sha256, serial, reason, "
               "recorded_at) VALUES (?, ?, ?, ?) ON CONFLICT (spki_sha256) DO NOTHING",
-              {fingerprint, std::string(serial), static_cast<std::int64_t>(reason), ToUnix(at)}));
+              {fingerprint, std::string(serial), static_cast<std::int64_t>(reason), UnixSeconds(at)}));
   static_cast<void>(inserted);
   return {};
 }

@@ -205,8 +205,8 @@ Result<void> AddCrlInteger(X509_CRL* crl, int nid, std::int64_t value, bool crit
 // |next_update|.
 Result<X509CrlPtr> Stamp(const Ca& ca, TimePoint this_update, TimePoint next_update) {
   X509CrlPtr crl(X509_CRL_new());
-  FLEETID_TRY(last, crypto::UnixToAsn1Time(ToUnix(this_update)));
-  FLEETID_TRY(next, crypto::UnixToAsn1Time(ToUnix(next_update)));
+  FLEETID_TRY(last, crypto::UnixToAsn1Time(UnixSeconds(this_update)));
+  FLEETID_TRY(next, crypto::UnixToAsn1Time(UnixSeconds(next_update)));
   if (!crl || X509_CRL_set_version(crl.get(), X509_CRL_VERSION_2) != 1 ||
       X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(ca.cert.get())) != 1 ||
       X509_CRL_set1_lastUpdate(crl.get(), last.get()) != 1 ||
@@ -231,7 +231,7 @@ Result<std::int64_t> ReadEntries(store::Database& db, const std::string& issuer,
     FLEETID_CHECK_OK(
         tx->QueryEach("SELECT serial, reason, revoked_at FROM certificates WHERE issuer = ? AND "
                       "partition_id = ? AND status != 'good' AND not_after > ?",
-                      {issuer, partition, ToUnix(now)}, [&](const store::Row& r) {
+                      {issuer, partition, UnixSeconds(now)}, [&](const store::Row& r) {
                         return entries.Add(r.Text(0), r.Int(2), static_cast<Reason>(r.Int(1)));
                       }));
     return cursor;
@@ -242,7 +242,7 @@ Result<std::int64_t> ReadEntries(store::Database& db, const std::string& issuer,
       "r.issuer = ? AND r.partition_id = ? GROUP BY r.serial, r.status, r.reason, r.revoked_at",
       {*base_cursor, issuer, partition}, [&](const store::Row& r) {
         if (r.Text(1) == "good") {
-          return entries.Add(r.Text(0), r.IsNull(4) ? ToUnix(this_update) : r.Int(4),
+          return entries.Add(r.Text(0), r.IsNull(4) ? UnixSeconds(this_update) : r.Int(4),
                              Reason::kRemoveFromCrl);
         }
         return entries.Add(r.Text(0), r.Int(3), static_cast<Reason>(r.Int(2)));

@@ -80,8 +80,8 @@ Result<X509Ptr> Stored(store::Transaction& tx, const std::string& name, const st
 
 std::int64_t PartitionOf(const AuthorityOptions& options, CertificateClass klass,
                          TimePoint issued) {
-  if (klass == CertificateClass::kDevice) return ToUnix(issued) / options.partition_span.count();
-  return -1 - ToUnix(issued) / options.long_partition_span.count();
+  if (klass == CertificateClass::kDevice) return UnixSeconds(issued) / options.partition_span.count();
+  return -1 - UnixSeconds(issued) / options.long_partition_span.count();
 }
 
 bool PartitionLive(const AuthorityOptions& options, std::int64_t partition, TimePoint now) {
@@ -95,8 +95,8 @@ bool PartitionLive(const AuthorityOptions& options, std::int64_t partition, Time
     lifetime = std::max(options.server_lifetime, options.ocsp_signer_lifetime).count();
     index = -1 - partition;
   }
-  const std::int64_t current = ToUnix(now) / span;
-  return index <= current && (index + 1) * span + lifetime > ToUnix(now);
+  const std::int64_t current = UnixSeconds(now) / span;
+  return index <= current && (index + 1) * span + lifetime > UnixSeconds(now);
 }
 
 std::string CrlUrl(const AuthorityOptions& options, std::string_view issuer, std::int64_t partition,

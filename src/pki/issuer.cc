@@ -39,7 +39,7 @@ Result<void> AppendIssued(store::Transaction& tx, const CertificateRecord& recor
   const nlohmann::json after = {{"device", record.device},
                                 {"issuer", record.issuer},
                                 {"suite", record.suite},
-                                {"not_after", ToUnix(record.not_after)},
+                                {"not_after", UnixSeconds(record.not_after)},
                                 {"status", StatusName(record.status)}};
   FLEETID_TRY(seq, audit::Log::Append(tx,
                                       {.actor = std::string(actor),
@@ -300,14 +300,14 @@ Result<void> Issuer::RecordCaIn(store::Transaction& tx, std::string_view serial)
       FLEETID_TRY(begins, crypto::Asn1TimeToUnix(X509_get0_notBefore(r.cert)));
       FLEETID_TRY(ends, crypto::Asn1TimeToUnix(X509_get0_notAfter(r.cert)));
       FLEETID_TRY(der, crypto::CertificateDer(r.cert));
-      const TimePoint not_before = FromUnix(begins);
+      const TimePoint not_before = FromUnixSeconds(begins);
       const CertificateRecord record{
           .serial = std::string(serial),
           .issuer = r.issuer,
           .device = r.subject,
           .suite = std::string(ca->suite->name),
           .not_before = not_before,
-          .not_after = FromUnix(ends),
+          .not_after = FromUnixSeconds(ends),
           .status = Status::kGood,
           .reason = std::nullopt,
           .revoked_at = std::nullopt,

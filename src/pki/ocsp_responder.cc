@@ -42,7 +42,7 @@ bool Names(const OcspCertIdRequest& id, const Ca& ca) {
 
 // Asn1Time is |t| as an ASN1_TIME; nullptr when it cannot be encoded.
 Asn1TimePtr Asn1Time(TimePoint t) {
-  auto time = crypto::UnixToAsn1Time(ToUnix(t));
+  auto time = crypto::UnixToAsn1Time(UnixSeconds(t));
   return time.has_value() ? std::move(*time) : nullptr;
 }
 
@@ -219,7 +219,7 @@ void OcspResponder::Forget(const std::string& ca, const std::string& serial_hex)
 void OcspResponder::Prune(TimePoint now) {
   // Answers past their validity would be re-signed at the next query anyway; dropping them (at
   // most once a minute) keeps the cache to the serials asked for lately.
-  const std::int64_t minute = ToUnix(now) / 60;
+  const std::int64_t minute = UnixSeconds(now) / 60;
   if (std::int64_t last = last_prune_.load();
       minute != last && last_prune_.compare_exchange_strong(last, minute)) {
     cache_.Prune(now, options_.ocsp_validity);

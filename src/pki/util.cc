@@ -9,11 +9,6 @@
 
 namespace fleetid::pki::internal {
 
-std::int64_t ToUnix(TimePoint t) {
-  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
-}
-
-TimePoint FromUnix(std::int64_t s) { return TimePoint(std::chrono::seconds(s)); }
 
 Error Ossl(std::string_view what) { return crypto::OpenSslError(ErrorCode::kInternal, what); }
 

@@ -93,11 +93,6 @@ CREATE TABLE import_batches (
 )sql";
 // clang-format on
 
-std::int64_t ToUnix(TimePoint t) {
-  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
-}
-TimePoint FromUnix(std::int64_t s) { return TimePoint(std::chrono::seconds(s)); }
-
 constexpr std::string_view kDeviceColumns =
     "id, serial, model, manufacturer, idevid_fingerprint, firmware_version, firmware_digest, "
     "tenant, region, labels, state, resume_state, version, batch, station, manufactured_at, "
@@ -127,9 +122,9 @@ Result<Device> DecodeDevice(const Row& r) {
   d.version = r.Int(12);
   d.batch = r.Text(13);
   d.station = r.Text(14);
-  d.manufactured_at = FromUnix(r.Int(15));
-  d.updated_at = FromUnix(r.Int(16));
-  if (!r.IsNull(17)) d.grace_until = FromUnix(r.Int(17));
+  d.manufactured_at = FromUnixSeconds(r.Int(15));
+  d.updated_at = FromUnixSeconds(r.Int(16));
+  if (!r.IsNull(17)) d.grace_until = FromUnixSeconds(r.Int(17));
   return d;
 }
 
@@ -196,7 +191,7 @@ Result<ImportReport> Registry::Import(std::string_view batch_id,
   if (batch_id.empty()) return MakeError(ErrorCode::kInvalidArgument, "batch id is required");
   for (std::size_t i = 0; i < records.size(); ++i) FLEETID_CHECK_OK(CheckRecord(records[i], i));
 
-  const std::int64_t now = ToUnix(clock_.Now());
+  const std::int64_t now = UnixSeconds(clock_.Now());
   const std::string manufactured(StateName(State::kManufactured));
   ImportReport report;
   FLEETID_TRY(tx, db_.Begin(TxMode::kWrite));
@@ -232,7 +227,7 @@ Result<ImportReport> Registry::Import(std::string_view batch_id,
                          {r.serial, r.model, r.manufacturer, r.idevid_fingerprint,
                           r.firmware_version, r.firmware_digest, LabelsJson(r.labels),
                           manufactured, manufactured, std::string(batch_id), r.station,
-                          ToUnix(r.manufactured_at), now}));
+                          UnixSeconds(r.manufactured_at), now}));
     if (changed == 0) {
       FLEETID_TRY(existing, tx->Query("SELECT serial, idevid_fingerprint, state FROM devices "
                                       "WHERE serial = ? OR idevid_fingerprint = ?",
@@ -327,7 +322,7 @@ Result<std::vector<Credential>> Registry::Credentials(store::Transaction& tx,
   out.reserve(rows.size());
   for (const Row& r : rows) {
     FLEETID_TRY(role, ParseCredentialRole(r.Text(1)));
-    out.push_back({r.Text(0), role, FromUnix(r.Int(2))});
+    out.push_back({r.Text(0), role, FromUnixSeconds(r.Int(2))});
   }
   return out;
 }
@@ -452,14 +447,14 @@ Result<Device> Registry::TransitionIn(store::Transaction& txr, const TransitionR
   }
 
   Value grace = nullptr;
-  if (next.grace_until) grace = ToUnix(*next.grace_until);
+  if (next.grace_until) grace = UnixSeconds(*next.grace_until);
   FLEETID_TRY(changed, tx->Exec("UPDATE devices SET state = ?, resume_state = ?, version = ?, "
                                 "tenant = ?, region = ?, firmware_version = ?, firmware_digest = ?, "
                                 "updated_at = ?, grace_until = ? WHERE id = ? AND version = ?",
                                 {std::string(StateName(next.state)),
                                  std::string(StateName(next.resume_state)), next.version,
                                  next.tenant, next.region, next.firmware_version,
-                                 next.firmware_digest, ToUnix(now), grace, device.id,
+                                 next.firmware_digest, UnixSeconds(now), grace, device.id,
                                  device.version}));
   if (changed != 1) {
     return MakeError(ErrorCode::kConflict, "device '{}' changed concurrently", device.serial);
@@ -481,14 +476,14 @@ Result<Device> Registry::TransitionIn(store::Transaction& txr, const TransitionR
       "at, policy_version, evidence_digest, audit_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
       {device.id, next.version, std::string(EventName(request.event)),
        std::string(StateName(device.state)), std::string(StateName(next.state)),
-       request.actor.id, request.reason, ToUnix(now), options_.policy_version,
+       request.actor.id, request.reason, UnixSeconds(now), options_.policy_version,
        request.evidence_digest, static_cast<std::int64_t>(seq)}));
   if (rule->action == CredentialAction::kRevokeCessation) {
     for (const auto& [kind, value] : {std::pair<std::string, std::string>{"serial", device.serial},
                                       {"idevid", device.idevid_fingerprint}}) {
       FLEETID_CHECK_OK(tx->Exec("INSERT INTO tombstones (kind, value, device_id, at) "
                                 "VALUES (?, ?, ?, ?)",
-                                {kind, value, device.id, ToUnix(now)}));
+                                {kind, value, device.id, UnixSeconds(now)}));
     }
   }
   if (rule->action != CredentialAction::kNone) {
@@ -538,7 +533,7 @@ Result<int> Registry::FinalizeDecommissions() {
     FLEETID_TRY(rows, tx->Query("SELECT serial, version FROM devices WHERE state = ? AND "
                                 "grace_until <= ? ORDER BY id",
                                 {std::string(StateName(State::kDecommissioning)),
-                                 ToUnix(clock_.Now())}));
+                                 UnixSeconds(clock_.Now())}));
     for (const Row& r : rows) due.emplace_back(r.Text(0), r.Int(1));
   }
   int moved = 0;
@@ -580,7 +575,7 @@ Result<std::vector<TransitionRecord>> Registry::History(std::string_view serial)
     t.to = to;
     t.actor = r.Text(5);
     t.reason = r.Text(6);
-    t.at = FromUnix(r.Int(7));
+    t.at = FromUnixSeconds(r.Int(7));
     t.policy_version = r.Text(8);
     t.evidence_digest = r.Text(9);
     if (!r.IsNull(10)) t.audit_index = r.Int(10);
@@ -612,7 +607,7 @@ Result<DevicePage> Registry::Query(const DeviceQuery& q) {
   }
   if (q.expires_before) {
     add("id IN (SELECT device_id FROM credentials WHERE role = 'current' AND not_after < ?)",
-        ToUnix(*q.expires_before));
+        UnixSeconds(*q.expires_before));
   }
   sql += " ORDER BY id LIMIT ?";
   params.emplace_back(std::int64_t{q.limit} + 1);
@@ -671,7 +666,7 @@ Result<std::optional<TimePoint>> Registry::LastLiftedAtIn(store::Transaction& tx
                              {device_id, std::string(EventName(Event::kResume)),
                               std::string(EventName(Event::kClear))}));
   if (rows.empty() || rows[0].IsNull(0)) return std::optional<TimePoint>();
-  return std::optional<TimePoint>(FromUnix(rows[0].Int(0)));
+  return std::optional<TimePoint>(FromUnixSeconds(rows[0].Int(0)));
 }
 
 Result<void> Registry::AddCredential(store::Transaction& tx, std::int64_t device_id,
@@ -680,7 +675,7 @@ Result<void> Registry::AddCredential(store::Transaction& tx, std::int64_t device
   FLEETID_CHECK_OK(tx.Exec("INSERT INTO credentials (cert_serial, device_id, role, not_after) "
                            "VALUES (?, ?, ?, ?)",
                            {std::string(cert_serial), device_id, std::string(CredentialRoleName(role)),
-                            ToUnix(not_after)}));
+                            UnixSeconds(not_after)}));
   return {};
 }
 
@@ -734,7 +729,7 @@ Result<std::vector<ManufacturingRecord>> ParseBatch(std::string_view text) {
         return MakeError(ErrorCode::kInvalidArgument,
                          "line {}: 'manufactured_at' must be Unix seconds", line_no);
       }
-      r.manufactured_at = FromUnix(it->get<std::int64_t>());
+      r.manufactured_at = FromUnixSeconds(it->get<std::int64_t>());
     }
     if (auto it = j.find("labels"); it != j.end()) {
       if (!it->is_object()) {

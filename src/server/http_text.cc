@@ -6,6 +6,8 @@
 #include <array>
 #include <cstdint>
 
+#include "common/clock.h"
+
 namespace fleetid::server {
 
 char AsciiLower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
@@ -56,8 +58,7 @@ std::string_view CurrentHttpDate() {
   thread_local std::int64_t second = -1;
   thread_local std::string text;
   const auto now = std::chrono::system_clock::now();
-  const std::int64_t current =
-      std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+  const std::int64_t current = UnixSeconds(now);
   if (current != second) {
     text = HttpDate(now);
     second = current;

@@ -19,10 +19,6 @@
 
 namespace fleetid::pki::internal {
 
-// ToUnix and FromUnix convert between TimePoint and Unix seconds; ASN1_TIME conversions are
-// crypto/x509.h's.
-std::int64_t ToUnix(TimePoint t);
-TimePoint FromUnix(std::int64_t s);
 
 // Ossl is a kInternal error carrying OpenSSL's error queue.
 Error Ossl(std::string_view what);
