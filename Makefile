@@ -29,9 +29,10 @@ run: release
 demo: release
 	scripts/demo.sh
 
-# The whole suite, normally and under AddressSanitizer + UndefinedBehaviorSanitizer, the fuzzers'
-# corpus replay and smoke run, and the lint. The sanitizer build is compiled at -O2, so the warnings
-# only the optimiser finds (those the release build would show) fail here too without a fourth build.
+# The whole suite, normally and under AddressSanitizer + UndefinedBehaviorSanitizer (compiled at
+# -O1, so the optimiser's flow warnings are checked too), the fuzzers' corpus replay and smoke run,
+# and the lint. The release preset is left to `make run` and `make bench`: a fourth build did not
+# fit CI's time (docs/development.md).
 test: test-dev test-asan test-fuzz lint
 
 test-dev: bootstrap
