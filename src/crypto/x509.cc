@@ -152,7 +152,8 @@ Result<std::int64_t> Asn1TimeToUnix(const ASN1_TIME* time) {
     ERR_clear_error();
     return MakeError(ErrorCode::kInvalidArgument, "malformed ASN.1 time");
   }
-  return DaysFromCivil(tm) * 86400 + std::int64_t{tm.tm_hour} * 3600 + tm.tm_min * 60 + tm.tm_sec;
+  return DaysFromCivil(tm) * 86400 + std::int64_t{tm.tm_hour} * 3600 +
+         std::int64_t{tm.tm_min} * 60 + tm.tm_sec;
 }
 
 Result<void> SetAsn1Time(ASN1_TIME* time, std::int64_t seconds) {

@@ -19,7 +19,7 @@
 namespace fleetid::crypto {
 
 // The largest certificate the parsers accept (a DER encoding, or one decoded PEM block).
-inline constexpr std::size_t kMaxCertificateDer = 64 * 1024;
+inline constexpr std::size_t kMaxCertificateDer = std::size_t{64} * 1024;
 // The most certificates ParseCertificatesPem accepts in one text.
 inline constexpr std::size_t kMaxPemCertificates = 32;
 
