@@ -165,6 +165,13 @@ class HttpServer::Impl {
     MutexLock stop_lock(stop_mutex_);
     if (stopped_) return;
     stopped_ = true;
+    if (threads_.empty()) {
+      // Listen failed and Run never started: nothing was accepted, and no thread would run the
+      // close posted below, so waiting for it would only hold a failed Start for drain_timeout.
+      beast::error_code ignored;
+      acceptor_.close(ignored);
+      return;
+    }
 
     std::vector<std::shared_ptr<SessionBase>> live;
     {
