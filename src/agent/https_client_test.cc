@@ -64,8 +64,7 @@ crypto::EvpPkeyPtr SoftwareKey() {
 // TokenKey makes a key of |suite| in the test token and returns it as an EVP_PKEY that signs
 // inside the token.
 crypto::EvpPkeyPtr TokenKey(crypto::SuiteId suite) {
-  static std::atomic<int> counter{0};
-  const std::string label = fmt::format("agent-{}-{}", ::getpid(), counter++);
+  const std::string label = test::UniqueLabel("agent");
   const auto& token = test::Opened().token;
   auto attributes =
       token->GenerateKey(label, crypto::GetSuite(suite), crypto::OpenSslRng::Instance());

@@ -22,12 +22,8 @@ using crypto::Suite;
 using crypto::SuiteId;
 using test::Opened;
 
-std::shared_ptr<Token> TheToken() { return Opened().token; }
-
-std::string UniqueLabel(std::string_view base) {
-  static std::atomic<int> counter{0};
-  return fmt::format("{}-{}-{}", base, ::getpid(), counter++);
-}
+using test::TheToken;
+using test::UniqueLabel;
 
 class SuiteCustodyTest : public ::testing::TestWithParam<SuiteId> {
  protected:

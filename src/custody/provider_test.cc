@@ -46,11 +46,10 @@ using Asn1TimePtr = std::unique_ptr<ASN1_TIME, crypto::Deleter<&ASN1_TIME_free>>
 using EvpKeymgmtPtr = std::unique_ptr<EVP_KEYMGMT, crypto::Deleter<&EVP_KEYMGMT_free>>;
 using EvpSignaturePtr = std::unique_ptr<EVP_SIGNATURE, crypto::Deleter<&EVP_SIGNATURE_free>>;
 
-std::shared_ptr<Token> TheToken() { return test::Opened().token; }
+using test::TheToken;
 
-std::string UniqueLabel(std::string_view base) {
-  static std::atomic<int> counter{0};
-  return fmt::format("provider-{}-{}-{}", base, ::getpid(), counter++);
+std::string ProviderLabel(std::string_view base) {
+  return test::UniqueLabel(fmt::format("provider-{}", base));
 }
 
 const EVP_MD* SuiteMd(const Suite& suite) {
@@ -59,7 +58,7 @@ const EVP_MD* SuiteMd(const Suite& suite) {
 }
 
 std::shared_ptr<Signer> NewSigner(const Suite& suite, std::string_view base) {
-  const std::string label = UniqueLabel(base);
+  const std::string label = ProviderLabel(base);
   auto attrs = TheToken()->GenerateKey(label, suite, crypto::OpenSslRng::Instance());
   EXPECT_TRUE(attrs) << attrs.error();
   auto signer = TheToken()->GetSigner(label);

@@ -42,6 +42,7 @@
 #include "testing/certs.h"
 #include "testing/command.h"
 #include "testing/matchers.h"
+#include "testing/sanitizers.h"
 #include "testing/token.h"
 
 namespace fleetid::server {
@@ -86,8 +87,7 @@ class CountingSigner final : public custody::Signer {
 };
 
 std::shared_ptr<CountingSigner> NewTokenSigner(crypto::SuiteId suite, std::string_view base) {
-  static std::atomic<int> counter{0};
-  const std::string label = fmt::format("tls-{}-{}-{}", base, ::getpid(), counter++);
+  const std::string label = test::UniqueLabel(fmt::format("tls-{}", base));
   const auto& token = test::Opened().token;
   auto attributes =
       token->GenerateKey(label, crypto::GetSuite(suite), crypto::OpenSslRng::Instance());
@@ -1123,7 +1123,8 @@ TEST_F(TlsTest, SilentTlsSocketsMakeRoomForARealClient) {
     const auto body = Whoami(client);
     ASSERT_FALSE(body.empty()) << client.error();
     EXPECT_EQ(body.at("leaf"), "device-0042");
-    EXPECT_LT(Clock::now() - start, 1s);
+    // Served in a second, not after the 30 s handshake timeout of the sockets ahead of it.
+    EXPECT_LT(Clock::now() - start, 1s * test::kSanitizerSlowdown);
   }
 }
 

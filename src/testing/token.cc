@@ -1,7 +1,10 @@
 #include "testing/token.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <optional>
 
@@ -46,6 +49,13 @@ custody::OpenedToken& Opened() {
     s.opened = std::move(*opened);
   }
   return *s.opened;
+}
+
+std::shared_ptr<custody::Token> TheToken() { return Opened().token; }
+
+std::string UniqueLabel(std::string_view base) {
+  static std::atomic<int> counter{0};
+  return fmt::format("{}-{}-{}", base, ::getpid(), counter++);
 }
 
 void CloseAll() { GetState().opened.reset(); }

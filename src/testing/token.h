@@ -4,7 +4,9 @@
 #define FLEETID_TESTING_TOKEN_H_
 
 #include <filesystem>
+#include <memory>
 #include <string>
+#include <string_view>
 
 #include "custody/store.h"
 
@@ -15,6 +17,13 @@ const std::filesystem::path& DataDir();
 
 // Opened opens the embedded store in DataDir() (creating it the first time) and keeps it open.
 custody::OpenedToken& Opened();
+
+// TheToken is Opened().token: the token every test of this process shares.
+std::shared_ptr<custody::Token> TheToken();
+
+// UniqueLabel returns "<base>-<pid>-<n>", a key label no other test of this run has used: the
+// token is shared by every test of the process, and its files outlive a crashed one.
+std::string UniqueLabel(std::string_view base);
 
 // CloseAll drops every reference this helper holds, so the module is finalised as at process
 // exit; the next Opened() starts from the files on disk, as a second process would.
