@@ -29,8 +29,8 @@ run: release
 demo: release
 	scripts/demo.sh
 
-# The whole suite, normally and under AddressSanitizer + UndefinedBehaviorSanitizer (compiled at
-# -O1, so the optimiser's flow warnings are checked too), the fuzzers' corpus replay and smoke run,
+# The whole suite, normally and under AddressSanitizer + UndefinedBehaviorSanitizer (both compiled
+# at -Og, so the optimiser's flow warnings are checked too), the fuzzers' corpus replay and smoke run,
 # and the lint. The release preset is left to `make run` and `make bench`: a fourth build did not
 # fit CI's time (docs/development.md).
 test: test-dev test-asan test-fuzz lint
