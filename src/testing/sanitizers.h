@@ -2,8 +2,6 @@
 #ifndef FLEETID_TESTING_SANITIZERS_H_
 #define FLEETID_TESTING_SANITIZERS_H_
 
-#include <chrono>
-
 namespace fleetid::test {
 
 #if defined(__SANITIZE_ADDRESS__)
