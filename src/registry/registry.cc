@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "audit/log.h"
+#include "common/failpoint.h"
 
 namespace fleetid::registry {
 namespace {
@@ -214,6 +215,7 @@ Result<ImportReport> Registry::Import(std::string_view batch_id,
   };
   for (std::size_t i = 0; i < records.size(); ++i) {
     const ManufacturingRecord& r = records[i];
+    if (i == records.size() / 2) Failpoint("registry-import-midway");
     if (!any_dead.empty()) {
       FLEETID_TRY(kind, tombstoned(r));
       if (!kind.empty()) return refuse_dead(i, r, kind);
@@ -277,7 +279,9 @@ Result<ImportReport> Registry::Import(std::string_view batch_id,
                          clock_));
     static_cast<void>(seq);
   }
+  Failpoint("registry-import-before-commit");
   FLEETID_CHECK_OK(tx->Commit());
+  Failpoint("registry-import-after-commit");
   return report;
 }
 
