@@ -105,7 +105,10 @@ if pki_file.exists():
             print(f"  {name:<26} {f['per_second']:>10,.0f} certificates/s{extra}")
     if "ocsp_cached_in_process" in figs:
         f = figs["ocsp_cached_in_process"]
-        print(f"  {'ocsp_cached_in_process':<26} {f['per_second']:>10,.0f} answers/s ({f['response_bytes']} bytes each)")
+        print(f"  {'ocsp_cached_in_process':<26} {f['per_second']:>10,.0f} answers/s ({f['response_bytes']} bytes each; the same request bytes each time)")
+    if "ocsp_cached_unseen_request" in figs:
+        f = figs["ocsp_cached_unseen_request"]
+        print(f"  {'ocsp_cached_unseen_request':<26} {f['per_second']:>10,.0f} answers/s (cached answer, request bytes new each time: parsed)")
     if "crl_build" in figs:
         f = figs["crl_build"]
         print(f"  {'crl_build':<26} {f['count']:>10,.0f} entries in {f['seconds']:.2f} s, {f['crl_bytes']:,} bytes, peak RSS +{f['peak_rss_growth_mb']} MB")

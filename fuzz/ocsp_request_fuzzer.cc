@@ -6,8 +6,9 @@
 //
 // Invariants checked: a refusal is always malformedRequest; an accepted request has 1 to
 // max_cert_ids CertIDs, each with its hashes and a cache key, a serial in canonical lower-case
-// hex, and re-parses from its own DER encoding (when OpenSSL can read that) to the same CertIDs
-// and nonce; a lower limit refuses exactly the requests with more CertIDs than it allows.
+// hex and a copy OpenSSL can make (OCSP_CERTID_dup), and re-parses from its own DER encoding
+// (when OpenSSL can read that) to the same CertIDs and nonce; a lower limit refuses exactly the
+// requests with more CertIDs than it allows.
 // Percent-decoding never grows the text; the base64 decoder accepts only padded base64 of at
 // most 16384 characters, no whitespace nor padding inside, and yields the bytes
 // crypto::Base64Decode reads from it.
@@ -50,11 +51,18 @@ void CheckCertIds(const ParsedOcspRequest& parsed) {
   Check(!parsed.ids.empty() && parsed.ids.size() <= kMaxCertIds);
   for (const auto& id : parsed.ids) {
     Check(id.id != nullptr && id.name_hash != nullptr && id.key_hash != nullptr);
+    Check(id.serial_number != nullptr);
     Check(!id.cache_key.empty() && id.cache_key.size() % 2 == 0 && IsLowerHex(id.cache_key));
     // A positive serial in hex: whole octets, no leading zero octet; 0 and negatives are empty.
-    Check(id.serial.size() % 2 == 0 && IsLowerHex(id.serial));
-    Check(!id.serial.starts_with("00"));
-    Check(id.serial.size() <= 40);
+    const std::string serial = id.Serial();
+    Check(serial.size() % 2 == 0 && IsLowerHex(serial));
+    Check(!serial.starts_with("00"));
+    Check(serial.size() <= 40);
+    // An accepted CertID is one OpenSSL can copy into an answer (the parser skips the trial
+    // copy for absent or NULL hash parameters: this says the shortcut is right).
+    const crypto::OcspCertIdPtr copy(OCSP_CERTID_dup(id.id));
+    ERR_clear_error();
+    Check(copy != nullptr);
   }
 }
 
@@ -101,7 +109,7 @@ void CheckParse(std::span<const std::uint8_t> der) {
   Check(reparsed->has_nonce == parsed->has_nonce);
   Check(reparsed->ids.size() == parsed->ids.size());
   for (std::size_t i = 0; i < parsed->ids.size() && i < reparsed->ids.size(); ++i) {
-    Check(reparsed->ids[i].serial == parsed->ids[i].serial);
+    Check(reparsed->ids[i].Serial() == parsed->ids[i].Serial());
     Check(reparsed->ids[i].cache_key == parsed->ids[i].cache_key);
     Check(reparsed->ids[i].md_nid == parsed->ids[i].md_nid);
   }

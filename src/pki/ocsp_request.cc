@@ -1,5 +1,8 @@
 // Parsing of OCSPRequests (RFC 6960 §4.1) and the answer cache.
+#include <openssl/asn1t.h>
 #include <openssl/err.h>
+#include <openssl/ocsp.h>
+#include <openssl/x509.h>
 
 #include <algorithm>
 #include <utility>
@@ -49,10 +52,35 @@ bool RequestExtensionsOk(GetCount count, GetExt get, bool top) {
   return true;
 }
 
+// HashAlgorithmOf is |id|'s hashAlgorithm. OpenSSL has no accessor for it, so it is found
+// through the CertID's ASN.1 template, which <openssl/asn1t.h> makes public: the first field,
+// an AlgorithmIdentifier embedded at the offset the template gives. nullptr when the template
+// does not say exactly that (another OpenSSL may lay the CertID out otherwise).
+const X509_ALGOR* HashAlgorithmOf(const OCSP_CERTID* id) {
+  static const long offset = [] {
+    const ASN1_ITEM* item = ASN1_ITEM_rptr(OCSP_CERTID);
+    if (item->itype != ASN1_ITYPE_SEQUENCE || item->tcount < 1) return -1L;
+    const ASN1_TEMPLATE& first = item->templates[0];
+    const bool embedded_algorithm =
+        first.flags == ASN1_TFLG_EMBED && first.item() == ASN1_ITEM_rptr(X509_ALGOR);
+    return embedded_algorithm ? static_cast<long>(first.offset) : -1L;
+  }();
+  if (offset < 0) return nullptr;
+  return reinterpret_cast<const X509_ALGOR*>(reinterpret_cast<const char*>(id) + offset);
+}
+
 // Copyable says whether OpenSSL can copy |id| into an answer (OCSP_basic_add1_status duplicates
 // it by encoding and decoding): a CertID it reads but cannot read back, such as hashAlgorithm
-// parameters of a constructed EOC, which it writes as a primitive one, is malformed.
+// parameters of a constructed EOC, which it writes as a primitive one, is malformed. Only the
+// parameters can fail so; absent or NULL ones, which every client sends, always copy, and only
+// other ones pay for a trial copy (which, paid by every request, halved make bench's rate of
+// cached answers).
 bool Copyable(const OCSP_CERTID* id) {
+  if (const X509_ALGOR* algorithm = HashAlgorithmOf(id); algorithm != nullptr) {
+    int type = V_ASN1_EOC;
+    X509_ALGOR_get0(nullptr, &type, nullptr, algorithm);
+    if (type == V_ASN1_UNDEF || type == V_ASN1_NULL) return true;
+  }
   const crypto::OcspCertIdPtr copy(OCSP_CERTID_dup(id));
   ERR_clear_error();
   return copy != nullptr;
@@ -76,11 +104,15 @@ std::optional<OcspCertIdRequest> ParseOne(OCSP_REQUEST* req, int i) {
                            .md_nid = OBJ_obj2nid(md),
                            .name_hash = name_hash,
                            .key_hash = key_hash,
-                           .serial = crypto::SerialHex(serial).value_or(""),
+                           .serial_number = serial,
                            .cache_key = CacheSerial(serial)};
 }
 
 }  // namespace
+
+std::string OcspCertIdRequest::Serial() const {
+  return crypto::SerialHex(serial_number).value_or("");
+}
 
 std::expected<ParsedOcspRequest, int> ParseOcspRequest(std::span<const std::uint8_t> der,
                                                        int max_cert_ids) {
@@ -108,24 +140,66 @@ std::expected<ParsedOcspRequest, int> ParseOcspRequest(std::span<const std::uint
 }
 
 std::optional<OcspAnswer> OcspAnswerCache::Find(const Key& key, TimePoint now,
-                                                std::chrono::seconds max_age) const {
-  ReaderLock lock(mu_);
+                                                std::chrono::seconds max_age,
+                                                std::span<const std::uint8_t> remember) {
+  if (remember.empty()) {
+    ReaderLock lock(mu_);
+    auto it = answers_.find(key);
+    if (it == answers_.end() || now >= it->second.answer.this_update + max_age) return std::nullopt;
+    return it->second.answer;
+  }
+  WriterLock lock(mu_);
   auto it = answers_.find(key);
   if (it == answers_.end() || now >= it->second.answer.this_update + max_age) return std::nullopt;
+  RememberLocked(remember, it);
   return it->second.answer;
 }
 
-void OcspAnswerCache::Put(const Key& key, const OcspAnswer& answer) {
+std::optional<OcspAnswer> OcspAnswerCache::FindRequest(std::span<const std::uint8_t> request_der,
+                                                       TimePoint now,
+                                                       std::chrono::seconds max_age) const {
+  const std::string_view bytes(reinterpret_cast<const char*>(request_der.data()),
+                               request_der.size());
+  ReaderLock lock(mu_);
+  auto it = by_request_.find(bytes);
+  if (it == by_request_.end()) return std::nullopt;
+  const OcspAnswer& answer = it->second->second.answer;
+  if (now >= answer.this_update + max_age) return std::nullopt;
+  return answer;
+}
+
+void OcspAnswerCache::RememberLocked(std::span<const std::uint8_t> request_der,
+                                     Answers::iterator slot) {
+  const std::string_view bytes(reinterpret_cast<const char*>(request_der.data()),
+                               request_der.size());
+  if (bytes.empty() || bytes.size() > kMaxRequestBytes || by_request_.contains(bytes)) return;
+  std::vector<const std::string*>& requests = slot->second.requests;
+  if (requests.size() < kRequestsPerAnswer) {
+    requests.push_back(&by_request_.emplace(bytes, slot).first->first);
+    return;
+  }
+  // The oldest makes room, and lends its node (no allocation once an answer has its fill).
+  auto node = by_request_.extract(by_request_.find(*requests.front()));
+  requests.erase(requests.begin());
+  node.key().assign(bytes);
+  node.mapped() = slot;
+  requests.push_back(&by_request_.insert(std::move(node)).position->first);
+}
+
+void OcspAnswerCache::Put(const Key& key, const OcspAnswer& answer,
+                          std::span<const std::uint8_t> remember) {
   WriterLock lock(mu_);
   if (auto it = answers_.find(key); it != answers_.end()) {
     it->second.answer = answer;
     order_.splice(order_.end(), order_, it->second.order);
+    RememberLocked(remember, it);
     return;
   }
   if (max_entries_ == 0) return;
   while (answers_.size() >= max_entries_) EraseLocked(answers_.find(order_.front()));
   order_.push_back(key);
-  answers_.emplace(key, Slot{.answer = answer, .order = std::prev(order_.end())});
+  auto it = answers_.emplace(key, Slot{.answer = answer, .order = std::prev(order_.end())}).first;
+  RememberLocked(remember, it);
 }
 
 void OcspAnswerCache::Forget(const std::string& ca, const std::string& cache_serial) {
@@ -149,7 +223,10 @@ std::size_t OcspAnswerCache::Size() const {
   return answers_.size();
 }
 
-void OcspAnswerCache::EraseLocked(std::map<Key, Slot>::iterator it) {
+void OcspAnswerCache::EraseLocked(Answers::iterator it) {
+  for (const std::string* request : it->second.requests) {
+    by_request_.erase(by_request_.find(*request));
+  }
   order_.erase(it->second.order);
   answers_.erase(it);
 }

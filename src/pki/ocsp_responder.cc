@@ -86,10 +86,10 @@ std::optional<OcspResponder::Single> OcspResponder::StatusOf(const OcspCertIdReq
                                                              const Ca& ca, TimePoint this_update,
                                                              bool& never_issued) {
   Single single{.id = id.id};
-  if (!id.serial.empty()) {
+  if (const std::string serial = id.Serial(); !serial.empty()) {
     auto tx = db_.Begin(store::TxMode::kAutocommit);
     if (!tx) return std::nullopt;
-    auto record = GetIn(**tx, id.serial);
+    auto record = GetIn(**tx, serial);
     if (record && record->issuer == ca.name) {
       if (record->status == Status::kGood) {
         single.status = V_OCSP_CERTSTATUS_GOOD;
@@ -107,13 +107,17 @@ std::optional<OcspResponder::Single> OcspResponder::StatusOf(const OcspCertIdReq
 }
 
 OcspAnswer OcspResponder::Answer(std::span<const std::uint8_t> request_der) {
+  const TimePoint now = clock_.Now();
+  // RFC 5019 §6: refresh once half of the validity has passed.
+  const std::chrono::seconds max_age = options_.ocsp_validity / 2;
+  // A request already answered from the cache, byte for byte, gets the same answer unparsed.
+  if (auto cached = cache_.FindRequest(request_der, now, max_age)) return *std::move(cached);
   auto parsed = ParseOcspRequest(request_der, Authority::kMaxOcspCertIds);
   if (!parsed) return ErrorAnswer(parsed.error());
   Ca* ca = MatchIssuer(*parsed);
   if (ca == nullptr) return ErrorAnswer(OCSP_RESPONSE_STATUS_UNAUTHORIZED);
   const std::vector<OcspCertIdRequest>& ids = parsed->ids;
   bool has_nonce = parsed->has_nonce;
-  const TimePoint now = clock_.Now();
   // Every answer the cache cannot hold costs a database read and a token signature: charged to
   // the fresh budget, past which a nonced request is answered from the cache without its nonce.
   if ((has_nonce || ids.size() > 1) && !fresh_.Take(now, options_.ocsp_fresh_per_second)) {
@@ -121,9 +125,12 @@ OcspAnswer OcspResponder::Answer(std::span<const std::uint8_t> request_der) {
     has_nonce = false;
   }
   const OcspAnswerCache::Key key{ca->name, ids[0].md_nid, ids[0].cache_key};
-  // RFC 5019 §6: refresh once half of the validity has passed.
+  // The cache remembers the bytes of a request with one CertID and no nonce (not those of one
+  // whose nonce the budget dropped): the bytes alone then decide the answer.
+  const std::span<const std::uint8_t> remember =
+      !parsed->has_nonce && ids.size() == 1 ? request_der : std::span<const std::uint8_t>();
   if (!has_nonce && ids.size() == 1) {
-    if (auto cached = cache_.Find(key, now, options_.ocsp_validity / 2)) return *cached;
+    if (auto cached = cache_.Find(key, now, max_age, remember)) return *std::move(cached);
   }
   const TimePoint this_update = std::chrono::floor<std::chrono::seconds>(now);
   bool never_issued = false;
@@ -142,7 +149,7 @@ OcspAnswer OcspResponder::Answer(std::span<const std::uint8_t> request_der) {
   // Answers about issued serials are cached; "unknown" ones never are, so made-up serials
   // cannot grow the cache.
   answer.cacheable = answer.cacheable && !has_nonce && ids.size() == 1 && !never_issued;
-  if (answer.cacheable) cache_.Put(key, answer);
+  if (answer.cacheable) cache_.Put(key, answer, remember);
   return answer;
 }
 

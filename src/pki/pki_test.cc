@@ -1028,6 +1028,15 @@ TEST_F(PkiTest, NoncedAndMultiCertIdRequestsAreSignedOnlyWithinTheFreshBudget) {
   OcspRequestPtr req = nonced();
   EXPECT_EQ(OCSP_check_nonce(req.get(), Ask(*authority_, req.get()).basic.get()), 1);
   EXPECT_EQ(authority_->OcspSignatures() - before, 13u);
+  // A nonced request answered past the budget from the cache is not remembered by its bytes:
+  // asked again once the budget has refilled, it has its nonce echoed.
+  int echo = 1;
+  for (int i = 0; i < 20 && echo == 1; ++i) {
+    echo = OCSP_check_nonce(req.get(), Ask(*authority_, req.get()).basic.get());
+  }
+  EXPECT_EQ(echo, -1) << "the budget ran out";
+  clock_.Advance(1s);
+  EXPECT_EQ(OCSP_check_nonce(req.get(), Ask(*authority_, req.get()).basic.get()), 1);
 }
 
 using X509PubkeyPtr = std::unique_ptr<X509_PUBKEY, crypto::Deleter<&X509_PUBKEY_free>>;
@@ -1234,9 +1243,9 @@ TEST(ParseOcspRequestTest, ReadsCertIdsAndNonceAndRefusesWhatTheLimitsRefuse) {
   EXPECT_TRUE(parsed->has_nonce);
   ASSERT_EQ(parsed->ids.size(), 2u);
   EXPECT_EQ(parsed->ids[0].md_nid, NID_sha1);
-  EXPECT_EQ(parsed->ids[0].serial, "1234");
+  EXPECT_EQ(parsed->ids[0].Serial(), "1234");
   EXPECT_EQ(parsed->ids[0].cache_key, "02021234");
-  EXPECT_EQ(parsed->ids[1].serial, "") << "negative serials have no hex form";
+  EXPECT_EQ(parsed->ids[1].Serial(), "") << "negative serials have no hex form";
   EXPECT_EQ(parsed->ids[1].cache_key, "0201ff");
 
   auto limited = internal::ParseOcspRequest(RequestDer(req.get()), 1);
@@ -1251,6 +1260,66 @@ TEST(ParseOcspRequestTest, ReadsCertIdsAndNonceAndRefusesWhatTheLimitsRefuse) {
   auto none = internal::ParseOcspRequest(RequestDer(empty.get()), Authority::kMaxOcspCertIds);
   ASSERT_FALSE(none.has_value());
   EXPECT_EQ(none.error(), OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+}
+
+// The cache answers a request it has seen, byte for byte, without parsing it; what it remembers
+// is bounded per answer and goes with the answer.
+TEST(OcspAnswerCacheTest, RemembersRequestBytesBoundedAndForgetsThemWithTheirAnswer) {
+  using Cache = internal::OcspAnswerCache;
+  Cache cache(2);
+  const TimePoint now = SystemClock::Instance().Now();
+  const Cache::Key a{"ca", NID_sha1, "0201aa"};
+  const Cache::Key b{"ca", NID_sha1, "0201bb"};
+  const Cache::Key c{"ca", NID_sha1, "0201cc"};
+  auto answer = [&](std::uint8_t tag) {
+    OcspAnswer x;
+    x.der = {tag};
+    x.cacheable = true;
+    x.this_update = now;
+    return x;
+  };
+  auto request = [](std::uint8_t tag, std::size_t size = 8) {
+    return std::vector<std::uint8_t>(size, tag);
+  };
+  auto served = [&](const std::vector<std::uint8_t>& der) -> int {
+    auto found = cache.FindRequest(der, now, 1h);
+    return found ? found->der.front() : -1;
+  };
+
+  EXPECT_FALSE(cache.Find(a, now, 1h, request(1)));
+  EXPECT_EQ(served(request(1)), -1) << "no answer for the key: nothing to remember";
+  cache.Put(a, answer(0xa));
+  EXPECT_EQ(served(request(1)), -1) << "nothing asked to be remembered";
+  ASSERT_TRUE(cache.Find(a, now, 1h, request(1)));
+  EXPECT_EQ(served(request(1)), 0xa);
+  EXPECT_EQ(served(request(1, 9)), -1) << "only the exact bytes";
+  EXPECT_FALSE(cache.FindRequest(request(1), now + 2h, 1h)) << "too old";
+  cache.Put(a, answer(0xb));
+  EXPECT_EQ(served(request(1)), 0xb) << "a re-signed answer keeps its requests";
+
+  // At most kRequestsPerAnswer encodings per answer, the oldest dropped first, none over
+  // kMaxRequestBytes.
+  constexpr std::uint8_t kLast = 1 + Cache::kRequestsPerAnswer;
+  for (std::uint8_t i = 2; i <= kLast; ++i) EXPECT_TRUE(cache.Find(a, now, 1h, request(i)));
+  EXPECT_EQ(served(request(1)), -1);
+  for (std::uint8_t i = 2; i <= kLast; ++i) EXPECT_EQ(served(request(i)), 0xb);
+  const std::vector<std::uint8_t> long_request = request(9, Cache::kMaxRequestBytes + 1);
+  cache.Find(a, now, 1h, long_request);
+  EXPECT_EQ(served(long_request), -1);
+  EXPECT_FALSE(cache.Find(a, now + 2h, 1h, request(9)));
+  EXPECT_EQ(served(request(9)), -1) << "a stale answer remembers nothing";
+
+  // Forget, eviction and Prune take the remembered requests with the answer.
+  cache.Forget("ca", "0201aa");
+  EXPECT_EQ(served(request(2)), -1);
+  cache.Put(a, answer(0xa), request(2));
+  cache.Put(b, answer(0xb), request(3));
+  cache.Put(c, answer(0xc));  // evicts a, signed first
+  EXPECT_EQ(served(request(2)), -1);
+  EXPECT_EQ(served(request(3)), 0xb);
+  cache.Prune(now + 2h, 1h);
+  EXPECT_EQ(cache.Size(), 0u);
+  EXPECT_EQ(served(request(3)), -1);
 }
 
 }  // namespace

@@ -16,7 +16,9 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include "common/clock.h"
@@ -29,15 +31,19 @@
 
 namespace fleetid::pki::internal {
 
-// OcspCertIdRequest is one CertID of a parsed request; |id|, |name_hash| and |key_hash| point
-// into the request that holds it.
+// OcspCertIdRequest is one CertID of a parsed request; |id|, |name_hash|, |key_hash| and
+// |serial_number| point into the request that holds it.
 struct OcspCertIdRequest {
   OCSP_CERTID* id = nullptr;
   int md_nid = 0;  // NID of the CertID's hash algorithm
   const ASN1_OCTET_STRING* name_hash = nullptr;
   const ASN1_OCTET_STRING* key_hash = nullptr;
-  std::string serial;     // lower-case hex of a positive serial, empty for 0 and negatives
+  const ASN1_INTEGER* serial_number = nullptr;
   std::string cache_key;  // CacheSerial: the exact DER INTEGER, so 0 and -1 stay apart
+
+  // Serial is the lower-case hex of a positive serial, empty for 0 and negatives; made when
+  // asked for, since an answer from the cache never needs it.
+  std::string Serial() const;
 };
 
 struct ParsedOcspRequest {
@@ -57,16 +63,32 @@ struct ParsedOcspRequest {
 // OcspAnswerCache holds pre-signed answers by (CA name, CertID hash NID, CacheSerial), at most
 // |max_entries| of them. Past the bound, inserting an answer evicts the one signed longest ago
 // (the next to need re-signing anyway); an evicted answer is signed again at its next query.
+//
+// It also remembers, for each answer, the exact bytes of up to kRequestsPerAnswer requests it
+// answered: relying parties repeat the same request, and a request seen before is answered
+// without being parsed again (FindRequest). Only requests that parsed cleanly, carry one CertID
+// and no nonce are remembered (the caller's duty), so the bytes alone decide the answer.
 // Thread-safe.
 class OcspAnswerCache {
  public:
   using Key = std::tuple<std::string, int, std::string>;
+  // The request encodings remembered per answer (oldest dropped first) and the longest one: a
+  // stranger varying a request's optional fields cannot grow the cache past these bounds.
+  static constexpr std::size_t kRequestsPerAnswer = 4;
+  static constexpr std::size_t kMaxRequestBytes = 512;
 
   explicit OcspAnswerCache(std::size_t max_entries) : max_entries_(max_entries) {}
 
-  // Find returns the answer for |key| if it is younger than |max_age|.
-  std::optional<OcspAnswer> Find(const Key& key, TimePoint now, std::chrono::seconds max_age) const;
-  void Put(const Key& key, const OcspAnswer& answer);
+  // Find returns the answer for |key| if it is younger than |max_age|. Found, it remembers the
+  // request |remember| (when not empty) as answered by it.
+  std::optional<OcspAnswer> Find(const Key& key, TimePoint now, std::chrono::seconds max_age,
+                                 std::span<const std::uint8_t> remember = {});
+  // FindRequest returns the answer a remembered request of exactly |request_der| maps to, if it
+  // is younger than |max_age|.
+  std::optional<OcspAnswer> FindRequest(std::span<const std::uint8_t> request_der, TimePoint now,
+                                        std::chrono::seconds max_age) const;
+  // Put stores |answer| for |key|, and remembers |remember| (when not empty) as answered by it.
+  void Put(const Key& key, const OcspAnswer& answer, std::span<const std::uint8_t> remember = {});
   // Forget drops the answers for |cache_serial| of CA |ca|, whatever their hash.
   void Forget(const std::string& ca, const std::string& cache_serial);
   // Prune drops answers whose validity (|validity| from thisUpdate) has ended by |now|.
@@ -77,13 +99,29 @@ class OcspAnswerCache {
   struct Slot {
     OcspAnswer answer;
     std::list<Key>::iterator order;  // its place in |order_|
+    // The remembered request encodings, oldest first: keys of |by_request_|, whose nodes keep
+    // their address until erased.
+    std::vector<const std::string*> requests{};
   };
-  void EraseLocked(std::map<Key, Slot>::iterator it) FLEETID_REQUIRES(mu_);
+  using Answers = std::map<Key, Slot>;
+  // StringHash lets |by_request_| be searched with a string_view.
+  struct StringHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  using RequestIndex =
+      std::unordered_map<std::string, Answers::iterator, StringHash, std::equal_to<>>;
+  void EraseLocked(Answers::iterator it) FLEETID_REQUIRES(mu_);
+  // RememberLocked maps |request_der| to |slot|'s answer, if the request is short enough. The
+  // mapping goes with the answer (Forget, Prune, eviction).
+  void RememberLocked(std::span<const std::uint8_t> request_der, Answers::iterator slot)
+      FLEETID_REQUIRES(mu_);
 
   const std::size_t max_entries_;
   mutable SharedMutex mu_;
-  std::map<Key, Slot> answers_ FLEETID_GUARDED_BY(mu_);
+  Answers answers_ FLEETID_GUARDED_BY(mu_);
   std::list<Key> order_ FLEETID_GUARDED_BY(mu_);  // by signing time, oldest first
+  RequestIndex by_request_ FLEETID_GUARDED_BY(mu_);
 };
 
 // SignatureBudget is a token bucket of signatures, refilled at |per_second| up to as many, by
