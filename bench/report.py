@@ -113,6 +113,29 @@ if pki_file.exists():
         f = figs["crl_build"]
         print(f"  {'crl_build':<26} {f['count']:>10,.0f} entries in {f['seconds']:.2f} s, {f['crl_bytes']:,} bytes, peak RSS +{f['peak_rss_growth_mb']} MB")
 
+policy_file = out / "policy.jsonl"
+if policy_file.exists():
+    rates = {}
+    rules = 0
+    for line in policy_file.read_text().splitlines():
+        if line.startswith("{"):
+            r = json.loads(line)
+            rates.setdefault(r["figure"], []).append(r["per_second"])
+            rules = r["rules"]
+
+    def median(values):
+        values = sorted(values)
+        return values[len(values) // 2]
+
+    print()
+    print(f"Policy (in process, 1 thread, {rules} rules; median of alternated rounds)")
+    compiled = median(rates["policy_decisions"]) if "policy_decisions" in rates else None
+    naive = median(rates["policy_decisions_interpreted"]) if "policy_decisions_interpreted" in rates else None
+    if compiled:
+        target = "met" if compiled >= 500000 else "MISSED"
+        ratio = f"; interpreted, the same decisions from the rules as written: {naive:,.0f}/s, ratio {compiled / naive:.1f}x" if naive else ""
+        print(f"  {'policy_decisions':<26} {compiled:>10,.0f} decisions/s (target >= 500,000: {target}){ratio}")
+
 http_file = out / "http.jsonl"
 if http_file.exists():
     http = {}

@@ -31,6 +31,9 @@ trap - EXIT
 echo "== CA: issuance, cached OCSP and a large CRL, in process"
 build/release/bench/pki_bench "${BENCH_CRL_ENTRIES:-1000000}" 2>/dev/null >"$OUT/pki.jsonl"
 
+echo "== policy: access decisions on a 1,000-rule policy, compiled vs interpreted, 1 thread"
+build/release/bench/policy_bench >"$OUT/policy.jsonl"
+
 echo "== audit log: durable appends, tree growth, proofs at ${BENCH_AUDIT_SIZES:-1000000,10000000} entries, export verification"
 build/release/bench/audit_bench "${BENCH_AUDIT_SIZES:-1000000,10000000}" 2>/dev/null >"$OUT/audit.jsonl"
 
