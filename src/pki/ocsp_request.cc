@@ -56,7 +56,7 @@ bool RequestExtensionsOk(GetCount count, GetExt get, bool top) {
 // through the CertID's ASN.1 template, which <openssl/asn1t.h> makes public: the first field,
 // an AlgorithmIdentifier embedded at the offset the template gives. nullptr when the template
 // does not say exactly that (another OpenSSL may lay the CertID out otherwise).
-const X509_ALGOR* HashAlgorithmOf(const OCSP_CERTID* id) {
+long HashAlgorithmOffset() {
   static const long offset = [] {
     const ASN1_ITEM* item = ASN1_ITEM_rptr(OCSP_CERTID);
     if (item->itype != ASN1_ITYPE_SEQUENCE || item->tcount < 1) return -1L;
@@ -65,6 +65,11 @@ const X509_ALGOR* HashAlgorithmOf(const OCSP_CERTID* id) {
         first.flags == ASN1_TFLG_EMBED && first.item() == ASN1_ITEM_rptr(X509_ALGOR);
     return embedded_algorithm ? static_cast<long>(first.offset) : -1L;
   }();
+  return offset;
+}
+
+const X509_ALGOR* HashAlgorithmOf(const OCSP_CERTID* id) {
+  const long offset = HashAlgorithmOffset();
   if (offset < 0) return nullptr;
   return reinterpret_cast<const X509_ALGOR*>(reinterpret_cast<const char*>(id) + offset);
 }
@@ -109,6 +114,8 @@ std::optional<OcspCertIdRequest> ParseOne(OCSP_REQUEST* req, int i) {
 }
 
 }  // namespace
+
+bool CertIdCopyCheckIsFree() { return HashAlgorithmOffset() >= 0; }
 
 std::string OcspCertIdRequest::Serial() const {
   return crypto::SerialHex(serial_number).value_or("");

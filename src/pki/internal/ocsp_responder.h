@@ -60,6 +60,11 @@ struct ParsedOcspRequest {
 [[nodiscard]] std::expected<ParsedOcspRequest, int> ParseOcspRequest(
     std::span<const std::uint8_t> der, int max_cert_ids);
 
+// CertIdCopyCheckIsFree says whether ParseOcspRequest can read a CertID's hash parameters
+// through OpenSSL's ASN.1 template (ocsp_request.cc, HashAlgorithmOf), so that only unusual
+// parameters pay for a trial copy; false means every CertID does (correct, and slower).
+bool CertIdCopyCheckIsFree();
+
 // OcspAnswerCache holds pre-signed answers by (CA name, CertID hash NID, CacheSerial), at most
 // |max_entries| of them. Past the bound, inserting an answer evicts the one signed longest ago
 // (the next to need re-signing anyway); an evicted answer is signed again at its next query.
