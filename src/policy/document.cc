@@ -25,6 +25,16 @@ constexpr int kDefaultRenewAtPercent = 66;
 constexpr std::int64_t kDefaultNonceLifetime = 60;
 constexpr std::int64_t kDefaultEvidenceLifetime = 300;
 
+// Shown is |text| as an error message may quote it: at most kMaxNameLength bytes, each byte
+// outside printable ASCII replaced by '?' (keys come from whoever proposed the document).
+std::string Shown(std::string_view text) {
+  std::string out(text.substr(0, kMaxNameLength));
+  for (char& c : out) {
+    if (c < 0x20 || c > 0x7e) c = '?';
+  }
+  return out;
+}
+
 // ParseStrictJson parses |text| as JSON, refusing comments and a key repeated in one object
 // (which nlohmann would otherwise resolve silently, last one wins).
 Result<Json> ParseStrictJson(std::string_view text) {
@@ -55,7 +65,7 @@ Result<Json> ParseStrictJson(std::string_view text) {
   if (doc.is_discarded()) return MakeError(ErrorCode::kInvalidArgument, "policy is not valid JSON");
   if (duplicate) {
     return MakeError(ErrorCode::kInvalidArgument, "policy repeats the key '{}' in one object",
-                     duplicate_key.substr(0, kMaxNameLength));
+                     Shown(duplicate_key));
   }
   return doc;
 }
@@ -100,10 +110,10 @@ class Reader {
                      what);
   }
 
-  // Pointer is |base| extended by |key|, escaped as RFC 6901 says.
+  // Pointer is |base| extended by |key|, escaped as RFC 6901 says (and as Shown says).
   static std::string Pointer(const std::string& base, std::string_view key) {
     std::string out = base + "/";
-    for (char c : key.substr(0, kMaxNameLength)) {
+    for (char c : Shown(key)) {
       if (c == '~') {
         out += "~0";
       } else if (c == '/') {

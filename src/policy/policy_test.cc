@@ -239,6 +239,8 @@ TEST(PolicyTest, RefusesWhatIsNotExactlyAPolicyNamingWhere) {
        "/approvals/0/from_roles/0: is not a role of this policy"},
       {"zero approvals", [](Json& j) { j["approvals"][0]["approvals"] = 0; }, "must be from 1 to 10"},
       {"not an object", [](Json& j) { j = Json::array(); }, "policy /: must be an object"},
+      {"control bytes in a key", [](Json& j) { j["roles"]["admin"]["x\ny\x7f"] = 1; },
+       "/roles/admin/x?y?: is not a known key"},
   };
   for (const Case& c : cases) {
     Json doc = Example();
