@@ -91,6 +91,11 @@ bool Copyable(const OCSP_CERTID* id) {
   return copy != nullptr;
 }
 
+// Fresh says whether |answer| may still be served at |now|: younger than |max_age|.
+bool Fresh(const OcspAnswer& answer, TimePoint now, std::chrono::seconds max_age) {
+  return now < answer.this_update + max_age;
+}
+
 // ParseOne reads the |i|th single request of |req|.
 std::optional<OcspCertIdRequest> ParseOne(OCSP_REQUEST* req, int i) {
   OCSP_ONEREQ* one = OCSP_request_onereq_get0(req, i);
@@ -152,12 +157,12 @@ std::optional<OcspAnswer> OcspAnswerCache::Find(const Key& key, TimePoint now,
   if (remember.empty()) {
     ReaderLock lock(mu_);
     auto it = answers_.find(key);
-    if (it == answers_.end() || now >= it->second.answer.this_update + max_age) return std::nullopt;
+    if (it == answers_.end() || !Fresh(it->second.answer, now, max_age)) return std::nullopt;
     return it->second.answer;
   }
   WriterLock lock(mu_);
   auto it = answers_.find(key);
-  if (it == answers_.end() || now >= it->second.answer.this_update + max_age) return std::nullopt;
+  if (it == answers_.end() || !Fresh(it->second.answer, now, max_age)) return std::nullopt;
   RememberLocked(remember, it);
   return it->second.answer;
 }
@@ -171,7 +176,7 @@ std::optional<OcspAnswer> OcspAnswerCache::FindRequest(std::span<const std::uint
   auto it = by_request_.find(bytes);
   if (it == by_request_.end()) return std::nullopt;
   const OcspAnswer& answer = it->second->second.answer;
-  if (now >= answer.this_update + max_age) return std::nullopt;
+  if (!Fresh(answer, now, max_age)) return std::nullopt;
   return answer;
 }
 
