@@ -123,6 +123,7 @@ int Run(int argc, char** argv) {
   node::Maintenance maintenance({.authority = components.authority(),
                                  .audit_log = components.audit_log(),
                                  .enrollment = components.enrollment(),
+                                 .policy = components.policy(),
                                  .token = components.token(),
                                  .https = https.get(),
                                  .https_identity = https ? &https_identity : nullptr,

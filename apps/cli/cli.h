@@ -66,6 +66,7 @@ void AddCaCommands(CLI::App& app, Context& context);          // ca
 void AddAuditCommands(CLI::App& app, Context& context);       // audit
 void AddFactoryCommands(CLI::App& app, Context& context);     // factory
 void AddEnrollmentCommands(CLI::App& app, Context& context);  // manufacturer, attest
+void AddPolicyCommands(CLI::App& app, Context& context);      // policy
 
 }  // namespace fleetid::cli
 

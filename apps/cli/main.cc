@@ -31,6 +31,7 @@ int Run(int argc, char** argv) {
   AddAuditCommands(app, context);
   AddFactoryCommands(app, context);
   AddEnrollmentCommands(app, context);
+  AddPolicyCommands(app, context);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

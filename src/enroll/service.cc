@@ -365,7 +365,7 @@ Result<void> Service::Count(std::string_view counter) {
                                        .before = nullptr,
                                        .after = nullptr,
                                        .reason = std::string(counter),
-                                       .policy_version = "",
+                                       .policy_version = CurrentPolicyVersion(options_.policy_version),
                                        .evidence_digest = ""},
                                       clock_));
   (void)seq;
@@ -407,7 +407,7 @@ Result<Manufacturer> Service::AddManufacturer(std::span<const std::uint8_t> ca_d
                                        .before = nullptr,
                                        .after = {{"fingerprint", m.fingerprint}},
                                        .reason = "",
-                                       .policy_version = "",
+                                       .policy_version = CurrentPolicyVersion(options_.policy_version),
                                        .evidence_digest = m.fingerprint},
                                       clock_));
   (void)seq;
@@ -444,7 +444,7 @@ Result<void> Service::AddReferenceValue(std::string_view model, std::string_view
                                        .before = nullptr,
                                        .after = {{"firmware_sha256", firmware_sha256}},
                                        .reason = "",
-                                       .policy_version = "",
+                                       .policy_version = CurrentPolicyVersion(options_.policy_version),
                                        .evidence_digest = ""},
                                       clock_));
   (void)seq;
@@ -640,7 +640,7 @@ Result<Nonce> Service::IssueNonce(const ClientChain& chain, Purpose purpose, Thr
                                        .after = {{"purpose", PurposeName(purpose)},
                                                  {"expires_at", UnixSeconds(nonce.expires_at)}},
                                        .reason = "",
-                                       .policy_version = "",
+                                       .policy_version = CurrentPolicyVersion(options_.policy_version),
                                        .evidence_digest = crypto::Hex(crypto::Sha256(nonce.value))},
                                       clock_));
   (void)seq;
@@ -739,7 +739,7 @@ Result<Appraisal> Service::AppraiseIn(const ClientChain& chain, const Evidence& 
                                                  {"fw_sha256", evidence.firmware},
                                                  {"swversion", evidence.swversion}},
                                        .reason = out.passed ? "" : out.detail,
-                                       .policy_version = "",
+                                       .policy_version = CurrentPolicyVersion(options_.policy_version),
                                        .evidence_digest = evidence.sha256},
                                       clock_));
   (void)seq;

@@ -20,6 +20,7 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/mutex.h"
+#include "common/policy_version.h"
 #include "common/rng.h"
 #include "crypto/csr.h"
 #include "crypto/suite.h"
@@ -90,6 +91,8 @@ struct ServiceOptions {
   std::chrono::seconds nonce_retention{600};
   // A decommissioning receipt's iat may be this far from the server's clock and the order.
   std::chrono::seconds receipt_skew{300};
+  // The hash of the active policy version, recorded with every audit entry.
+  PolicyVersionFn policy_version;
 };
 
 // PkiEffects carries out every credential action of the registry's table through the CA, in the

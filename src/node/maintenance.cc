@@ -36,6 +36,10 @@ void Maintenance::Run(const std::stop_token& stop) {
 }
 
 void Maintenance::Tick(int tick) {
+  if (auto refreshed = targets_.policy.Refresh(); !refreshed) {
+    log::Warn("policy: reading the active version failed",
+              {{"error", refreshed.error().ToString()}});
+  }
   targets_.authority.RefreshCrls();
   if (targets_.https != nullptr && targets_.https_identity != nullptr) {
     RenewHttpsCertificate(targets_.token, targets_.authority, *targets_.https,

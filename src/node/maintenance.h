@@ -3,7 +3,8 @@
 // certificate is renewed at two thirds of its life, and within a second of its revocation;
 // manufacturers registered while the node runs (`fleetid manufacturer add`) become client trust
 // anchors of the HTTPS front within a second; the audit log is integrated and its head signed
-// every kAuditHeadSeconds; expired nonces and idle rate buckets are pruned every minute.
+// every kAuditHeadSeconds; expired nonces and idle rate buckets are pruned every minute; a
+// policy version activated by another process is taken up within a second.
 #ifndef FLEETID_NODE_MAINTENANCE_H_
 #define FLEETID_NODE_MAINTENANCE_H_
 
@@ -18,6 +19,7 @@
 #include "enroll/service.h"
 #include "node/https_front.h"
 #include "pki/pki.h"
+#include "policy/versions.h"
 #include "server/http_server.h"
 
 namespace fleetid::node {
@@ -31,6 +33,7 @@ struct MaintenanceTargets {
   pki::Authority& authority;
   audit::Log& audit_log;
   enroll::Service& enrollment;
+  policy::Versions& policy;
   custody::Token& token;
   server::HttpServer* https = nullptr;
   HttpsIdentity* https_identity = nullptr;

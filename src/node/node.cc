@@ -53,12 +53,18 @@ Result<void> Node::OpenDatabase(const ServerConfig& config, int connections) {
   FLEETID_TRY(db, store::Database::Open(db_url, connections));
   db_ = std::move(db);
   FLEETID_CHECK_OK(enroll::Service::Migrate(*db_));
+  FLEETID_TRY(versions, policy::Versions::Open(*db_, SystemClock::Instance()));
+  policy_ = std::move(versions);
   FLEETID_TRY(counts,
               registry::Registry(*db_, SystemClock::Instance(), nullptr, {}).CountByState());
   std::int64_t devices = 0;
   for (const auto& [state, n] : counts) devices += n;
+  const policy::Active active = policy_->Current();
   log::Write(step_log_level_, "registry ready",
-             {{"database", RedactUrl(db_url)}, {"devices", devices}});
+             {{"database", RedactUrl(db_url)},
+              {"devices", devices},
+              {"policy_version", active.number},
+              {"policy_hash", active.policy->Hash()}});
   return {};
 }
 
@@ -66,6 +72,7 @@ Result<void> Node::OpenAuthority(const ServerConfig& config) {
   pki::AuthorityOptions ca_options;
   ca_options.base_url = config.PublicUrl();
   ca_options.crl_min_interval = std::chrono::seconds(config.crl_min_interval_seconds);
+  ca_options.policy_version = PolicyVersion();
   FLEETID_TRY(authority, pki::Authority::Open(custody_.token, *db_, SystemClock::Instance(),
                                               crypto::OpenSslRng::Instance(), ca_options));
   authority_ = std::move(authority);
@@ -96,12 +103,21 @@ Result<void> Node::OpenAuditLog(bool sign_first_head) {
 // the CA the registry has no effects (Parts::database).
 void Node::OpenEnrollment() {
   if (authority_) effects_ = std::make_unique<enroll::PkiEffects>(*authority_);
+  registry::RegistryOptions registry_options;
+  registry_options.policy_version = PolicyVersion();
   registry_ = std::make_unique<registry::Registry>(*db_, SystemClock::Instance(), effects_.get(),
-                                                   registry::RegistryOptions{});
+                                                   registry_options);
   if (!authority_) return;
-  enrollment_ = std::make_unique<enroll::Service>(
-      *db_, *registry_, *authority_, *effects_, SystemClock::Instance(),
-      crypto::OpenSslRng::Instance(), enroll::ServiceOptions{});
+  enroll::ServiceOptions service_options;
+  service_options.policy_version = PolicyVersion();
+  enrollment_ = std::make_unique<enroll::Service>(*db_, *registry_, *authority_, *effects_,
+                                                  SystemClock::Instance(),
+                                                  crypto::OpenSslRng::Instance(), service_options);
+}
+
+PolicyVersionFn Node::PolicyVersion() {
+  policy::Versions* versions = policy_.get();
+  return [versions] { return versions->CurrentHash(); };
 }
 
 }  // namespace fleetid::node

@@ -18,6 +18,7 @@
 #include "enroll/service.h"
 #include "node/config.h"
 #include "pki/pki.h"
+#include "policy/versions.h"
 #include "registry/registry.h"
 #include "store/store.h"
 
@@ -77,6 +78,9 @@ class Node {
   // audit_public_key_pem is the audit key's public half, for /audit/v1/key.
   const std::string& audit_public_key_pem() const { return audit_pem_; }
   enroll::Service& enrollment() { return Opened(enrollment_.get()); }
+  // The policy's versions and the active one, opened with the database (installing the built-in
+  // first policy on first start).
+  policy::Versions& policy() { return Opened(policy_.get()); }
 
  private:
   explicit Node(log::Level step_log_level) : step_log_level_(step_log_level) {}
@@ -91,11 +95,14 @@ class Node {
   [[nodiscard]] Result<void> OpenAuthority(const ServerConfig& config);
   [[nodiscard]] Result<void> OpenAuditLog(bool sign_first_head);
   void OpenEnrollment();
+  // PolicyVersion names the active policy version, for every audit record the parts write.
+  PolicyVersionFn PolicyVersion();
 
   log::Level step_log_level_;
   // Destroyed in reverse: the users of the database, CA and token before them.
   custody::OpenedToken custody_;
   std::unique_ptr<store::Database> db_;
+  std::unique_ptr<policy::Versions> policy_;
   std::unique_ptr<pki::Authority> authority_;
   std::string audit_pem_;
   std::unique_ptr<audit::Log> audit_log_;

@@ -35,7 +35,8 @@ std::unexpected<Error> Compromised() {
 
 // AppendIssued appends the pki.issue audit entry of |record| to |tx|.
 Result<void> AppendIssued(store::Transaction& tx, const CertificateRecord& record,
-                          std::string_view actor, std::string_view evidence_digest, Clock& clock) {
+                          std::string_view actor, std::string_view evidence_digest,
+                          const PolicyVersionFn& policy_version, Clock& clock) {
   const nlohmann::json after = {{"device", record.device},
                                 {"issuer", record.issuer},
                                 {"suite", record.suite},
@@ -48,7 +49,7 @@ Result<void> AppendIssued(store::Transaction& tx, const CertificateRecord& recor
                                        .before = nullptr,
                                        .after = after,
                                        .reason = "",
-                                       .policy_version = "",
+                                       .policy_version = CurrentPolicyVersion(policy_version),
                                        .evidence_digest = std::string(evidence_digest)},
                                       clock));
   static_cast<void>(seq);
@@ -277,7 +278,8 @@ Result<void> Issuer::RecordIn(store::Transaction& tx, CertificateRecord& record,
   }
   FLEETID_CHECK_OK(InsertIn(tx, record));
   if (hold) FLEETID_CHECK_OK(RecordChangeIn(tx, record.serial, clock_.Now()));
-  return AppendIssued(tx, record, audit.actor, audit.evidence_digest, clock_);
+  return AppendIssued(tx, record, audit.actor, audit.evidence_digest,
+                      options_.policy_version, clock_);
 }
 
 // RecordCaIn makes the certificate record of the issuing CA or OCSP signer whose serial is
@@ -316,7 +318,7 @@ Result<void> Issuer::RecordCaIn(store::Transaction& tx, std::string_view serial)
                            : PartitionOf(options_, CertificateClass::kLongLived, not_before),
           .der = std::move(der)};
       FLEETID_CHECK_OK(InsertIn(tx, record));
-      return AppendIssued(tx, record, "system", "", clock_);
+      return AppendIssued(tx, record, "system", "", options_.policy_version, clock_);
     }
   }
   return MakeError(ErrorCode::kNotFound, "no certificate with serial {}", serial);
@@ -350,7 +352,7 @@ Result<CertificateRecord> Issuer::ChangeStatusIn(store::Transaction& tx, std::st
                                        .before = State(current),
                                        .after = State(next),
                                        .reason = reason ? std::string(ReasonName(*reason)) : "",
-                                       .policy_version = "",
+                                       .policy_version = CurrentPolicyVersion(options_.policy_version),
                                        .evidence_digest = ""},
                                       clock_));
   static_cast<void>(seq);

@@ -17,6 +17,7 @@
 
 #include "common/clock.h"
 #include "common/error.h"
+#include "common/policy_version.h"
 #include "common/rng.h"
 #include "crypto/csr.h"
 #include "crypto/handles.h"
@@ -47,6 +48,8 @@ enum class Status { kGood, kRevoked, kOnHold };
 std::string_view StatusName(Status status);
 
 struct AuthorityOptions {
+  // The hash of the active policy version, recorded with every issuance and revocation.
+  PolicyVersionFn policy_version;
   // Base of the URLs written into certificates (AIA, CDP): http://host:port of the plain-HTTP
   // listener relying parties reach.
   std::string base_url = "http://127.0.0.1:8080";

@@ -142,7 +142,7 @@ class Versions {
  private:
   Versions(store::Database& db, Clock& clock) : db_(db), clock_(clock) {}
   [[nodiscard]] Result<Active> LoadActive(store::Transaction& tx);
-  [[nodiscard]] Result<Proposal> LoadProposal(store::Transaction& tx, std::int64_t id);
+  [[nodiscard]] static Result<Proposal> LoadProposal(store::Transaction& tx, std::int64_t id);
   [[nodiscard]] Result<Proposal> Settle(const Operator& by, std::int64_t id, std::string_view how,
                                         std::string_view reason);
   // Refuse audits a refusal (action "access.denied") in its own transaction and returns it as

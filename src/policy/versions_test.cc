@@ -274,6 +274,7 @@ TEST_P(VersionsTest, ConcurrentApprovalsCountEachOnce) {
 
   std::vector<Result<Proposal>> results(3, MakeError(ErrorCode::kInternal, "not run"));
   std::vector<std::thread> threads;
+  threads.reserve(3);
   for (int i = 0; i < 3; ++i) {
     threads.emplace_back([&, i] {
       results[static_cast<std::size_t>(i)] =

@@ -274,7 +274,7 @@ Result<ImportReport> Registry::Import(std::string_view batch_id,
                                     {"already_present", report.already_present},
                                     {"state", manufactured}},
                           .reason = "",
-                          .policy_version = options_.policy_version,
+                          .policy_version = CurrentPolicyVersion(options_.policy_version),
                           .evidence_digest = ""},
                          clock_));
     static_cast<void>(seq);
@@ -361,6 +361,7 @@ Result<void> Registry::SetCredentialRole(store::Transaction& tx, std::string_vie
 
 Result<Device> Registry::TransitionIn(store::Transaction& txr, const TransitionRequest& request) {
   store::Transaction* tx = &txr;
+  const std::string policy_version = CurrentPolicyVersion(options_.policy_version);
   FLEETID_TRY(device, LoadDevice(*tx, request.serial));
   if (device.version != request.expected_version) {
     return MakeError(ErrorCode::kConflict,
@@ -471,7 +472,7 @@ Result<Device> Registry::TransitionIn(store::Transaction& txr, const TransitionR
                         .before = {{"state", StateName(device.state)}, {"version", device.version}},
                         .after = {{"state", StateName(next.state)}, {"version", next.version}},
                         .reason = request.reason,
-                        .policy_version = options_.policy_version,
+                        .policy_version = policy_version,
                         .evidence_digest = request.evidence_digest},
                        clock_));
   // The transition names its audit entry (the leaf index), appended in the same transaction.
@@ -480,7 +481,7 @@ Result<Device> Registry::TransitionIn(store::Transaction& txr, const TransitionR
       "at, policy_version, evidence_digest, audit_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
       {device.id, next.version, std::string(EventName(request.event)),
        std::string(StateName(device.state)), std::string(StateName(next.state)),
-       request.actor.id, request.reason, UnixSeconds(now), options_.policy_version,
+       request.actor.id, request.reason, UnixSeconds(now), policy_version,
        request.evidence_digest, static_cast<std::int64_t>(seq)}));
   if (rule->action == CredentialAction::kRevokeCessation) {
     for (const auto& [kind, value] : {std::pair<std::string, std::string>{"serial", device.serial},

@@ -16,6 +16,7 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/identifier.h"
+#include "common/policy_version.h"
 #include "registry/lifecycle.h"
 #include "store/store.h"
 
@@ -160,7 +161,8 @@ struct EnrollmentPolicy {
 
 struct RegistryOptions {
   std::chrono::seconds decommission_grace = std::chrono::hours(24 * 7);
-  std::string policy_version = "unversioned";  // until the policy engine exists
+  // The hash of the active policy version, recorded with every transition and audit entry.
+  PolicyVersionFn policy_version;
 };
 
 // Registry is thread-safe; concurrent conflicting transitions resolve by version: one wins, the

@@ -19,6 +19,9 @@ using test::Backend;
 using test::TestDb;
 
 const TimePoint kStart = std::chrono::sys_days{std::chrono::year{2030} / 3 / 1};
+// The active policy version's hash as the node would give it (policy::Versions::CurrentHash).
+constexpr std::string_view kPolicyVersion =
+    "52c67c6656dc0e6707ae4b2ab60ed4e126ad0b50f60256862f98cf57306a0b65";
 
 class RecordingEffects : public CredentialEffects {
  public:
@@ -59,7 +62,9 @@ class RegistryTest : public ::testing::TestWithParam<Backend> {
   void SetUp() override {
     db_ = std::make_unique<TestDb>(GetParam());
     ASSERT_TRUE(Registry::Migrate(db_->db()));
-    registry_ = std::make_unique<Registry>(db_->db(), clock_, &effects_, RegistryOptions{});
+    RegistryOptions options;
+    options.policy_version = [] { return std::string(kPolicyVersion); };
+    registry_ = std::make_unique<Registry>(db_->db(), clock_, &effects_, options);
   }
 
   void ImportN(int n, const std::string& batch = "batch-1") {
@@ -199,7 +204,7 @@ TEST_P(RegistryTest, EveryAllowedTransition) {
     EXPECT_EQ(last.from, rule.from);
     EXPECT_EQ(last.to, expected);
     EXPECT_EQ(last.version, after->version);
-    EXPECT_EQ(last.policy_version, "unversioned");
+    EXPECT_EQ(last.policy_version, kPolicyVersion) << "the version the registry was given";
     EXPECT_FALSE(last.actor.empty());
     // The record names the audit entry appended with it.
     if (!last.audit_index.has_value()) GTEST_FAIL() << "no audit index";
@@ -211,6 +216,7 @@ TEST_P(RegistryTest, EveryAllowedTransition) {
     EXPECT_EQ(nlohmann::json::parse(entries->front().body).at("action"),
               "registry." + std::string(EventName(rule.event)));
     EXPECT_EQ(nlohmann::json::parse(entries->front().body).at("subject"), rec.serial);
+    EXPECT_EQ(nlohmann::json::parse(entries->front().body).at("policy_version"), kPolicyVersion);
     EXPECT_EQ(effects_.applied.size(),
               effects_before + (rule.action == CredentialAction::kNone ? 0 : 1));
   }

@@ -80,7 +80,8 @@ wait_exit() {
 # certificate status change that the database records (each is appended in the transaction that
 # makes the change). A certificate issued on hold (a pending rotation) records a status change as
 # well as its issuance; its pki.issue entry, which says status "hold", covers both. Enrollment's
-# nonces, appraisals, refusals and registrations are counted against their tables.
+# nonces, appraisals, refusals and registrations are counted against their tables, and so are the
+# policy's versions, proposals, approvals and activations.
 audit_covers() {
   local cli=$1 data=$2 out rc=0
   "$cli" --data "$data" audit head >"$W/audit-head.json"
@@ -99,7 +100,7 @@ for line in open(sys.argv[2]):
     if rec["kind"] == "entry":
         body = json.loads(rec["body"])
         a = body["action"]
-        if a.startswith("attest.") or a.startswith("enroll."):
+        if a.startswith("attest.") or a.startswith("enroll.") or a.startswith("policy."):
             actions[a] += 1
             continue
         actions["import" if a == "registry.import" else a.split(".")[0] + (".status" if a in ("pki.revoke", "pki.release") else "")] += 1
@@ -116,6 +117,11 @@ if "appraisals" in tables:  # enrollment: every nonce, appraisal, refusal and re
                  "attest.refused": count("SELECT COALESCE(SUM(value), 0) FROM attest_counters"),
                  "attest.reference.add": count("SELECT COUNT(*) FROM reference_values"),
                  "enroll.manufacturer.add": count("SELECT COUNT(*) FROM manufacturers")})
+if "policy_versions" in tables:  # the first version, and every proposal, approval and activation
+    want.update({"policy.version": count("SELECT COUNT(*) FROM policy_versions") - 1,
+                 "policy.propose": count("SELECT COUNT(*) FROM policy_proposals"),
+                 "policy.approve": count("SELECT COUNT(*) FROM policy_approvals"),
+                 "policy.activate": 1 + count("SELECT COUNT(*) FROM policy_proposals WHERE state = 'applied'")})
 got = {k: actions.get(k, 0) for k in want}
 print(f"database {want}, audit {got}")
 sys.exit(0 if got == want else 1)

@@ -40,6 +40,26 @@ expect "provisioning moves it to provisioned" grep -q '"state": "provisioned"' <
 out=$("$CLI" --data "$DATA" devices history GW-0001)
 expect "the history records the actor" grep -q '"actor": "alice"' <<<"$out"
 expect "the history records the event" grep -q '"event": "provision"' <<<"$out"
+
+# The policy: the first start installed the built-in version, and every record names it.
+out=$("$CLI" --data "$DATA" policy versions)
+hash=$(python3 -c 'import json,sys;v=json.load(sys.stdin);assert len(v)==1 and v[0]["active"] and v[0]["version"]==1,v;print(v[0]["hash"])' <<<"$out")
+expect "the built-in policy is version 1, named by its hash" grep -Eq '^[0-9a-f]{64}$' <<<"$hash"
+out=$("$CLI" --data "$DATA" devices history GW-0001)
+expect "the history names the policy version it was decided under" grep -q "\"policy_version\": \"$hash\"" <<<"$out"
+"$CLI" --data "$DATA" policy show | python3 -c '
+import json,sys
+doc=json.load(sys.stdin)["document"]
+doc["roles"]["eu-ops"]={"permit":[{"actions":["device.suspend"],"scope":{"regions":["eu-west"]},"why":"on call"}]}
+json.dump(doc,open(sys.argv[1],"w"))
+doc["roles"]["eu-ops"]["superuser"]=True
+json.dump(doc,open(sys.argv[2],"w"))' "$W/policy.json" "$W/bad-policy.json"
+out=$("$CLI" --data "$DATA" policy check "$W/policy.json")
+expect "checking a document shows its diff from the active version" grep -q "role eu-ops gains device.suspend in region eu-west" <<<"$out"
+rc=0; "$CLI" --data "$DATA" policy check "$W/bad-policy.json" >"$W/bad-policy.out" 2>&1 || rc=$?
+expect "an unknown key is refused (exit $rc)" test "$rc" = 1
+expect "the refusal names the key by its JSON pointer" grep -q "invalid_argument: policy /roles/eu-ops/superuser" "$W/bad-policy.out"
+
 rc=0; "$CLI" --data "$DATA" devices provision GW-0001 --tenant x --region y >"$W/again.out" 2>&1 || rc=$?
 expect "provisioning twice is a conflict" grep -q "conflict: 'provision' is not allowed from state 'provisioned'" "$W/again.out"
 out=$("$CLI" --data "$DATA" devices list --state manufactured)

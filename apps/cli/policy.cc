@@ -1,0 +1,128 @@
+// fleetid policy show|versions|proposals|check: the policy's versions, the active one and the
+// proposals, read from the database; `check` reads a document and says what it would change.
+// Proposing and approving are operator actions of the API (docs/policy.md § Versions).
+#include <iostream>
+#include <memory>
+
+#include "apps/cli/cli.h"
+#include "policy/versions.h"
+
+namespace fleetid::cli {
+namespace {
+
+struct PolicyFlags {
+  std::int64_t version = 0;  // 0: the active one
+  bool all = false;
+  std::string file;
+};
+
+Result<policy::Versions*> OpenVersions(Context& context) {
+  FLEETID_TRY(node, context.Open({.database = true}));
+  return &node->policy();
+}
+
+Json ProposalJson(const policy::Proposal& p) {
+  Json approvals = Json::array();
+  for (const policy::ApprovalRecord& a : p.approvals) {
+    approvals.push_back({{"approver", a.approver}, {"at", Iso8601(a.at)}, {"reason", a.reason}});
+  }
+  return {{"id", p.id},
+          {"state", policy::RequestStateName(p.state)},
+          {"requester", p.requester},
+          {"reason", p.reason},
+          {"created_at", Iso8601(p.created_at)},
+          {"expires_at", Iso8601(p.expires_at)},
+          {"base", {{"version", p.base_number}, {"hash", p.base_hash}}},
+          {"target", {{"version", p.target_number}, {"hash", p.target_hash}}},
+          {"digest", p.digest},
+          {"approvals_required", p.approvals_required},
+          {"from_roles", p.from_roles},
+          {"approvals", approvals},
+          {"diff", p.diff},
+          {"decided_by", p.decided_by}};
+}
+
+int Show(Context& context, const PolicyFlags& flags) {
+  auto versions = OpenVersions(context);
+  if (!versions) return Fail(versions.error());
+  const policy::Active active = (*versions)->Current();
+  std::shared_ptr<const policy::Policy> shown = active.policy;
+  std::int64_t number = active.number;
+  if (flags.version != 0 && flags.version != active.number) {
+    auto stored = (*versions)->Version(flags.version);
+    if (!stored) return Fail(stored.error());
+    shown = *stored;
+    number = flags.version;
+  }
+  PrintJson({{"version", number},
+             {"hash", shown->Hash()},
+             {"active", number == active.number},
+             {"document", Json::parse(shown->Canonical())}});
+  return 0;
+}
+
+int ListVersions(Context& context) {
+  auto versions = OpenVersions(context);
+  if (!versions) return Fail(versions.error());
+  auto listed = (*versions)->List();
+  if (!listed) return Fail(listed.error());
+  const std::int64_t active = (*versions)->Current().number;
+  Json out = Json::array();
+  for (const policy::VersionInfo& v : *listed) {
+    out.push_back({{"version", v.number},
+                   {"hash", v.hash},
+                   {"created_at", Iso8601(v.created_at)},
+                   {"created_by", v.created_by},
+                   {"active", v.number == active}});
+  }
+  PrintJson(out);
+  return 0;
+}
+
+int ListProposals(Context& context, const PolicyFlags& flags) {
+  auto versions = OpenVersions(context);
+  if (!versions) return Fail(versions.error());
+  auto listed = (*versions)->Proposals(/*pending_only=*/!flags.all);
+  if (!listed) return Fail(listed.error());
+  Json out = Json::array();
+  for (const policy::Proposal& p : *listed) out.push_back(ProposalJson(p));
+  PrintJson(out);
+  return 0;
+}
+
+// Check reads a document as a proposal would be read and says what activating it would change.
+int Check(Context& context, const PolicyFlags& flags) {
+  auto text = ReadAll(flags.file);
+  if (!text) return Fail(text.error());
+  auto parsed = policy::Policy::Parse(*text);
+  if (!parsed) return Fail(parsed.error());
+  auto versions = OpenVersions(context);
+  if (!versions) return Fail(versions.error());
+  const policy::Active active = (*versions)->Current();
+  PrintJson({{"hash", (*parsed)->Hash()},
+             {"against", {{"version", active.number}, {"hash", active.policy->Hash()}}},
+             {"diff", policy::Diff(*active.policy, **parsed)}});
+  return 0;
+}
+
+}  // namespace
+
+void AddPolicyCommands(CLI::App& app, Context& context) {
+  auto flags = std::make_shared<PolicyFlags>();
+  auto* group = app.add_subcommand("policy", "the policy's versions, the active one and proposals")
+                    ->require_subcommand(1);
+  auto* show = group->add_subcommand("show", "print a version's canonical document");
+  show->add_option("--version", flags->version, "the version's number (default: the active one)");
+  context.OnParsed(show, [&context, flags] { return Show(context, *flags); });
+  auto* list = group->add_subcommand("versions", "list every version, the active one marked");
+  context.OnParsed(list, [&context] { return ListVersions(context); });
+  auto* proposals = group->add_subcommand("proposals", "list pending proposals with their diffs");
+  proposals->add_flag("--all", flags->all, "every proposal, not only the pending ones");
+  context.OnParsed(proposals, [&context, flags] { return ListProposals(context, *flags); });
+  auto* check = group->add_subcommand(
+      "check", "read a policy document strictly; print its hash and its diff from the active one");
+  check->add_option("file", flags->file, "the policy document (JSON)")->required();
+  context.OnParsed(check, [&context, flags] { return Check(context, *flags); });
+}
+
+}  // namespace fleetid::cli
