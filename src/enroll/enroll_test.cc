@@ -3,6 +3,7 @@
 // integration tests drive real secure elements (tokens) through fleetid-agent and curl.
 #include "enroll/service.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
@@ -413,6 +414,29 @@ TEST_P(EnrollTest, RefusalsChangeNothing) {
   EXPECT_NE(unregistered.error().message().find("registered manufacturer"), std::string::npos);
   EXPECT_THAT(service_->Enroll(rogue, Csr(key.get())), test::HasCode(ErrorCode::kPermissionDenied));
   EXPECT_THAT(service_->Enroll({}, Csr(key.get())), test::HasCode(ErrorCode::kUnauthenticated));
+
+  // Identities never cross: an operator's certificate (from the operators' CA, in the same
+  // hierarchy) neither enrolls, renews nor asks for a nonce.
+  auto operator_key = NewKey();
+  auto operator_csr = crypto::VerifyCsr(Csr(operator_key.get()));
+  ASSERT_TRUE(operator_csr) << operator_csr.error();
+  auto tx = db().Begin(store::TxMode::kWrite);
+  ASSERT_TRUE(tx) << tx.error();
+  auto operator_cert = authority_->IssueOperatorIn(**tx, *operator_csr, "alice",
+                                                   std::chrono::hours(24), "system");
+  ASSERT_TRUE(operator_cert) << operator_cert.error();
+  ASSERT_TRUE((*tx)->Commit());
+  const ClientChain operator_chain = {operator_cert->der,
+                                      *authority_->CaCertificate(std::string(pki::kOperatorCa)),
+                                      authority_->RootDer()};
+  for (const auto& refused :
+       {service_->Enroll(operator_chain, Csr(key.get())),
+        service_->Reenroll(operator_chain, Csr(key.get()))}) {
+    EXPECT_THAT(refused, test::HasCode(ErrorCode::kPermissionDenied));
+    EXPECT_THAT(refused.error().message(), ::testing::HasSubstr("operator certificate"));
+  }
+  EXPECT_THAT(service_->IssueNonce(operator_chain, Purpose::kEnroll),
+              test::HasCode(ErrorCode::kPermissionDenied));
 
   EXPECT_EQ(Snap(d.serial), start);
   // And after all that, the right evidence still enrolls.

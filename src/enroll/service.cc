@@ -323,6 +323,12 @@ Result<Service::Identified> Service::Identify(store::Transaction& tx,
     if (!record || record->der != out.leaf_der) {
       return MakeError(ErrorCode::kPermissionDenied, "the client certificate is not one fleetid issued");
     }
+    // Identities never cross: an operator's certificate never enrolls, renews or speaks for a
+    // device (and no device name can be an operator's: serials have no ':').
+    if (record->issuer == pki::kOperatorCa) {
+      return MakeError(ErrorCode::kPermissionDenied,
+                       "an operator certificate never enrolls or renews a device");
+    }
     auto device = registry::Registry::GetIn(tx, record->device);
     if (!device) {
       return MakeError(ErrorCode::kPermissionDenied, "the client certificate is not a device's");

@@ -1,4 +1,7 @@
 // Authority: the composition of the CA's parts (src/pki/internal/) behind pki.h.
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
 #include <utility>
 
 #include "pki/internal/cert_store.h"
@@ -71,6 +74,22 @@ Result<CertificateRecord> Authority::IssueIn(store::Transaction& tx, const crypt
                                              const crypto::SuitePolicy& policy,
                                              std::string_view actor, bool pending) {
   return impl_->issuer.IssueDevice(&tx, csr, device, policy, actor, pending);
+}
+
+Result<CertificateRecord> Authority::IssueOperatorIn(store::Transaction& tx,
+                                                     const crypto::VerifiedCsr& csr,
+                                                     std::string_view name,
+                                                     std::chrono::seconds lifetime,
+                                                     std::string_view actor) {
+  return impl_->issuer.IssueOperator(tx, csr, name, lifetime, actor);
+}
+
+bool Authority::IsOperatorCertificate(X509* cert) const {
+  const internal::Ca& ca = impl_->hierarchy.OperatorCa();
+  const bool issued = cert != nullptr && X509_check_issued(ca.cert.get(), cert) == X509_V_OK &&
+                      X509_verify(cert, X509_get0_pubkey(ca.cert.get())) == 1;
+  ERR_clear_error();
+  return issued;
 }
 
 Result<CertificateRecord> Authority::IssueServer(std::span<const std::uint8_t> spki,

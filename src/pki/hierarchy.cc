@@ -113,6 +113,10 @@ Result<void> Hierarchy::Load(custody::Token& token, store::Database& db, Clock& 
     wants.push_back({std::string(s.name), "issuing", &s});
     wants.push_back({"ocsp-" + std::string(s.name), "ocsp", &s});
   }
+  // The operators' CA comes last, so a hierarchy made before it existed only gains it.
+  const Suite& operators = crypto::GetSuite(crypto::SuiteId::kEcdsaP256Sha256);
+  wants.push_back({std::string(kOperatorCa), "issuing", &operators});
+  wants.push_back({"ocsp-" + std::string(kOperatorCa), "ocsp", &operators});
   for (const Want& want : wants) {
     const std::string label = "fleetid-" + want.name;
     FLEETID_TRY(key, KeyFor(token, label, *want.suite, rng));
@@ -153,7 +157,9 @@ Result<X509Ptr> Hierarchy::Create(const Want& want, EVP_PKEY* key, TimePoint now
             {NID_key_usage, "critical,keyCertSign,cRLSign"}};
   } else if (want.role == "issuing") {
     parent = cas_.front().get();
-    subject = Name(fmt::format("fleetid Issuing CA {}", want.suite->name), "fleetid");
+    subject = want.name == kOperatorCa
+                  ? Name("fleetid Operator CA", "fleetid")
+                  : Name(fmt::format("fleetid Issuing CA {}", want.suite->name), "fleetid");
     spec.not_after = now + std::chrono::hours(24 * 365 * 5);
     conf = {{NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
             {NID_key_usage, "critical,keyCertSign,cRLSign"},
@@ -161,7 +167,7 @@ Result<X509Ptr> Hierarchy::Create(const Want& want, EVP_PKEY* key, TimePoint now
             {NID_crl_distribution_points, fmt::format("URI:{}/crl/root/0.crl", options_.base_url)}};
   } else {
     parent = cas_.back().get();
-    subject = Name(fmt::format("fleetid OCSP {}", want.suite->name), "fleetid");
+    subject = Name(fmt::format("fleetid OCSP {}", cas_.back()->name), "fleetid");
     spec.not_after = now + options_.ocsp_signer_lifetime;
     // RFC 6960 §4.2.2.2.1: the delegated responder's own status is not checked.
     conf = {{NID_basic_constraints, "critical,CA:FALSE"},
@@ -196,6 +202,7 @@ Result<void> Hierarchy::Adopt(const Want& want, X509Ptr cert, EvpPkeyPtr key) {
   }
   auto ca = std::make_unique<Ca>();
   ca->name = want.name;
+  ca->for_operators = want.name == kOperatorCa;
   ca->suite = want.suite;
   ca->md = DigestOf(*want.suite);
   FLEETID_TRY(der, crypto::CertificateDer(cert.get()));
@@ -231,11 +238,13 @@ Ca* Hierarchy::Find(std::string_view name) const {
 
 Result<Ca*> Hierarchy::IssuingCa(const Suite& suite) const {
   for (const auto& ca : Issuing()) {
-    if (ca->suite->id == suite.id) return ca.get();
+    if (!ca->for_operators && ca->suite->id == suite.id) return ca.get();
   }
   return MakeError(ErrorCode::kInvalidArgument, "no issuing CA for suite '{}' is enabled",
                    suite.name);
 }
+
+Ca& Hierarchy::OperatorCa() const { return *cas_.back(); }
 
 Result<const X509_EXTENSION*> Hierarchy::DistributionPoint(Ca& ca, std::int64_t partition) {
   MutexLock lock(ca.cdp_mu);

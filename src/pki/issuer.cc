@@ -152,6 +152,39 @@ Result<CertificateRecord> Issuer::IssueDevice(store::Transaction* tx,
                        pending);
 }
 
+Result<CertificateRecord> Issuer::IssueOperator(store::Transaction& tx,
+                                                const crypto::VerifiedCsr& csr,
+                                                std::string_view name,
+                                                std::chrono::seconds lifetime,
+                                                std::string_view actor) {
+  FLEETID_CHECK_OK(CheckIdentifier("operator name", name));
+  if (lifetime <= std::chrono::seconds(0) || lifetime > kMaxOperatorLifetime) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "an operator certificate lives more than 0 s and at most {} days",
+                     kMaxOperatorLifetime.count() / 24);
+  }
+  FLEETID_CHECK_OK(RefusePssKey(csr.key.get()));
+  FLEETID_TRY(suite, crypto::SuiteOfPublicKey(csr.key.get()));
+  Ca& issuing = hierarchy_.OperatorCa();
+  const TimePoint now = clock_.Now();
+  const std::int64_t partition = PartitionOf(options_, CertificateClass::kLongLived, now);
+  CertSpec spec;
+  crypto::X509NamePtr subject = Name(name, "fleetid operators");
+  spec.subject = subject.get();
+  spec.spki = csr.spki;
+  spec.refuse_compromised = true;
+  spec.not_before = now - options_.backdate;
+  spec.not_after = now + lifetime;
+  for (const X509ExtensionPtr& ext : issuing.device_extensions) spec.extensions.push_back(ext.get());
+  FLEETID_TRY(cdp, hierarchy_.DistributionPoint(issuing, partition));
+  spec.extensions.push_back(cdp);
+  spec.authority_key_id = issuing.authority_key_id.get();
+  spec.subject_alt_names = {{GEN_URI, "urn:fleetid:operator:" + std::string(name)}};
+  const std::string evidence = crypto::Hex(csr.request_sha256);
+  return SignAndRecord(spec, issuing, "operator:" + std::string(name), *suite, partition,
+                       {actor, evidence}, &tx, /*hold=*/false);
+}
+
 Result<CertificateRecord> Issuer::ServerCertificate(std::span<const std::uint8_t> spki,
                                                     const std::vector<std::string>& names) {
   if (names.empty())

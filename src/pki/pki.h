@@ -85,6 +85,12 @@ struct AuthorityOptions {
   std::size_t ocsp_cache_max_entries = 65536;
 };
 
+// The operators' issuing CA (in CaNames, /ca/operators.crt): it certifies operators, never
+// devices, and device CAs never certify operators, so the two identities never cross.
+inline constexpr std::string_view kOperatorCa = "operators";
+// An operator certificate lives at most this long (its CRL partition is a long-lived one).
+inline constexpr std::chrono::hours kMaxOperatorLifetime{24 * 30};
+
 // The classes of certificate the CA issues, by where their revocation is published.
 enum class CertificateClass { kDevice, kLongLived };
 
@@ -157,6 +163,20 @@ class Authority {
                                                   const DeviceIdentity& device,
                                                   const crypto::SuitePolicy& policy,
                                                   std::string_view actor, bool pending);
+
+  // IssueOperatorIn issues, inside |tx|, an operator certificate from the operators' CA for the
+  // verified request's key: the operator's |name| (an identifier: 1-64 of A-Z a-z 0-9 . _ -) as
+  // its subject's CN, urn:fleetid:operator:<name> as its subjectAltName, clientAuth only, for
+  // |lifetime| (at most kMaxOperatorLifetime). The record's device is "operator:<name>". A key
+  // revoked as compromised is refused.
+  [[nodiscard]] Result<CertificateRecord> IssueOperatorIn(store::Transaction& tx,
+                                                          const crypto::VerifiedCsr& csr,
+                                                          std::string_view name,
+                                                          std::chrono::seconds lifetime,
+                                                          std::string_view actor);
+  // IsOperatorCertificate says whether |cert| was issued by the operators' CA (its issuer name,
+  // key identifier and signature). The TLS handshake has verified the chain already.
+  bool IsOperatorCertificate(X509* cert) const;
 
   // IssueServer issues a TLS server certificate (EKU serverAuth) for the key |spki| (DER
   // SubjectPublicKeyInfo, typically a token key), naming |names| (DNS names or IP addresses) in

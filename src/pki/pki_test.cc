@@ -1,5 +1,6 @@
 // The CA on a real SoftHSM2 token and a real SQLite file: hierarchy, issuance, revocation, OCSP
 // and CRLs, each checked with OpenSSL's own verification (and the openssl command line).
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <openssl/err.h>
 #include <openssl/ocsp.h>
@@ -236,6 +237,61 @@ TEST_F(PkiTest, BadCsrsAreRefusedAndNothingIsStored) {
   EXPECT_THAT(no_ca, test::HasCode(ErrorCode::kInvalidArgument));
   auto tx = db_->Begin(store::TxMode::kRead);
   EXPECT_EQ((*(*tx)->Query("SELECT COUNT(*) FROM certificates"))[0].Int(0), 0);
+}
+
+// Operator certificates come from the operators' CA only, name the operator, are clientAuth
+// certificates that openssl verifies to the root, and are revocable like any other; device
+// certificates never come from it, and neither identity passes for the other.
+TEST_F(PkiTest, OperatorCertificatesComeFromTheOperatorsCaOnly) {
+  EXPECT_THAT(authority_->CaNames(), ::testing::Contains(std::string(kOperatorCa)));
+  EvpPkeyPtr key(EVP_EC_gen("P-256"));
+  auto csr = crypto::VerifyCsr(MakeCsr(key.get()));
+  ASSERT_TRUE(csr) << csr.error();
+  auto tx = db_->Begin(store::TxMode::kWrite);
+  ASSERT_TRUE(tx) << tx.error();
+  auto rec = authority_->IssueOperatorIn(**tx, *csr, "alice", std::chrono::hours(24 * 7),
+                                         "operator:bootstrap");
+  ASSERT_TRUE(rec) << rec.error();
+  ASSERT_TRUE((*tx)->Commit());
+  EXPECT_EQ(rec->issuer, kOperatorCa);
+  EXPECT_EQ(rec->device, "operator:alice");
+  EXPECT_EQ(rec->not_after - clock_.Now(), std::chrono::hours(24 * 7));
+  X509Ptr leaf = Parse(rec->der);
+  EXPECT_TRUE(authority_->IsOperatorCertificate(leaf.get()));
+  std::filesystem::create_directories(dir_);
+  std::ofstream(dir_ / "root.pem") << Pem(authority_->RootDer());
+  std::ofstream(dir_ / "operators.pem") << Pem(*authority_->CaCertificate(std::string(kOperatorCa)));
+  std::ofstream(dir_ / "alice.pem") << Pem(rec->der);
+  const std::string verified =
+      Shell(fmt::format("openssl verify -purpose sslclient -CAfile {0}/root.pem -untrusted "
+                        "{0}/operators.pem {0}/alice.pem 2>&1",
+                        dir_.string()));
+  EXPECT_THAT(verified, ::testing::HasSubstr("alice.pem: OK"));
+  const std::string text = Shell(fmt::format("openssl x509 -noout -text -in {}/alice.pem", dir_.string()));
+  EXPECT_THAT(text, ::testing::HasSubstr("CN = alice"));
+  EXPECT_THAT(text, ::testing::HasSubstr("URI:urn:fleetid:operator:alice"));
+  EXPECT_THAT(text, ::testing::HasSubstr("Issuer: O = fleetid, CN = fleetid Operator CA"));
+  EXPECT_THAT(text, ::testing::HasSubstr("TLS Web Client Authentication"));
+
+  // A device certificate of the same suite comes from the device CA and is not an operator's.
+  CertificateRecord device = IssueOne(key.get(), "GW-0009");
+  EXPECT_EQ(device.issuer, "ecdsa-p256-sha256");
+  X509Ptr device_leaf = Parse(device.der);
+  EXPECT_FALSE(authority_->IsOperatorCertificate(device_leaf.get()));
+  EXPECT_FALSE(authority_->IsOperatorCertificate(nullptr));
+
+  // Revocable like any other, and answered for by OCSP.
+  EXPECT_EQ(Status(*rec), V_OCSP_CERTSTATUS_GOOD);
+  ASSERT_TRUE(authority_->Revoke(rec->serial, Reason::kCessationOfOperation));
+  EXPECT_EQ(Status(*rec), V_OCSP_CERTSTATUS_REVOKED);
+
+  // Names and lifetimes out of bounds are refused and nothing is stored.
+  auto again = db_->Begin(store::TxMode::kWrite);
+  ASSERT_TRUE(again) << again.error();
+  EXPECT_THAT(authority_->IssueOperatorIn(**again, *csr, "alice,O=evil", std::chrono::hours(1), "x"),
+              test::HasCode(ErrorCode::kInvalidArgument));
+  EXPECT_THAT(authority_->IssueOperatorIn(**again, *csr, "bob", std::chrono::hours(24 * 31), "x"),
+              test::HasCode(ErrorCode::kInvalidArgument));
 }
 
 TEST_F(PkiTest, OcspFollowsRevocationHoldAndRelease) {

@@ -1,6 +1,6 @@
-// The CA hierarchy: the root, one issuing CA per enabled suite and a delegated OCSP signer per
-// issuing CA, each with its key in the token and its certificate in ca_certificates; and the
-// CRL partitions of what the issuing CAs sign.
+// The CA hierarchy: the root, one issuing CA per enabled suite, the operators' CA (ECDSA P-256),
+// and a delegated OCSP signer per issuing CA, each with its key in the token and its certificate
+// in ca_certificates; and the CRL partitions of what the issuing CAs sign.
 #ifndef FLEETID_PKI_INTERNAL_HIERARCHY_H_
 #define FLEETID_PKI_INTERNAL_HIERARCHY_H_
 
@@ -30,7 +30,8 @@ namespace fleetid::pki::internal {
 // Ca is one CA of the hierarchy. Everything but the CDP templates is set by Hierarchy::Load and
 // read-only afterwards.
 struct Ca {
-  std::string name;    // "root" or the issuing suite's name
+  std::string name;    // "root", the issuing suite's name, or kOperatorCa
+  bool for_operators = false;  // the operators' CA: issues operator certificates, never devices'
   std::string serial;  // its certificate's serial (lower-case hex)
   const crypto::Suite* suite = nullptr;
   crypto::X509Ptr cert;
@@ -71,8 +72,10 @@ class Hierarchy {
   std::span<const std::unique_ptr<Ca>> Issuing() const { return std::span(cas_).subspan(1); }
   // Find is the CA named |name| (the root included), nullptr if none.
   Ca* Find(std::string_view name) const;
-  // IssuingCa is the issuing CA of |suite|, kInvalidArgument when none is enabled.
+  // IssuingCa is the device issuing CA of |suite|, kInvalidArgument when none is enabled.
   [[nodiscard]] Result<Ca*> IssuingCa(const crypto::Suite& suite) const;
+  // OperatorCa is the operators' CA.
+  Ca& OperatorCa() const;
 
   // DistributionPoint is the cRLDistributionPoints extension of |ca|'s |partition|, built once.
   [[nodiscard]] Result<const X509_EXTENSION*> DistributionPoint(Ca& ca, std::int64_t partition);

@@ -40,6 +40,11 @@ class Issuer {
                                                       std::string_view actor, bool pending);
   [[nodiscard]] Result<CertificateRecord> IssueServer(std::span<const std::uint8_t> spki,
                                                       const std::vector<std::string>& names);
+  [[nodiscard]] Result<CertificateRecord> IssueOperator(store::Transaction& tx,
+                                                        const crypto::VerifiedCsr& csr,
+                                                        std::string_view name,
+                                                        std::chrono::seconds lifetime,
+                                                        std::string_view actor);
   [[nodiscard]] Result<CertificateRecord> ServerCertificate(std::span<const std::uint8_t> spki,
                                                             const std::vector<std::string>& names);
   [[nodiscard]] Result<CertificateRecord> ChangeStatusIn(store::Transaction& tx,
