@@ -91,6 +91,22 @@ bool Scope::Within(const Scope& outer) const {
   });
 }
 
+bool Scope::Overlaps(const Scope& other) const {
+  auto dimension = [](const std::optional<std::vector<std::string>>& a,
+                      const std::optional<std::vector<std::string>>& b) {
+    if (!a || !b) return !(a && a->empty()) && !(b && b->empty());
+    return std::ranges::any_of(*a, [&](const std::string& v) { return Contains(*b, v); });
+  };
+  if (!dimension(tenants, other.tenants) || !dimension(regions, other.regions) ||
+      !dimension(models, other.models)) {
+    return false;
+  }
+  return std::ranges::none_of(labels, [&](const auto& label) {
+    auto it = other.labels.find(label.first);
+    return it != other.labels.end() && it->second != label.second;
+  });
+}
+
 std::string Scope::Describe() const {
   std::string out;
   auto add = [&](std::string_view what, const std::optional<std::vector<std::string>>& values) {
@@ -163,6 +179,54 @@ Decision Policy::Decide(std::span<const Grant> grants, std::string_view action,
   }
   decision.allowed = !forbidden && !decision.rules.empty();
   return decision;
+}
+
+Decision Policy::DecideWithin(std::span<const Grant> grants, std::string_view action,
+                              const Scope& scope) const {
+  Decision decision;
+  const std::optional<std::size_t> id = ActionId(action);
+  if (!id) return decision;
+  bool forbidden = false;
+  for (const Grant& grant : grants) {
+    auto role = role_index_.find(grant.role);
+    if (role == role_index_.end() || !grant.scope.Overlaps(scope)) continue;
+    const bool grant_covers = scope.Within(grant.scope);
+    for (const CompiledRule& rule : rules_by_role_action_[role->second][*id]) {
+      const bool counts = rule.effect == Effect::kForbid
+                              ? rule.scope->Overlaps(scope)
+                              : grant_covers && !forbidden && scope.Within(*rule.scope);
+      if (!counts) continue;
+      if (rule.effect == Effect::kForbid && !forbidden) {
+        forbidden = true;
+        decision.rules.clear();
+      }
+      decision.rules.push_back(
+          RuleRef{.role = roles_[rule.role].name, .index = rule.index, .effect = rule.effect});
+    }
+  }
+  decision.allowed = !forbidden && !decision.rules.empty();
+  return decision;
+}
+
+Result<void> Policy::MayGrant(std::span<const Grant> granter, const Grant& wanted) const {
+  if (FindRole(wanted.role) == nullptr) {
+    return MakeError(ErrorCode::kInvalidArgument, "the policy has no role '{}'", wanted.role);
+  }
+  const bool holds = std::ranges::any_of(granter, [&](const Grant& g) {
+    return g.role == wanted.role && wanted.scope.Within(g.scope);
+  });
+  if (!holds) {
+    return MakeError(ErrorCode::kPermissionDenied,
+                     "refused: operator.grant of role {} {}: the granter does not hold that role "
+                     "there (an operator grants only what they hold, never wider than their scope)",
+                     wanted.role, wanted.scope.Describe());
+  }
+  const Decision decision = DecideWithin(granter, "operator.grant", wanted.scope);
+  if (!decision.allowed) {
+    return MakeError(ErrorCode::kPermissionDenied, "{} ({})", Explain(decision, "operator.grant"),
+                     wanted.scope.Describe());
+  }
+  return {};
 }
 
 std::string Policy::Explain(const Decision& decision, std::string_view action) const {

@@ -49,6 +49,8 @@ struct Scope {
   void Normalize();
   // Within says whether every resource inside this scope is inside |outer| (delegation).
   bool Within(const Scope& outer) const;
+  // Overlaps says whether some resource could be inside both scopes.
+  bool Overlaps(const Scope& other) const;
   // Describe is "everywhere" or "tenant acme, region eu, label line=7", for diffs and refusals.
   std::string Describe() const;
   friend bool operator==(const Scope&, const Scope&) = default;
@@ -153,6 +155,19 @@ class Policy {
   // otherwise any matching permit allows. An unknown action or role is refused.
   Decision Decide(std::span<const Grant> grants, std::string_view action,
                   const Resource& resource) const;
+
+  // DecideWithin answers whether |grants| allow |action| everywhere inside |scope| (a question
+  // about a whole scope, as delegation asks): a permit counts only from a grant and a rule whose
+  // scopes contain all of |scope|, and a forbid of any grant that could apply anywhere inside it
+  // refuses.
+  Decision DecideWithin(std::span<const Grant> grants, std::string_view action,
+                        const Scope& scope) const;
+
+  // MayGrant says whether an operator holding |granter| may grant |wanted| (delegation): they
+  // must hold wanted.role themselves through a grant whose scope contains wanted.scope, and be
+  // allowed operator.grant throughout wanted.scope (DecideWithin). A refusal is
+  // kPermissionDenied saying which of the two is missing; an unknown role kInvalidArgument.
+  [[nodiscard]] Result<void> MayGrant(std::span<const Grant> granter, const Grant& wanted) const;
 
   // Explain is |decision| about |action| in one sentence for logs, audit records and 403 bodies,
   // naming the rules that decided it and their authors' reasons.

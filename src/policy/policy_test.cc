@@ -131,6 +131,89 @@ TEST(PolicyTest, ScopesNestForDelegation) {
   EXPECT_EQ(everywhere.Describe(), "everywhere");
 }
 
+TEST(PolicyTest, ScopesOverlapUnlessADimensionOrALabelSeparatesThem) {
+  Scope everywhere;
+  Scope eu;
+  eu.regions = std::vector<std::string>{"eu"};
+  Scope us;
+  us.regions = std::vector<std::string>{"us"};
+  Scope red;
+  red.labels = {{"color", "red"}};
+  Scope blue_eu = eu;
+  blue_eu.labels = {{"color", "blue"}};
+  Scope nowhere;
+  nowhere.tenants = std::vector<std::string>{};
+  EXPECT_TRUE(eu.Overlaps(everywhere));
+  EXPECT_TRUE(everywhere.Overlaps(eu));
+  EXPECT_FALSE(eu.Overlaps(us));
+  EXPECT_TRUE(eu.Overlaps(red));
+  EXPECT_FALSE(blue_eu.Overlaps(red));
+  EXPECT_FALSE(nowhere.Overlaps(everywhere));
+}
+
+// Delegation (docs/policy.md § Delegation): an operator grants only a role they hold, within
+// their own scope, and only where the policy allows them operator.grant; two steps never widen.
+TEST(PolicyTest, DelegationNeverWidensARoleOrAScope) {
+  Json doc = Example();
+  doc["roles"]["eu-admin"] = {
+      {"permit", Json::array({{{"actions", {"device.*", "operator.grant", "operator.invite"}},
+                               {"scope", {{"regions", {"eu"}}}}}})},
+      {"forbid", Json::array({{{"actions", {"operator.grant"}},
+                               {"scope", {{"labels", {{"critical", "yes"}}}}}}})}};
+  auto policy = Parsed(doc);
+  ASSERT_NE(policy, nullptr);
+  Scope eu;
+  eu.regions = std::vector<std::string>{"eu"};
+  Scope eu_line7 = eu;
+  eu_line7.labels = {{"line", "7"}};
+  Scope us;
+  us.regions = std::vector<std::string>{"us"};
+  Scope eu_noncritical = eu;
+  eu_noncritical.labels = {{"critical", "no"}};
+  Scope eu_noncritical_line7 = eu_noncritical;
+  eu_noncritical_line7.labels["line"] = "7";
+  const std::vector<Grant> regional = {{"eu-admin", eu}, {"eu-ops", eu}};
+
+  // Within their scope and a role they hold: allowed, narrower too.
+  EXPECT_THAT(policy->MayGrant(regional, {"eu-ops", eu_noncritical}), test::IsOk());
+  EXPECT_THAT(policy->MayGrant(regional, {"eu-ops", eu_noncritical_line7}), test::IsOk());
+  EXPECT_THAT(policy->MayGrant(regional, {"eu-admin", eu_noncritical_line7}), test::IsOk());
+  // Wider than their scope, another region, a role they do not hold, an unknown role.
+  auto wider = policy->MayGrant(regional, {"eu-ops", Scope{}});
+  EXPECT_THAT(wider, test::HasCode(ErrorCode::kPermissionDenied));
+  EXPECT_THAT(wider.error().message(), HasSubstr("does not hold that role there"));
+  EXPECT_THAT(policy->MayGrant(regional, {"eu-ops", us}), test::HasCode(ErrorCode::kPermissionDenied));
+  EXPECT_THAT(policy->MayGrant(regional, {"admin", eu_noncritical}),
+              test::HasCode(ErrorCode::kPermissionDenied));
+  EXPECT_THAT(policy->MayGrant(regional, {"no-such-role", eu}),
+              test::HasCode(ErrorCode::kInvalidArgument));
+  // Holding a role without operator.grant: eu-ops alone may not pass eu-ops on.
+  auto no_grant = policy->MayGrant(std::vector<Grant>{{"eu-ops", eu}}, {"eu-ops", eu_noncritical});
+  EXPECT_THAT(no_grant, test::HasCode(ErrorCode::kPermissionDenied));
+  EXPECT_THAT(no_grant.error().message(), HasSubstr("operator.grant"));
+  // A forbid that could apply anywhere inside the granted scope refuses: the eu-admin may not
+  // grant over critical devices, so not over all of eu (or a line of it) either.
+  for (const Scope& overlapping : {eu, eu_line7}) {
+    auto forbidden = policy->MayGrant(regional, {"eu-ops", overlapping});
+    EXPECT_THAT(forbidden, test::HasCode(ErrorCode::kPermissionDenied));
+    EXPECT_THAT(forbidden.error().message(), HasSubstr("/roles/eu-admin/forbid/0"));
+  }
+  // Two steps: what the first grantee received is all they can pass on.
+  const std::vector<Grant> second = {{"eu-admin", eu_noncritical_line7}};
+  EXPECT_THAT(policy->MayGrant(second, {"eu-admin", eu_noncritical}),
+              test::HasCode(ErrorCode::kPermissionDenied));
+  EXPECT_THAT(policy->MayGrant(second, {"eu-admin", eu_noncritical_line7}), test::IsOk());
+  EXPECT_THAT(policy->MayGrant(second, {"eu-ops", eu_noncritical_line7}),
+              test::HasCode(ErrorCode::kPermissionDenied))
+      << "eu-admin does not include holding eu-ops";
+  // The unscoped admin grants only roles it holds, and a forbid of any role it holds counts.
+  EXPECT_THAT(policy->MayGrant(std::vector<Grant>{{"admin", Scope{}}}, {"eu-admin", eu}),
+              test::HasCode(ErrorCode::kPermissionDenied));
+  EXPECT_THAT(policy->MayGrant(std::vector<Grant>{{"admin", Scope{}}, {"eu-ops", Scope{}}},
+                               {"eu-ops", us}),
+              test::IsOk());
+}
+
 TEST(PolicyTest, CredentialClassesAndApprovals) {
   auto policy = Parsed(Example());
   ASSERT_TRUE(policy);
