@@ -12,7 +12,9 @@ namespace fleetid {
 
 using PolicyVersionFn = std::function<std::string()>;
 
-inline std::string CurrentPolicyVersion(const PolicyVersionFn& fn) { return fn ? fn() : std::string(); }
+inline std::string CurrentPolicyVersion(const PolicyVersionFn& fn) {
+  return fn ? fn() : std::string();
+}
 
 }  // namespace fleetid
 

@@ -58,6 +58,26 @@ bool Matches(std::string_view pattern, std::string_view action) {
   return pattern.ends_with(".*") && action.starts_with(pattern.substr(0, pattern.size() - 1));
 }
 
+// Intersection is the scope of resources inside both |a| and |b|; nullopt when none can be.
+std::optional<Scope> Intersection(const Scope& a, const Scope& b) {
+  if (!a.Overlaps(b)) return std::nullopt;
+  Scope out;
+  auto dimension = [](const std::optional<std::vector<std::string>>& x,
+                      const std::optional<std::vector<std::string>>& y) {
+    if (!x) return y;
+    if (!y) return x;
+    std::vector<std::string> both;
+    std::ranges::set_intersection(*x, *y, std::back_inserter(both));
+    return std::optional<std::vector<std::string>>(std::move(both));
+  };
+  out.tenants = dimension(a.tenants, b.tenants);
+  out.regions = dimension(a.regions, b.regions);
+  out.models = dimension(a.models, b.models);
+  out.labels = a.labels;
+  out.labels.insert(b.labels.begin(), b.labels.end());
+  return out;
+}
+
 }  // namespace
 
 std::span<const std::string_view> Actions() { return kActions; }
@@ -209,22 +229,36 @@ Decision Policy::DecideWithin(std::span<const Grant> grants, std::string_view ac
 }
 
 Result<void> Policy::MayGrant(std::span<const Grant> granter, const Grant& wanted) const {
-  if (FindRole(wanted.role) == nullptr) {
+  const Role* role = FindRole(wanted.role);
+  if (role == nullptr) {
     return MakeError(ErrorCode::kInvalidArgument, "the policy has no role '{}'", wanted.role);
   }
-  const bool holds = std::ranges::any_of(granter, [&](const Grant& g) {
-    return g.role == wanted.role && wanted.scope.Within(g.scope);
-  });
-  if (!holds) {
-    return MakeError(ErrorCode::kPermissionDenied,
-                     "refused: operator.grant of role {} {}: the granter does not hold that role "
-                     "there (an operator grants only what they hold, never wider than their scope)",
-                     wanted.role, wanted.scope.Describe());
+  const std::string where = wanted.scope.Describe();
+  const Decision grant = DecideWithin(granter, "operator.grant", wanted.scope);
+  if (!grant.allowed) {
+    return MakeError(ErrorCode::kPermissionDenied, "{} ({})", Explain(grant, "operator.grant"),
+                     where);
   }
-  const Decision decision = DecideWithin(granter, "operator.grant", wanted.scope);
-  if (!decision.allowed) {
-    return MakeError(ErrorCode::kPermissionDenied, "{} ({})", Explain(decision, "operator.grant"),
-                     wanted.scope.Describe());
+  // Only what the granter holds: every action the role permits, wherever the grant lets it
+  // apply, must be allowed to the granter there.
+  for (const Rule& rule : role->rules) {
+    if (rule.effect != Effect::kPermit) continue;
+    const std::optional<Scope> reach = Intersection(wanted.scope, rule.scope);
+    if (!reach) continue;  // the rule applies nowhere inside the grant
+    for (std::string_view action : Actions()) {
+      if (std::ranges::none_of(rule.actions,
+                               [&](const std::string& p) { return Matches(p, action); })) {
+        continue;
+      }
+      const Decision held = DecideWithin(granter, action, *reach);
+      if (!held.allowed) {
+        return MakeError(ErrorCode::kPermissionDenied,
+                         "refused: operator.grant of role {} {}: the granter may not {} {} "
+                         "themselves (an operator grants only what they hold, never wider than "
+                         "their scope)",
+                         wanted.role, where, action, reach->Describe());
+      }
+    }
   }
   return {};
 }

@@ -83,6 +83,11 @@ bool IsName(std::string_view name) {
 // Reader turns a parsed document into a Policy, naming each problem by its JSON pointer.
 class Reader {
  public:
+  // A scope on its own (a grant's), read and written as in a document.
+  static Result<Scope> ReadScope(const Json& value, const std::string& where) {
+    return ScopeAt(value, where);
+  }
+  static Json WriteScope(const Scope& scope) { return ScopeJson(scope); }
   Result<std::shared_ptr<const Policy>> Read(const Json& doc) {
     auto policy = std::shared_ptr<Policy>(new Policy());
     FLEETID_CHECK_OK(Object(doc, "", {"schema", "description", "roles", "credentials", "approvals"},
@@ -466,6 +471,23 @@ Result<std::shared_ptr<const Policy>> Policy::Parse(std::string_view json) {
   FLEETID_TRY(doc, ParseStrictJson(json));
   return Reader().Read(doc);
 }
+
+Result<Scope> ParseScope(std::string_view json) {
+  if (json.size() > kMaxDocumentBytes) {
+    return MakeError(ErrorCode::kInvalidArgument, "scope is larger than {} bytes",
+                     kMaxDocumentBytes);
+  }
+  FLEETID_TRY(doc, ParseStrictJson(json));
+  return ScopeFromJson(doc);
+}
+
+Result<Scope> ScopeFromJson(const nlohmann::json& value) {
+  FLEETID_TRY(scope, Reader::ReadScope(value, "scope"));
+  scope.Normalize();
+  return scope;
+}
+
+std::string ScopeToJson(const Scope& scope) { return Reader::WriteScope(scope).dump(); }
 
 namespace {
 

@@ -15,6 +15,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "common/error.h"
 
 namespace fleetid::policy {
@@ -55,6 +57,13 @@ struct Scope {
   std::string Describe() const;
   friend bool operator==(const Scope&, const Scope&) = default;
 };
+
+// ParseScope reads a scope written as a policy document writes one (`{"regions":["eu"]}`;
+// `{}` is everywhere), strictly, with the document's bounds; ScopeFromJson does the same for
+// parsed JSON (a grant in an API request). ScopeToJson writes one canonically.
+[[nodiscard]] Result<Scope> ParseScope(std::string_view json);
+[[nodiscard]] Result<Scope> ScopeFromJson(const nlohmann::json& value);
+std::string ScopeToJson(const Scope& scope);
 
 // Resource is what an action is about, as far as scopes see it.
 struct Resource {
@@ -164,9 +173,10 @@ class Policy {
                         const Scope& scope) const;
 
   // MayGrant says whether an operator holding |granter| may grant |wanted| (delegation): they
-  // must hold wanted.role themselves through a grant whose scope contains wanted.scope, and be
-  // allowed operator.grant throughout wanted.scope (DecideWithin). A refusal is
-  // kPermissionDenied saying which of the two is missing; an unknown role kInvalidArgument.
+  // must be allowed operator.grant throughout wanted.scope, and hold what they grant: every
+  // action the role permits, wherever the grant lets it apply, must be allowed to them there
+  // (DecideWithin). A refusal is kPermissionDenied naming what is missing; an unknown role
+  // kInvalidArgument.
   [[nodiscard]] Result<void> MayGrant(std::span<const Grant> granter, const Grant& wanted) const;
 
   // Explain is |decision| about |action| in one sentence for logs, audit records and 403 bodies,

@@ -96,9 +96,9 @@ constexpr std::string_view kSystemActor = "system";
 constexpr std::string_view kProposeAction = "policy.propose";
 
 RequestState ParseState(std::string_view name) {
-  for (RequestState s : {RequestState::kPending, RequestState::kApplied, RequestState::kRejected,
-                         RequestState::kWithdrawn, RequestState::kExpired,
-                         RequestState::kSuperseded}) {
+  for (RequestState s :
+       {RequestState::kPending, RequestState::kApplied, RequestState::kRejected,
+        RequestState::kWithdrawn, RequestState::kExpired, RequestState::kSuperseded}) {
     if (RequestStateName(s) == name) return s;
   }
   return RequestState::kSuperseded;  // not written by this code; treat as closed
@@ -223,14 +223,15 @@ Result<std::unique_ptr<Versions>> Versions::Open(store::Database& db, Clock& clo
                                            .evidence_digest = ""},
                                           clock));
       const auto index = static_cast<std::int64_t>(seq);
-      FLEETID_TRY(inserted,
-                  tx->Query("INSERT INTO policy_versions (hash, document, created_at, created_by, "
-                            "audit_index) VALUES (?, ?, ?, ?, ?) RETURNING id",
-                            {policy->Hash(), policy->Canonical(), now, std::string(kSystemActor),
-                             index}));
-      FLEETID_CHECK_OK(tx->Exec("INSERT INTO policy_active (slot, version, activated_at, "
-                                "activated_by, audit_index) VALUES (1, ?, ?, ?, ?)",
-                                {inserted.at(0).Int(0), now, std::string(kSystemActor), index}));
+      FLEETID_TRY(
+          inserted,
+          tx->Query("INSERT INTO policy_versions (hash, document, created_at, created_by, "
+                    "audit_index) VALUES (?, ?, ?, ?, ?) RETURNING id",
+                    {policy->Hash(), policy->Canonical(), now, std::string(kSystemActor), index}));
+      FLEETID_CHECK_OK(
+          tx->Exec("INSERT INTO policy_active (slot, version, activated_at, "
+                   "activated_by, audit_index) VALUES (1, ?, ?, ?, ?)",
+                   {inserted.at(0).Int(0), now, std::string(kSystemActor), index}));
       auto committed = tx->Commit();
       if (!committed && committed.error().code() != ErrorCode::kConflict) {
         return std::unexpected(committed.error());
@@ -292,8 +293,8 @@ Result<void> Versions::Refresh() {
   FLEETID_TRY(tx, db_.Begin(TxMode::kRead));
   FLEETID_TRY(active, LoadActive(*tx));
   if (active.number != Current().number) {
-    log::Info("policy version now active", {{"version", active.number},
-                                            {"hash", active.policy->Hash()}});
+    log::Info("policy version now active",
+              {{"version", active.number}, {"hash", active.policy->Hash()}});
   }
   Publish(std::move(active));
   return {};
@@ -326,8 +327,8 @@ Result<Active> Versions::Authorize(const Operator& by, std::string_view action,
   Active active = Current();
   const Decision decision = active.policy->Decide(by.grants, action, resource);
   if (decision.allowed) return active;
-  return std::unexpected(Refuse(by, action, subject, active.policy->Explain(decision, action),
-                                active.policy->Hash()));
+  return std::unexpected(
+      Refuse(by, action, subject, active.policy->Explain(decision, action), active.policy->Hash()));
 }
 
 Error Versions::Refuse(const Operator& by, std::string_view action, std::string_view subject,
@@ -398,8 +399,8 @@ Result<std::vector<Proposal>> Versions::Proposals(bool pending_only, int limit) 
   return out;
 }
 
-Result<Proposal> Versions::Propose(const Operator& by, std::string_view document,
-                                   std::int64_t base, std::string_view reason) {
+Result<Proposal> Versions::Propose(const Operator& by, std::string_view document, std::int64_t base,
+                                   std::string_view reason) {
   FLEETID_TRY(target, Policy::Parse(document));
   FLEETID_TRY(allowed, Authorize(by, kProposeAction, Resource{}, target->Hash()));
   static_cast<void>(allowed);
@@ -478,24 +479,26 @@ Result<Proposal> Versions::Propose(const Operator& by, std::string_view document
                          p.digest, std::int64_t{p.approvals_required}, Json(p.from_roles).dump(),
                          Json(p.diff).dump(), p.decided_by}));
   p.id = inserted.at(0).Int(0);
-  FLEETID_TRY(seq, audit::Log::Append(*tx,
-                                      {.actor = actor,
-                                       .action = "policy.propose",
-                                       .subject = p.target_hash,
-                                       .before = {{"version", p.base_number}, {"hash", p.base_hash}},
-                                       .after = ProposalJson(p),
-                                       .reason = p.reason,
-                                       .policy_version = current.Hash(),
-                                       .evidence_digest = p.digest},
-                                      clock_));
+  FLEETID_TRY(seq,
+              audit::Log::Append(*tx,
+                                 {.actor = actor,
+                                  .action = "policy.propose",
+                                  .subject = p.target_hash,
+                                  .before = {{"version", p.base_number}, {"hash", p.base_hash}},
+                                  .after = ProposalJson(p),
+                                  .reason = p.reason,
+                                  .policy_version = current.Hash(),
+                                  .evidence_digest = p.digest},
+                                 clock_));
   static_cast<void>(seq);
   if (!rule) {
     // No approval asked: applied now, as the same compare-and-set an approval makes.
-    FLEETID_TRY(changed,
-                tx->Exec("UPDATE policy_active SET version = ?, activated_at = ?, activated_by = ?, "
-                         "audit_index = ? WHERE slot = 1 AND version = ?",
-                         {p.target_number, UnixSeconds(now), actor,
-                          static_cast<std::int64_t>(seq), p.base_number}));
+    FLEETID_TRY(
+        changed,
+        tx->Exec("UPDATE policy_active SET version = ?, activated_at = ?, activated_by = ?, "
+                 "audit_index = ? WHERE slot = 1 AND version = ?",
+                 {p.target_number, UnixSeconds(now), actor, static_cast<std::int64_t>(seq),
+                  p.base_number}));
     if (changed != 1) {
       return MakeError(ErrorCode::kConflict, "the active policy version changed concurrently");
     }
@@ -630,42 +633,43 @@ Result<Proposal> Versions::Settle(const Operator& by, std::int64_t id, std::stri
                                        .evidence_digest = p.digest},
                                       clock_));
   if (how == "approve") {
-    FLEETID_CHECK_OK(tx->Exec("INSERT INTO policy_approvals (proposal, approver_name, approver, "
-                              "at, reason, audit_index) VALUES (?, ?, ?, ?, ?, ?)",
-                              {id, by.name, actor, UnixSeconds(now), std::string(reason),
-                               static_cast<std::int64_t>(seq)}));
+    FLEETID_CHECK_OK(
+        tx->Exec("INSERT INTO policy_approvals (proposal, approver_name, approver, "
+                 "at, reason, audit_index) VALUES (?, ?, ?, ?, ?, ?)",
+                 {id, by.name, actor, UnixSeconds(now), std::string(reason),
+                  static_cast<std::int64_t>(seq)}));
   }
   FLEETID_CHECK_OK(tx->Exec("UPDATE policy_proposals SET state = ?, decided_by = ? WHERE id = ?",
                             {std::string(RequestStateName(after.state)), after.decided_by, id}));
   if (after.state == RequestState::kApplied) {
     // The compare-and-set: only if the version the proposal was made against is still active.
-    FLEETID_TRY(activation, audit::Log::Append(*tx,
-                                               {.actor = actor,
-                                                .action = "policy.activate",
-                                                .subject = p.target_hash,
-                                                .before = {{"version", p.base_number},
-                                                           {"hash", p.base_hash}},
-                                                .after = {{"version", p.target_number},
-                                                          {"hash", p.target_hash},
-                                                          {"proposal", id}},
-                                                .reason = p.reason,
-                                                .policy_version = decided_under,
-                                                .evidence_digest = p.digest},
-                                               clock_));
-    FLEETID_TRY(changed,
-                tx->Exec("UPDATE policy_active SET version = ?, activated_at = ?, activated_by = ?, "
-                         "audit_index = ? WHERE slot = 1 AND version = ?",
-                         {p.target_number, UnixSeconds(now), actor,
-                          static_cast<std::int64_t>(activation), p.base_number}));
+    FLEETID_TRY(
+        activation,
+        audit::Log::Append(
+            *tx,
+            {.actor = actor,
+             .action = "policy.activate",
+             .subject = p.target_hash,
+             .before = {{"version", p.base_number}, {"hash", p.base_hash}},
+             .after = {{"version", p.target_number}, {"hash", p.target_hash}, {"proposal", id}},
+             .reason = p.reason,
+             .policy_version = decided_under,
+             .evidence_digest = p.digest},
+            clock_));
+    FLEETID_TRY(
+        changed,
+        tx->Exec("UPDATE policy_active SET version = ?, activated_at = ?, activated_by = ?, "
+                 "audit_index = ? WHERE slot = 1 AND version = ?",
+                 {p.target_number, UnixSeconds(now), actor, static_cast<std::int64_t>(activation),
+                  p.base_number}));
     if (changed != 1) {
       return MakeError(ErrorCode::kConflict, "the active policy version changed concurrently");
     }
   }
   FLEETID_CHECK_OK(tx->Commit());
-  log::Info("policy proposal decided", {{"proposal", id},
-                                        {"by", actor},
-                                        {"how", how},
-                                        {"state", RequestStateName(after.state)}});
+  log::Info(
+      "policy proposal decided",
+      {{"proposal", id}, {"by", actor}, {"how", how}, {"state", RequestStateName(after.state)}});
   if (after.state == RequestState::kApplied) FLEETID_CHECK_OK(Refresh());
   return after;
 }

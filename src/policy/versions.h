@@ -125,7 +125,8 @@ class Versions {
   [[nodiscard]] Result<Proposal> Approve(const Operator& by, std::int64_t id,
                                          std::string_view reason);
   // Reject (policy.reject) and Withdraw (the requester only) end a pending proposal.
-  [[nodiscard]] Result<Proposal> Reject(const Operator& by, std::int64_t id, std::string_view reason);
+  [[nodiscard]] Result<Proposal> Reject(const Operator& by, std::int64_t id,
+                                        std::string_view reason);
   [[nodiscard]] Result<Proposal> Withdraw(const Operator& by, std::int64_t id,
                                           std::string_view reason);
 
@@ -139,16 +140,18 @@ class Versions {
   [[nodiscard]] Result<Active> Authorize(const Operator& by, std::string_view action,
                                          const Resource& resource, std::string_view subject);
 
+  // Refuse audits a refusal (action "access.denied", |why| as its reason, under the version
+  // |policy_hash|) in a transaction of its own and returns it as kPermissionDenied.
+  [[nodiscard]] Error Refuse(const Operator& by, std::string_view action, std::string_view subject,
+                             const std::string& why, const std::string& policy_hash);
+
  private:
   Versions(store::Database& db, Clock& clock) : db_(db), clock_(clock) {}
   [[nodiscard]] Result<Active> LoadActive(store::Transaction& tx);
   [[nodiscard]] static Result<Proposal> LoadProposal(store::Transaction& tx, std::int64_t id);
   [[nodiscard]] Result<Proposal> Settle(const Operator& by, std::int64_t id, std::string_view how,
                                         std::string_view reason);
-  // Refuse audits a refusal (action "access.denied") in its own transaction and returns it as
-  // kPermissionDenied.
-  [[nodiscard]] Error Refuse(const Operator& by, std::string_view action, std::string_view subject,
-                             const std::string& why, const std::string& policy_hash);
+
   // Close marks a pending proposal expired or superseded in its own transaction, audited.
   [[nodiscard]] Result<void> Close(const Proposal& proposal, RequestState state,
                                    const std::string& why);

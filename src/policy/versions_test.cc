@@ -26,7 +26,9 @@ using Json = nlohmann::json;
 
 const TimePoint kStart = std::chrono::sys_days{std::chrono::year{2030} / 3 / 1};
 
-Operator Admin(std::string name) { return {.name = std::move(name), .credential = "", .grants = {{"admin", {}}}}; }
+Operator Admin(std::string name) {
+  return {.name = std::move(name), .credential = "", .grants = {{"admin", {}}}};
+}
 
 // The default policy with a regional role added: what the walkthrough proposes.
 std::string WithRegionalRole(int approvals = 1) {
@@ -107,15 +109,17 @@ TEST_P(VersionsTest, AChangeWaitsForASecondAdministrator) {
 
   // The requester, an auditor, and an admin scoped to one region may not approve; each refusal
   // is audited with the explanation.
-  EXPECT_THAT(versions_->Approve(alice_, proposed->id, "mine"), HasCode(ErrorCode::kPermissionDenied));
+  EXPECT_THAT(versions_->Approve(alice_, proposed->id, "mine"),
+              HasCode(ErrorCode::kPermissionDenied));
   EXPECT_THAT(versions_->Approve(auditor_, proposed->id, "looks fine"),
               HasCode(ErrorCode::kPermissionDenied));
-  const Operator regional_admin{.name = "carol",
-                                .credential = "",
-                                .grants = {{"admin", Scope{.tenants = {},
-                                                           .regions = std::vector<std::string>{"eu"},
-                                                           .models = {},
-                                                           .labels = {}}}}};
+  const Operator regional_admin{
+      .name = "carol",
+      .credential = "",
+      .grants = {{"admin", Scope{.tenants = {},
+                                 .regions = std::vector<std::string>{"eu"},
+                                 .models = {},
+                                 .labels = {}}}}};
   EXPECT_THAT(versions_->Approve(regional_admin, proposed->id, "ok"),
               HasCode(ErrorCode::kPermissionDenied));
   const std::vector<Json> denied = Audited("access.denied");
@@ -152,7 +156,8 @@ TEST_P(VersionsTest, AChangeWaitsForASecondAdministrator) {
   ASSERT_EQ(Audited("policy.approve").size(), 1u);
 
   // A settled proposal takes no more decisions.
-  EXPECT_THAT(versions_->Approve(Admin("erin"), proposed->id, "late"), HasCode(ErrorCode::kConflict));
+  EXPECT_THAT(versions_->Approve(Admin("erin"), proposed->id, "late"),
+              HasCode(ErrorCode::kConflict));
   EXPECT_THAT(versions_->Reject(dave_, proposed->id, "late"), HasCode(ErrorCode::kConflict));
 }
 
@@ -300,7 +305,9 @@ TEST_P(VersionsTest, ConcurrentApprovalsCountEachOnce) {
 
 INSTANTIATE_TEST_SUITE_P(Backends, VersionsTest,
                          ::testing::Values(Backend::kSqlite, Backend::kPostgres),
-                         [](const auto& param_info) { return test::BackendName(param_info.param); });
+                         [](const auto& param_info) {
+                           return test::BackendName(param_info.param);
+                         });
 
 }  // namespace
 }  // namespace fleetid::policy
