@@ -7,7 +7,9 @@
 #include <filesystem>
 #include <optional>
 
+#include "api/operator_api.h"
 #include "api/routes.h"
+#include "crypto/crypto.h"
 #include "apps/options.h"
 #include "common/log.h"
 #include "node/https_front.h"
@@ -87,6 +89,21 @@ int Run(int argc, char** argv) {
   api::RegisterEstRoutes(router, components.enrollment());
   api::RegisterAuditRoutes(router, components.audit_log(), components.audit_public_key_pem());
   api::RegisterHealthRoute(router, components.authority(), std::string(kVersion));
+  api::RegisterOperatorApi(router, {.operators = components.operators(),
+                                    .policy = components.policy(),
+                                    .registry = components.registry(),
+                                    .authority = components.authority(),
+                                    .rng = crypto::OpenSslRng::Instance()});
+  // No default password: until the first administrator exists, a one-time code waits in a file
+  // only this user can read (fleetid operator bootstrap exchanges it; docs/operators.md).
+  const std::filesystem::path bootstrap_file = data_dir / "bootstrap-code";
+  auto waiting = components.operators().PrepareBootstrap(bootstrap_file);
+  if (!waiting) return Fail(waiting.error());
+  if (*waiting) {
+    log::Info("operator bootstrap code waiting",
+              {{"file", bootstrap_file.string()},
+               {"exchange_at", "POST /api/v1/operators/bootstrap on the HTTPS listener"}});
+  }
   server::HttpServerOptions options;
   options.address = config->http_listen.host;
   options.port = config->http_listen.port;

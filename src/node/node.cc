@@ -53,6 +53,7 @@ Result<void> Node::OpenDatabase(const ServerConfig& config, int connections) {
   FLEETID_TRY(db, store::Database::Open(db_url, connections));
   db_ = std::move(db);
   FLEETID_CHECK_OK(enroll::Service::Migrate(*db_));
+  FLEETID_CHECK_OK(operators::Operators::Migrate(*db_));
   FLEETID_TRY(versions, policy::Versions::Open(*db_, SystemClock::Instance()));
   policy_ = std::move(versions);
   FLEETID_TRY(counts,
@@ -113,6 +114,9 @@ void Node::OpenEnrollment() {
   enrollment_ = std::make_unique<enroll::Service>(*db_, *registry_, *authority_, *effects_,
                                                   SystemClock::Instance(),
                                                   crypto::OpenSslRng::Instance(), service_options);
+  operators_ = std::make_unique<operators::Operators>(*db_, *authority_, *policy_,
+                                                      SystemClock::Instance(),
+                                                      crypto::OpenSslRng::Instance());
 }
 
 PolicyVersionFn Node::PolicyVersion() {

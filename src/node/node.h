@@ -18,6 +18,7 @@
 #include "enroll/service.h"
 #include "node/config.h"
 #include "pki/pki.h"
+#include "operators/operators.h"
 #include "policy/versions.h"
 #include "registry/registry.h"
 #include "store/store.h"
@@ -81,6 +82,8 @@ class Node {
   // The policy's versions and the active one, opened with the database (installing the built-in
   // first policy on first start).
   policy::Versions& policy() { return Opened(policy_.get()); }
+  // The operators, with the CA (their certificates come from its operators' CA).
+  operators::Operators& operators() { return Opened(operators_.get()); }
 
  private:
   explicit Node(log::Level step_log_level) : step_log_level_(step_log_level) {}
@@ -109,6 +112,7 @@ class Node {
   std::unique_ptr<enroll::PkiEffects> effects_;
   std::unique_ptr<registry::Registry> registry_;
   std::unique_ptr<enroll::Service> enrollment_;
+  std::unique_ptr<operators::Operators> operators_;
 };
 
 }  // namespace fleetid::node

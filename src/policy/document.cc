@@ -35,9 +35,19 @@ std::string Shown(std::string_view text) {
   return out;
 }
 
+bool IsName(std::string_view name) {
+  if (name.empty() || name.size() > kMaxNameLength) return false;
+  auto ok = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
+  };
+  return std::all_of(name.begin(), name.end(), ok) && name.front() != '-' && name.front() != '.';
+}
+
+}  // namespace
+
 // ParseStrictJson parses |text| as JSON, refusing comments and a key repeated in one object
 // (which nlohmann would otherwise resolve silently, last one wins).
-Result<Json> ParseStrictJson(std::string_view text) {
+Result<Json> ParseStrictJson(std::string_view text, std::string_view what) {
   std::vector<std::set<std::string>> open_objects;
   bool duplicate = false;
   std::string duplicate_key;
@@ -62,23 +72,13 @@ Result<Json> ParseStrictJson(std::string_view text) {
     return true;
   };
   Json doc = Json::parse(text, track, /*allow_exceptions=*/false, /*ignore_comments=*/false);
-  if (doc.is_discarded()) return MakeError(ErrorCode::kInvalidArgument, "policy is not valid JSON");
+  if (doc.is_discarded()) return MakeError(ErrorCode::kInvalidArgument, "{} is not valid JSON", what);
   if (duplicate) {
-    return MakeError(ErrorCode::kInvalidArgument, "policy repeats the key '{}' in one object",
-                     Shown(duplicate_key));
+    return MakeError(ErrorCode::kInvalidArgument, "{} repeats the key '{}' in one object",
+                     what, Shown(duplicate_key));
   }
   return doc;
 }
-
-bool IsName(std::string_view name) {
-  if (name.empty() || name.size() > kMaxNameLength) return false;
-  auto ok = [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
-  };
-  return std::all_of(name.begin(), name.end(), ok) && name.front() != '-' && name.front() != '.';
-}
-
-}  // namespace
 
 // Reader turns a parsed document into a Policy, naming each problem by its JSON pointer.
 class Reader {
@@ -468,7 +468,7 @@ Result<std::shared_ptr<const Policy>> Policy::Parse(std::string_view json) {
     return MakeError(ErrorCode::kInvalidArgument, "policy is larger than {} bytes",
                      kMaxDocumentBytes);
   }
-  FLEETID_TRY(doc, ParseStrictJson(json));
+  FLEETID_TRY(doc, ParseStrictJson(json, "policy"));
   return Reader().Read(doc);
 }
 
@@ -477,7 +477,7 @@ Result<Scope> ParseScope(std::string_view json) {
     return MakeError(ErrorCode::kInvalidArgument, "scope is larger than {} bytes",
                      kMaxDocumentBytes);
   }
-  FLEETID_TRY(doc, ParseStrictJson(json));
+  FLEETID_TRY(doc, ParseStrictJson(json, "scope"));
   return ScopeFromJson(doc);
 }
 

@@ -58,6 +58,10 @@ struct Scope {
   friend bool operator==(const Scope&, const Scope&) = default;
 };
 
+// ParseStrictJson parses |text| as JSON, refusing comments and a key repeated in one object
+// (which nlohmann would otherwise resolve silently, last one wins); errors name |what|.
+[[nodiscard]] Result<nlohmann::json> ParseStrictJson(std::string_view text, std::string_view what);
+
 // ParseScope reads a scope written as a policy document writes one (`{"regions":["eu"]}`;
 // `{}` is everywhere), strictly, with the document's bounds; ScopeFromJson does the same for
 // parsed JSON (a grant in an API request). ScopeToJson writes one canonically.

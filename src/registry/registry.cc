@@ -376,7 +376,8 @@ Result<Device> Registry::TransitionIn(store::Transaction& txr, const TransitionR
                      : request.actor.kind == kScheduler ? "the scheduler"
                                                         : "an operator");
   }
-  if (request.actor.kind == kOperator && !HasRole(request.actor, rule->role)) {
+  if (request.actor.kind == kOperator && !request.actor.authorized_by_policy &&
+      !HasRole(request.actor, rule->role)) {
     return MakeError(ErrorCode::kPermissionDenied, "'{}' needs the operator role '{}'",
                      EventName(request.event), rule->role);
   }

@@ -66,6 +66,10 @@ struct Actor {
   std::uint8_t kind = kOperator;  // one ActorKind bit
   std::string id;                 // operator name, device serial, "scheduler"
   std::vector<std::string> roles; // operators only
+  // The policy allowed this operator the event already (the operator API decides with the
+  // active policy); the table's built-in role is then not asked for. The built-in roles remain
+  // for the command line's direct path to the database.
+  bool authorized_by_policy = false;
 };
 
 struct TransitionRequest {

@@ -1,0 +1,568 @@
+// /api/v1: the operator API (docs/api.md).
+#include "api/operator_api.h"
+
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <charconv>
+#include <initializer_list>
+#include <optional>
+#include <utility>
+
+#include "api/http_util.h"
+#include "common/log.h"
+#include "crypto/crypto.h"
+#include "crypto/handles.h"
+#include "crypto/jws.h"
+#include "crypto/x509.h"
+
+namespace fleetid::api {
+namespace {
+
+using Json = nlohmann::json;
+using server::HttpRequest;
+using server::HttpResponse;
+
+constexpr std::string_view kPrefix = "/api/v1/";
+constexpr std::size_t kMaxReason = 1024;
+constexpr std::size_t kMaxCode = 128;
+constexpr std::size_t kMaxCsrText = 16384;
+constexpr std::size_t kMaxGrants = 64;
+
+// Answer is a route's success: a status and a JSON body.
+struct Answer {
+  int status = 200;
+  Json body;
+};
+
+std::unexpected<Error> Bad(std::string message) {
+  return std::unexpected(Error(ErrorCode::kInvalidArgument, std::move(message)));
+}
+
+// OnlyKeys refuses a body that is not an object, has a key outside |allowed|, or lacks one of
+// |required|.
+Result<void> OnlyKeys(const Json& body, std::initializer_list<std::string_view> allowed,
+                      std::initializer_list<std::string_view> required) {
+  if (!body.is_object()) return Bad("the request body must be a JSON object");
+  for (const auto& [key, value] : body.items()) {
+    if (std::ranges::find(allowed, std::string_view(key)) == allowed.end()) {
+      return Bad(fmt::format("unknown field '{}'", key.substr(0, 64)));
+    }
+  }
+  for (std::string_view key : required) {
+    if (!body.contains(key)) return Bad(fmt::format("the field '{}' is required", key));
+  }
+  return {};
+}
+
+Result<std::string> Text(const Json& body, std::string_view key, std::size_t max_bytes,
+                         bool required) {
+  if (!body.contains(key)) {
+    if (required) return Bad(fmt::format("the field '{}' is required", key));
+    return std::string();
+  }
+  const Json& value = body.at(std::string(key));
+  if (!value.is_string()) return Bad(fmt::format("the field '{}' must be a string", key));
+  std::string text = value.get<std::string>();
+  if (text.size() > max_bytes) {
+    return Bad(fmt::format("the field '{}' is longer than {} bytes", key, max_bytes));
+  }
+  return text;
+}
+
+std::string NewRequestId(Rng& rng) {
+  std::array<std::uint8_t, 12> bytes{};
+  if (!rng.Fill(bytes)) return "unavailable";
+  return crypto::Hex(bytes);
+}
+
+HttpResponse Respond(int status, const Json& body, const std::string& request_id) {
+  HttpResponse r = HttpResponse::Json(status, body.dump());
+  r.headers.emplace_back("X-Request-Id", request_id);
+  r.headers.emplace_back("Cache-Control", "no-store");
+  return r;
+}
+
+HttpResponse Refuse(const Error& error, const std::string& request_id) {
+  return Respond(HttpStatus(error.code()),
+                 {{"error", ErrorCodeName(error.code())},
+                  {"message", error.message()},
+                  {"request_id", request_id}},
+                 request_id);
+}
+
+Json GrantJson(const policy::Grant& g) {
+  return {{"role", g.role}, {"scope", Json::parse(policy::ScopeToJson(g.scope))}};
+}
+
+std::string Iso(TimePoint t) {
+  return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", std::chrono::floor<std::chrono::seconds>(t));
+}
+
+Result<std::string> Pem(std::span<const std::uint8_t> der) {
+  FLEETID_TRY(cert, crypto::ParseCertificateDer(der));
+  return crypto::CertificatePem(cert.get());
+}
+
+Result<Answer> IssuedAnswer(const operators::Issued& issued) {
+  FLEETID_TRY(leaf, Pem(issued.certificate.der));
+  Json chain = Json::array();
+  for (const auto& der : issued.chain) {
+    FLEETID_TRY(pem, Pem(der));
+    chain.push_back(pem);
+  }
+  return Answer{201,
+                {{"operator", issued.name},
+                 {"serial", issued.certificate.serial},
+                 {"not_after", Iso(issued.certificate.not_after)},
+                 {"certificate", leaf},
+                 {"chain", chain}}};
+}
+
+Json OperatorJson(const operators::OperatorInfo& info) {
+  Json grants = Json::array();
+  for (const operators::GrantRecord& g : info.grants) {
+    Json one = GrantJson(g.grant);
+    one["granted_by"] = g.granted_by;
+    one["granted_at"] = Iso(g.granted_at);
+    grants.push_back(std::move(one));
+  }
+  return {{"name", info.name},
+          {"state", info.active ? "active" : "revoked"},
+          {"created_at", Iso(info.created_at)},
+          {"created_by", info.created_by},
+          {"grants", grants}};
+}
+
+Json ProposalJson(const policy::Proposal& p) {
+  Json approvals = Json::array();
+  for (const policy::ApprovalRecord& a : p.approvals) {
+    approvals.push_back({{"approver", a.approver}, {"at", Iso(a.at)}, {"reason", a.reason}});
+  }
+  return {{"id", p.id},
+          {"state", policy::RequestStateName(p.state)},
+          {"requester", p.requester},
+          {"reason", p.reason},
+          {"created_at", Iso(p.created_at)},
+          {"expires_at", Iso(p.expires_at)},
+          {"base", {{"version", p.base_number}, {"hash", p.base_hash}}},
+          {"target", {{"version", p.target_number}, {"hash", p.target_hash}}},
+          {"digest", p.digest},
+          {"approvals_required", p.approvals_required},
+          {"from_roles", p.from_roles},
+          {"approvals", approvals},
+          {"diff", p.diff},
+          {"decided_by", p.decided_by}};
+}
+
+Json DeviceJson(const registry::Device& d) {
+  return {{"serial", d.serial},
+          {"state", registry::StateName(d.state)},
+          {"version", d.version},
+          {"model", d.model},
+          {"manufacturer", d.manufacturer},
+          {"tenant", d.tenant},
+          {"region", d.region},
+          {"labels", d.labels},
+          {"firmware_version", d.firmware_version},
+          {"batch", d.batch}};
+}
+
+policy::Resource ResourceOf(const registry::Device& d) {
+  return {.tenant = d.tenant, .region = d.region, .model = d.model, .labels = d.labels};
+}
+
+Result<std::int64_t> Number(std::string_view text) {
+  std::int64_t n = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || end != text.data() + text.size() || n <= 0) {
+    return MakeError(ErrorCode::kNotFound, "'{}' is not a number that names anything here",
+                     text.substr(0, 32));
+  }
+  return n;
+}
+
+// The device actions an operator may take through the API, with the policy action each needs.
+struct DeviceAction {
+  std::string_view path;
+  registry::Event event;
+  std::string_view action;
+};
+constexpr DeviceAction kDeviceActions[] = {
+    {"provision", registry::Event::kProvision, "device.provision"},
+    {"suspend", registry::Event::kSuspend, "device.suspend"},
+    {"resume", registry::Event::kResume, "device.resume"},
+    {"quarantine", registry::Event::kQuarantine, "device.quarantine"},
+    {"decommission", registry::Event::kDecommission, "device.decommission"},
+    {"cancel-decommission", registry::Event::kCancelDecommission, "device.cancel_decommission"},
+};
+
+// Call is one request being served.
+class Call {
+ public:
+  Call(const OperatorApi& api, const HttpRequest& req, std::string request_id)
+      : api_(api), req_(req), request_id_(std::move(request_id)) {}
+
+  HttpResponse Serve() {
+    Result<Answer> answer = Route();
+    const int status = answer ? answer->status : HttpStatus(answer.error().code());
+    log::Info("api", {{"request_id", request_id_},
+                      {"method", req_.method},
+                      {"path", req_.path},
+                      {"operator", who_ ? policy::AuditActor(*who_) : std::string("-")},
+                      {"status", status}});
+    if (!answer) return Refuse(answer.error(), request_id_);
+    answer->body["request_id"] = request_id_;
+    return Respond(answer->status, answer->body, request_id_);
+  }
+
+ private:
+  Result<Answer> Route() {
+    if (!req_.tls) {
+      return MakeError(ErrorCode::kInvalidArgument, "the operator API is served over HTTPS only");
+    }
+    std::vector<std::string_view> parts;
+    std::string_view rest = std::string_view(req_.path).substr(kPrefix.size());
+    while (!rest.empty()) {
+      const std::size_t slash = rest.find('/');
+      parts.push_back(rest.substr(0, slash));
+      if (slash == std::string_view::npos) break;
+      rest.remove_prefix(slash + 1);
+      if (rest.empty()) parts.emplace_back();  // a trailing slash names nothing
+    }
+    const bool post = req_.method == "POST";
+    if (post) {
+      FLEETID_TRY(body, ParseJsonBody(req_.body));
+      body_ = std::move(body);
+    }
+    // The two routes that take one-time codes instead of a certificate.
+    if (post && parts.size() == 2 && parts[0] == "operators" &&
+        (parts[1] == "bootstrap" || parts[1] == "enroll")) {
+      const bool bootstrap = parts[1] == "bootstrap";
+      FLEETID_TRY(exchange, ParseCodeExchange(body_, bootstrap));
+      auto issued = bootstrap
+                        ? api_.operators.Bootstrap(exchange.code, exchange.name, exchange.csr_der)
+                        : api_.operators.Enroll(exchange.code, exchange.csr_der);
+      if (!issued) return std::unexpected(issued.error());
+      return IssuedAnswer(*issued);
+    }
+    FLEETID_TRY(who, api_.operators.Authenticate(req_.client_chain));
+    who_ = who;
+    if (parts.empty()) return NotFound();
+    if (parts[0] == "whoami" && parts.size() == 1 && !post) return WhoAmI(who);
+    if (parts[0] == "operators") return Operators(who, parts, post);
+    if (parts[0] == "policy") return Policy(who, parts, post);
+    if (parts[0] == "devices") return Devices(who, parts, post);
+    return NotFound();
+  }
+
+  Result<Answer> NotFound() const {
+    return MakeError(ErrorCode::kNotFound, "no route {} {}", req_.method, req_.path.substr(0, 128));
+  }
+
+  Result<Answer> WhoAmI(const policy::Operator& by) const {
+    Json grants = Json::array();
+    for (const policy::Grant& g : by.grants) grants.push_back(GrantJson(g));
+    const policy::Active active = api_.policy.Current();
+    return Answer{200,
+                  {{"operator", by.name},
+                   {"serial", by.credential},
+                   {"grants", grants},
+                   {"policy", {{"version", active.number}, {"hash", active.policy->Hash()}}}}};
+  }
+
+  Result<Answer> Operators(const policy::Operator& by, const std::vector<std::string_view>& parts,
+                           bool post) {
+    if (!post && parts.size() == 1) {
+      FLEETID_TRY(all, api_.operators.List(by));
+      Json out = Json::array();
+      for (const operators::OperatorInfo& info : all) out.push_back(OperatorJson(info));
+      return Answer{200, {{"operators", out}}};
+    }
+    if (!post && parts.size() == 2) {
+      FLEETID_TRY(info, api_.operators.Get(by, parts[1]));
+      return Answer{200, OperatorJson(info)};
+    }
+    if (post && parts.size() == 2 && parts[1] == "renew") {
+      FLEETID_CHECK_OK(OnlyKeys(body_, {"csr"}, {"csr"}));
+      FLEETID_TRY(text, Text(body_, "csr", kMaxCsrText, true));
+      FLEETID_TRY(csr, ParseCsr(text));
+      FLEETID_TRY(issued, api_.operators.Renew(by, csr));
+      return IssuedAnswer(issued);
+    }
+    if (post && parts.size() == 2 && parts[1] == "invitations") {
+      FLEETID_TRY(request, ParseInvitation(body_));
+      FLEETID_TRY(invitation,
+                  api_.operators.Invite(by, request.name, request.grants, request.lifetime));
+      Json grants = Json::array();
+      for (const policy::Grant& g : invitation.grants) grants.push_back(GrantJson(g));
+      return Answer{201,
+                    {{"operator", invitation.name},
+                     {"code", invitation.code},
+                     {"expires_at", Iso(invitation.expires_at)},
+                     {"grants", grants}}};
+    }
+    if (post && parts.size() == 3 && parts[2] == "grants") {
+      FLEETID_TRY(grant, ParseGrant(body_));
+      FLEETID_TRY(info, api_.operators.Grant(by, parts[1], grant));
+      return Answer{201, OperatorJson(info)};
+    }
+    if (post && parts.size() == 3 && parts[2] == "revoke") {
+      FLEETID_TRY(reason, ParseReason(body_, true));
+      FLEETID_TRY(info, api_.operators.Revoke(by, parts[1], reason));
+      return Answer{200, OperatorJson(info)};
+    }
+    return NotFound();
+  }
+
+  Result<Answer> Policy(const policy::Operator& by, const std::vector<std::string_view>& parts,
+                        bool post) {
+    if (!post) {
+      FLEETID_TRY(allowed, api_.policy.Authorize(by, "policy.read", {}, "policy"));
+      if (parts.size() == 1) {
+        return Answer{200,
+                      {{"version", allowed.number},
+                       {"hash", allowed.policy->Hash()},
+                       {"activated_at", Iso(allowed.activated_at)},
+                       {"activated_by", allowed.activated_by},
+                       {"document", Json::parse(allowed.policy->Canonical())}}};
+      }
+      if (parts.size() == 2 && parts[1] == "versions") {
+        FLEETID_TRY(all, api_.policy.List());
+        Json out = Json::array();
+        for (const policy::VersionInfo& v : all) {
+          out.push_back({{"version", v.number},
+                         {"hash", v.hash},
+                         {"created_at", Iso(v.created_at)},
+                         {"created_by", v.created_by},
+                         {"active", v.number == allowed.number}});
+        }
+        return Answer{200, {{"versions", out}}};
+      }
+      if (parts.size() == 3 && parts[1] == "versions") {
+        FLEETID_TRY(number, Number(parts[2]));
+        FLEETID_TRY(version, api_.policy.Version(number));
+        return Answer{200,
+                      {{"version", number},
+                       {"hash", version->Hash()},
+                       {"active", number == allowed.number},
+                       {"diff_from_active", policy::Diff(*allowed.policy, *version)},
+                       {"document", Json::parse(version->Canonical())}}};
+      }
+      if (parts.size() == 2 && parts[1] == "proposals") {
+        FLEETID_TRY(all, api_.policy.Proposals(req_.query != "all=true"));
+        Json out = Json::array();
+        for (const policy::Proposal& p : all) out.push_back(ProposalJson(p));
+        return Answer{200, {{"proposals", out}}};
+      }
+      if (parts.size() == 3 && parts[1] == "proposals") {
+        FLEETID_TRY(id, Number(parts[2]));
+        FLEETID_TRY(proposal, api_.policy.GetProposal(id));
+        return Answer{200, ProposalJson(proposal)};
+      }
+      return NotFound();
+    }
+    if (parts.size() == 2 && parts[1] == "proposals") {
+      FLEETID_TRY(request, ParseProposal(body_));
+      FLEETID_TRY(proposal,
+                  api_.policy.Propose(by, request.document, request.base, request.reason));
+      return Answer{201, ProposalJson(proposal)};
+    }
+    if (parts.size() == 4 && parts[1] == "proposals") {
+      FLEETID_TRY(id, Number(parts[2]));
+      FLEETID_TRY(reason, ParseReason(body_, false));
+      Result<policy::Proposal> decided = MakeError(ErrorCode::kNotFound, "no such decision");
+      if (parts[3] == "approve")
+        decided = api_.policy.Approve(by, id, reason);
+      else if (parts[3] == "reject")
+        decided = api_.policy.Reject(by, id, reason);
+      else if (parts[3] == "withdraw")
+        decided = api_.policy.Withdraw(by, id, reason);
+      else
+        return NotFound();
+      if (!decided) return std::unexpected(decided.error());
+      return Answer{200, ProposalJson(*decided)};
+    }
+    return NotFound();
+  }
+
+  Result<Answer> Devices(const policy::Operator& by, const std::vector<std::string_view>& parts,
+                         bool post) {
+    if (parts.size() < 2 || parts[1].empty()) return NotFound();
+    FLEETID_TRY(device, api_.registry.Get(parts[1]));
+    if (!post && parts.size() == 2) {
+      FLEETID_TRY(allowed,
+                  api_.policy.Authorize(by, "device.read", ResourceOf(device), device.serial));
+      static_cast<void>(allowed);
+      FLEETID_TRY(history, api_.registry.History(device.serial));
+      Json out = DeviceJson(device);
+      Json events = Json::array();
+      for (const registry::TransitionRecord& t : history) {
+        events.push_back({{"event", registry::EventName(t.event)},
+                          {"from", registry::StateName(t.from)},
+                          {"to", registry::StateName(t.to)},
+                          {"actor", t.actor},
+                          {"reason", t.reason},
+                          {"at", Iso(t.at)},
+                          {"policy_version", t.policy_version}});
+      }
+      out["history"] = events;
+      return Answer{200, out};
+    }
+    if (!post || parts.size() != 3) return NotFound();
+    const auto* action = std::ranges::find_if(
+        kDeviceActions, [&](const DeviceAction& a) { return a.path == parts[2]; });
+    if (action == std::end(kDeviceActions)) return NotFound();
+    const bool provision = action->event == registry::Event::kProvision;
+    if (provision) {
+      FLEETID_CHECK_OK(OnlyKeys(body_, {"reason", "tenant", "region"}, {"tenant", "region"}));
+    } else {
+      FLEETID_CHECK_OK(OnlyKeys(body_, {"reason"}, {"reason"}));
+    }
+    FLEETID_TRY(reason, Text(body_, "reason", kMaxReason, !provision));
+    // A provisioning is judged where the device goes (its new tenant and region).
+    policy::Resource resource = ResourceOf(device);
+    registry::TransitionRequest request;
+    if (provision) {
+      FLEETID_TRY(tenant, Text(body_, "tenant", 64, true));
+      FLEETID_TRY(region, Text(body_, "region", 64, true));
+      request.tenant = resource.tenant = std::move(tenant);
+      request.region = resource.region = std::move(region);
+    }
+    FLEETID_TRY(allowed, api_.policy.Authorize(by, action->action, resource, device.serial));
+    static_cast<void>(allowed);
+    request.serial = device.serial;
+    request.event = action->event;
+    request.expected_version = device.version;
+    request.actor = {.kind = registry::kOperator,
+                     .id = fmt::format("{}#{}", by.name, by.credential),
+                     .roles = {},
+                     .authorized_by_policy = true};
+    request.reason = std::move(reason);
+    FLEETID_TRY(after, api_.registry.Transition(request));
+    return Answer{200, DeviceJson(after)};
+  }
+
+  const OperatorApi& api_;
+  const HttpRequest& req_;
+  std::string request_id_;
+  Json body_;
+  std::optional<policy::Operator> who_;
+};
+
+}  // namespace
+
+Result<Json> ParseJsonBody(std::string_view body) {
+  if (body.empty()) return Json::object();
+  FLEETID_TRY(parsed, policy::ParseStrictJson(body, "the request body"));
+  if (!parsed.is_object()) return Bad("the request body must be a JSON object");
+  return parsed;
+}
+
+Result<std::vector<std::uint8_t>> ParseCsr(std::string_view text) {
+  if (text.find("-----BEGIN") != std::string_view::npos) {
+    crypto::BioPtr bio(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
+    X509_REQ* req = PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr);
+    if (req == nullptr) {
+      ERR_clear_error();
+      return Bad("the field 'csr' is not a PEM CERTIFICATE REQUEST");
+    }
+    unsigned char* der = nullptr;
+    const int len = i2d_X509_REQ(req, &der);
+    X509_REQ_free(req);
+    if (len <= 0) return Bad("the field 'csr' does not encode");
+    std::vector<std::uint8_t> out(der, der + len);
+    OPENSSL_free(der);
+    return out;
+  }
+  auto der = crypto::Base64Decode(text);
+  if (!der || der->empty()) return Bad("the field 'csr' is neither PEM nor base64 DER");
+  return der;
+}
+
+Result<CodeExchange> ParseCodeExchange(const Json& body, bool with_name) {
+  if (with_name) {
+    FLEETID_CHECK_OK(OnlyKeys(body, {"code", "name", "csr"}, {"code", "name", "csr"}));
+  } else {
+    FLEETID_CHECK_OK(OnlyKeys(body, {"code", "csr"}, {"code", "csr"}));
+  }
+  CodeExchange out;
+  FLEETID_TRY(code, Text(body, "code", kMaxCode, true));
+  out.code = std::move(code);
+  if (with_name) {
+    FLEETID_TRY(name, Text(body, "name", 64, true));
+    out.name = std::move(name);
+  }
+  FLEETID_TRY(text, Text(body, "csr", kMaxCsrText, true));
+  FLEETID_TRY(csr, ParseCsr(text));
+  out.csr_der = std::move(csr);
+  return out;
+}
+
+Result<policy::Grant> ParseGrant(const Json& body) {
+  FLEETID_CHECK_OK(OnlyKeys(body, {"role", "scope"}, {"role"}));
+  FLEETID_TRY(role, Text(body, "role", 64, true));
+  policy::Grant grant{.role = std::move(role), .scope = {}};
+  if (body.contains("scope")) {
+    auto scope = policy::ScopeFromJson(body.at("scope"));
+    if (!scope) return Bad(scope.error().message());
+    grant.scope = std::move(*scope);
+  }
+  return grant;
+}
+
+Result<InvitationRequest> ParseInvitation(const Json& body) {
+  FLEETID_CHECK_OK(OnlyKeys(body, {"name", "grants", "lifetime_seconds"}, {"name", "grants"}));
+  InvitationRequest out;
+  FLEETID_TRY(name, Text(body, "name", 64, true));
+  out.name = std::move(name);
+  const Json& grants = body.at("grants");
+  if (!grants.is_array() || grants.empty() || grants.size() > kMaxGrants) {
+    return Bad(fmt::format("the field 'grants' must be a list of 1 to {} grants", kMaxGrants));
+  }
+  for (const Json& g : grants) {
+    FLEETID_TRY(grant, ParseGrant(g));
+    out.grants.push_back(std::move(grant));
+  }
+  out.lifetime = std::chrono::hours(24);
+  if (body.contains("lifetime_seconds")) {
+    const Json& v = body.at("lifetime_seconds");
+    if (!v.is_number_integer()) return Bad("the field 'lifetime_seconds' must be an integer");
+    out.lifetime = std::chrono::seconds(v.get<std::int64_t>());
+  }
+  return out;
+}
+
+Result<ProposalRequest> ParseProposal(const Json& body) {
+  FLEETID_CHECK_OK(OnlyKeys(body, {"document", "base", "reason"}, {"document", "base"}));
+  ProposalRequest out;
+  const Json& document = body.at("document");
+  if (!document.is_object()) return Bad("the field 'document' must be a policy (a JSON object)");
+  out.document = document.dump();
+  const Json& base = body.at("base");
+  if (!base.is_number_integer()) return Bad("the field 'base' must be a version number");
+  out.base = base.get<std::int64_t>();
+  FLEETID_TRY(reason, Text(body, "reason", kMaxReason, false));
+  out.reason = std::move(reason);
+  return out;
+}
+
+Result<std::string> ParseReason(const Json& body, bool required) {
+  FLEETID_CHECK_OK(OnlyKeys(body, {"reason"}, {}));
+  return Text(body, "reason", kMaxReason, required);
+}
+
+void RegisterOperatorApi(server::Router& router, const OperatorApi& api) {
+  for (const char* method : {"GET", "POST"}) {
+    router.Add(method, std::string(kPrefix) + "*", [api](const HttpRequest& req) {
+      return Call(api, req, NewRequestId(api.rng)).Serve();
+    });
+  }
+}
+
+}  // namespace fleetid::api

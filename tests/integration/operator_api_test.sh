@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# The operator plane with nothing but curl and openssl as the client: the first start writes a
+# one-time bootstrap code (0600) and no default password exists; the code buys the first
+# administrator's certificate from the operators' CA; she invites a second administrator and a
+# regional operator; a policy change waits for the second administrator's approval (self-approval
+# refused); the regional operator suspends an active device in her region (OCSP then answers
+# revoked) and is refused, with a JSON 403 naming the permission, outside it; a device's
+# certificate is never an operator's; a revoked operator is refused on the next call. Every answer
+# is JSON with a request id, and bad input gets a 4xx.
+SERVER=$1
+CLI=$2
+AGENT=$3
+source "$(dirname "$0")/lib.sh"
+
+DATA=$W/var
+start_server "$SERVER" "$DATA"
+F=("$CLI" --data "$DATA")
+H=https://localhost:$HPORT
+
+# --- the bootstrap code ---
+wait_for_log "$W/server.log" "operator bootstrap code waiting"
+CODE_FILE=$DATA/bootstrap-code
+expect "the first start wrote a bootstrap code" test -s "$CODE_FILE"
+expect "readable by its owner only" test "$(stat -c %a "$CODE_FILE")" = 600
+expect "the log says where it is" grep -q "file=$CODE_FILE" "$W/server.log"
+expect "the log never shows the code" test -z "$(grep -F "$(cat "$CODE_FILE")" "$W/server.log" || true)"
+"${F[@]}" ca certs >"$W/chain.pem"
+openssl x509 -in "$W/chain.pem" -out "$W/root.pem"
+
+newkey() { openssl ecparam -genkey -name prime256v1 -noout -out "$W/$1.key"; }
+csr_pem() { openssl req -new -key "$W/$1.key" -subj "/CN=ignored" 2>/dev/null; }
+# api NAME WHO METHOD PATH [JSON]: one call; WHO's certificate and key (none if -). Sets CODE;
+# the body is in $W/NAME.json.
+api() {
+  local name=$1 who=$2 method=$3 path=$4 data=${5-} id=() body=()
+  [[ $who == - ]] || id=(--cert "$W/$who.chain.pem" --key "$W/$who.key")
+  [[ -z $data ]] || body=(-H 'Content-Type: application/json' --data-binary "$data")
+  CODE=$(curl -sS --max-time 20 --cacert "$W/root.pem" -X "$method" -o "$W/$name.json" \
+    -D "$W/$name.headers" -w '%{http_code}' "${id[@]}" "${body[@]}" "$H$path" 2>"$W/$name.err") || CODE=000
+}
+field() { python3 -c 'import json,sys;d=json.load(open(sys.argv[1]))
+for k in sys.argv[2].split("."): d=d[int(k)] if isinstance(d,list) else d[k]
+print(d if not isinstance(d,(dict,list)) else json.dumps(d))' "$W/$1.json" "$2"; }
+# keep NAME WHO: stores the certificate and chain an exchange returned as $W/WHO.chain.pem.
+keep() { python3 -c 'import json,sys;d=json.load(open(sys.argv[1]));print(d["certificate"]+"".join(d["chain"]),end="")' "$W/$1.json" >"$W/$2.chain.pem"; }
+is_error() {  # is_error NAME STATUS ERROR: a JSON error body with a request id
+  test "$CODE" = "$2" && test "$(field "$1" error)" = "$3" && test -n "$(field "$1" request_id)"
+}
+
+newkey alice
+api boot-wrong - POST /api/v1/operators/bootstrap \
+  "$(python3 -c 'import json,sys;print(json.dumps({"code":"guess","name":"alice","csr":sys.stdin.read()}))' < <(csr_pem alice))"
+expect "a wrong bootstrap code is refused (403 $(field boot-wrong message))" is_error boot-wrong 403 permission_denied
+api boot - POST /api/v1/operators/bootstrap \
+  "$(python3 -c 'import json,sys;print(json.dumps({"code":open(sys.argv[1]).read().strip(),"name":"alice","csr":sys.stdin.read()}))' "$CODE_FILE" < <(csr_pem alice))"
+expect "the bootstrap code buys the first administrator's certificate ($CODE)" test "$CODE" = 201
+keep boot alice
+expect "the code's file is gone" test ! -e "$CODE_FILE"
+openssl x509 -in "$W/alice.chain.pem" -out "$W/alice.pem"
+names=$(openssl x509 -in "$W/alice.pem" -noout -subject -issuer -nameopt RFC2253)
+expect "her certificate names her ($names)" grep -q "subject=CN=alice,O=fleetid operators" <<<"$names"
+expect "... and comes from the operators' CA" grep -q "issuer=CN=fleetid Operator CA" <<<"$names"
+out=$(openssl verify -purpose sslclient -CAfile "$W/root.pem" -untrusted "$W/alice.chain.pem" "$W/alice.pem" 2>&1)
+expect "openssl verifies it as a TLS client certificate ($out)" grep -q ": OK" <<<"$out"
+
+api whoami alice GET /api/v1/whoami
+expect "whoami names the authenticated operator" test "$(field whoami operator)" = alice
+expect "... holds admin everywhere" test "$(field whoami grants.0.role)" = admin
+expect "... and a request id in the body and the header" grep -qi "x-request-id: $(field whoami request_id)" "$W/whoami.headers"
+api again - POST /api/v1/operators/bootstrap '{"code":"x","name":"bob","csr":"AA=="}'
+expect "bootstrap is over ($CODE $(field again error))" test "$CODE" = 403 -o "$CODE" = 409
+api anon - GET /api/v1/whoami
+expect "no certificate: 401 JSON" is_error anon 401 unauthenticated
+code=$(curl -s -o "$W/plain.json" -w '%{http_code}' "$URL/api/v1/whoami")
+expect "plain HTTP: refused with a JSON 400 ($code)" test "$code" = 400
+
+# --- bad input: 4xx JSON, never 5xx ---
+api bad-json alice POST /api/v1/operators/invitations '{"name":'
+expect "malformed JSON: 400" is_error bad-json 400 invalid_argument
+api bad-field alice POST /api/v1/operators/invitations '{"name":"x","grants":[{"role":"auditor"}],"admin":true}'
+expect "an unknown field: 400 naming it ($(field bad-field message))" grep -q "unknown field 'admin'" "$W/bad-field.json"
+api bad-type alice POST /api/v1/operators/invitations '{"name":7,"grants":[]}'
+expect "a wrong type: 400" is_error bad-type 400 invalid_argument
+api dup alice POST /api/v1/operators/invitations '{"name":"x","name":"y","grants":[{"role":"auditor"}]}'
+expect "a repeated key: 400" is_error dup 400 invalid_argument
+api nowhere alice GET /api/v1/no/such/route
+expect "an unknown route: 404 JSON" is_error nowhere 404 not_found
+head -c 2000000 /dev/zero | tr '\0' 'a' >"$W/huge"
+code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$W/root.pem" --cert "$W/alice.chain.pem" --key "$W/alice.key" \
+  -H 'Content-Type: application/json' --data-binary @"$W/huge" "$H/api/v1/operators/invitations")
+expect "an oversized body: 413 ($code)" test "$code" = 413
+
+# --- a second administrator, a policy change with an approval ---
+invite() {  # invite NAME GRANTS_JSON: alice invites NAME, who enrolls with a new key
+  api "inv-$1" alice POST /api/v1/operators/invitations "{\"name\":\"$1\",\"grants\":$2}"
+  newkey "$1"
+  api "enroll-$1" - POST /api/v1/operators/enroll \
+    "$(python3 -c 'import json,sys;print(json.dumps({"code":sys.argv[1],"csr":sys.stdin.read()}))' "$(field "inv-$1" code)" < <(csr_pem "$1"))"
+  keep "enroll-$1" "$1"
+}
+invite dave '[{"role":"admin"}]'
+expect "an invitation's code enrolls the invited operator ($CODE)" test "$CODE" = 201
+"${F[@]}" policy show | python3 -c '
+import json,sys
+doc=json.load(sys.stdin)["document"]
+doc["roles"]["eu-ops"]={"description":"regional on-call","permit":[{"actions":["device.read","device.suspend","device.resume"],"scope":{"regions":["eu-west"]},"why":"regional on-call"}]}
+print(json.dumps({"document":doc,"base":1,"reason":"regional on-call for eu-west"}))' >"$W/proposal.json"
+api propose alice POST /api/v1/policy/proposals "$(cat "$W/proposal.json")"
+expect "alice proposes a regional role ($CODE)" test "$CODE" = 201
+expect "... and sees its diff" grep -q "role eu-ops gains device.suspend in region eu-west" "$W/propose.json"
+id=$(field propose id)
+api still alice GET /api/v1/policy
+expect "nothing changes before the approval" test "$(field still version)" = 1
+api self alice POST "/api/v1/policy/proposals/$id/approve" '{"reason":"mine"}'
+expect "self-approval is refused with a JSON 403 ($(field self message))" is_error self 403 permission_denied
+api approve dave POST "/api/v1/policy/proposals/$id/approve" '{"reason":"reviewed"}'
+expect "dave's approval activates it" test "$(field approve state)" = applied
+api now alice GET /api/v1/policy
+expect "version 2 is active" test "$(field now version)" = 2
+hash2=$(field now hash)
+
+# --- a regional operator at work ---
+invite erin '[{"role":"eu-ops","scope":{"regions":["eu-west"]}}]'
+expect "erin enrolls with eu-ops in eu-west ($CODE)" test "$CODE" = 201
+MOD=$(dpkg -L libsofthsm2 | grep '/libsofthsm2.so$' | head -1)
+head -c 4096 /dev/urandom >"$W/firmware.bin"
+"$CLI" factory init --dir "$W/factory" --name "Acme Devices" >/dev/null
+"$CLI" factory make --dir "$W/factory" --out "$W/batch" --count 2 --model sensor-1 \
+  --firmware "$W/firmware.bin" >/dev/null
+mapfile -t SERIALS <"$W/batch/serials.txt"
+EU=${SERIALS[0]}
+US=${SERIALS[1]}
+"${F[@]}" manufacturer add --cert "$W/factory/manufacturer.pem" --name "Acme Devices" >/dev/null
+"${F[@]}" devices import-manifest "$W/batch/manifest.jws" >/dev/null
+"${F[@]}" attest reference --model sensor-1 --firmware "$W/firmware.bin" >/dev/null
+"${F[@]}" devices provision "$EU" --tenant acme --region eu-west >/dev/null
+"${F[@]}" devices provision "$US" --tenant acme --region us-east >/dev/null
+wait_for_log "$W/server.log" "manufacturer trust anchors"
+A=(--batch "$W/batch" --server "https://127.0.0.1:$HPORT" --trust "$W/root.pem" --firmware "$W/firmware.bin")
+"$AGENT" once --device "$EU" "${A[@]}" >"$W/eu.json" 2>>"$W/agent.log"
+"$AGENT" once --device "$US" "${A[@]}" >"$W/us.json" 2>>"$W/agent.log"
+api show-eu erin GET "/api/v1/devices/$EU"
+expect "erin reads a device in her region ($CODE)" test "$(field show-eu state)" = active
+api show-us erin GET "/api/v1/devices/$US"
+expect "... not one outside it (403)" is_error show-us 403 permission_denied
+api suspend-us erin POST "/api/v1/devices/$US/suspend" '{"reason":"on call"}'
+expect "suspending outside her region: a JSON 403 naming device.suspend" \
+  sh -c "test $CODE = 403 && grep -q 'device.suspend' '$W/suspend-us.json'"
+api suspend-eu erin POST "/api/v1/devices/$EU/suspend" '{"reason":"lost in transit"}'
+expect "erin suspends the device in her region ($CODE)" test "$(field suspend-eu state)" = suspended
+cert=$W/batch/devices/$EU/$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["current_cert"])' "$W/eu.json")
+awk 'BEGIN{n=0} /BEGIN/{n++} n==2' "$W/chain.pem" >"$W/issuing.pem"
+out=$(openssl ocsp -issuer "$W/issuing.pem" -cert "$cert" -url "$URL/ocsp" -CAfile "$W/chain.pem" 2>&1)
+expect "OCSP answers revoked for the suspended device's certificate" grep -q ": revoked" <<<"$out"
+api hist alice GET "/api/v1/devices/$EU"
+expect "the history names erin, authenticated by her certificate" \
+  grep -q "\"actor\":\"$(python3 -c 'import sys;print("erin#"+sys.argv[1])' "$(field enroll-erin serial)")\"" "$W/hist.json"
+expect "... and the policy version that allowed it" grep -q "\"policy_version\":\"$hash2\"" "$W/hist.json"
+api erin-invite erin POST /api/v1/operators/invitations '{"name":"frank","grants":[{"role":"eu-ops","scope":{"regions":["eu-west"]}}]}'
+expect "erin may not invite (403)" is_error erin-invite 403 permission_denied
+
+# --- identities never cross ---
+# A device certificate (for a key in a file, issued for a registered device) is not an operator's.
+newkey gadget
+openssl req -new -key "$W/gadget.key" -subj "/CN=ignored" -out "$W/gadget.csr" 2>/dev/null
+"${F[@]}" ca issue --device "$US" --csr "$W/gadget.csr" --out "$W/gadget.pem" >/dev/null
+cat "$W/gadget.pem" >"$W/gadget.chain.pem"
+api gadget gadget GET /api/v1/whoami
+expect "a device's certificate is refused by the operator API (401: $(field gadget message))" \
+  is_error gadget 401 unauthenticated
+# ... and an operator's certificate never enrolls a device.
+openssl req -in "$W/gadget.csr" -outform DER | openssl base64 >"$W/gadget.csr.b64"
+code=$(curl -s -o "$W/est.out" -w '%{http_code}' --cacert "$W/root.pem" --cert "$W/alice.chain.pem" \
+  --key "$W/alice.key" -H 'Content-Type: application/pkcs10' --data-binary @"$W/gadget.csr.b64" \
+  "$H/.well-known/est/simpleenroll")
+expect "an operator's certificate is refused by EST ($code: $(cat "$W/est.out"))" \
+  sh -c "test $code = 403 && grep -q 'operator certificate never enrolls' '$W/est.out'"
+
+# --- revocation of an operator ---
+api revoke alice POST /api/v1/operators/erin/revoke '{"reason":"left the team"}'
+expect "alice revokes erin ($CODE)" test "$(field revoke state)" = revoked
+api after erin GET "/api/v1/devices/$EU"
+expect "erin is refused on her next call (401)" is_error after 401 unauthenticated
+
+# Every answer of the operator API was JSON with a request id, and none was a 5xx.
+expect "no 5xx answer" test -z "$(grep -l '^HTTP/[0-9.]* 5' "$W"/*.headers || true)"
+expect "the log names each request id" grep -q "request_id=$(field whoami request_id)" "$W/server.log"
+kill -TERM "$PID"; wait_exit "$PID" 15
+audit_covers "$CLI" "$DATA"
+finish
