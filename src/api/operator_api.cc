@@ -3,22 +3,15 @@
 
 #include <fmt/chrono.h>
 #include <fmt/format.h>
-#include <openssl/bio.h>
-#include <openssl/err.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 
 #include <algorithm>
 #include <charconv>
-#include <initializer_list>
 #include <optional>
 #include <utility>
 
 #include "api/http_util.h"
 #include "common/log.h"
 #include "crypto/crypto.h"
-#include "crypto/handles.h"
-#include "crypto/jws.h"
 #include "crypto/x509.h"
 
 namespace fleetid::api {
@@ -29,51 +22,12 @@ using server::HttpRequest;
 using server::HttpResponse;
 
 constexpr std::string_view kPrefix = "/api/v1/";
-constexpr std::size_t kMaxReason = 1024;
-constexpr std::size_t kMaxCode = 128;
-constexpr std::size_t kMaxCsrText = 16384;
-constexpr std::size_t kMaxGrants = 64;
 
 // Answer is a route's success: a status and a JSON body.
 struct Answer {
   int status = 200;
   Json body;
 };
-
-std::unexpected<Error> Bad(std::string message) {
-  return std::unexpected(Error(ErrorCode::kInvalidArgument, std::move(message)));
-}
-
-// OnlyKeys refuses a body that is not an object, has a key outside |allowed|, or lacks one of
-// |required|.
-Result<void> OnlyKeys(const Json& body, std::initializer_list<std::string_view> allowed,
-                      std::initializer_list<std::string_view> required) {
-  if (!body.is_object()) return Bad("the request body must be a JSON object");
-  for (const auto& [key, value] : body.items()) {
-    if (std::ranges::find(allowed, std::string_view(key)) == allowed.end()) {
-      return Bad(fmt::format("unknown field '{}'", key.substr(0, 64)));
-    }
-  }
-  for (std::string_view key : required) {
-    if (!body.contains(key)) return Bad(fmt::format("the field '{}' is required", key));
-  }
-  return {};
-}
-
-Result<std::string> Text(const Json& body, std::string_view key, std::size_t max_bytes,
-                         bool required) {
-  if (!body.contains(key)) {
-    if (required) return Bad(fmt::format("the field '{}' is required", key));
-    return std::string();
-  }
-  const Json& value = body.at(std::string(key));
-  if (!value.is_string()) return Bad(fmt::format("the field '{}' must be a string", key));
-  std::string text = value.get<std::string>();
-  if (text.size() > max_bytes) {
-    return Bad(fmt::format("the field '{}' is longer than {} bytes", key, max_bytes));
-  }
-  return text;
-}
 
 std::string NewRequestId(Rng& rng) {
   std::array<std::uint8_t, 12> bytes{};
@@ -289,9 +243,7 @@ class Call {
       return Answer{200, OperatorJson(info)};
     }
     if (post && parts.size() == 2 && parts[1] == "renew") {
-      FLEETID_CHECK_OK(OnlyKeys(body_, {"csr"}, {"csr"}));
-      FLEETID_TRY(text, Text(body_, "csr", kMaxCsrText, true));
-      FLEETID_TRY(csr, ParseCsr(text));
+      FLEETID_TRY(csr, ParseRenewal(body_));
       FLEETID_TRY(issued, api_.operators.Renew(by, csr));
       return IssuedAnswer(issued);
     }
@@ -419,20 +371,13 @@ class Call {
         kDeviceActions, [&](const DeviceAction& a) { return a.path == parts[2]; });
     if (action == std::end(kDeviceActions)) return NotFound();
     const bool provision = action->event == registry::Event::kProvision;
-    if (provision) {
-      FLEETID_CHECK_OK(OnlyKeys(body_, {"reason", "tenant", "region"}, {"tenant", "region"}));
-    } else {
-      FLEETID_CHECK_OK(OnlyKeys(body_, {"reason"}, {"reason"}));
-    }
-    FLEETID_TRY(reason, Text(body_, "reason", kMaxReason, !provision));
+    FLEETID_TRY(request_body, ParseDeviceAction(body_, provision));
     // A provisioning is judged where the device goes (its new tenant and region).
     policy::Resource resource = ResourceOf(device);
     registry::TransitionRequest request;
     if (provision) {
-      FLEETID_TRY(tenant, Text(body_, "tenant", 64, true));
-      FLEETID_TRY(region, Text(body_, "region", 64, true));
-      request.tenant = resource.tenant = std::move(tenant);
-      request.region = resource.region = std::move(region);
+      request.tenant = resource.tenant = request_body.tenant;
+      request.region = resource.region = request_body.region;
     }
     FLEETID_TRY(allowed, api_.policy.Authorize(by, action->action, resource, device.serial));
     static_cast<void>(allowed);
@@ -443,7 +388,7 @@ class Call {
                      .id = fmt::format("{}#{}", by.name, by.credential),
                      .roles = {},
                      .authorized_by_policy = true};
-    request.reason = std::move(reason);
+    request.reason = std::move(request_body.reason);
     FLEETID_TRY(after, api_.registry.Transition(request));
     return Answer{200, DeviceJson(after)};
   }
@@ -456,106 +401,6 @@ class Call {
 };
 
 }  // namespace
-
-Result<Json> ParseJsonBody(std::string_view body) {
-  if (body.empty()) return Json::object();
-  FLEETID_TRY(parsed, policy::ParseStrictJson(body, "the request body"));
-  if (!parsed.is_object()) return Bad("the request body must be a JSON object");
-  return parsed;
-}
-
-Result<std::vector<std::uint8_t>> ParseCsr(std::string_view text) {
-  if (text.find("-----BEGIN") != std::string_view::npos) {
-    crypto::BioPtr bio(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
-    X509_REQ* req = PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr);
-    if (req == nullptr) {
-      ERR_clear_error();
-      return Bad("the field 'csr' is not a PEM CERTIFICATE REQUEST");
-    }
-    unsigned char* der = nullptr;
-    const int len = i2d_X509_REQ(req, &der);
-    X509_REQ_free(req);
-    if (len <= 0) return Bad("the field 'csr' does not encode");
-    std::vector<std::uint8_t> out(der, der + len);
-    OPENSSL_free(der);
-    return out;
-  }
-  auto der = crypto::Base64Decode(text);
-  if (!der || der->empty()) return Bad("the field 'csr' is neither PEM nor base64 DER");
-  return der;
-}
-
-Result<CodeExchange> ParseCodeExchange(const Json& body, bool with_name) {
-  if (with_name) {
-    FLEETID_CHECK_OK(OnlyKeys(body, {"code", "name", "csr"}, {"code", "name", "csr"}));
-  } else {
-    FLEETID_CHECK_OK(OnlyKeys(body, {"code", "csr"}, {"code", "csr"}));
-  }
-  CodeExchange out;
-  FLEETID_TRY(code, Text(body, "code", kMaxCode, true));
-  out.code = std::move(code);
-  if (with_name) {
-    FLEETID_TRY(name, Text(body, "name", 64, true));
-    out.name = std::move(name);
-  }
-  FLEETID_TRY(text, Text(body, "csr", kMaxCsrText, true));
-  FLEETID_TRY(csr, ParseCsr(text));
-  out.csr_der = std::move(csr);
-  return out;
-}
-
-Result<policy::Grant> ParseGrant(const Json& body) {
-  FLEETID_CHECK_OK(OnlyKeys(body, {"role", "scope"}, {"role"}));
-  FLEETID_TRY(role, Text(body, "role", 64, true));
-  policy::Grant grant{.role = std::move(role), .scope = {}};
-  if (body.contains("scope")) {
-    auto scope = policy::ScopeFromJson(body.at("scope"));
-    if (!scope) return Bad(scope.error().message());
-    grant.scope = std::move(*scope);
-  }
-  return grant;
-}
-
-Result<InvitationRequest> ParseInvitation(const Json& body) {
-  FLEETID_CHECK_OK(OnlyKeys(body, {"name", "grants", "lifetime_seconds"}, {"name", "grants"}));
-  InvitationRequest out;
-  FLEETID_TRY(name, Text(body, "name", 64, true));
-  out.name = std::move(name);
-  const Json& grants = body.at("grants");
-  if (!grants.is_array() || grants.empty() || grants.size() > kMaxGrants) {
-    return Bad(fmt::format("the field 'grants' must be a list of 1 to {} grants", kMaxGrants));
-  }
-  for (const Json& g : grants) {
-    FLEETID_TRY(grant, ParseGrant(g));
-    out.grants.push_back(std::move(grant));
-  }
-  out.lifetime = std::chrono::hours(24);
-  if (body.contains("lifetime_seconds")) {
-    const Json& v = body.at("lifetime_seconds");
-    if (!v.is_number_integer()) return Bad("the field 'lifetime_seconds' must be an integer");
-    out.lifetime = std::chrono::seconds(v.get<std::int64_t>());
-  }
-  return out;
-}
-
-Result<ProposalRequest> ParseProposal(const Json& body) {
-  FLEETID_CHECK_OK(OnlyKeys(body, {"document", "base", "reason"}, {"document", "base"}));
-  ProposalRequest out;
-  const Json& document = body.at("document");
-  if (!document.is_object()) return Bad("the field 'document' must be a policy (a JSON object)");
-  out.document = document.dump();
-  const Json& base = body.at("base");
-  if (!base.is_number_integer()) return Bad("the field 'base' must be a version number");
-  out.base = base.get<std::int64_t>();
-  FLEETID_TRY(reason, Text(body, "reason", kMaxReason, false));
-  out.reason = std::move(reason);
-  return out;
-}
-
-Result<std::string> ParseReason(const Json& body, bool required) {
-  FLEETID_CHECK_OK(OnlyKeys(body, {"reason"}, {}));
-  return Text(body, "reason", kMaxReason, required);
-}
 
 void RegisterOperatorApi(server::Router& router, const OperatorApi& api) {
   for (const char* method : {"GET", "POST"}) {

@@ -1,0 +1,187 @@
+#include "api/operator_requests.h"
+
+#include <fmt/format.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <initializer_list>
+#include <utility>
+
+#include "crypto/handles.h"
+#include "crypto/jws.h"
+
+namespace fleetid::api {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr std::size_t kMaxReason = 1024;
+constexpr std::size_t kMaxCode = 128;
+constexpr std::size_t kMaxCsrText = 16384;
+constexpr std::size_t kMaxGrants = 64;
+
+std::unexpected<Error> Bad(std::string message) {
+  return std::unexpected(Error(ErrorCode::kInvalidArgument, std::move(message)));
+}
+
+// OnlyKeys refuses a body that is not an object, has a key outside |allowed|, or lacks one of
+// |required|.
+Result<void> OnlyKeys(const Json& body, std::initializer_list<std::string_view> allowed,
+                      std::initializer_list<std::string_view> required) {
+  if (!body.is_object()) return Bad("the request body must be a JSON object");
+  for (const auto& [key, value] : body.items()) {
+    if (std::ranges::find(allowed, std::string_view(key)) == allowed.end()) {
+      return Bad(fmt::format("unknown field '{}'", key.substr(0, 64)));
+    }
+  }
+  for (std::string_view key : required) {
+    if (!body.contains(key)) return Bad(fmt::format("the field '{}' is required", key));
+  }
+  return {};
+}
+
+Result<std::string> Text(const Json& body, std::string_view key, std::size_t max_bytes,
+                         bool required) {
+  if (!body.contains(key)) {
+    if (required) return Bad(fmt::format("the field '{}' is required", key));
+    return std::string();
+  }
+  const Json& value = body.at(std::string(key));
+  if (!value.is_string()) return Bad(fmt::format("the field '{}' must be a string", key));
+  std::string text = value.get<std::string>();
+  if (text.size() > max_bytes) {
+    return Bad(fmt::format("the field '{}' is longer than {} bytes", key, max_bytes));
+  }
+  return text;
+}
+
+}  // namespace
+
+Result<Json> ParseJsonBody(std::string_view body) {
+  if (body.empty()) return Json::object();
+  FLEETID_TRY(parsed, policy::ParseStrictJson(body, "the request body"));
+  if (!parsed.is_object()) return Bad("the request body must be a JSON object");
+  return parsed;
+}
+
+Result<std::vector<std::uint8_t>> ParseCsr(std::string_view text) {
+  if (text.find("-----BEGIN") != std::string_view::npos) {
+    crypto::BioPtr bio(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
+    X509_REQ* req = PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr);
+    if (req == nullptr) {
+      ERR_clear_error();
+      return Bad("the field 'csr' is not a PEM CERTIFICATE REQUEST");
+    }
+    unsigned char* der = nullptr;
+    const int len = i2d_X509_REQ(req, &der);
+    X509_REQ_free(req);
+    if (len <= 0) return Bad("the field 'csr' does not encode");
+    std::vector<std::uint8_t> out(der, der + len);
+    OPENSSL_free(der);
+    return out;
+  }
+  auto der = crypto::Base64Decode(text);
+  if (!der || der->empty()) return Bad("the field 'csr' is neither PEM nor base64 DER");
+  return der;
+}
+
+Result<CodeExchange> ParseCodeExchange(const Json& body, bool with_name) {
+  if (with_name) {
+    FLEETID_CHECK_OK(OnlyKeys(body, {"code", "name", "csr"}, {"code", "name", "csr"}));
+  } else {
+    FLEETID_CHECK_OK(OnlyKeys(body, {"code", "csr"}, {"code", "csr"}));
+  }
+  CodeExchange out;
+  FLEETID_TRY(code, Text(body, "code", kMaxCode, true));
+  out.code = std::move(code);
+  if (with_name) {
+    FLEETID_TRY(name, Text(body, "name", 64, true));
+    out.name = std::move(name);
+  }
+  FLEETID_TRY(text, Text(body, "csr", kMaxCsrText, true));
+  FLEETID_TRY(csr, ParseCsr(text));
+  out.csr_der = std::move(csr);
+  return out;
+}
+
+Result<policy::Grant> ParseGrant(const Json& body) {
+  FLEETID_CHECK_OK(OnlyKeys(body, {"role", "scope"}, {"role"}));
+  FLEETID_TRY(role, Text(body, "role", 64, true));
+  policy::Grant grant{.role = std::move(role), .scope = {}};
+  if (body.contains("scope")) {
+    auto scope = policy::ScopeFromJson(body.at("scope"));
+    if (!scope) return Bad(scope.error().message());
+    grant.scope = std::move(*scope);
+  }
+  return grant;
+}
+
+Result<InvitationRequest> ParseInvitation(const Json& body) {
+  FLEETID_CHECK_OK(OnlyKeys(body, {"name", "grants", "lifetime_seconds"}, {"name", "grants"}));
+  InvitationRequest out;
+  FLEETID_TRY(name, Text(body, "name", 64, true));
+  out.name = std::move(name);
+  const Json& grants = body.at("grants");
+  if (!grants.is_array() || grants.empty() || grants.size() > kMaxGrants) {
+    return Bad(fmt::format("the field 'grants' must be a list of 1 to {} grants", kMaxGrants));
+  }
+  for (const Json& g : grants) {
+    FLEETID_TRY(grant, ParseGrant(g));
+    out.grants.push_back(std::move(grant));
+  }
+  out.lifetime = std::chrono::hours(24);
+  if (body.contains("lifetime_seconds")) {
+    const Json& v = body.at("lifetime_seconds");
+    if (!v.is_number_integer()) return Bad("the field 'lifetime_seconds' must be an integer");
+    out.lifetime = std::chrono::seconds(v.get<std::int64_t>());
+  }
+  return out;
+}
+
+Result<ProposalRequest> ParseProposal(const Json& body) {
+  FLEETID_CHECK_OK(OnlyKeys(body, {"document", "base", "reason"}, {"document", "base"}));
+  ProposalRequest out;
+  const Json& document = body.at("document");
+  if (!document.is_object()) return Bad("the field 'document' must be a policy (a JSON object)");
+  out.document = document.dump();
+  const Json& base = body.at("base");
+  if (!base.is_number_integer()) return Bad("the field 'base' must be a version number");
+  out.base = base.get<std::int64_t>();
+  FLEETID_TRY(reason, Text(body, "reason", kMaxReason, false));
+  out.reason = std::move(reason);
+  return out;
+}
+
+Result<std::string> ParseReason(const Json& body, bool required) {
+  FLEETID_CHECK_OK(OnlyKeys(body, {"reason"}, {}));
+  return Text(body, "reason", kMaxReason, required);
+}
+
+Result<std::vector<std::uint8_t>> ParseRenewal(const Json& body) {
+  FLEETID_CHECK_OK(OnlyKeys(body, {"csr"}, {"csr"}));
+  FLEETID_TRY(text, Text(body, "csr", kMaxCsrText, true));
+  return ParseCsr(text);
+}
+
+Result<DeviceActionRequest> ParseDeviceAction(const Json& body, bool provision) {
+  if (provision) {
+    FLEETID_CHECK_OK(OnlyKeys(body, {"reason", "tenant", "region"}, {"tenant", "region"}));
+  } else {
+    FLEETID_CHECK_OK(OnlyKeys(body, {"reason"}, {"reason"}));
+  }
+  DeviceActionRequest out;
+  FLEETID_TRY(reason, Text(body, "reason", kMaxReason, !provision));
+  out.reason = std::move(reason);
+  if (provision) {
+    FLEETID_TRY(tenant, Text(body, "tenant", 64, true));
+    FLEETID_TRY(region, Text(body, "region", 64, true));
+    out.tenant = std::move(tenant);
+    out.region = std::move(region);
+  }
+  return out;
+}
+
+}  // namespace fleetid::api

@@ -1,0 +1,61 @@
+// The operator API's request bodies (docs/api.md), read strictly: strict JSON (no repeated keys,
+// no comments), unknown fields, wrong types and oversized values refused with kInvalidArgument
+// naming the field. The routes (api/operator_api.cc) and the fuzzer
+// (fuzz/api_request_fuzzer.cc) read them with the same functions.
+#ifndef FLEETID_API_OPERATOR_REQUESTS_H_
+#define FLEETID_API_OPERATOR_REQUESTS_H_
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "policy/policy.h"
+
+namespace fleetid::api {
+
+// The request bodies, parsed strictly. Each refusal is kInvalidArgument naming the field.
+struct CodeExchange {  // POST /api/v1/operators/bootstrap and /enroll
+  std::string code;
+  std::string name;  // bootstrap only
+  std::vector<std::uint8_t> csr_der;
+};
+struct InvitationRequest {  // POST /api/v1/operators/invitations
+  std::string name;
+  std::vector<policy::Grant> grants;
+  std::chrono::seconds lifetime{0};
+};
+struct ProposalRequest {  // POST /api/v1/policy/proposals
+  std::string document;   // the policy, as JSON text
+  std::int64_t base = 0;
+  std::string reason;
+};
+
+[[nodiscard]] Result<nlohmann::json> ParseJsonBody(std::string_view body);
+[[nodiscard]] Result<CodeExchange> ParseCodeExchange(const nlohmann::json& body, bool with_name);
+[[nodiscard]] Result<InvitationRequest> ParseInvitation(const nlohmann::json& body);
+[[nodiscard]] Result<policy::Grant> ParseGrant(const nlohmann::json& body);
+[[nodiscard]] Result<ProposalRequest> ParseProposal(const nlohmann::json& body);
+struct DeviceActionRequest {  // POST /api/v1/devices/{serial}/{action}
+  std::string reason;
+  std::string tenant;  // provision only
+  std::string region;  // provision only
+};
+
+// ParseRenewal reads {"csr": ...} (POST /api/v1/operators/renew).
+[[nodiscard]] Result<std::vector<std::uint8_t>> ParseRenewal(const nlohmann::json& body);
+// ParseDeviceAction reads {"reason"} ({"tenant","region","reason"?} to provision).
+[[nodiscard]] Result<DeviceActionRequest> ParseDeviceAction(const nlohmann::json& body,
+                                                            bool provision);
+// ParseReason reads {"reason": "..."} (the reason may be required).
+[[nodiscard]] Result<std::string> ParseReason(const nlohmann::json& body, bool required);
+// ParseCsr reads a PKCS#10 request given as PEM or as base64 DER.
+[[nodiscard]] Result<std::vector<std::uint8_t>> ParseCsr(std::string_view text);
+
+}  // namespace fleetid::api
+
+#endif  // FLEETID_API_OPERATOR_REQUESTS_H_
