@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <openssl/x509.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -147,6 +149,7 @@ Result<bool> Operators::PrepareBootstrap(const std::filesystem::path& path) {
     if (!rows.empty()) return true;
   }
   FLEETID_TRY(code, NewCode());
+  std::error_code ec_ignored;
   // Earlier unused bootstrap codes stop working: only the one in the file does.
   FLEETID_CHECK_OK(
       tx->Exec("UPDATE operator_codes SET used_at = ?, used_by = 'replaced' "
@@ -157,22 +160,21 @@ Result<bool> Operators::PrepareBootstrap(const std::filesystem::path& path) {
       "expires_at) VALUES (?, ?, '', ?, 'system', ?, ?)",
       {CodeHash(code), std::string(kBootstrap), GrantsJson({}).dump(), now,
        now + std::chrono::duration_cast<std::chrono::seconds>(kBootstrapLifetime).count()}));
-  // Written owner-only before the code is committed, so a code the database knows is never
-  // readable by others.
+  // Written owner-only (created 0600, whatever the umask) before the code is committed, so a
+  // code the database knows is never readable by others; then renamed into place.
   const std::filesystem::path temp = path.string() + ".new";
-  {
-    const mode_t old_mask = umask(077);
-    std::ofstream out(temp, std::ios::trunc);
-    umask(old_mask);
-    out << code << "\n";
-    if (!out) return MakeError(ErrorCode::kUnavailable, "cannot write {}", temp.string());
-  }
+  std::filesystem::remove(temp, ec_ignored);
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return MakeError(ErrorCode::kUnavailable, "cannot create {}", temp.string());
+  const std::string line = code + "\n";
+  const bool written = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  const bool closed = ::close(fd) == 0;
+  if (!written || !closed) return MakeError(ErrorCode::kUnavailable, "cannot write {}", temp.string());
   std::error_code ec;
-  std::filesystem::permissions(
-      temp, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write, ec);
   std::filesystem::rename(temp, path, ec);
-  if (ec)
+  if (ec) {
     return MakeError(ErrorCode::kUnavailable, "cannot write {}: {}", path.string(), ec.message());
+  }
   FLEETID_CHECK_OK(tx->Commit());
   return true;
 }
