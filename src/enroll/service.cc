@@ -253,7 +253,7 @@ Service::Service(store::Database& db, registry::Registry& registry, pki::Authori
       effects_(effects),
       clock_(clock),
       rng_(rng),
-      options_(options) {
+      options_(std::move(options)) {
   fleet_anchors_.push_back(authority_.RootDer());
   for (const std::string& name : authority_.CaNames()) {
     if (auto der = authority_.CaCertificate(name)) fleet_anchors_.push_back(*der);
