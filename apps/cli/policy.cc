@@ -21,27 +21,6 @@ Result<policy::Versions*> OpenVersions(Context& context) {
   return &node->policy();
 }
 
-Json ProposalJson(const policy::Proposal& p) {
-  Json approvals = Json::array();
-  for (const policy::ApprovalRecord& a : p.approvals) {
-    approvals.push_back({{"approver", a.approver}, {"at", Iso8601(a.at)}, {"reason", a.reason}});
-  }
-  return {{"id", p.id},
-          {"state", policy::RequestStateName(p.state)},
-          {"requester", p.requester},
-          {"reason", p.reason},
-          {"created_at", Iso8601(p.created_at)},
-          {"expires_at", Iso8601(p.expires_at)},
-          {"base", {{"version", p.base_number}, {"hash", p.base_hash}}},
-          {"target", {{"version", p.target_number}, {"hash", p.target_hash}}},
-          {"digest", p.digest},
-          {"approvals_required", p.approvals_required},
-          {"from_roles", p.from_roles},
-          {"approvals", approvals},
-          {"diff", p.diff},
-          {"decided_by", p.decided_by}};
-}
-
 int Show(Context& context, const PolicyFlags& flags) {
   auto versions = OpenVersions(context);
   if (!versions) return Fail(versions.error());
@@ -85,7 +64,7 @@ int ListProposals(Context& context, const PolicyFlags& flags) {
   auto listed = (*versions)->Proposals(/*pending_only=*/!flags.all);
   if (!listed) return Fail(listed.error());
   Json out = Json::array();
-  for (const policy::Proposal& p : *listed) out.push_back(ProposalJson(p));
+  for (const policy::Proposal& p : *listed) out.push_back(policy::ProposalView(p));
   PrintJson(out);
   return 0;
 }

@@ -93,27 +93,6 @@ Json OperatorJson(const operators::OperatorInfo& info) {
           {"grants", grants}};
 }
 
-Json ProposalJson(const policy::Proposal& p) {
-  Json approvals = Json::array();
-  for (const policy::ApprovalRecord& a : p.approvals) {
-    approvals.push_back({{"approver", a.approver}, {"at", Iso(a.at)}, {"reason", a.reason}});
-  }
-  return {{"id", p.id},
-          {"state", policy::RequestStateName(p.state)},
-          {"requester", p.requester},
-          {"reason", p.reason},
-          {"created_at", Iso(p.created_at)},
-          {"expires_at", Iso(p.expires_at)},
-          {"base", {{"version", p.base_number}, {"hash", p.base_hash}}},
-          {"target", {{"version", p.target_number}, {"hash", p.target_hash}}},
-          {"digest", p.digest},
-          {"approvals_required", p.approvals_required},
-          {"from_roles", p.from_roles},
-          {"approvals", approvals},
-          {"diff", p.diff},
-          {"decided_by", p.decided_by}};
-}
-
 Json DeviceJson(const registry::Device& d) {
   return {{"serial", d.serial},
           {"state", registry::StateName(d.state)},
@@ -309,13 +288,13 @@ class Call {
       if (parts.size() == 2 && parts[1] == "proposals") {
         FLEETID_TRY(all, api_.policy.Proposals(req_.query != "all=true"));
         Json out = Json::array();
-        for (const policy::Proposal& p : all) out.push_back(ProposalJson(p));
+        for (const policy::Proposal& p : all) out.push_back(policy::ProposalView(p));
         return Answer{200, {{"proposals", out}}};
       }
       if (parts.size() == 3 && parts[1] == "proposals") {
         FLEETID_TRY(id, Number(parts[2]));
         FLEETID_TRY(proposal, api_.policy.GetProposal(id));
-        return Answer{200, ProposalJson(proposal)};
+        return Answer{200, policy::ProposalView(proposal)};
       }
       return NotFound();
     }
@@ -323,7 +302,7 @@ class Call {
       FLEETID_TRY(request, ParseProposal(body_));
       FLEETID_TRY(proposal,
                   api_.policy.Propose(by, request.document, request.base, request.reason));
-      return Answer{201, ProposalJson(proposal)};
+      return Answer{201, policy::ProposalView(proposal)};
     }
     if (parts.size() == 4 && parts[1] == "proposals") {
       FLEETID_TRY(id, Number(parts[2]));
@@ -338,7 +317,7 @@ class Call {
       else
         return NotFound();
       if (!decided) return std::unexpected(decided.error());
-      return Answer{200, ProposalJson(*decided)};
+      return Answer{200, policy::ProposalView(*decided)};
     }
     return NotFound();
   }

@@ -1,5 +1,6 @@
 #include "policy/versions.h"
 
+#include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -187,6 +188,30 @@ std::string_view RequestStateName(RequestState state) {
       return "superseded";
   }
   return "superseded";
+}
+
+nlohmann::json ProposalView(const Proposal& p) {
+  auto iso = [](TimePoint t) {
+    return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", std::chrono::floor<std::chrono::seconds>(t));
+  };
+  Json approvals = Json::array();
+  for (const ApprovalRecord& a : p.approvals) {
+    approvals.push_back({{"approver", a.approver}, {"at", iso(a.at)}, {"reason", a.reason}});
+  }
+  return {{"id", p.id},
+          {"state", RequestStateName(p.state)},
+          {"requester", p.requester},
+          {"reason", p.reason},
+          {"created_at", iso(p.created_at)},
+          {"expires_at", iso(p.expires_at)},
+          {"base", {{"version", p.base_number}, {"hash", p.base_hash}}},
+          {"target", {{"version", p.target_number}, {"hash", p.target_hash}}},
+          {"digest", p.digest},
+          {"approvals_required", p.approvals_required},
+          {"from_roles", p.from_roles},
+          {"approvals", approvals},
+          {"diff", p.diff},
+          {"decided_by", p.decided_by}};
 }
 
 std::string_view Versions::DefaultDocument() { return kDefaultDocument; }

@@ -19,6 +19,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/mutex.h"
@@ -84,6 +86,9 @@ struct Proposal {
   std::vector<ApprovalRecord> approvals;
   std::string decided_by;  // who rejected or withdrew it, or whose approval applied it
 };
+
+// ProposalView is |p| as the API and the command line show it (times in ISO 8601 UTC).
+nlohmann::json ProposalView(const Proposal& p);
 
 class Versions {
  public:
