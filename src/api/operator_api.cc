@@ -325,8 +325,30 @@ class Call {
   Result<Answer> Devices(const policy::Operator& by, const std::vector<std::string_view>& parts,
                          bool post) {
     if (parts.size() < 2 || parts[1].empty()) return NotFound();
-    FLEETID_TRY(device, api_.registry.Get(parts[1]));
-    if (!post && parts.size() == 2) {
+    const DeviceAction* action = nullptr;
+    if (post) {
+      if (parts.size() != 3) return NotFound();
+      action = std::ranges::find_if(kDeviceActions,
+                                    [&](const DeviceAction& a) { return a.path == parts[2]; });
+      if (action == std::end(kDeviceActions)) return NotFound();
+    } else if (parts.size() != 2) {
+      return NotFound();
+    }
+    const std::string_view wanted = post ? action->action : "device.read";
+    auto found = api_.registry.Get(parts[1]);
+    if (!found && found.error().code() == ErrorCode::kNotFound) {
+      // Only an operator allowed |wanted| on every device learns that a serial does not exist;
+      // anyone else gets the refusal a device outside their scope gets.
+      const policy::Active active = api_.policy.Current();
+      const policy::Decision everywhere = active.policy->DecideWithin(by.grants, wanted, {});
+      if (!everywhere.allowed) {
+        return std::unexpected(api_.policy.Refuse(by, wanted, parts[1],
+                                                  active.policy->Explain(everywhere, wanted),
+                                                  active.policy->Hash()));
+      }
+    }
+    FLEETID_TRY(device, std::move(found));
+    if (!post || action == nullptr) {
       FLEETID_TRY(allowed,
                   api_.policy.Authorize(by, "device.read", ResourceOf(device), device.serial));
       static_cast<void>(allowed);
@@ -345,10 +367,6 @@ class Call {
       out["history"] = events;
       return Answer{200, out};
     }
-    if (!post || parts.size() != 3) return NotFound();
-    const auto* action = std::ranges::find_if(
-        kDeviceActions, [&](const DeviceAction& a) { return a.path == parts[2]; });
-    if (action == std::end(kDeviceActions)) return NotFound();
     const bool provision = action->event == registry::Event::kProvision;
     FLEETID_TRY(request_body, ParseDeviceAction(body_, provision));
     // A provisioning is judged where the device goes (its new tenant and region).

@@ -489,6 +489,26 @@ Result<OperatorInfo> Operators::Revoke(const policy::Operator& by, std::string_v
     static_cast<void>(info);
     return MakeError(ErrorCode::kConflict, "operator '{}' is revoked already", name);
   }
+  // Never lock everyone out: some other active operator must still be able to invite and revoke
+  // everywhere (a grant without a scope whose role allows both).
+  const policy::Active active = policy_.Current();
+  FLEETID_TRY(others, tx->Query("SELECT o.name, g.role, g.scope FROM operators o JOIN "
+                                "operator_grants g ON g.operator_id = o.id "
+                                "WHERE o.state = 'active' AND o.name <> ?",
+                                {std::string(name)}));
+  const bool someone_left = std::ranges::any_of(others, [&](const Row& r) {
+    auto scope = policy::ParseScope(r.Text(2));
+    if (!scope || !scope->Unbounded()) return false;
+    const std::vector<policy::Grant> one = {{.role = r.Text(1), .scope = {}}};
+    return active.policy->DecideWithin(one, "operator.invite", {}).allowed &&
+           active.policy->DecideWithin(one, "operator.revoke", {}).allowed;
+  });
+  if (!someone_left) {
+    return MakeError(ErrorCode::kConflict,
+                     "revoking '{}' would leave no operator who can invite and revoke "
+                     "everywhere; invite another administrator first",
+                     name);
+  }
   FLEETID_TRY(certs, tx->Query("SELECT serial FROM certificates WHERE device = ? AND status <> ?",
                                {"operator:" + std::string(name),
                                 std::string(pki::StatusName(pki::Status::kRevoked))}));

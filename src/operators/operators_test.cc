@@ -208,6 +208,11 @@ TEST_P(OperatorsTest, DevicesRevokedCertificatesAndRevokedOperatorsAreNotOperato
   auto bob = Enrolled(*alice2, "bob", {{"auditor", {}}});
   ASSERT_TRUE(bob) << bob.error();
   EXPECT_THAT(operators_->Revoke(*bob, "alice", "no"), HasCode(ErrorCode::kPermissionDenied));
+  // alice is the only administrator: revoking her would lock everyone out.
+  auto lockout = operators_->Revoke(*alice2, "alice", "oops");
+  ASSERT_THAT(lockout, HasCode(ErrorCode::kConflict));
+  EXPECT_THAT(lockout.error().message(), HasSubstr("invite another administrator first"));
+  ASSERT_TRUE(operators_->Authenticate(Chain(*renewed))) << "and she is still active";
   auto revoked = operators_->Revoke(*alice2, "bob", "left the company");
   ASSERT_TRUE(revoked) << revoked.error();
   EXPECT_FALSE(revoked->active);

@@ -156,6 +156,10 @@ api hist alice GET "/api/v1/devices/$EU"
 expect "the history names erin, authenticated by her certificate" \
   grep -q "\"actor\":\"$(python3 -c 'import sys;print("erin#"+sys.argv[1])' "$(field enroll-erin serial)")\"" "$W/hist.json"
 expect "... and the policy version that allowed it" grep -q "\"policy_version\":\"$hash2\"" "$W/hist.json"
+api ghost-erin erin GET /api/v1/devices/NO-SUCH-DEVICE
+expect "an unknown serial outside what erin may see: 403, not 404 ($CODE)" is_error ghost-erin 403 permission_denied
+api ghost-alice alice GET /api/v1/devices/NO-SUCH-DEVICE
+expect "... while alice, who may read every device, learns it does not exist (404)" is_error ghost-alice 404 not_found
 api erin-invite erin POST /api/v1/operators/invitations '{"name":"frank","grants":[{"role":"eu-ops","scope":{"regions":["eu-west"]}}]}'
 expect "erin may not invite (403)" is_error erin-invite 403 permission_denied
 
