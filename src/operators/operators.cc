@@ -1,9 +1,9 @@
 #include "operators/operators.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <openssl/x509.h>
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -169,7 +169,8 @@ Result<bool> Operators::PrepareBootstrap(const std::filesystem::path& path) {
   const std::string line = code + "\n";
   const bool written = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
   const bool closed = ::close(fd) == 0;
-  if (!written || !closed) return MakeError(ErrorCode::kUnavailable, "cannot write {}", temp.string());
+  if (!written || !closed)
+    return MakeError(ErrorCode::kUnavailable, "cannot write {}", temp.string());
   std::error_code ec;
   std::filesystem::rename(temp, path, ec);
   if (ec) {
