@@ -1,6 +1,5 @@
 #include "apps/cli/cli.h"
 
-#include <fmt/chrono.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -43,10 +42,6 @@ Result<std::string> ReadAll(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return MakeError(ErrorCode::kNotFound, "cannot read '{}'", path);
   return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-std::string Iso8601(TimePoint t) {
-  return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", std::chrono::floor<std::chrono::seconds>(t));
 }
 
 void AddOperatorOption(CLI::App* sub, Context& context, const std::string& recorded_in) {

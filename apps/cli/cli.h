@@ -14,6 +14,7 @@
 #include "apps/options.h"
 #include "common/clock.h"
 #include "common/error.h"
+#include "common/time_text.h"
 #include "node/config.h"
 #include "node/node.h"
 
@@ -53,8 +54,6 @@ int Fail(const Error& error);
 void PrintJson(const Json& json);
 
 [[nodiscard]] Result<std::string> ReadAll(const std::string& path);
-
-std::string Iso8601(TimePoint t);
 
 // AddOperatorOption adds --operator to |sub|, saying where the name is recorded.
 void AddOperatorOption(CLI::App* sub, Context& context, const std::string& recorded_in);

@@ -1,7 +1,6 @@
 // /api/v1: the operator API (docs/api.md).
 #include "api/operator_api.h"
 
-#include <fmt/chrono.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 
 #include "api/http_util.h"
 #include "common/log.h"
+#include "common/time_text.h"
 #include "crypto/crypto.h"
 #include "crypto/x509.h"
 
@@ -54,10 +54,6 @@ Json GrantJson(const policy::Grant& g) {
   return {{"role", g.role}, {"scope", Json::parse(policy::ScopeToJson(g.scope))}};
 }
 
-std::string Iso(TimePoint t) {
-  return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", std::chrono::floor<std::chrono::seconds>(t));
-}
-
 Result<std::string> Pem(std::span<const std::uint8_t> der) {
   FLEETID_TRY(cert, crypto::ParseCertificateDer(der));
   return crypto::CertificatePem(cert.get());
@@ -73,7 +69,7 @@ Result<Answer> IssuedAnswer(const operators::Issued& issued) {
   return Answer{201,
                 {{"operator", issued.name},
                  {"serial", issued.certificate.serial},
-                 {"not_after", Iso(issued.certificate.not_after)},
+                 {"not_after", Iso8601(issued.certificate.not_after)},
                  {"certificate", leaf},
                  {"chain", chain}}};
 }
@@ -83,12 +79,12 @@ Json OperatorJson(const operators::OperatorInfo& info) {
   for (const operators::GrantRecord& g : info.grants) {
     Json one = GrantJson(g.grant);
     one["granted_by"] = g.granted_by;
-    one["granted_at"] = Iso(g.granted_at);
+    one["granted_at"] = Iso8601(g.granted_at);
     grants.push_back(std::move(one));
   }
   return {{"name", info.name},
           {"state", info.active ? "active" : "revoked"},
-          {"created_at", Iso(info.created_at)},
+          {"created_at", Iso8601(info.created_at)},
           {"created_by", info.created_by},
           {"grants", grants}};
 }
@@ -235,7 +231,7 @@ class Call {
       return Answer{201,
                     {{"operator", invitation.name},
                      {"code", invitation.code},
-                     {"expires_at", Iso(invitation.expires_at)},
+                     {"expires_at", Iso8601(invitation.expires_at)},
                      {"grants", grants}}};
     }
     if (post && parts.size() == 3 && parts[2] == "grants") {
@@ -259,7 +255,7 @@ class Call {
         return Answer{200,
                       {{"version", allowed.number},
                        {"hash", allowed.policy->Hash()},
-                       {"activated_at", Iso(allowed.activated_at)},
+                       {"activated_at", Iso8601(allowed.activated_at)},
                        {"activated_by", allowed.activated_by},
                        {"document", Json::parse(allowed.policy->Canonical())}}};
       }
@@ -269,7 +265,7 @@ class Call {
         for (const policy::VersionInfo& v : all) {
           out.push_back({{"version", v.number},
                          {"hash", v.hash},
-                         {"created_at", Iso(v.created_at)},
+                         {"created_at", Iso8601(v.created_at)},
                          {"created_by", v.created_by},
                          {"active", v.number == allowed.number}});
         }
@@ -361,7 +357,7 @@ class Call {
                           {"to", registry::StateName(t.to)},
                           {"actor", t.actor},
                           {"reason", t.reason},
-                          {"at", Iso(t.at)},
+                          {"at", Iso8601(t.at)},
                           {"policy_version", t.policy_version}});
       }
       out["history"] = events;

@@ -1,6 +1,5 @@
 #include "policy/versions.h"
 
-#include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -10,6 +9,7 @@
 
 #include "audit/log.h"
 #include "common/log.h"
+#include "common/time_text.h"
 #include "crypto/crypto.h"
 
 namespace fleetid::policy {
@@ -191,19 +191,16 @@ std::string_view RequestStateName(RequestState state) {
 }
 
 nlohmann::json ProposalView(const Proposal& p) {
-  auto iso = [](TimePoint t) {
-    return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", std::chrono::floor<std::chrono::seconds>(t));
-  };
   Json approvals = Json::array();
   for (const ApprovalRecord& a : p.approvals) {
-    approvals.push_back({{"approver", a.approver}, {"at", iso(a.at)}, {"reason", a.reason}});
+    approvals.push_back({{"approver", a.approver}, {"at", Iso8601(a.at)}, {"reason", a.reason}});
   }
   return {{"id", p.id},
           {"state", RequestStateName(p.state)},
           {"requester", p.requester},
           {"reason", p.reason},
-          {"created_at", iso(p.created_at)},
-          {"expires_at", iso(p.expires_at)},
+          {"created_at", Iso8601(p.created_at)},
+          {"expires_at", Iso8601(p.expires_at)},
           {"base", {{"version", p.base_number}, {"hash", p.base_hash}}},
           {"target", {{"version", p.target_number}, {"hash", p.target_hash}}},
           {"digest", p.digest},
@@ -516,18 +513,8 @@ Result<Proposal> Versions::Propose(const Operator& by, std::string_view document
                                   .evidence_digest = p.digest},
                                  clock_));
   static_cast<void>(seq);
-  if (!rule) {
-    // No approval asked: applied now, as the same compare-and-set an approval makes.
-    FLEETID_TRY(
-        changed,
-        tx->Exec("UPDATE policy_active SET version = ?, activated_at = ?, activated_by = ?, "
-                 "audit_index = ? WHERE slot = 1 AND version = ?",
-                 {p.target_number, UnixSeconds(now), actor, static_cast<std::int64_t>(seq),
-                  p.base_number}));
-    if (changed != 1) {
-      return MakeError(ErrorCode::kConflict, "the active policy version changed concurrently");
-    }
-  }
+  // No approval asked: applied now, the same way an approval applies it.
+  if (!rule) FLEETID_CHECK_OK(ActivateIn(*tx, p, actor, current.Hash(), now));
   FLEETID_CHECK_OK(tx->Commit());
   log::Info("policy proposed", {{"proposal", p.id},
                                 {"by", actor},
@@ -535,6 +522,33 @@ Result<Proposal> Versions::Propose(const Operator& by, std::string_view document
                                 {"state", RequestStateName(p.state)}});
   if (!rule) FLEETID_CHECK_OK(Refresh());
   return p;
+}
+
+Result<void> Versions::ActivateIn(Transaction& tx, const Proposal& p, const std::string& actor,
+                                  const std::string& decided_under, TimePoint now) {
+  FLEETID_TRY(
+      seq,
+      audit::Log::Append(
+          tx,
+          {.actor = actor,
+           .action = "policy.activate",
+           .subject = p.target_hash,
+           .before = {{"version", p.base_number}, {"hash", p.base_hash}},
+           .after = {{"version", p.target_number}, {"hash", p.target_hash}, {"proposal", p.id}},
+           .reason = p.reason,
+           .policy_version = decided_under,
+           .evidence_digest = p.digest},
+          clock_));
+  // The compare-and-set: only if the version the proposal was made against is still active.
+  FLEETID_TRY(changed,
+              tx.Exec("UPDATE policy_active SET version = ?, activated_at = ?, activated_by = ?, "
+                      "audit_index = ? WHERE slot = 1 AND version = ?",
+                      {p.target_number, UnixSeconds(now), actor, static_cast<std::int64_t>(seq),
+                       p.base_number}));
+  if (changed != 1) {
+    return MakeError(ErrorCode::kConflict, "the active policy version changed concurrently");
+  }
+  return {};
 }
 
 Result<void> Versions::Close(const Proposal& proposal, RequestState state, const std::string& why) {
@@ -667,29 +681,7 @@ Result<Proposal> Versions::Settle(const Operator& by, std::int64_t id, std::stri
   FLEETID_CHECK_OK(tx->Exec("UPDATE policy_proposals SET state = ?, decided_by = ? WHERE id = ?",
                             {std::string(RequestStateName(after.state)), after.decided_by, id}));
   if (after.state == RequestState::kApplied) {
-    // The compare-and-set: only if the version the proposal was made against is still active.
-    FLEETID_TRY(
-        activation,
-        audit::Log::Append(
-            *tx,
-            {.actor = actor,
-             .action = "policy.activate",
-             .subject = p.target_hash,
-             .before = {{"version", p.base_number}, {"hash", p.base_hash}},
-             .after = {{"version", p.target_number}, {"hash", p.target_hash}, {"proposal", id}},
-             .reason = p.reason,
-             .policy_version = decided_under,
-             .evidence_digest = p.digest},
-            clock_));
-    FLEETID_TRY(
-        changed,
-        tx->Exec("UPDATE policy_active SET version = ?, activated_at = ?, activated_by = ?, "
-                 "audit_index = ? WHERE slot = 1 AND version = ?",
-                 {p.target_number, UnixSeconds(now), actor, static_cast<std::int64_t>(activation),
-                  p.base_number}));
-    if (changed != 1) {
-      return MakeError(ErrorCode::kConflict, "the active policy version changed concurrently");
-    }
+    FLEETID_CHECK_OK(ActivateIn(*tx, p, actor, decided_under, now));
   }
   FLEETID_CHECK_OK(tx->Commit());
   log::Info(

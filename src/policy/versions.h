@@ -157,6 +157,11 @@ class Versions {
   [[nodiscard]] Result<Proposal> Settle(const Operator& by, std::int64_t id, std::string_view how,
                                         std::string_view reason);
 
+  // ActivateIn makes |p|'s target the active version in |tx|, with its policy.activate entry,
+  // as a compare-and-set on |p|'s base (kConflict when another version became active).
+  [[nodiscard]] Result<void> ActivateIn(store::Transaction& tx, const Proposal& p,
+                                        const std::string& actor, const std::string& decided_under,
+                                        TimePoint now);
   // Close marks a pending proposal expired or superseded in its own transaction, audited.
   [[nodiscard]] Result<void> Close(const Proposal& proposal, RequestState state,
                                    const std::string& why);

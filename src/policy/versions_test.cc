@@ -255,6 +255,26 @@ TEST_P(VersionsTest, RefusedProposalsChangeNothing) {
   EXPECT_TRUE(Audited("policy.version").empty());
 }
 
+TEST_P(VersionsTest, APolicyThatAsksNoApprovalAppliesAtOnceAndIsAuditedTheSameWay) {
+  Json none = Json::parse(WithRegionalRole());
+  none["approvals"] = Json::array();
+  auto first = versions_->Propose(alice_, none.dump(), 1, "no approvals");
+  ASSERT_TRUE(first) << first.error();
+  ASSERT_TRUE(versions_->Approve(dave_, first->id, "ok"));
+  ASSERT_EQ(versions_->Current().number, 2);
+  // Under version 2 a change needs nobody else: it applies as it is proposed.
+  none["roles"].erase("eu-ops");
+  auto at_once = versions_->Propose(alice_, none.dump(), 2, "drop the regional role");
+  ASSERT_TRUE(at_once) << at_once.error();
+  EXPECT_EQ(at_once->state, RequestState::kApplied);
+  EXPECT_EQ(versions_->Current().number, 3);
+  const std::vector<Json> activated = Audited("policy.activate");
+  ASSERT_EQ(activated.size(), 3u) << "the built-in one, the approved one, the one applied at once";
+  EXPECT_EQ(activated[2]["actor"], "operator:alice");
+  EXPECT_EQ(activated[2]["after"]["hash"], at_once->target_hash);
+  EXPECT_EQ(activated[2]["policy_version"], first->target_hash);
+}
+
 TEST_P(VersionsTest, AnotherProcessSeesTheActivationOnRefresh) {
   auto other = Versions::Open(db_->db(), clock_);
   ASSERT_TRUE(other) << other.error();
