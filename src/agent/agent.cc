@@ -20,10 +20,11 @@
 #include "common/failpoint.h"
 #include "common/log.h"
 #include "crypto/crypto.h"
-#include "crypto/x509.h"
+#include "crypto/csr.h"
 #include "crypto/handles.h"
 #include "crypto/jws.h"
 #include "crypto/keys.h"
+#include "crypto/x509.h"
 #include "custody/provider.h"
 #include "custody/store.h"
 #include "enroll/claims.h"
@@ -37,7 +38,6 @@ using Json = nlohmann::json;
 using enroll::kEvidenceProfile;
 using enroll::kEvidenceType;
 using enroll::kReceiptType;
-
 
 Result<std::string> ReadFile(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -169,23 +169,10 @@ Result<int> SeInit(const fs::path& batch, const crypto::Suite& suite, Rng& rng) 
     FLEETID_TRY(pub, opened.token->PublicKey(kIdevidLabel));
     FLEETID_TRY(signer, opened.token->GetSigner(kIdevidLabel));
     FLEETID_TRY(pkey, custody::TokenPkey(std::shared_ptr<custody::Signer>(std::move(signer))));
-    crypto::X509ReqPtr req(X509_REQ_new());
-    crypto::X509NamePtr name(X509_NAME_new());
-    if (!req || !name ||
-        X509_NAME_add_entry_by_NID(name.get(), NID_serialNumber, MBSTRING_UTF8,
-                                   reinterpret_cast<const unsigned char*>(serial.data()),
-                                   static_cast<int>(serial.size()), -1, 0) != 1 ||
-        X509_REQ_set_subject_name(req.get(), name.get()) != 1 ||
-        X509_REQ_set_pubkey(req.get(), pub.get()) != 1 ||
-        X509_REQ_sign(req.get(), pkey.get(), suite.digest_name.empty() ? nullptr : EVP_sha256()) <=
-            0) {
-      return MakeError(crypto::OpenSslError(ErrorCode::kInternal, "IDevID CSR"));
-    }
-    const int len = i2d_X509_REQ(req.get(), nullptr);
-    std::string der(static_cast<std::size_t>(len), '\0');
-    auto* p = reinterpret_cast<unsigned char*>(der.data());
-    i2d_X509_REQ(req.get(), &p);
-    FLEETID_CHECK_OK(WriteFileAtomic(dir / "idevid.csr", der));
+    FLEETID_TRY(der, crypto::MakeCsr(pub.get(), pkey.get(), NID_serialNumber, serial));
+    FLEETID_CHECK_OK(
+        WriteFileAtomic(dir / "idevid.csr",
+                        std::string_view(reinterpret_cast<const char*>(der.data()), der.size())));
     ++made;
   }
   return made;
@@ -301,22 +288,7 @@ Result<std::vector<std::uint8_t>> Agent::Csr(const std::string& label) {
   FLEETID_TRY(spki, Spki(label));
   FLEETID_TRY(pub, crypto::PublicKeyFromDer(spki));
   FLEETID_TRY(pkey, Key(label));
-  crypto::X509ReqPtr req(X509_REQ_new());
-  crypto::X509NamePtr name(X509_NAME_new());
-  if (!req || !name ||
-      X509_NAME_add_entry_by_NID(name.get(), NID_commonName, MBSTRING_UTF8,
-                                 reinterpret_cast<const unsigned char*>(serial_.data()),
-                                 static_cast<int>(serial_.size()), -1, 0) != 1 ||
-      X509_REQ_set_subject_name(req.get(), name.get()) != 1 ||
-      X509_REQ_set_pubkey(req.get(), pub.get()) != 1 ||
-      X509_REQ_sign(req.get(), pkey, EVP_sha256()) <= 0) {
-    return MakeError(crypto::OpenSslError(ErrorCode::kInternal, "CSR"));
-  }
-  const int len = i2d_X509_REQ(req.get(), nullptr);
-  std::vector<std::uint8_t> der(static_cast<std::size_t>(len));
-  unsigned char* p = der.data();
-  i2d_X509_REQ(req.get(), &p);
-  return der;
+  return crypto::MakeCsr(pub.get(), pkey, NID_commonName, serial_);
 }
 
 Result<std::string> Agent::Evidence(
@@ -672,7 +644,8 @@ Result<OcspVerdict> Agent::RefreshOcsp() {
     }
   }
   const TimePoint now = clock_.Now();
-  X509_VERIFY_PARAM_set_time(X509_STORE_get0_param(store.get()), static_cast<time_t>(UnixSeconds(now)));
+  X509_VERIFY_PARAM_set_time(X509_STORE_get0_param(store.get()),
+                             static_cast<time_t>(UnixSeconds(now)));
   if (OCSP_basic_verify(basic.get(), untrusted.get(), store.get(), 0) != 1) {
     ERR_clear_error();
     return MakeError(ErrorCode::kUnavailable, "the OCSP answer does not verify");

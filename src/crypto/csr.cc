@@ -78,7 +78,8 @@ Result<EvpPkeyPtr> FastKey(const Spki& spki) {
   FLEETID_TRY(raw, Bytes(spki.key, "the public key"));
   switch (OBJ_obj2nid(obj)) {
     case NID_X9_62_id_ecPublicKey: {
-      if (param_type != V_ASN1_OBJECT) return EvpPkeyPtr();  // explicit curves: the slow path refuses
+      if (param_type != V_ASN1_OBJECT)
+        return EvpPkeyPtr();  // explicit curves: the slow path refuses
       const int curve = OBJ_obj2nid(static_cast<const ASN1_OBJECT*>(param));
       if (curve != NID_X9_62_prime256v1 && curve != NID_secp384r1) return EvpPkeyPtr();
       auto key = EcPublicKey(curve, raw);
@@ -138,8 +139,9 @@ Result<VerifiedCsr> VerifyCsr(std::span<const std::uint8_t> der) {
   const int count = sk_ASN1_TYPE_num(fields.get());
   const ASN1_TYPE* version = Element(fields.get(), 0, V_ASN1_INTEGER);
   const ASN1_TYPE* spki_type = Element(fields.get(), 2, V_ASN1_SEQUENCE);
-  if (count < 3 || count > 4 || version == nullptr || Element(fields.get(), 1, V_ASN1_SEQUENCE) == nullptr ||
-      spki_type == nullptr || (count == 4 && Element(fields.get(), 3, V_ASN1_OTHER) == nullptr)) {
+  if (count < 3 || count > 4 || version == nullptr ||
+      Element(fields.get(), 1, V_ASN1_SEQUENCE) == nullptr || spki_type == nullptr ||
+      (count == 4 && Element(fields.get(), 3, V_ASN1_OTHER) == nullptr)) {
     return Bad("CertificationRequestInfo is not {version, subject, key, attributes}");
   }
   if (ASN1_INTEGER_get(version->value.integer) != 0) return Bad("version is not v1 (0)");
@@ -164,7 +166,8 @@ Result<VerifiedCsr> VerifyCsr(std::span<const std::uint8_t> der) {
   EvpMdCtxPtr ctx(EVP_MD_CTX_new());
   const EVP_MD* md = md_nid == NID_undef ? nullptr : EVP_get_digestbynid(md_nid);
   if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, md, nullptr, key.get()) != 1 ||
-      EVP_DigestVerify(ctx.get(), signature.data(), signature.size(), tbs.data(), tbs.size()) != 1) {
+      EVP_DigestVerify(ctx.get(), signature.data(), signature.size(), tbs.data(), tbs.size()) !=
+          1) {
     ERR_clear_error();
     return MakeError(ErrorCode::kInvalidArgument,
                      "the CSR's signature does not verify with its own public key");
@@ -192,9 +195,10 @@ Result<void> SetSubjectPublicKey(X509* cert, std::span<const std::uint8_t> spki_
     return Bad("unsupported key algorithm parameters");
   }
   const auto len = ASN1_STRING_length(spki.key);
-  auto* bits = static_cast<unsigned char*>(OPENSSL_memdup(ASN1_STRING_get0_data(spki.key),
-                                                          static_cast<std::size_t>(len)));
-  if (!algorithm || (param_type == V_ASN1_OBJECT || param_type == V_ASN1_SEQUENCE) != (param_copy != nullptr) ||
+  auto* bits = static_cast<unsigned char*>(
+      OPENSSL_memdup(ASN1_STRING_get0_data(spki.key), static_cast<std::size_t>(len)));
+  if (!algorithm ||
+      (param_type == V_ASN1_OBJECT || param_type == V_ASN1_SEQUENCE) != (param_copy != nullptr) ||
       bits == nullptr ||
       X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(cert), algorithm.get(), param_type, param_copy,
                              bits, len) != 1) {
@@ -205,6 +209,28 @@ Result<void> SetSubjectPublicKey(X509* cert, std::span<const std::uint8_t> spki_
   }
   static_cast<void>(algorithm.release());  // owned by the certificate now
   return {};
+}
+
+Result<std::vector<std::uint8_t>> MakeCsr(EVP_PKEY* public_key, EVP_PKEY* signing_key, int name_nid,
+                                          std::string_view name) {
+  X509ReqPtr req(X509_REQ_new());
+  X509NamePtr subject(X509_NAME_new());
+  const EVP_MD* md = EVP_PKEY_get_id(public_key) == EVP_PKEY_ED25519 ? nullptr : EVP_sha256();
+  if (!req || !subject ||
+      X509_NAME_add_entry_by_NID(subject.get(), name_nid, MBSTRING_UTF8,
+                                 reinterpret_cast<const unsigned char*>(name.data()),
+                                 static_cast<int>(name.size()), -1, 0) != 1 ||
+      X509_REQ_set_subject_name(req.get(), subject.get()) != 1 ||
+      X509_REQ_set_pubkey(req.get(), public_key) != 1 ||
+      X509_REQ_sign(req.get(), signing_key, md) <= 0) {
+    return MakeError(OpenSslError(ErrorCode::kInternal, "signing the certification request"));
+  }
+  const int len = i2d_X509_REQ(req.get(), nullptr);
+  if (len <= 0) return MakeError(OpenSslError(ErrorCode::kInternal, "encoding the request"));
+  std::vector<std::uint8_t> der(static_cast<std::size_t>(len));
+  unsigned char* p = der.data();
+  i2d_X509_REQ(req.get(), &p);
+  return der;
 }
 
 }  // namespace fleetid::crypto

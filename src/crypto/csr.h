@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "common/error.h"
@@ -17,7 +18,7 @@ namespace fleetid::crypto {
 // A request parsed and verified once; what issuance needs of it travels with it, so nothing
 // downstream parses the DER again.
 struct VerifiedCsr {
-  EvpPkeyPtr key;                 // the requested public key
+  EvpPkeyPtr key;                  // the requested public key
   std::vector<std::uint8_t> spki;  // its SubjectPublicKeyInfo, DER, as the requester sent it
   Sha256Digest request_sha256{};   // SHA-256 of the whole request (an issuance's evidence)
 };
@@ -32,6 +33,13 @@ struct VerifiedCsr {
 // SetSubjectPublicKey sets |cert|'s SubjectPublicKeyInfo to |spki| (DER) without decoding the
 // key again.
 [[nodiscard]] Result<void> SetSubjectPublicKey(X509* cert, std::span<const std::uint8_t> spki);
+
+// MakeCsr makes a DER PKCS#10 request for |public_key| whose subject is one attribute (|name_nid|,
+// e.g. NID_commonName, with |name|), signed by |signing_key|, usually a token key
+// (custody::TokenPkey) holding the private half of |public_key|. SHA-256 for ECDSA and RSA; Ed25519
+// signs without a separate digest. kInternal with OpenSSL's reason if signing fails.
+[[nodiscard]] Result<std::vector<std::uint8_t>> MakeCsr(EVP_PKEY* public_key, EVP_PKEY* signing_key,
+                                                        int name_nid, std::string_view name);
 
 }  // namespace fleetid::crypto
 
