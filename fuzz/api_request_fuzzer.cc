@@ -5,12 +5,13 @@
 // Invariants checked: every refusal is kInvalidArgument with a message; an accepted body holds
 // what its route needs (a code of at most 128 bytes and a non-empty CSR, 1 to 64 grants, a
 // policy document that is a JSON object), and every scope it carries is written back and read
-// again to the same scope.
+// again to the same scope. An approval's signature goes through operators::VerifyApproval.
 #include <cstddef>
 #include <cstdint>
 
 #include "api/operator_requests.h"
 #include "fuzz_check.h"
+#include "operators/approval.h"
 
 namespace {
 
@@ -66,6 +67,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case 6:
       CheckRefusal(api::ParseRenewal(*body));
       break;
+    case 7: {
+      auto approval = api::ParseApproval(*body);
+      CheckRefusal(approval);
+      if (approval && !approval->signature.empty()) {
+        // A signature is verified as the route verifies it; any refusal must be a clean one.
+        auto verified = fleetid::operators::VerifyApproval(approval->signature, "policy proposal 1",
+                                                           "00", "approve");
+        Check(verified.has_value() || !verified.error().message().empty());
+      }
+      break;
+    }
     default:
       CheckRefusal(api::ParseDeviceAction(*body, /*provision=*/(size & 1) != 0));
       break;

@@ -13,6 +13,7 @@
 #include "common/time_text.h"
 #include "crypto/crypto.h"
 #include "crypto/x509.h"
+#include "operators/approval.h"
 
 namespace fleetid::api {
 namespace {
@@ -300,13 +301,30 @@ class Call {
                   api_.policy.Propose(by, request.document, request.base, request.reason));
       return Answer{201, policy::ProposalView(proposal)};
     }
+    if (parts.size() == 4 && parts[1] == "proposals" && parts[3] == "approve") {
+      FLEETID_TRY(id, Number(parts[2]));
+      FLEETID_TRY(request, ParseApproval(body_));
+      policy::ApprovalEvidence evidence;
+      if (!request.signature.empty()) {
+        // The proposal's digest never changes, so it is read before the approval's transaction.
+        FLEETID_TRY(proposal, api_.policy.GetProposal(id));
+        FLEETID_TRY(verified, operators::VerifyApproval(request.signature,
+                                                        fmt::format("policy proposal {}", id),
+                                                        proposal.digest, "approve"));
+        if (req_.client_chain.empty() || verified.chain_der.front() != req_.client_chain.front()) {
+          return MakeError(ErrorCode::kUnauthenticated,
+                           "the approval is signed with another certificate than this session's");
+        }
+        evidence.signature = std::move(request.signature);
+      }
+      FLEETID_TRY(decided, api_.policy.Approve(by, id, request.reason, evidence));
+      return Answer{200, policy::ProposalView(decided)};
+    }
     if (parts.size() == 4 && parts[1] == "proposals") {
       FLEETID_TRY(id, Number(parts[2]));
       FLEETID_TRY(reason, ParseReason(body_, false));
       Result<policy::Proposal> decided = MakeError(ErrorCode::kNotFound, "no such decision");
-      if (parts[3] == "approve")
-        decided = api_.policy.Approve(by, id, reason);
-      else if (parts[3] == "reject")
+      if (parts[3] == "reject")
         decided = api_.policy.Reject(by, id, reason);
       else if (parts[3] == "withdraw")
         decided = api_.policy.Withdraw(by, id, reason);

@@ -21,6 +21,7 @@ using Json = nlohmann::json;
 constexpr std::size_t kMaxReason = 1024;
 constexpr std::size_t kMaxCode = 128;
 constexpr std::size_t kMaxCsrText = 16384;
+constexpr std::size_t kMaxSignature = 16384;  // a JWS with a chain of operator certificates
 constexpr std::size_t kMaxGrants = 64;
 
 std::unexpected<Error> Bad(std::string message) {
@@ -152,6 +153,16 @@ Result<ProposalRequest> ParseProposal(const Json& body) {
   out.base = base.get<std::int64_t>();
   FLEETID_TRY(reason, Text(body, "reason", kMaxReason, false));
   out.reason = std::move(reason);
+  return out;
+}
+
+Result<ApprovalRequest> ParseApproval(const Json& body) {
+  FLEETID_CHECK_OK(OnlyKeys(body, {"reason", "signature"}, {}));
+  ApprovalRequest out;
+  FLEETID_TRY(reason, Text(body, "reason", kMaxReason, false));
+  FLEETID_TRY(signature, Text(body, "signature", kMaxSignature, false));
+  out.reason = std::move(reason);
+  out.signature = std::move(signature);
   return out;
 }
 

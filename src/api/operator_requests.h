@@ -51,6 +51,12 @@ struct DeviceActionRequest {  // POST /api/v1/devices/{serial}/{action}
 // ParseDeviceAction reads {"reason"} ({"tenant","region","reason"?} to provision).
 [[nodiscard]] Result<DeviceActionRequest> ParseDeviceAction(const nlohmann::json& body,
                                                             bool provision);
+struct ApprovalRequest {  // POST /api/v1/policy/proposals/{id}/approve
+  std::string reason;
+  std::string signature;  // a compact JWS (operators/approval.h), or empty
+};
+// ParseApproval reads {"reason"?, "signature"?}.
+[[nodiscard]] Result<ApprovalRequest> ParseApproval(const nlohmann::json& body);
 // ParseReason reads {"reason": "..."} (the reason may be required).
 [[nodiscard]] Result<std::string> ParseReason(const nlohmann::json& body, bool required);
 // ParseCsr reads a PKCS#10 request given as PEM or as base64 DER.

@@ -65,6 +65,13 @@ CREATE TABLE policy_approvals (
 );
 )sql";
 
+// How each approval arrived: signed by the approver's key (a JWS over the request's digest) or
+// through a mutual-TLS session only.
+constexpr std::string_view kApprovalEvidenceSql = R"sql(
+ALTER TABLE policy_approvals ADD COLUMN via TEXT NOT NULL DEFAULT 'mtls';
+ALTER TABLE policy_approvals ADD COLUMN signature TEXT NOT NULL DEFAULT '';
+)sql";
+
 constexpr std::string_view kDefaultDocument = R"json({
   "schema": "fleetid.policy/v1",
   "description": "fleetid's built-in first policy: administrators run everything, auditors read everything, and no single person changes the policy",
@@ -193,7 +200,9 @@ std::string_view RequestStateName(RequestState state) {
 nlohmann::json ProposalView(const Proposal& p) {
   Json approvals = Json::array();
   for (const ApprovalRecord& a : p.approvals) {
-    approvals.push_back({{"approver", a.approver}, {"at", Iso8601(a.at)}, {"reason", a.reason}});
+    Json one{{"approver", a.approver}, {"at", Iso8601(a.at)}, {"reason", a.reason}, {"via", a.via}};
+    if (!a.signature.empty()) one["signature"] = a.signature;
+    approvals.push_back(std::move(one));
   }
   return {{"id", p.id},
           {"state", RequestStateName(p.state)},
@@ -217,7 +226,8 @@ Result<void> Versions::Migrate(store::Database& db) {
   FLEETID_CHECK_OK(audit::Log::Migrate(db));
   const std::string pg = store::PostgresDdl(kSchemaSqlite);
   const store::Migration migrations[] = {
-      {1, "policy versions, active version, proposals", kSchemaSqlite, pg}};
+      {1, "policy versions, active version, proposals", kSchemaSqlite, pg},
+      {2, "how approvals arrived, with their signatures", kApprovalEvidenceSql, {}}};
   FLEETID_TRY(applied, db.Migrate("policy", migrations));
   static_cast<void>(applied);
   return {};
@@ -386,14 +396,16 @@ Result<Proposal> Versions::LoadProposal(Transaction& tx, std::int64_t id) {
                              {id}));
   if (rows.empty()) return MakeError(ErrorCode::kNotFound, "no policy proposal {}", id);
   Proposal p = DecodeProposal(rows[0]);
-  FLEETID_TRY(approvals, tx.Query("SELECT approver_name, approver, at, reason "
+  FLEETID_TRY(approvals, tx.Query("SELECT approver_name, approver, at, reason, via, signature "
                                   "FROM policy_approvals WHERE proposal = ? ORDER BY audit_index",
                                   {id}));
   for (const Row& r : approvals) {
     p.approvals.push_back({.approver_name = r.Text(0),
                            .approver = r.Text(1),
                            .at = FromUnixSeconds(r.Int(2)),
-                           .reason = r.Text(3)});
+                           .reason = r.Text(3),
+                           .via = r.Text(4),
+                           .signature = r.Text(5)});
   }
   return p;
 }
@@ -574,22 +586,23 @@ Result<void> Versions::Close(const Proposal& proposal, RequestState state, const
   return tx->Commit();
 }
 
-Result<Proposal> Versions::Approve(const Operator& by, std::int64_t id, std::string_view reason) {
-  return Settle(by, id, "approve", reason);
+Result<Proposal> Versions::Approve(const Operator& by, std::int64_t id, std::string_view reason,
+                                   const ApprovalEvidence& evidence) {
+  return Settle(by, id, "approve", evidence, reason);
 }
 
 Result<Proposal> Versions::Reject(const Operator& by, std::int64_t id, std::string_view reason) {
-  return Settle(by, id, "reject", reason);
+  return Settle(by, id, "reject", {}, reason);
 }
 
 Result<Proposal> Versions::Withdraw(const Operator& by, std::int64_t id, std::string_view reason) {
-  return Settle(by, id, "withdraw", reason);
+  return Settle(by, id, "withdraw", {}, reason);
 }
 
 // Settle is Approve, Reject and Withdraw: one transaction that locks the proposal's row (so
 // concurrent approvals count one after the other), checks it is still open, and records |how|.
 Result<Proposal> Versions::Settle(const Operator& by, std::int64_t id, std::string_view how,
-                                  std::string_view reason) {
+                                  const ApprovalEvidence& evidence, std::string_view reason) {
   const std::string action = fmt::format("policy.{}", how);
   const std::string actor = AuditActor(by);
   const std::string subject = fmt::format("policy proposal {}", id);
@@ -652,8 +665,12 @@ Result<Proposal> Versions::Settle(const Operator& by, std::int64_t id, std::stri
 
   Proposal after = p;
   if (how == "approve") {
-    after.approvals.push_back(
-        {.approver_name = by.name, .approver = actor, .at = now, .reason = std::string(reason)});
+    after.approvals.push_back({.approver_name = by.name,
+                               .approver = actor,
+                               .at = now,
+                               .reason = std::string(reason),
+                               .via = evidence.signature.empty() ? "mtls" : "signed",
+                               .signature = evidence.signature});
     if (static_cast<int>(after.approvals.size()) >= p.approvals_required) {
       after.state = RequestState::kApplied;
     }
@@ -661,12 +678,18 @@ Result<Proposal> Versions::Settle(const Operator& by, std::int64_t id, std::stri
     after.state = how == "reject" ? RequestState::kRejected : RequestState::kWithdrawn;
   }
   if (after.state != RequestState::kPending) after.decided_by = actor;
+  Json after_json = ProposalJson(after);
+  if (how == "approve") {
+    // The signature travels in the audit entry, so the approval verifies from the log alone.
+    after_json["approval"] = {{"via", after.approvals.back().via},
+                              {"signature", evidence.signature}};
+  }
   FLEETID_TRY(seq, audit::Log::Append(*tx,
                                       {.actor = actor,
                                        .action = action,
                                        .subject = p.target_hash,
                                        .before = ProposalJson(p),
-                                       .after = ProposalJson(after),
+                                       .after = std::move(after_json),
                                        .reason = std::string(reason),
                                        .policy_version = decided_under,
                                        .evidence_digest = p.digest},
@@ -674,9 +697,9 @@ Result<Proposal> Versions::Settle(const Operator& by, std::int64_t id, std::stri
   if (how == "approve") {
     FLEETID_CHECK_OK(
         tx->Exec("INSERT INTO policy_approvals (proposal, approver_name, approver, "
-                 "at, reason, audit_index) VALUES (?, ?, ?, ?, ?, ?)",
+                 "at, reason, audit_index, via, signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                  {id, by.name, actor, UnixSeconds(now), std::string(reason),
-                  static_cast<std::int64_t>(seq)}));
+                  static_cast<std::int64_t>(seq), after.approvals.back().via, evidence.signature}));
   }
   FLEETID_CHECK_OK(tx->Exec("UPDATE policy_proposals SET state = ?, decided_by = ? WHERE id = ?",
                             {std::string(RequestStateName(after.state)), after.decided_by, id}));

@@ -64,6 +64,15 @@ struct ApprovalRecord {
   std::string approver;  // audit actor
   TimePoint at;
   std::string reason;
+  std::string via;        // "signed" (a JWS by the approver's key) or "mtls" (the session only)
+  std::string signature;  // the compact JWS when signed (operators/approval.h), else empty
+};
+
+// ApprovalEvidence is how an approval reached the server: through a mutual-TLS session only (the
+// console's), or signed by the approver's operator key as well (the command line's). A signature
+// is verified by the caller (the API) before it is recorded here.
+struct ApprovalEvidence {
+  std::string signature;  // empty: mutual TLS only
 };
 
 // Proposal is an approval request to make |target| the active version in place of |base|.
@@ -127,8 +136,10 @@ class Versions {
   // The approval that completes the count activates the target (compare-and-set on |base|). A
   // proposal past its lifetime, or made against a version no longer active, is marked expired
   // or superseded and refused with kConflict.
+  // The approval, with its signature if any, is recorded in the audit entry that counts it.
   [[nodiscard]] Result<Proposal> Approve(const Operator& by, std::int64_t id,
-                                         std::string_view reason);
+                                         std::string_view reason,
+                                         const ApprovalEvidence& evidence = {});
   // Reject (policy.reject) and Withdraw (the requester only) end a pending proposal.
   [[nodiscard]] Result<Proposal> Reject(const Operator& by, std::int64_t id,
                                         std::string_view reason);
@@ -155,7 +166,7 @@ class Versions {
   [[nodiscard]] Result<Active> LoadActive(store::Transaction& tx);
   [[nodiscard]] static Result<Proposal> LoadProposal(store::Transaction& tx, std::int64_t id);
   [[nodiscard]] Result<Proposal> Settle(const Operator& by, std::int64_t id, std::string_view how,
-                                        std::string_view reason);
+                                        const ApprovalEvidence& evidence, std::string_view reason);
 
   // ActivateIn makes |p|'s target the active version in |tx|, with its policy.activate entry,
   // as a compare-and-set on |p|'s base (kConflict when another version became active).

@@ -161,6 +161,38 @@ TEST_P(VersionsTest, AChangeWaitsForASecondAdministrator) {
   EXPECT_THAT(versions_->Reject(dave_, proposed->id, "late"), HasCode(ErrorCode::kConflict));
 }
 
+TEST_P(VersionsTest, AnApprovalRecordsHowItArrivedAndItsSignatureInTheAuditEntry) {
+  auto first = versions_->Propose(alice_, WithRegionalRole(2), 1, "two approvals from now on");
+  ASSERT_TRUE(first) << first.error();
+  // The signature is verified by the API before it reaches Versions; here it is carried as is.
+  const std::string jws = "header.payload.signature";
+  auto signed_approval = versions_->Approve(dave_, first->id, "signed", {.signature = jws});
+  ASSERT_TRUE(signed_approval) << signed_approval.error();
+  EXPECT_EQ(signed_approval->state, RequestState::kApplied);
+  auto rollback = versions_->Propose(alice_, Versions::DefaultDocument(), 2, "back");
+  ASSERT_TRUE(rollback) << rollback.error();
+  ASSERT_TRUE(versions_->Approve(dave_, rollback->id, "through the console"));
+
+  auto stored = versions_->GetProposal(first->id);
+  ASSERT_TRUE(stored) << stored.error();
+  ASSERT_EQ(stored->approvals.size(), 1u);
+  EXPECT_EQ(stored->approvals[0].via, "signed");
+  EXPECT_EQ(stored->approvals[0].signature, jws);
+  EXPECT_EQ(ProposalView(*stored)["approvals"][0]["signature"], jws);
+  auto pending = versions_->GetProposal(rollback->id);
+  ASSERT_TRUE(pending) << pending.error();
+  ASSERT_EQ(pending->approvals.size(), 1u);
+  EXPECT_EQ(pending->approvals[0].via, "mtls");
+  EXPECT_EQ(pending->approvals[0].signature, "");
+  EXPECT_FALSE(ProposalView(*pending)["approvals"][0].contains("signature"));
+
+  const std::vector<Json> audited = Audited("policy.approve");
+  ASSERT_EQ(audited.size(), 2u);
+  EXPECT_EQ(audited[0]["after"]["approval"], (Json{{"via", "signed"}, {"signature", jws}}));
+  EXPECT_EQ(audited[0]["evidence_digest"], stored->digest);
+  EXPECT_EQ(audited[1]["after"]["approval"], (Json{{"via", "mtls"}, {"signature", ""}}));
+}
+
 TEST_P(VersionsTest, AProposalAgainstASupersededVersionIsRefused) {
   auto first = versions_->Propose(alice_, WithRegionalRole(), 1, "regional on-call");
   ASSERT_TRUE(first) << first.error();
