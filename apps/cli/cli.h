@@ -10,7 +10,9 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "apps/cli/remote.h"
 #include "apps/options.h"
 #include "common/clock.h"
 #include "common/error.h"
@@ -29,6 +31,8 @@ class Context {
   Context();
 
   apps::CommonFlags flags;
+  // --server, --profile, --json: the command is a client of the operator API (remote.h).
+  RemoteFlags remote;
   // Who is acting (--operator; default $USER): recorded in the history and the audit log.
   std::string operator_name;
 
@@ -53,6 +57,13 @@ int Fail(const Error& error);
 // PrintJson prints |json| to stdout, indented, and a newline.
 void PrintJson(const Json& json);
 
+// PrintTable prints |rows| under |headers| in aligned columns, for people (--json is for scripts).
+void PrintTable(const std::vector<std::string>& headers,
+                const std::vector<std::vector<std::string>>& rows);
+
+// FailRemote prints |error| like Fail and returns the exit code that tells it apart (remote.h).
+int FailRemote(const Error& error);
+
 [[nodiscard]] Result<std::string> ReadAll(const std::string& path);
 
 // AddOperatorOption adds --operator to |sub|, saying where the name is recorded.
@@ -66,6 +77,20 @@ void AddAuditCommands(CLI::App& app, Context& context);       // audit
 void AddFactoryCommands(CLI::App& app, Context& context);     // factory
 void AddEnrollmentCommands(CLI::App& app, Context& context);  // manufacturer, attest
 void AddPolicyCommands(CLI::App& app, Context& context);      // policy
+void AddOperatorCommands(CLI::App& app, Context& context);    // operator (the API's client)
+
+// The devices and policy commands as clients of the API, when a server is configured
+// (operator.cc): one call as the profile's operator, its answer printed (a table, or --json).
+int RemoteDeviceShow(Context& context, const std::string& serial);
+int RemoteDeviceAction(Context& context, const std::string& serial, std::string_view action,
+                       const Json& body);
+int RemotePolicy(Context& context, std::string_view method, const std::string& path,
+                 const Json& body);
+// RemoteApprove approves proposal |id| with a signature by the operator's key over its digest.
+int RemoteApprove(Context& context, std::int64_t id, const std::string& reason);
+// RemotePropose proposes |document| against version |base| (0: the active one, read first).
+int RemotePropose(Context& context, const Json& document, std::int64_t base,
+                  const std::string& reason);
 
 }  // namespace fleetid::cli
 

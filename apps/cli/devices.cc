@@ -1,5 +1,6 @@
 // fleetid devices: the device registry (import, show, history, list, counts, provision), a
 // factory's signed manifest (import-manifest) and the operator's lifecycle events.
+#include <algorithm>
 #include <filesystem>
 #include <initializer_list>
 #include <memory>
@@ -74,6 +75,7 @@ int Import(Context& context, DevicesFlags& flags) {
 }
 
 int Show(Context& context, const DevicesFlags& flags) {
+  if (context.remote.Enabled()) return RemoteDeviceShow(context, flags.serial);
   auto reg = OpenRegistry(context);
   if (!reg) return Fail(reg.error());
   auto d = (*reg)->Get(flags.serial);
@@ -146,6 +148,11 @@ int Transition(registry::Registry& reg, registry::TransitionRequest req) {
 }
 
 int Provision(Context& context, const DevicesFlags& flags) {
+  if (context.remote.Enabled()) {
+    Json body{{"tenant", flags.tenant}, {"region", flags.region}};
+    if (!flags.reason.empty()) body["reason"] = flags.reason;
+    return RemoteDeviceAction(context, flags.serial, "provision", body);
+  }
   auto reg = OpenRegistry(context);
   if (!reg) return Fail(reg.error());
   registry::TransitionRequest req;
@@ -160,6 +167,15 @@ int Provision(Context& context, const DevicesFlags& flags) {
 
 // Lifecycle events act on the device's credentials through the CA.
 int Lifecycle(Context& context, const DevicesFlags& flags, registry::Event event) {
+  if (context.remote.Enabled()) {
+    if (event == registry::Event::kClear) {
+      return FailRemote(Error(ErrorCode::kInvalidArgument,
+                              "clear-quarantine is not offered through the API yet"));
+    }
+    std::string path(registry::EventName(event));  // the API's path: cancel-decommission
+    std::ranges::replace(path, '_', '-');
+    return RemoteDeviceAction(context, flags.serial, path, {{"reason", flags.reason}});
+  }
   auto node = context.Open({.authority = true});
   if (!node) return Fail(node.error());
   registry::TransitionRequest req;

@@ -23,7 +23,15 @@ int Run(int argc, char** argv) {
   Context context;  // before |app|, whose options and callbacks refer to it
   CLI::App app{"fleetid: operate a fleetid device identity authority"};
   app.require_subcommand(1);
+  app.fallthrough();  // the root's flags (--json, --profile, --data, ...) may follow a subcommand
   apps::AddCommonFlags(app, context.flags);
+  app.add_option("--server", context.remote.server,
+                 "the authority's HTTPS URL: the command is a client of its operator API, as the "
+                 "operator of the profile (docs/cli.md)");
+  app.add_option("--profile", context.remote.profile,
+                 "the operator's profile directory (default $FLEETID_PROFILE, else "
+                 "~/.config/fleetid); giving it makes the command a client of the API");
+  app.add_flag("--json", context.remote.json, "print JSON for scripts instead of tables");
   AddSuitesCommand(app, context);
   AddKeysCommands(app, context);
   AddDevicesCommands(app, context);
@@ -32,6 +40,7 @@ int Run(int argc, char** argv) {
   AddFactoryCommands(app, context);
   AddEnrollmentCommands(app, context);
   AddPolicyCommands(app, context);
+  AddOperatorCommands(app, context);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

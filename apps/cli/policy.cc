@@ -1,6 +1,7 @@
 // fleetid policy show|versions|proposals|check: the policy's versions, the active one and the
-// proposals, read from the database; `check` reads a document and says what it would change.
-// Proposing and approving are operator actions of the API (docs/policy.md § Versions).
+// proposals, read from the database, or through the API when a server is configured; `check`
+// reads a document and says what it would change. propose|approve|reject|withdraw are operator
+// actions and go through the API only (docs/policy.md § Versions, docs/cli.md).
 #include <iostream>
 #include <memory>
 
@@ -14,6 +15,9 @@ struct PolicyFlags {
   std::int64_t version = 0;  // 0: the active one
   bool all = false;
   std::string file;
+  std::int64_t base = 0;  // 0: the active one
+  std::int64_t id = 0;
+  std::string reason;
 };
 
 Result<policy::Versions*> OpenVersions(Context& context) {
@@ -22,6 +26,12 @@ Result<policy::Versions*> OpenVersions(Context& context) {
 }
 
 int Show(Context& context, const PolicyFlags& flags) {
+  if (context.remote.Enabled()) {
+    return RemotePolicy(context, "GET",
+                        flags.version == 0 ? std::string("policy")
+                                           : fmt::format("policy/versions/{}", flags.version),
+                        nullptr);
+  }
   auto versions = OpenVersions(context);
   if (!versions) return Fail(versions.error());
   const policy::Active active = (*versions)->Current();
@@ -41,6 +51,7 @@ int Show(Context& context, const PolicyFlags& flags) {
 }
 
 int ListVersions(Context& context) {
+  if (context.remote.Enabled()) return RemotePolicy(context, "GET", "policy/versions", nullptr);
   auto versions = OpenVersions(context);
   if (!versions) return Fail(versions.error());
   auto listed = (*versions)->List();
@@ -59,6 +70,10 @@ int ListVersions(Context& context) {
 }
 
 int ListProposals(Context& context, const PolicyFlags& flags) {
+  if (context.remote.Enabled()) {
+    return RemotePolicy(context, "GET",
+                        flags.all ? "policy/proposals?all=true" : "policy/proposals", nullptr);
+  }
   auto versions = OpenVersions(context);
   if (!versions) return Fail(versions.error());
   auto listed = (*versions)->Proposals(/*pending_only=*/!flags.all);
@@ -102,6 +117,39 @@ void AddPolicyCommands(CLI::App& app, Context& context) {
       "check", "read a policy document strictly; print its hash and its diff from the active one");
   check->add_option("file", flags->file, "the policy document (JSON)")->required();
   context.OnParsed(check, [&context, flags] { return Check(context, *flags); });
+  auto* propose = group->add_subcommand(
+      "propose", "propose a policy document (API): it applies once its approvals are in");
+  propose->add_option("file", flags->file, "the policy document (JSON)")->required();
+  propose->add_option("--base", flags->base,
+                      "the version it changes (default: the active one); a proposal made against "
+                      "a version no longer active is refused");
+  propose->add_option("--reason", flags->reason, "why (recorded)");
+  context.OnParsed(propose, [&context, flags] {
+    auto text = ReadAll(flags->file);
+    if (!text) return FailRemote(text.error());
+    Json document = Json::parse(*text, nullptr, false);
+    if (!document.is_object()) {
+      return FailRemote(Error(ErrorCode::kInvalidArgument,
+                              fmt::format("'{}' is not a JSON object", flags->file)));
+    }
+    return RemotePropose(context, document, flags->base, flags->reason);
+  });
+  for (const char* decision : {"approve", "reject", "withdraw"}) {
+    auto* sub = group->add_subcommand(
+        decision, std::string_view(decision) == "approve"
+                      ? "approve a pending proposal (API), signed with your operator key"
+                      : fmt::format("{} a pending proposal (API)", decision));
+    sub->add_option("id", flags->id, "the proposal")->required();
+    sub->add_option("--reason", flags->reason, "why (recorded)");
+    const std::string what = decision;
+    context.OnParsed(sub, [&context, flags, what] {
+      if (what == "approve") return RemoteApprove(context, flags->id, flags->reason);
+      Json body = Json::object();
+      if (!flags->reason.empty()) body["reason"] = flags->reason;
+      return RemotePolicy(context, "POST", fmt::format("policy/proposals/{}/{}", flags->id, what),
+                          body);
+    });
+  }
 }
 
 }  // namespace fleetid::cli
