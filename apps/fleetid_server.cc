@@ -9,9 +9,9 @@
 
 #include "api/operator_api.h"
 #include "api/routes.h"
-#include "crypto/crypto.h"
 #include "apps/options.h"
 #include "common/log.h"
+#include "crypto/crypto.h"
 #include "node/https_front.h"
 #include "node/maintenance.h"
 #include "node/node.h"
@@ -87,7 +87,8 @@ int Run(int argc, char** argv) {
   server::Router router;
   api::RegisterPkiRoutes(router, components.authority(), SystemClock::Instance());
   api::RegisterEstRoutes(router, components.enrollment());
-  api::RegisterAuditRoutes(router, components.audit_log(), components.audit_public_key_pem());
+  api::RegisterAuditRoutes(router, components.audit_log(), components.audit_public_key_pem(),
+                           api::OperatorAuditGate(components.operators(), components.policy()));
   api::RegisterHealthRoute(router, components.authority(), std::string(kVersion));
   api::RegisterOperatorApi(router, {.operators = components.operators(),
                                     .policy = components.policy(),

@@ -184,7 +184,15 @@ void MakeBackend() {
   Provision(b, "SN-FUZZ-1", b.chains[2]);
   fleetid::api::RegisterPkiRoutes(b.router, *b.authority, b.clock);
   fleetid::api::RegisterEstRoutes(b.router, *b.service);
-  fleetid::api::RegisterAuditRoutes(b.router, *b.audit_log, pem);
+  // The operator check before the audit entries (api::OperatorAuditGate) is tested in api_test
+  // and end to end; here a gate that admits every TLS request keeps the entries route's query
+  // reading under the fuzzer, and plain HTTP exercises the refusal.
+  fleetid::api::RegisterAuditRoutes(
+      b.router, *b.audit_log, pem,
+      [](const fleetid::server::HttpRequest& req) -> fleetid::Result<void> {
+        if (req.tls) return {};
+        return fleetid::MakeError(fleetid::ErrorCode::kInvalidArgument, "HTTPS only");
+      });
   fleetid::api::RegisterHealthRoute(b.router, *b.authority, "fuzz");
   ERR_clear_error();
 }

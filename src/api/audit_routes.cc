@@ -81,7 +81,8 @@ Result<Json> Consistency(audit::Log& log, const HttpRequest& req) {
 
 }  // namespace
 
-void RegisterAuditRoutes(server::Router& router, audit::Log& log, std::string public_key_pem) {
+void RegisterAuditRoutes(server::Router& router, audit::Log& log, std::string public_key_pem,
+                         AuditReadGate entries_gate) {
   router.Add("GET", "/audit/v1/key", [pem = std::move(public_key_pem)](const HttpRequest&) {
     HttpResponse r;
     r.content_type = "application/x-pem-file";
@@ -90,7 +91,12 @@ void RegisterAuditRoutes(server::Router& router, audit::Log& log, std::string pu
   });
   router.Add("GET", "/audit/v1/sth", [&log](const HttpRequest&) { return JsonAnswer(Head(log)); });
   router.Add("GET", "/audit/v1/entries",
-             [&log](const HttpRequest& req) { return JsonAnswer(Entries(log, req)); });
+             [&log, gate = std::move(entries_gate)](const HttpRequest& req) {
+               if (Result<void> admitted = gate(req); !admitted) {
+                 return HttpResponse::FromError(admitted.error());
+               }
+               return JsonAnswer(Entries(log, req));
+             });
   router.Add("GET", "/audit/v1/proof/inclusion",
              [&log](const HttpRequest& req) { return JsonAnswer(Inclusion(log, req)); });
   router.Add("GET", "/audit/v1/proof/consistency",

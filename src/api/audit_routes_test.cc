@@ -1,5 +1,7 @@
 // The audit log's read API dispatched through the Router, against a real log whose heads are
 // signed with the audit key in a SoftHSM2 token.
+#include <gmock/gmock.h>
+
 #include <nlohmann/json.hpp>
 
 #include "api/routes_test_util.h"
@@ -47,7 +49,7 @@ TEST_F(AuditRoutesTest, SthIsTheLatestSignedHead) {
 
 TEST_F(AuditRoutesTest, EntriesByRange) {
   ASSERT_GE(Size(), 2u);
-  const HttpResponse r = Call(Req("GET", "/audit/v1/entries?start=0&end=2"));
+  const HttpResponse r = Call(Req("GET", "/audit/v1/entries?start=0&end=2").Chain(AdminChain()));
   auto entries = audit_log_->Entries(0, 2);
   if (!entries.has_value()) GTEST_FAIL() << entries.error();
   Json list = Json::array();
@@ -98,11 +100,48 @@ TEST_F(AuditRoutesTest, QueriesMustBeExactlyTheNamedUnsignedIntegers) {
        "query parameter 'second' must be one unsigned integer"},
   };
   for (const auto& c : cases) {
-    const HttpResponse r = Call(Req("GET", c.target));
+    const HttpResponse r = Call(Req("GET", c.target).Chain(AdminChain()));
     EXPECT_EQ(r.status, 400) << c.target;
     EXPECT_EQ(r.body, (Json{{"error", "invalid_argument"}, {"message", c.message}}.dump()))
         << c.target;
   }
+}
+
+TEST_F(AuditRoutesTest, EntriesAreForOperatorsAllowedAuditReadWhileHeadsAndProofsArePublic) {
+  const std::uint64_t size = Size();
+  ASSERT_GE(size, 2u);
+  const std::string entries = "/audit/v1/entries?start=0&end=2";
+  const HttpResponse plain = Call(Req("GET", entries));
+  EXPECT_EQ(plain.status, 400);
+  EXPECT_THAT(plain.body, ::testing::HasSubstr("over HTTPS to operators allowed audit.read"));
+  EXPECT_EQ(Call(Req("GET", entries).Tls()).status, 401);
+  const Device device = MakeDevice("GW-AUDIT-1");
+  EXPECT_EQ(Call(Req("GET", entries).Chain(device.idevid_chain)).status, 401)
+      << "a device is never an operator";
+  // An auditor scoped to one region reads the devices there, not the whole log.
+  policy::Scope eu;
+  eu.regions = std::vector<std::string>{"eu"};
+  const enroll::ClientChain scoped = OperatorChain("audrey", {{.role = "auditor", .scope = eu}});
+  const HttpResponse refused = Call(Req("GET", entries).Chain(scoped));
+  EXPECT_EQ(refused.status, 403);
+  EXPECT_THAT(refused.body, ::testing::HasSubstr("audit.read"));
+  const enroll::ClientChain auditor = OperatorChain("aubrey", {{.role = "auditor", .scope = {}}});
+  EXPECT_EQ(Call(Req("GET", entries).Chain(auditor)).status, 200);
+  EXPECT_EQ(Call(Req("GET", entries).Chain(AdminChain())).status, 200);
+  // The refusal is itself an entry, and heads and proofs need no one.
+  const std::uint64_t after = Size();
+  auto last = audit_log_->Entries(size, after);
+  ASSERT_TRUE(last) << last.error();
+  bool denied = false;
+  for (const audit::StoredEntry& e : *last) {
+    const Json body = Json::parse(e.body);
+    denied = denied || (body["action"] == "access.denied" &&
+                        body["actor"].get<std::string>().find("audrey") != std::string::npos);
+  }
+  EXPECT_TRUE(denied);
+  EXPECT_EQ(Call(Req("GET", "/audit/v1/sth")).status, 200);
+  EXPECT_EQ(Call(Req("GET", fmt::format("/audit/v1/proof/inclusion?seq=0&size={}", after))).status,
+            200);
 }
 
 TEST_F(AuditRoutesTest, RangesBeyondTheTreeAreTheLogsErrors) {

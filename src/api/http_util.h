@@ -18,7 +18,6 @@
 
 namespace fleetid::api::internal {
 
-
 // BodyBytes views a request body as the bytes it is.
 std::span<const std::uint8_t> BodyBytes(const server::HttpRequest& req);
 

@@ -421,4 +421,18 @@ void RegisterOperatorApi(server::Router& router, const OperatorApi& api) {
   }
 }
 
+AuditReadGate OperatorAuditGate(operators::Operators& operators, policy::Versions& policy) {
+  return [&operators, &policy](const HttpRequest& req) -> Result<void> {
+    if (!req.tls) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "the audit log's entries are served over HTTPS to operators allowed "
+                       "audit.read; heads and proofs are public");
+    }
+    FLEETID_TRY(who, operators.Authenticate(req.client_chain));
+    FLEETID_TRY(allowed, policy.Authorize(who, "audit.read", {}, "audit log"));
+    static_cast<void>(allowed);
+    return {};
+  };
+}
+
 }  // namespace fleetid::api

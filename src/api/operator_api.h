@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api/operator_requests.h"
+#include "api/routes.h"
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/rng.h"
@@ -36,6 +37,11 @@ struct OperatorApi {
 // error is {"error","message","request_id"}. HTTPS only; the routes other than bootstrap and
 // enroll (which take one-time codes) need an operator certificate.
 void RegisterOperatorApi(server::Router& router, const OperatorApi& api);
+
+// OperatorAuditGate admits requests to the audit log's entries (RegisterAuditRoutes) from
+// operators over HTTPS whose grants allow audit.read everywhere; anyone else gets 400 (plain
+// HTTP), 401 (no operator certificate, or a revoked one) or 403 (audited as access.denied).
+AuditReadGate OperatorAuditGate(operators::Operators& operators, policy::Versions& policy);
 
 }  // namespace fleetid::api
 

@@ -7,6 +7,7 @@
 #ifndef FLEETID_API_ROUTES_H_
 #define FLEETID_API_ROUTES_H_
 
+#include <functional>
 #include <string>
 
 #include "audit/log.h"
@@ -27,10 +28,19 @@ void RegisterPkiRoutes(server::Router& router, pki::Authority& authority, const 
 // the caller's identity is its verified client chain.
 void RegisterEstRoutes(server::Router& router, enroll::Service& service);
 
+// AuditReadGate admits a request to the audit log's entries, or refuses it with the error to
+// answer (the server's: an operator over HTTPS allowed audit.read, OperatorAuditGate in
+// operator_api.h).
+using AuditReadGate = std::function<Result<void>(const server::HttpRequest&)>;
+
 // RegisterAuditRoutes adds the audit log's read API under /audit/v1/, shaped after RFC 9162 §5:
 // the latest signed tree head, entries by range, inclusion and consistency proofs, and
-// |public_key_pem|, the audit key's public half, at /audit/v1/key for verifiers.
-void RegisterAuditRoutes(server::Router& router, audit::Log& log, std::string public_key_pem);
+// |public_key_pem|, the audit key's public half, at /audit/v1/key for verifiers. Heads, proofs
+// and the key carry only hashes and are public, so that anyone can watch the log for
+// consistency; entries name devices, tenants, regions and operators, and are served only to the
+// requests |entries_gate| admits (before their query is read).
+void RegisterAuditRoutes(server::Router& router, audit::Log& log, std::string public_key_pem,
+                         AuditReadGate entries_gate);
 
 // RegisterHealthRoute adds GET /healthz: {"status":"ok","version":|version|}, and over HTTPS
 // with a client certificate the client's subject, serial and certificate status as |authority|

@@ -5,6 +5,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
+#include <fstream>
+
+#include "api/operator_api.h"
+
 #include "audit/log.h"
 #include "crypto/crypto.h"
 #include "crypto/jws.h"
@@ -65,8 +70,54 @@ void RoutesTest::SetUp() {
 
   RegisterPkiRoutes(router_, *authority_, clock_);
   RegisterEstRoutes(router_, *service_);
-  RegisterAuditRoutes(router_, *audit_log_, audit_pem_);
+  auto versions = policy::Versions::Open(db(), clock_);
+  ASSERT_TRUE(versions) << versions.error();
+  policy_ = std::move(*versions);
+  ASSERT_TRUE(operators::Operators::Migrate(db()));
+  operators_ = std::make_unique<operators::Operators>(db(), *authority_, *policy_, clock_, rng);
+  RegisterAuditRoutes(router_, *audit_log_, audit_pem_, OperatorAuditGate(*operators_, *policy_));
   RegisterHealthRoute(router_, *authority_, std::string(kVersion));
+}
+
+namespace {
+
+enroll::ClientChain ChainOf(const operators::Issued& issued) {
+  enroll::ClientChain chain = {issued.certificate.der};
+  chain.insert(chain.end(), issued.chain.begin(), issued.chain.end());
+  return chain;
+}
+
+}  // namespace
+
+enroll::ClientChain RoutesTest::AdminChain() {
+  if (!admin_chain_.empty()) return admin_chain_;
+  const std::filesystem::path file =
+      test::DataDir() /
+      fmt::format("bootstrap-{}", ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  std::filesystem::remove(file);
+  auto waiting = operators_->PrepareBootstrap(file);
+  EXPECT_TRUE(waiting && *waiting);
+  std::string code;
+  std::ifstream(file) >> code;
+  crypto::EvpPkeyPtr key = NewKey();
+  auto issued = operators_->Bootstrap(code, "alice", Csr(key.get()));
+  EXPECT_TRUE(issued) << issued.error();
+  if (issued) admin_chain_ = ChainOf(*issued);
+  return admin_chain_;
+}
+
+enroll::ClientChain RoutesTest::OperatorChain(const std::string& name,
+                                              const std::vector<policy::Grant>& grants) {
+  auto alice = operators_->Authenticate(AdminChain());
+  EXPECT_TRUE(alice) << alice.error();
+  if (!alice) return {};
+  auto invitation = operators_->Invite(*alice, name, grants, std::chrono::hours(1));
+  EXPECT_TRUE(invitation) << invitation.error();
+  if (!invitation) return {};
+  crypto::EvpPkeyPtr key = NewKey();
+  auto issued = operators_->Enroll(invitation->code, Csr(key.get()));
+  EXPECT_TRUE(issued) << issued.error();
+  return issued ? ChainOf(*issued) : enroll::ClientChain{};
 }
 
 server::HttpResponse RoutesTest::Call(Req request) const {

@@ -13,6 +13,8 @@
 
 #include "api/routes.h"
 #include "crypto/handles.h"
+#include "operators/operators.h"
+#include "policy/versions.h"
 #include "testing/db.h"
 
 namespace fleetid::api::testing {
@@ -75,6 +77,12 @@ class RoutesTest : public ::testing::Test {
 
   store::Database& db() { return db_->db(); }
 
+  // AdminChain is the client chain of alice, the first administrator (bootstrapped on first
+  // use); OperatorChain that of |name|, invited by alice with |grants| and enrolled.
+  enroll::ClientChain AdminChain();
+  enroll::ClientChain OperatorChain(const std::string& name,
+                                    const std::vector<policy::Grant>& grants);
+
   FakeClock clock_{TimePoint(std::chrono::seconds(1'795'000'000))};
   std::unique_ptr<test::TestDb> db_;
   std::unique_ptr<pki::Authority> authority_;
@@ -82,6 +90,9 @@ class RoutesTest : public ::testing::Test {
   std::unique_ptr<registry::Registry> registry_;
   std::unique_ptr<enroll::Service> service_;
   std::unique_ptr<audit::Log> audit_log_;
+  std::unique_ptr<policy::Versions> policy_;
+  std::unique_ptr<operators::Operators> operators_;
+  enroll::ClientChain admin_chain_;
   std::string audit_pem_;
   crypto::EvpPkeyPtr maker_key_;
   std::vector<std::uint8_t> maker_ca_;

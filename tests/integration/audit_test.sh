@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The audit log end to end: every registry transition, issuance and revocation made through the
-# real binaries has its entry; each entry's inclusion proof from the HTTP API verifies against a
+# real binaries has its entry (served only to an operator allowed audit.read; heads and proofs to
+# anyone); each entry's inclusion proof from the HTTP API verifies against a
 # signed tree head (checked with `openssl dgst -verify` and an independent RFC 9162 verifier in
 # Python, tests/vectors/rfc9162_gen.py); a head saved earlier is proven consistent with the newest;
 # `fleetid audit verify` accepts the export; archived entries keep their proofs and verify with a
@@ -37,7 +38,13 @@ expect "the HTTP API serves the newest head" python3 -c "
 import json,sys; a=json.load(open('$W/sth.json')); b=json.load(open('$W/head.json')); sys.exit(a['size'] < b['size'])"
 
 SIZE=$(python3 -c "import json;print(json.load(open('$W/head.json'))['size'])")
-curl -sf "$URL/audit/v1/entries?start=0&end=$SIZE" -o "$W/entries.json"
+# Entries name devices, tenants and operators: only operators allowed audit.read see them.
+code=$(curl -s -o "$W/anon.json" -w '%{http_code}' "$URL/audit/v1/entries?start=0&end=$SIZE")
+expect "entries over plain HTTP: 400 ($code: $(cat "$W/anon.json"))" test "$code" = 400
+bootstrap_admin "$CLI" "$DATA"
+code=$(curl -s -o "$W/anon.json" -w '%{http_code}' --cacert "$W/admin-root.pem" "$HURL/audit/v1/entries?start=0&end=$SIZE")
+expect "entries over HTTPS without an operator certificate: 401 ($code)" test "$code" = 401
+curl -sf "${ADMIN_CURL[@]}" "$HURL/audit/v1/entries?start=0&end=$SIZE" -o "$W/entries.json"
 actions=$(python3 -c "import json;print(' '.join(json.loads(e['body'])['action'] for e in json.load(open('$W/entries.json'))['entries']))")
 for want in registry.import registry.provision pki.issue pki.revoke; do
   expect "an entry records $want ($actions)" grep -qw "$want" <<<"$actions"
@@ -83,7 +90,7 @@ assert r.verify_consistency(early["size"], size, bytes.fromhex(early["root"]), r
 PY
 code=$(curl -s -o "$W/bad.json" -w '%{http_code}' "$URL/audit/v1/proof/inclusion?seq=0&size=99999")
 expect "a proof for a size the log does not have is a 400 with JSON ($code)" test "$code" = 400
-code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/audit/v1/entries?start=x")
+code=$(curl -s -o /dev/null -w '%{http_code}' "${ADMIN_CURL[@]}" "$HURL/audit/v1/entries?start=x")
 expect "a malformed range is a 400 ($code)" test "$code" = 400
 
 "${F[@]}" audit export --out "$W/export.jsonl" 2>/dev/null

@@ -421,12 +421,13 @@ expect "3. ... at least the burst was granted first" test "$(grep -o 200 <<<"$co
 
 # --- 9. the audit log's range --------------------------------------------------------------------
 
+bootstrap_admin "$CLI" "$DATA"
 for q in "start=18446744073709551610&end=18446744073709551615" \
   "start=18446744073709551615&end=18446744073709551615" "start=9223372036854775808&end=9223372036854775809"; do
-  code=$(curl -s -o "$W/audit.out" -w '%{http_code}' "$URL/audit/v1/entries?$q")
+  code=$(curl -s -o "$W/audit.out" -w '%{http_code}' "${ADMIN_CURL[@]}" "$HURL/audit/v1/entries?$q")
   expect "9. /audit/v1/entries?$q: 400 ($code: $(head -c 80 "$W/audit.out"))" test "$code" = 400
 done
-code=$(curl -s -o "$W/audit.out" -w '%{http_code}' "$URL/audit/v1/entries?start=9223372036854775806&end=9223372036854775807")
+code=$(curl -s -o "$W/audit.out" -w '%{http_code}' "${ADMIN_CURL[@]}" "$HURL/audit/v1/entries?start=9223372036854775806&end=9223372036854775807")
 expect "9. a range past the log's end is empty ($code: $(head -c 60 "$W/audit.out"))" \
   grep -q '"entries":\[\]' "$W/audit.out"
 

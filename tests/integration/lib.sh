@@ -75,6 +75,20 @@ wait_exit() {
   done
 }
 
+# bootstrap_admin CLI DATA: makes "admin" the first administrator through the command line, with
+# a service account's file key so that curl can present it, and sets ADMIN_CURL (curl's options
+# to call as admin) and HURL (the HTTPS base). Needs start_server first.
+bootstrap_admin() {
+  local cli=$1 data=$2
+  wait_for_log "$W/server.log" "operator bootstrap code waiting"
+  "$cli" --data "$data" ca certs | openssl x509 -out "$W/admin-root.pem"
+  HURL=https://localhost:$HPORT
+  "$cli" --profile "$W/admin" --server "$HURL" operator bootstrap --name admin \
+    --ca-file "$W/admin-root.pem" --code-file "$data/bootstrap-code" --service-account-file-key \
+    >/dev/null </dev/null || fail "bootstrap_admin: the first administrator could not bootstrap"
+  ADMIN_CURL=(--cacert "$W/admin-root.pem" --cert "$W/admin/chain.pem" --key "$W/admin/operator-1.key.pem")
+}
+
 # audit_covers CLI DATA: the audit log of DATA verifies offline against a freshly signed head,
 # and holds one entry per registry transition, imported batch, certificate issued and
 # certificate status change that the database records (each is appended in the transaction that
