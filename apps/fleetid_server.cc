@@ -94,7 +94,8 @@ int Run(int argc, char** argv) {
                                     .policy = components.policy(),
                                     .registry = components.registry(),
                                     .authority = components.authority(),
-                                    .rng = crypto::OpenSslRng::Instance()});
+                                    .rng = crypto::OpenSslRng::Instance(),
+                                    .clock = SystemClock::Instance()});
   // No default password: until the first administrator exists, a one-time code waits in a file
   // only this user can read (fleetid operator bootstrap exchanges it; docs/operators.md).
   const std::filesystem::path bootstrap_file = data_dir / "bootstrap-code";

@@ -1,11 +1,14 @@
 // Fuzzes the operator API's request bodies (api/operator_requests.h) exactly as /api/v1 reads
-// them: the first byte picks the route's parser, the rest is the body. Bodies come from anyone
+// them: the first byte picks the route's parser, the rest is the body (or, for the device
+// listing, the query string). Bodies come from anyone
 // who reaches the HTTPS listener (bootstrap and enroll take no certificate).
 //
 // Invariants checked: every refusal is kInvalidArgument with a message; an accepted body holds
 // what its route needs (a code of at most 128 bytes and a non-empty CSR, 1 to 64 grants, a
-// policy document that is a JSON object), and every scope it carries is written back and read
-// again to the same scope. An approval's signature goes through operators::VerifyApproval.
+// policy document that is a JSON object, a page size of 1 to 1000), and every scope it carries is
+// written back and read again to the same scope. An approval's signature goes through
+// operators::VerifyApproval.
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 
@@ -29,7 +32,15 @@ void CheckScope(const policy::Scope& scope) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
-  const std::uint8_t route = data[0] % 8;
+  const std::uint8_t route = data[0] % 10;
+  if (route == 8) {
+    // GET /api/v1/devices's query string.
+    auto query = api::ParseDeviceQuery(fleetid::fuzz::Text(data + 1, size - 1),
+                                       fleetid::TimePoint(std::chrono::seconds(1'800'000'000)));
+    CheckRefusal(query);
+    if (query) Check(query->limit >= 1 && query->limit <= 1000 && query->after >= 0);
+    return 0;
+  }
   auto body = api::ParseJsonBody(fleetid::fuzz::Text(data + 1, size - 1));
   CheckRefusal(body);
   if (!body) return 0;

@@ -82,6 +82,9 @@ void AddOperatorCommands(CLI::App& app, Context& context);    // operator (the A
 // The devices and policy commands as clients of the API, when a server is configured
 // (operator.cc): one call as the profile's operator, its answer printed (a table, or --json).
 int RemoteDeviceShow(Context& context, const std::string& serial);
+// RemoteDeviceList lists a page of devices; |query| pairs with empty values are left out.
+int RemoteDeviceList(Context& context,
+                     const std::vector<std::pair<std::string, std::string>>& query);
 int RemoteDeviceAction(Context& context, const std::string& serial, std::string_view action,
                        const Json& body);
 int RemotePolicy(Context& context, std::string_view method, const std::string& path,

@@ -21,6 +21,9 @@ struct DevicesFlags {
   std::string tenant;
   std::string region;
   std::string reason;
+  std::string model;
+  std::string label;  // KEY:VALUE
+  std::int64_t expires_within = 0;
   int limit = 100;
   std::int64_t after = 0;
 };
@@ -106,6 +109,19 @@ int History(Context& context, const DevicesFlags& flags) {
 }
 
 int List(Context& context, const DevicesFlags& flags) {
+  if (context.remote.Enabled()) {
+    std::vector<std::pair<std::string, std::string>> query = {{"state", flags.state_name},
+                                                              {"tenant", flags.tenant},
+                                                              {"region", flags.region},
+                                                              {"model", flags.model},
+                                                              {"label", flags.label}};
+    if (flags.expires_within > 0) {
+      query.emplace_back("expires_within", std::to_string(flags.expires_within));
+    }
+    query.emplace_back("limit", std::to_string(flags.limit));
+    if (flags.after > 0) query.emplace_back("after", std::to_string(flags.after));
+    return RemoteDeviceList(context, query);
+  }
   auto reg = OpenRegistry(context);
   if (!reg) return Fail(reg.error());
   registry::DeviceQuery q;
@@ -115,6 +131,15 @@ int List(Context& context, const DevicesFlags& flags) {
     q.state = *st;
   }
   q.tenant = flags.tenant;
+  q.region = flags.region;
+  q.model = flags.model;
+  if (const std::size_t colon = flags.label.find(':'); colon != std::string::npos) {
+    q.label_key = flags.label.substr(0, colon);
+    q.label_value = flags.label.substr(colon + 1);
+  }
+  if (flags.expires_within > 0) {
+    q.expires_before = SystemClock::Instance().Now() + std::chrono::seconds(flags.expires_within);
+  }
   q.limit = flags.limit;
   q.after = flags.after;
   auto page = (*reg)->Query(q);
@@ -213,6 +238,11 @@ void AddRegistryCommands(CLI::App* devices, Context& context,
   auto* list = devices->add_subcommand("list", "list devices, a page at a time");
   list->add_option("--state", flags->state_name, "only devices in this state");
   list->add_option("--tenant", flags->tenant, "only this tenant's devices");
+  list->add_option("--region", flags->region, "only devices in this region");
+  list->add_option("--model", flags->model, "only this model");
+  list->add_option("--label", flags->label, "only devices with this label (KEY:VALUE)");
+  list->add_option("--expires-within", flags->expires_within,
+                   "only devices whose credential expires within this many seconds");
   list->add_option("--limit", flags->limit, "page size (1-1000)");
   list->add_option("--after", flags->after, "cursor printed by the previous page");
   context.OnParsed(list, [&context, flags] { return List(context, *flags); });

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <iostream>
@@ -445,6 +446,42 @@ void PrintDevice(const Json& d) {
 
 int RemoteDeviceShow(Context& context, const std::string& serial) {
   return Get(context, "GET", "devices/" + serial, nullptr, PrintDevice);
+}
+
+// QueryEscape percent-encodes everything but RFC 3986's unreserved characters.
+std::string QueryEscape(std::string_view text) {
+  std::string out;
+  for (const char c : text) {
+    if (std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '.' || c == '_' ||
+        c == '~') {
+      out += c;
+    } else {
+      out += fmt::format("%{:02X}", static_cast<unsigned char>(c));
+    }
+  }
+  return out;
+}
+
+int RemoteDeviceList(Context& context,
+                     const std::vector<std::pair<std::string, std::string>>& query) {
+  std::string path = "devices";
+  char sep = '?';
+  for (const auto& [name, value] : query) {
+    if (value.empty()) continue;
+    path += fmt::format("{}{}={}", sep, name, QueryEscape(value));
+    sep = '&';
+  }
+  return Get(context, "GET", path, nullptr, [](const Json& page) {
+    std::vector<std::vector<std::string>> rows;
+    for (const Json& d : page.value("devices", Json::array())) {
+      rows.push_back({Text(d, "serial"), Text(d, "state"), Text(d, "tenant"), Text(d, "region"),
+                      Text(d, "model"), Text(d, "firmware_version")});
+    }
+    PrintTable({"SERIAL", "STATE", "TENANT", "REGION", "MODEL", "FIRMWARE"}, rows);
+    if (page.value("next", std::int64_t{0}) != 0) {
+      std::cout << fmt::format("more: --after {}\n", page.value("next", std::int64_t{0}));
+    }
+  });
 }
 
 int RemoteDeviceAction(Context& context, const std::string& serial, std::string_view action,

@@ -338,6 +338,7 @@ class Call {
 
   Result<Answer> Devices(const policy::Operator& by, const std::vector<std::string_view>& parts,
                          bool post) {
+    if (!post && parts.size() == 1) return ListDevices(by);
     if (parts.size() < 2 || parts[1].empty()) return NotFound();
     const DeviceAction* action = nullptr;
     if (post) {
@@ -402,6 +403,38 @@ class Call {
     request.reason = std::move(request_body.reason);
     FLEETID_TRY(after, api_.registry.Transition(request));
     return Answer{200, DeviceJson(after)};
+  }
+
+  // ListDevices is GET /api/v1/devices?filters: a page of the devices the operator may read.
+  // The filters go to the database; the operator's scope is applied to each device of the page
+  // (in memory, not audited one by one), so a scoped operator's page may hold fewer devices
+  // than the limit while |next| still leads on.
+  Result<Answer> ListDevices(const policy::Operator& by) {
+    FLEETID_TRY(query, ParseDeviceQuery(req_.query, api_.clock.Now()));
+    const policy::Active active = api_.policy.Current();
+    // Refused (and audited) when no grant of the operator reads devices anywhere.
+    const bool reads_somewhere = std::ranges::any_of(by.grants, [&](const policy::Grant& g) {
+      return active.policy->DecideWithin(by.grants, "device.read", g.scope).allowed;
+    });
+    if (!reads_somewhere) {
+      return std::unexpected(api_.policy.Refuse(
+          by, "device.read", "devices",
+          active.policy->Explain(active.policy->DecideWithin(by.grants, "device.read", {}),
+                                 "device.read"),
+          active.policy->Hash()));
+    }
+    FLEETID_TRY(page, api_.registry.Query(query));
+    Json devices = Json::array();
+    for (const registry::Device& d : page.devices) {
+      if (active.policy->Decide(by.grants, "device.read", ResourceOf(d)).allowed) {
+        devices.push_back(DeviceJson(d));
+      }
+    }
+    return Answer{200,
+                  {{"devices", devices},
+                   {"next", page.next},
+                   {"scanned", page.devices.size()},
+                   {"policy", {{"version", active.number}, {"hash", active.policy->Hash()}}}}};
   }
 
   const OperatorApi& api_;

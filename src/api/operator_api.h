@@ -31,6 +31,7 @@ struct OperatorApi {
   registry::Registry& registry;
   pki::Authority& authority;
   Rng& rng;
+  const Clock& clock;
 };
 
 // RegisterOperatorApi adds /api/v1/... . Every answer is JSON with an X-Request-Id header; every

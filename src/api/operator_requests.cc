@@ -7,9 +7,12 @@
 #include <openssl/x509.h>
 
 #include <algorithm>
+#include <charconv>
 #include <initializer_list>
+#include <limits>
 #include <utility>
 
+#include "api/http_util.h"
 #include "crypto/handles.h"
 #include "crypto/jws.h"
 
@@ -163,6 +166,79 @@ Result<ApprovalRequest> ParseApproval(const Json& body) {
   FLEETID_TRY(signature, Text(body, "signature", kMaxSignature, false));
   out.reason = std::move(reason);
   out.signature = std::move(signature);
+  return out;
+}
+
+Result<registry::DeviceQuery> ParseDeviceQuery(std::string_view query, TimePoint now) {
+  constexpr std::size_t kMaxQueryValue = 256;
+  constexpr std::int64_t kMaxWindow = std::int64_t{10} * 366 * 24 * 3600;
+  registry::DeviceQuery out;
+  std::vector<std::string> seen;
+  auto number = [](std::string_view name, const std::string& text, std::int64_t low,
+                   std::int64_t high) -> Result<std::int64_t> {
+    std::int64_t n = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+    if (text.empty() || ec != std::errc() || end != text.data() + text.size() || n < low ||
+        n > high) {
+      return Bad(
+          fmt::format("query parameter '{}' must be a number from {} to {}", name, low, high));
+    }
+    return n;
+  };
+  while (!query.empty()) {
+    const std::size_t amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    if (pair.empty()) continue;
+    const std::size_t eq = pair.find('=');
+    const std::string name(pair.substr(0, eq));
+    static constexpr std::string_view kNames[] = {"state",          "tenant",   "region",
+                                                  "model",          "firmware", "label",
+                                                  "expires_within", "limit",    "after"};
+    if (std::ranges::find(kNames, name) == std::end(kNames)) {
+      return Bad(
+          fmt::format("unknown query parameter '{}' (state, tenant, region, model, "
+                      "firmware, label, expires_within, limit, after)",
+                      name.substr(0, 32)));
+    }
+    if (std::ranges::find(seen, name) != seen.end()) {
+      return Bad(fmt::format("query parameter '{}' is given twice", name));
+    }
+    seen.push_back(name);
+    const std::string value =
+        internal::PercentDecode(eq == std::string_view::npos ? "" : pair.substr(eq + 1));
+    if (value.empty() || value.size() > kMaxQueryValue) {
+      return Bad(fmt::format("query parameter '{}' must hold 1 to {} bytes", name, kMaxQueryValue));
+    }
+    if (name == "state") {
+      FLEETID_TRY(state, registry::ParseState(value));
+      out.state = state;
+    } else if (name == "tenant") {
+      out.tenant = value;
+    } else if (name == "region") {
+      out.region = value;
+    } else if (name == "model") {
+      out.model = value;
+    } else if (name == "firmware") {
+      out.firmware_version = value;
+    } else if (name == "label") {
+      const std::size_t colon = value.find(':');
+      if (colon == std::string::npos || colon == 0) {
+        return Bad("query parameter 'label' is KEY:VALUE");
+      }
+      out.label_key = value.substr(0, colon);
+      out.label_value = value.substr(colon + 1);
+    } else if (name == "expires_within") {
+      FLEETID_TRY(seconds, number(name, value, 1, kMaxWindow));
+      out.expires_before = now + std::chrono::seconds(seconds);
+    } else if (name == "limit") {
+      FLEETID_TRY(limit, number(name, value, 1, 1000));
+      out.limit = static_cast<int>(limit);
+    } else {
+      FLEETID_TRY(after, number(name, value, 0, std::numeric_limits<std::int64_t>::max()));
+      out.after = after;
+    }
+  }
   return out;
 }
 

@@ -13,8 +13,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/clock.h"
 #include "common/error.h"
 #include "policy/policy.h"
+#include "registry/registry.h"
 
 namespace fleetid::api {
 
@@ -57,6 +59,12 @@ struct ApprovalRequest {  // POST /api/v1/policy/proposals/{id}/approve
 };
 // ParseApproval reads {"reason"?, "signature"?}.
 [[nodiscard]] Result<ApprovalRequest> ParseApproval(const nlohmann::json& body);
+// ParseDeviceQuery reads GET /api/v1/devices's query: state, tenant, region, model, firmware,
+// label (KEY:VALUE), expires_within (seconds from |now|), limit (1-1000, default 100) and after
+// (the previous page's cursor), each at most once, percent-encoded values of at most 256 bytes.
+// Anything else is kInvalidArgument naming the parameter.
+[[nodiscard]] Result<registry::DeviceQuery> ParseDeviceQuery(std::string_view query, TimePoint now);
+
 // ParseReason reads {"reason": "..."} (the reason may be required).
 [[nodiscard]] Result<std::string> ParseReason(const nlohmann::json& body, bool required);
 // ParseCsr reads a PKCS#10 request given as PEM or as base64 DER.

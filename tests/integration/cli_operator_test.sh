@@ -136,6 +136,18 @@ as erin devices show NO-SUCH-DEVICE
 expect "an unknown serial outside what erin may see: exit 3" test "$RC" = 3
 as alice devices show NO-SUCH-DEVICE
 expect "... while alice learns it does not exist: exit 4" test "$RC" = 4
+as erin devices list --json
+expect "erin's device list holds only what she may read: $EU" \
+  test "$(python3 -c 'import json,sys;print(",".join(d["serial"] for d in json.load(open(sys.argv[1]))["devices"]))' "$W/out")" = "$EU"
+as alice devices list --region us-east
+expect "alice lists by region: a table with $US alone" \
+  sh -c "grep -q '^$US ' '$W/out' && ! grep -q '^$EU ' '$W/out' && grep -q '^SERIAL' '$W/out'"
+as alice devices list --state suspended --label nothing:here --json
+expect "... by state and label (none has that label)" test "$(field devices)" = "[]"
+as alice devices list --limit 1 --json
+expect "... a page at a time" sh -c "test \"\$(python3 -c 'import json,sys;print(len(json.load(open(sys.argv[1]))[\"devices\"]))' '$W/out')\" = 1 && test '$(field next)' != 0"
+as alice devices list --limit 5000
+expect "a page too large: exit 2 ($(cat "$W/err"))" test "$RC" = 2
 as erin operator list
 expect "erin may not list operators: exit 3" test "$RC" = 3
 
@@ -157,7 +169,7 @@ expect "a revoked operator is refused on the next call: exit 7 ($(cat "$W/err"))
 # --- the other exit codes ---
 as alice --server https://localhost:1 operator whoami
 expect "an unreachable server: exit 6" test "$RC" = 6
-as alice devices list
+as alice devices counts
 expect "a command that opens the data directory refuses --profile (exit 1)" \
   sh -c "test $RC = 1 && grep -q 'not offered through the API' '$W/err'"
 as nobody operator whoami
