@@ -76,6 +76,12 @@ void RoutesTest::SetUp() {
   ASSERT_TRUE(operators::Operators::Migrate(db()));
   operators_ = std::make_unique<operators::Operators>(db(), *authority_, *policy_, clock_, rng);
   RegisterAuditRoutes(router_, *audit_log_, audit_pem_, OperatorAuditGate(*operators_, *policy_));
+  RegisterOperatorApi(router_, {.operators = *operators_,
+                                .policy = *policy_,
+                                .registry = *registry_,
+                                .authority = *authority_,
+                                .rng = rng,
+                                .clock = clock_});
   RegisterHealthRoute(router_, *authority_, std::string(kVersion));
 }
 
@@ -146,7 +152,8 @@ std::string RoutesTest::HeaderOf(const server::HttpResponse& response, std::stri
   return {};
 }
 
-Device RoutesTest::MakeDevice(const std::string& serial) {
+Device RoutesTest::MakeDevice(const std::string& serial, const std::string& tenant,
+                              const std::string& region) {
   crypto::OpenSslRng& rng = crypto::OpenSslRng::Instance();
   Device d{.serial = serial, .idevid_key = NewKey(), .idevid_chain = {}};
   auto cert = enroll::IssueIdevid(maker_key_.get(), maker_ca_, Csr(d.idevid_key.get()),
@@ -172,8 +179,8 @@ Device RoutesTest::MakeDevice(const std::string& serial) {
   req.event = registry::Event::kProvision;
   req.expected_version = dev->version;
   req.actor = registry::Actor{registry::kOperator, "test", {"admin"}};
-  req.tenant = "acme";
-  req.region = "eu";
+  req.tenant = tenant;
+  req.region = region;
   EXPECT_TRUE(registry_->Transition(req));
   return d;
 }

@@ -70,7 +70,8 @@ class RoutesTest : public ::testing::Test {
   static std::string HeaderOf(const server::HttpResponse& response, std::string_view name);
 
   // MakeDevice runs the factory for one device, imports its signed manifest and provisions it.
-  Device MakeDevice(const std::string& serial);
+  Device MakeDevice(const std::string& serial, const std::string& tenant = "acme",
+                    const std::string& region = "eu");
   // Evidence is a JWS of the device's claims over |nonce|, signed by |signer|, naming |new_key|.
   static std::string Evidence(const std::string& serial, std::string_view nonce, EVP_PKEY* signer,
                               EVP_PKEY* new_key);
