@@ -23,6 +23,8 @@ packages=(
   softhsm2 libsofthsm2 opensc
   # external clients the integration tests drive
   curl gnutls-bin python3
+  # the OpenAPI check of the operator API's answers (tests/integration/openapi_check.py)
+  python3-jsonschema
 )
 
 if [[ "${1:-}" == "bench" ]]; then

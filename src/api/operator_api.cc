@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "api/http_util.h"
+#include "api/openapi_document.h"
 #include "common/log.h"
 #include "common/time_text.h"
 #include "crypto/crypto.h"
@@ -447,6 +448,20 @@ class Call {
 }  // namespace
 
 void RegisterOperatorApi(server::Router& router, const OperatorApi& api) {
+  // The API's own description, to anyone over HTTPS (docs/openapi.json).
+  router.Add("GET", std::string(kPrefix) + "openapi.json", [api](const HttpRequest& req) {
+    const std::string request_id = NewRequestId(api.rng);
+    if (!req.tls) {
+      return Refuse(
+          Error(ErrorCode::kInvalidArgument, "the operator API is served over HTTPS only"),
+          request_id);
+    }
+    HttpResponse r;
+    r.content_type = "application/json";
+    r.body = std::string(OpenApiDocument());
+    r.headers.emplace_back("X-Request-Id", request_id);
+    return r;
+  });
   for (const char* method : {"GET", "POST"}) {
     router.Add(method, std::string(kPrefix) + "*", [api](const HttpRequest& req) {
       return Call(api, req, NewRequestId(api.rng)).Serve();

@@ -37,6 +37,8 @@ api() {
   [[ -z $data ]] || body=(-H 'Content-Type: application/json' --data-binary "$data")
   CODE=$(curl -sS --max-time 20 --cacert "$W/root.pem" -X "$method" -o "$W/$name.json" \
     -D "$W/$name.headers" -w '%{http_code}' "${id[@]}" "${body[@]}" "$H$path" 2>"$W/$name.err") || CODE=000
+  # Every answer is checked against docs/openapi.json at the end.
+  [[ $CODE == 000 ]] || printf '%s\t%s\t%s\t%s\n' "$method" "${path#/api/v1}" "$CODE" "$W/$name.json" >>"$W/calls.tsv"
 }
 field() { python3 -c 'import json,sys;d=json.load(open(sys.argv[1]))
 for k in sys.argv[2].split("."): d=d[int(k)] if isinstance(d,list) else d[k]
@@ -180,6 +182,47 @@ code=$(curl -s -o "$W/est.out" -w '%{http_code}' --cacert "$W/root.pem" --cert "
 expect "an operator's certificate is refused by EST ($code: $(cat "$W/est.out"))" \
   sh -c "test $code = 403 && grep -q 'operator certificate never enrolls' '$W/est.out'"
 
+# --- the rest of the routes, for the OpenAPI check below ---
+api list-eu alice GET "/api/v1/devices?region=eu-west&state=suspended&limit=10"
+expect "alice lists the suspended devices in eu-west: $EU" test "$(field list-eu devices.0.serial)" = "$EU"
+api list-erin erin GET "/api/v1/devices"
+expect "erin's list holds only her region's device" test "$(python3 -c 'import json,sys;print(len(json.load(open(sys.argv[1]))["devices"]))' "$W/list-erin.json")" = 1
+api list-bad alice GET "/api/v1/devices?colour=red"
+expect "an unknown filter: 400 naming it" sh -c "test $CODE = 400 && grep -q colour '$W/list-bad.json'"
+api version1 alice GET /api/v1/policy/versions/1
+expect "version 1 with its diff from the active one" grep -q "role eu-ops" "$W/version1.json"
+api proposal1 alice GET "/api/v1/policy/proposals/$id"
+api all-proposals alice GET "/api/v1/policy/proposals?all=true"
+api op-erin alice GET /api/v1/operators/erin
+api operators alice GET /api/v1/operators
+python3 - "$W/proposal.json" "$W/proposal3.json" <<'PY'
+import json, sys
+p = json.load(open(sys.argv[1])); p["base"] = 2; p["document"]["description"] = "third"
+json.dump(p, open(sys.argv[2], "w"))
+PY
+api propose3 alice POST /api/v1/policy/proposals "$(cat "$W/proposal3.json")"
+api withdraw-dave dave POST "/api/v1/policy/proposals/$(field propose3 id)/withdraw" '{}'
+expect "only the requester withdraws (403)" test "$CODE" = 403
+api withdraw alice POST "/api/v1/policy/proposals/$(field propose3 id)/withdraw" '{"reason":"not yet"}'
+expect "alice withdraws her proposal" test "$(field withdraw state)" = withdrawn
+api propose4 alice POST /api/v1/policy/proposals "$(cat "$W/proposal3.json")"
+api reject dave POST "/api/v1/policy/proposals/$(field propose4 id)/reject" '{"reason":"no"}'
+expect "dave rejects the next" test "$(field reject state)" = rejected
+newkey dave2
+api renew dave POST /api/v1/operators/renew \
+  "$(python3 -c 'import json,sys;print(json.dumps({"csr":sys.stdin.read()}))' < <(csr_pem dave2))"
+expect "dave renews with a new key ($CODE)" test "$CODE" = 201
+keep renew dave2
+api dave2 dave2 GET /api/v1/whoami
+expect "... and is dave with it" test "$(field dave2 operator)" = dave
+api dave-old dave GET /api/v1/whoami
+expect "... while his old certificate is refused (401)" is_error dave-old 401 unauthenticated
+api openapi - GET /api/v1/openapi.json
+expect "GET /api/v1/openapi.json serves docs/openapi.json as it is" \
+  cmp -s "$W/openapi.json" "$(dirname "$0")/../../docs/openapi.json"
+api grant-dave alice POST /api/v1/operators/dave/grants '{"role":"auditor"}'
+expect "alice grants dave one more role ($CODE)" sh -c "test $CODE = 201 && grep -q '\"role\":\"auditor\"' '$W/grant-dave.json'"
+
 # --- revocation of an operator ---
 api revoke alice POST /api/v1/operators/erin/revoke '{"reason":"left the team"}'
 expect "alice revokes erin ($CODE)" test "$(field revoke state)" = revoked
@@ -189,6 +232,10 @@ expect "erin is refused on her next call (401)" is_error after 401 unauthenticat
 # Every answer of the operator API was JSON with a request id, and none was a 5xx.
 expect "no 5xx answer" test -z "$(grep -l '^HTTP/[0-9.]* 5' "$W"/*.headers || true)"
 expect "the log names each request id" grep -q "request_id=$(field whoami request_id)" "$W/server.log"
+PY=python3
+$PY -c 'import jsonschema' 2>/dev/null || PY=/usr/bin/python3
+out=$($PY "$(dirname "$0")/openapi_check.py" "$(dirname "$0")/../../docs/openapi.json" "$W/calls.tsv" 2>&1) && rc=0 || rc=$?
+expect "every answer above matches docs/openapi.json, each route in it (rc $rc): $out" test "$rc" = 0
 kill -TERM "$PID"; wait_exit "$PID" 15
 audit_covers "$CLI" "$DATA"
 finish
