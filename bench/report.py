@@ -270,3 +270,29 @@ if enroll_file.exists():
     print("A fleetid enrollment is one full handshake plus four requests (nonce, evidence, simpleenroll,")
     print("cacerts), a signed evidence check and a certificate issued; each device makes its key and CSR")
     print("in its token before the clock starts, as it would at boot.")
+
+operator_file = out / "operator.jsonl"
+if operator_file.exists():
+    runs = {}
+    for line in operator_file.read_text().splitlines():
+        if line.startswith("{"):
+            r = json.loads(line)
+            runs.setdefault((r["db"], r["mode"]), []).append(r)
+
+    def median_rate(rs):
+        values = sorted(r["per_second"] for r in rs)
+        return values[len(values) // 2]
+
+    print()
+    print("Operator API: authorized device.suspend/resume calls over keep-alive mutual TLS (2 connections)")
+    print("beside the raw registry transition with the same credential holds and audit entries (2 threads);")
+    print("medians of alternated rounds")
+    for db in ("sqlite", "postgresql"):
+        api, raw = runs.get((db, "api")), runs.get((db, "raw"))
+        if not api or not raw:
+            continue
+        a, w = median_rate(api), median_rate(raw)
+        failed = sum(r["failed"] for r in api + raw)
+        verdict = "met" if a >= 0.8 * w else "MISSED"
+        print(f"  {db:<11} api {a:>9,.1f}/s   raw {w:>9,.1f}/s   ratio {a / w:.2f}x (target >= 0.8x: {verdict})"
+              f"{f'; {failed} calls failed' if failed else ''}")

@@ -43,4 +43,7 @@ bench/http_bench.sh
 echo "== enrollment: attested EST over fresh mutual-TLS connections vs openssl s_server + s_time (${BENCH_TLS_SECONDS:-10}s)"
 bench/enroll_bench.sh
 
+echo "== operator API: authorized device.suspend over keep-alive mutual TLS vs the raw registry transition"
+bench/operator_bench.sh
+
 python3 bench/report.py "$OUT"

@@ -395,22 +395,25 @@ Result<policy::Operator> Operators::Authenticate(const ClientChain& chain) {
                      "an operator certificate (TLS client authentication) is required");
   }
   FLEETID_TRY(leaf, crypto::ParseCertificateDer(chain.front()));
-  if (!authority_.IsOperatorCertificate(leaf.get())) {
-    return MakeError(ErrorCode::kUnauthenticated,
-                     "the client certificate is not an operator's (a device certificate never "
-                     "acts as an operator)");
-  }
   FLEETID_TRY(serial, crypto::SerialHex(X509_get0_serialNumber(leaf.get())));
+  // The authority's own record decides, not a signature check per call: the certificate must be
+  // the very one (byte for byte) the authority issued for an operator, which only the operators'
+  // CA does (pki::Authority::IssueOperatorIn). The TLS handshake verified the chain already.
   FLEETID_TRY(tx, db_.Begin(TxMode::kRead));
   auto record = pki::Authority::GetIn(*tx, serial);
   if (!record) {
     if (record.error().code() != ErrorCode::kNotFound) return std::unexpected(record.error());
     return MakeError(ErrorCode::kUnauthenticated,
-                     "the operator certificate is not one fleetid issued");
+                     "the client certificate is not an operator certificate fleetid issued");
   }
-  if (record->der != chain.front() || !record->device.starts_with("operator:")) {
+  if (record->der != chain.front()) {
     return MakeError(ErrorCode::kUnauthenticated,
-                     "the operator certificate is not one fleetid issued");
+                     "the client certificate is not an operator certificate fleetid issued");
+  }
+  if (!record->device.starts_with("operator:")) {
+    return MakeError(ErrorCode::kUnauthenticated,
+                     "the client certificate is not an operator's (a device certificate never "
+                     "acts as an operator)");
   }
   if (record->status != pki::Status::kGood) {
     return MakeError(ErrorCode::kUnauthenticated, "operator certificate {} is {}", serial,

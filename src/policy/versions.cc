@@ -418,12 +418,18 @@ Result<Proposal> Versions::GetProposal(std::int64_t id) {
 Result<std::vector<Proposal>> Versions::Proposals(bool pending_only, int limit) {
   FLEETID_TRY(tx, db_.Begin(TxMode::kRead));
   const std::int64_t bounded = std::clamp(limit, 1, 1000);
-  auto listed =
-      pending_only
-          ? tx->Query("SELECT id FROM policy_proposals WHERE state = ? ORDER BY id DESC LIMIT ?",
-                      {std::string(RequestStateName(RequestState::kPending)), bounded})
-          : tx->Query("SELECT id FROM policy_proposals ORDER BY id DESC LIMIT ?", {bounded});
-  FLEETID_TRY(rows, std::move(listed));
+  // One query text built up, rather than a choice between two results: g++ 12 at -O2 took the
+  // moved-from alternative's vector for uninitialized (-Wmaybe-uninitialized) and failed the
+  // release build.
+  std::string sql = "SELECT id FROM policy_proposals";
+  std::vector<store::Value> params;
+  if (pending_only) {
+    sql += " WHERE state = ?";
+    params.emplace_back(std::string(RequestStateName(RequestState::kPending)));
+  }
+  sql += " ORDER BY id DESC LIMIT ?";
+  params.emplace_back(bounded);
+  FLEETID_TRY(rows, tx->Query(sql, params));
   std::vector<Proposal> out;
   out.reserve(rows.size());
   for (const Row& r : rows) {
