@@ -334,8 +334,15 @@ Result<std::unique_ptr<Api>> Api::Connect(const Profile& profile, const Operator
 Result<Json> Api::Call(std::string_view method, std::string_view path, const Json& body) {
   const std::string target = fmt::format("{}{}", kApiPrefix, path);
   const std::string text = body.is_null() ? std::string() : body.dump();
-  FLEETID_TRY(reply,
-              connection_->Request(method, target, text, body.is_null() ? "" : "application/json"));
+  // Every change carries a fresh Idempotency-Key (docs/api.md), so that a retry of this very
+  // request can never apply it twice.
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (method == "POST") {
+    FLEETID_TRY(random, crypto::OpenSslRng::Instance().Bytes(16));
+    headers.emplace_back("Idempotency-Key", crypto::Hex(random));
+  }
+  FLEETID_TRY(reply, connection_->Request(method, target, text,
+                                          body.is_null() ? "" : "application/json", headers));
   Json answer = Json::parse(reply.body, nullptr, false);
   if (reply.status >= 200 && reply.status < 300) {
     if (answer.is_discarded()) {

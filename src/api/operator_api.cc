@@ -141,6 +141,31 @@ class Call {
 
   HttpResponse Serve() {
     Result<Answer> answer = Route();
+    if (replay_) {
+      // The same request with the same Idempotency-Key was answered before: that answer again.
+      log::Info("api", {{"request_id", request_id_},
+                        {"method", req_.method},
+                        {"path", req_.path},
+                        {"operator", policy::AuditActor(*who_)},
+                        {"status", replay_->status},
+                        {"replayed", true}});
+      HttpResponse r = HttpResponse::Json(replay_->status, replay_->body);
+      r.headers.emplace_back("X-Request-Id", request_id_);
+      r.headers.emplace_back("Cache-Control", "no-store");
+      r.headers.emplace_back("Idempotent-Replayed", "true");
+      return r;
+    }
+    HttpResponse response = Answered(answer);
+    if (!idempotency_key_.empty()) {
+      const Result<void> kept = api_.operators.idempotency().Finish(
+          who_->name, idempotency_key_, {.status = response.status, .body = response.body});
+      if (!kept) log::Warn("api: idempotency key not recorded", {{"request_id", request_id_}});
+    }
+    return response;
+  }
+
+ private:
+  HttpResponse Answered(Result<Answer>& answer) {
     const int status = answer ? answer->status : HttpStatus(answer.error().code());
     log::Info("api", {{"request_id", request_id_},
                       {"method", req_.method},
@@ -152,7 +177,6 @@ class Call {
     return Respond(answer->status, answer->body, request_id_);
   }
 
- private:
   Result<Answer> Route() {
     if (!req_.tls) {
       return MakeError(ErrorCode::kInvalidArgument, "the operator API is served over HTTPS only");
@@ -184,6 +208,19 @@ class Call {
     }
     FLEETID_TRY(who, api_.operators.Authenticate(req_.client_chain));
     who_ = who;
+    if (post && !req_.Header("Idempotency-Key").empty()) {
+      const std::string_view key = req_.Header("Idempotency-Key");
+      FLEETID_CHECK_OK(operators::Idempotency::CheckKey(key));
+      const std::string fingerprint =
+          fmt::format("{} {} {}", req_.method, req_.target,
+                      crypto::Hex(crypto::Sha256(std::string_view(req_.body))));
+      FLEETID_TRY(stored, api_.operators.idempotency().Begin(who.name, key, fingerprint));
+      if (stored) {
+        replay_ = std::move(*stored);
+        return Answer{replay_->status, Json::object()};
+      }
+      idempotency_key_ = std::string(key);
+    }
     if (parts.empty()) return NotFound();
     if (parts[0] == "whoami" && parts.size() == 1 && !post) return WhoAmI(who);
     if (parts[0] == "operators") return Operators(who, parts, post);
@@ -443,6 +480,8 @@ class Call {
   std::string request_id_;
   Json body_;
   std::optional<policy::Operator> who_;
+  std::string idempotency_key_;                    // claimed by this request (Finish it)
+  std::optional<operators::StoredAnswer> replay_;  // the earlier answer to send again
 };
 
 }  // namespace

@@ -104,11 +104,27 @@ struct Operators::Code {
   std::string created_by;
 };
 
+// The operator API's idempotency keys (operators/idempotency.h): status 0 while the first
+// request is in flight.
+constexpr std::string_view kIdempotencySql = R"sql(
+CREATE TABLE api_idempotency (
+  operator_name TEXT NOT NULL,
+  idem_key TEXT NOT NULL,
+  fingerprint TEXT NOT NULL,
+  status INTEGER NOT NULL,
+  body TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  PRIMARY KEY (operator_name, idem_key)
+);
+CREATE INDEX api_idempotency_by_age ON api_idempotency (created_at);
+)sql";
+
 Result<void> Operators::Migrate(store::Database& db) {
   FLEETID_CHECK_OK(audit::Log::Migrate(db));
   const std::string pg = store::PostgresDdl(kSchemaSqlite);
   const store::Migration migrations[] = {
-      {1, "operators, grants, bootstrap and invitation codes", kSchemaSqlite, pg}};
+      {1, "operators, grants, bootstrap and invitation codes", kSchemaSqlite, pg},
+      {2, "idempotency keys of the operator API's mutations", kIdempotencySql, {}}};
   FLEETID_TRY(applied, db.Migrate("operators", migrations));
   static_cast<void>(applied);
   return {};
@@ -121,7 +137,8 @@ Operators::Operators(store::Database& db, pki::Authority& authority, policy::Ver
       policy_(policy),
       clock_(clock),
       rng_(rng),
-      options_(options) {}
+      options_(options),
+      idempotency_(db, clock) {}
 
 Result<std::string> Operators::NewCode() {
   FLEETID_TRY(bytes, rng_.Bytes(kCodeBytes));

@@ -20,6 +20,7 @@
 #include "common/error.h"
 #include "common/mutex.h"
 #include "common/rng.h"
+#include "operators/idempotency.h"
 #include "pki/pki.h"
 #include "policy/policy.h"
 #include "policy/versions.h"
@@ -121,6 +122,10 @@ class Operators {
   [[nodiscard]] Result<OperatorInfo> Get(const policy::Operator& by, std::string_view name);
   [[nodiscard]] Result<std::vector<OperatorInfo>> List(const policy::Operator& by);
 
+  // idempotency holds the API's idempotency keys, which belong to operators (operators/
+  // idempotency.h; its table is migrated with the operators').
+  Idempotency& idempotency() { return idempotency_; }
+
  private:
   struct Code;
   [[nodiscard]] Result<Issued> IssueIn(store::Transaction& tx, std::string_view name,
@@ -142,6 +147,7 @@ class Operators {
   Clock& clock_;
   Rng& rng_;
   OperatorsOptions options_;
+  Idempotency idempotency_;
   Mutex bootstrap_mu_;
   std::filesystem::path bootstrap_path_ FLEETID_GUARDED_BY(bootstrap_mu_);
 };

@@ -182,6 +182,26 @@ code=$(curl -s -o "$W/est.out" -w '%{http_code}' --cacert "$W/root.pem" --cert "
 expect "an operator's certificate is refused by EST ($code: $(cat "$W/est.out"))" \
   sh -c "test $code = 403 && grep -q 'operator certificate never enrolls' '$W/est.out'"
 
+# --- Idempotency-Key: a retried mutation is answered again, not applied again ---
+idem() {  # idem NAME KEY BODY PATH: alice POSTs BODY to PATH with Idempotency-Key KEY
+  CODE=$(curl -sS --max-time 20 --cacert "$W/root.pem" --cert "$W/alice.chain.pem" --key "$W/alice.key" \
+    -H 'Content-Type: application/json' -H "Idempotency-Key: $2" --data-binary "$3" \
+    -o "$W/$1.json" -D "$W/$1.headers" -w '%{http_code}' "$H$4" 2>"$W/$1.err") || CODE=000
+  [[ $CODE == 000 ]] || printf '%s\t%s\t%s\t%s\n' POST "${4#/api/v1}" "$CODE" "$W/$1.json" >>"$W/calls.tsv"
+}
+idem idem1 retry-7f3a '{"reason":"stolen"}' "/api/v1/devices/$US/suspend"
+expect "a suspension with an Idempotency-Key ($CODE)" test "$(field idem1 state)" = suspended
+idem idem2 retry-7f3a '{"reason":"stolen"}' "/api/v1/devices/$US/suspend"
+expect "the retry gets the first answer again, marked replayed" \
+  sh -c "test $CODE = 200 && cmp -s '$W/idem1.json' '$W/idem2.json' && grep -qi '^idempotent-replayed: true' '$W/idem2.headers'"
+api us-history alice GET "/api/v1/devices/$US"
+expect "... and the device was suspended once" \
+  test "$(python3 -c 'import json,sys;print(sum(e["event"]=="suspend" for e in json.load(open(sys.argv[1]))["history"]))' "$W/us-history.json")" = 1
+idem idem3 retry-7f3a '{"reason":"another"}' "/api/v1/devices/$US/suspend"
+expect "the key with another body: 409" is_error idem3 409 conflict
+idem idem4 'two words' '{"reason":"x"}' "/api/v1/devices/$US/resume"
+expect "a malformed key: 400" is_error idem4 400 invalid_argument
+
 # --- the rest of the routes, for the OpenAPI check below ---
 api list-eu alice GET "/api/v1/devices?region=eu-west&state=suspended&limit=10"
 expect "alice lists the suspended devices in eu-west: $EU" test "$(field list-eu devices.0.serial)" = "$EU"
