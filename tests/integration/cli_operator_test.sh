@@ -104,16 +104,7 @@ as alice operator invite erin --grant 'eu-ops@region=eu-west' --code-out "$W/eri
 as erin --server "$H" operator enroll --ca-file "$W/root.pem" --code-file "$W/erin.code" \
   --pin-file "$W/erin.pin"
 expect "erin enrolls as eu-ops in eu-west ($RC: $(cat "$W/err"))" grep -q "^enrolled erin" "$W/out"
-head -c 4096 /dev/urandom >"$W/firmware.bin"
-"$CLI" factory init --dir "$W/factory" --name "Acme Devices" >/dev/null
-"$CLI" factory make --dir "$W/factory" --out "$W/batch" --count 2 --model sensor-1 \
-  --firmware "$W/firmware.bin" >/dev/null
-mapfile -t SERIALS <"$W/batch/serials.txt"
-EU=${SERIALS[0]}
-US=${SERIALS[1]}
-"${L[@]}" manufacturer add --cert "$W/factory/manufacturer.pem" --name "Acme Devices" >/dev/null
-"${L[@]}" devices import-manifest "$W/batch/manifest.jws" >/dev/null
-"${L[@]}" attest reference --model sensor-1 --firmware "$W/firmware.bin" >/dev/null
+factory_batch "$CLI" "$DATA"
 as alice devices provision "$EU" --tenant acme --region eu-west --reason "shipped to Dublin"
 expect "alice provisions through the API ($RC: $(cat "$W/err"))" grep -q "$EU *provisioned" "$W/out"
 as alice devices provision "$US" --tenant acme --region us-east

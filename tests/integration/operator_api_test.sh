@@ -125,16 +125,7 @@ hash2=$(field now hash)
 invite erin '[{"role":"eu-ops","scope":{"regions":["eu-west"]}}]'
 expect "erin enrolls with eu-ops in eu-west ($CODE)" test "$CODE" = 201
 MOD=$(dpkg -L libsofthsm2 | grep '/libsofthsm2.so$' | head -1)
-head -c 4096 /dev/urandom >"$W/firmware.bin"
-"$CLI" factory init --dir "$W/factory" --name "Acme Devices" >/dev/null
-"$CLI" factory make --dir "$W/factory" --out "$W/batch" --count 2 --model sensor-1 \
-  --firmware "$W/firmware.bin" >/dev/null
-mapfile -t SERIALS <"$W/batch/serials.txt"
-EU=${SERIALS[0]}
-US=${SERIALS[1]}
-"${F[@]}" manufacturer add --cert "$W/factory/manufacturer.pem" --name "Acme Devices" >/dev/null
-"${F[@]}" devices import-manifest "$W/batch/manifest.jws" >/dev/null
-"${F[@]}" attest reference --model sensor-1 --firmware "$W/firmware.bin" >/dev/null
+factory_batch "$CLI" "$DATA"
 "${F[@]}" devices provision "$EU" --tenant acme --region eu-west >/dev/null
 "${F[@]}" devices provision "$US" --tenant acme --region us-east >/dev/null
 wait_for_log "$W/server.log" "manufacturer trust anchors"
