@@ -94,6 +94,7 @@ int Run(int argc, char** argv) {
                                     .policy = components.policy(),
                                     .registry = components.registry(),
                                     .authority = components.authority(),
+                                    .enrollment = components.enrollment(),
                                     .rng = crypto::OpenSslRng::Instance(),
                                     .clock = SystemClock::Instance()});
   // No default password: until the first administrator exists, a one-time code waits in a file

@@ -32,7 +32,7 @@ void CheckScope(const policy::Scope& scope) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
-  const std::uint8_t route = data[0] % 10;
+  const std::uint8_t route = data[0] % 11;
   if (route == 8) {
     // GET /api/v1/devices's query string.
     auto query = api::ParseDeviceQuery(fleetid::fuzz::Text(data + 1, size - 1),
@@ -89,6 +89,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       }
       break;
     }
+    case 10:
+      CheckRefusal(api::ParseCertificateAction(*body, /*revoke=*/(size & 1) != 0));
+      break;
     default:
       CheckRefusal(api::ParseDeviceAction(*body, /*provision=*/(size & 1) != 0));
       break;

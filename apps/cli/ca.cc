@@ -20,6 +20,7 @@ struct CaFlags {
   std::string out_path;
   std::string reason_name = "unspecified";
   std::string cert_serial;
+  std::string why;  // through the API: why, for the record
 };
 
 Json CertJson(const pki::CertificateRecord& c) {
@@ -84,6 +85,9 @@ int Issue(Context& context, const CaFlags& flags) {
 }
 
 int Status(Context& context, const CaFlags& flags) {
+  if (context.remote.Enabled()) {
+    return RemoteCertificate(context, "GET", LowerSerial(flags.cert_serial), "", nullptr);
+  }
   auto node = OpenAuthority(context);
   if (!node) return Fail(node.error());
   return Print((*node)->authority().Get(LowerSerial(flags.cert_serial)));
@@ -108,6 +112,12 @@ std::optional<int> DeviceCertificateStatus(node::Node& node, const Context& cont
 // ChangeStatus holds (kCertificateHold), revokes (another reason) or, with no reason, releases
 // the certificate: through the device's lifecycle when it is a device's credential.
 int ChangeStatus(Context& context, const CaFlags& flags, bool hold, bool revoke) {
+  if (context.remote.Enabled()) {
+    const std::string verb = hold ? "hold" : revoke ? "revoke" : "release";
+    Json body{{"reason", flags.why.empty() ? "fleetid ca " + verb : flags.why}};
+    if (revoke) body["revocation_reason"] = flags.reason_name;
+    return RemoteCertificate(context, "POST", LowerSerial(flags.cert_serial), verb, body);
+  }
   auto node = OpenAuthority(context);
   if (!node) return Fail(node.error());
   const std::string serial = LowerSerial(flags.cert_serial);
@@ -153,6 +163,9 @@ void AddCaCommands(CLI::App& app, Context& context) {
     sub->add_option("serial", flags->cert_serial, "certificate serial (hex)")->required();
   }
   for (auto* sub : {issue, revoke, hold, release}) AddOperatorOption(sub, context, "audit log");
+  for (auto* sub : {revoke, hold, release}) {
+    sub->add_option("--why", flags->why, "why, for the record (through the API)");
+  }
 }
 
 }  // namespace fleetid::cli

@@ -89,6 +89,9 @@ int RemoteDeviceAction(Context& context, const std::string& serial, std::string_
                        const Json& body);
 int RemotePolicy(Context& context, std::string_view method, const std::string& path,
                  const Json& body);
+// RemoteCertificate reads (GET) or changes (POST, |verb| hold, release or revoke) a certificate.
+int RemoteCertificate(Context& context, std::string_view method, const std::string& serial,
+                      const std::string& verb, const Json& body);
 // RemoteApprove approves proposal |id| with a signature by the operator's key over its digest.
 int RemoteApprove(Context& context, std::int64_t id, const std::string& reason);
 // RemotePropose proposes |document| against version |base| (0: the active one, read first).

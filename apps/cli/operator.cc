@@ -521,6 +521,18 @@ int RemotePolicy(Context& context, std::string_view method, const std::string& p
   });
 }
 
+int RemoteCertificate(Context& context, std::string_view method, const std::string& serial,
+                      const std::string& verb, const Json& body) {
+  const std::string path = verb.empty()
+                               ? fmt::format("ca/certificates/{}", QueryEscape(serial))
+                               : fmt::format("ca/certificates/{}/{}", QueryEscape(serial), verb);
+  return Get(context, method, path, body, [](const Json& c) {
+    PrintTable({"SERIAL", "STATUS", "REASON", "DEVICE", "NOT AFTER"},
+               {{Text(c, "serial"), Text(c, "status"), Text(c, "reason"), Text(c, "device"),
+                 Text(c, "not_after")}});
+  });
+}
+
 int RemoteApprove(Context& context, std::int64_t id, const std::string& reason) {
   auto session = OpenSession(context.remote);
   if (!session) return FailRemote(session.error());

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <optional>
 #include <utility>
@@ -104,6 +105,19 @@ Json DeviceJson(const registry::Device& d) {
           {"batch", d.batch}};
 }
 
+Json CertificateJson(const pki::CertificateRecord& c) {
+  Json j{{"serial", c.serial},
+         {"issuer", c.issuer},
+         {"device", c.device},
+         {"suite", c.suite},
+         {"not_before", Iso8601(c.not_before)},
+         {"not_after", Iso8601(c.not_after)},
+         {"status", pki::StatusName(c.status)}};
+  if (c.reason) j["reason"] = pki::ReasonName(*c.reason);
+  if (c.revoked_at) j["revoked_at"] = Iso8601(*c.revoked_at);
+  return j;
+}
+
 policy::Resource ResourceOf(const registry::Device& d) {
   return {.tenant = d.tenant, .region = d.region, .model = d.model, .labels = d.labels};
 }
@@ -146,7 +160,7 @@ class Call {
       log::Info("api", {{"request_id", request_id_},
                         {"method", req_.method},
                         {"path", req_.path},
-                        {"operator", policy::AuditActor(*who_)},
+                        {"operator", who_ ? policy::AuditActor(*who_) : std::string("-")},
                         {"status", replay_->status},
                         {"replayed", true}});
       HttpResponse r = HttpResponse::Json(replay_->status, replay_->body);
@@ -156,7 +170,7 @@ class Call {
       return r;
     }
     HttpResponse response = Answered(answer);
-    if (!idempotency_key_.empty()) {
+    if (!idempotency_key_.empty() && who_) {
       const Result<void> kept = api_.operators.idempotency().Finish(
           who_->name, idempotency_key_, {.status = response.status, .body = response.body});
       if (!kept) log::Warn("api: idempotency key not recorded", {{"request_id", request_id_}});
@@ -226,6 +240,7 @@ class Call {
     if (parts[0] == "operators") return Operators(who, parts, post);
     if (parts[0] == "policy") return Policy(who, parts, post);
     if (parts[0] == "devices") return Devices(who, parts, post);
+    if (parts[0] == "ca") return Certificates(who, parts, post);
     return NotFound();
   }
 
@@ -441,6 +456,76 @@ class Call {
     request.reason = std::move(request_body.reason);
     FLEETID_TRY(after, api_.registry.Transition(request));
     return Answer{200, DeviceJson(after)};
+  }
+
+  // Certificates is /api/v1/ca/certificates/{serial}[/hold|revoke|release]: a certificate as the
+  // CA records it (ca.read), and an operator's hold, revocation or release of it (ca.hold,
+  // ca.revoke, ca.release). A device's certificate is judged on its device's tenant, region,
+  // model and labels, and its status change is the device's lifecycle event (a hold suspends
+  // it, keyCompromise quarantines it: enroll::Service::ChangeCertificateStatus); any other
+  // certificate (an operator's, a server's) needs the action everywhere.
+  Result<Answer> Certificates(const policy::Operator& by,
+                              const std::vector<std::string_view>& parts, bool post) {
+    if (parts.size() < 3 || parts.size() > 4 || parts[1] != "certificates" || parts[2].empty() ||
+        post != (parts.size() == 4)) {
+      return NotFound();
+    }
+    const std::string_view verb = post ? parts[3] : "read";
+    if (verb != "read" && verb != "hold" && verb != "revoke" && verb != "release") {
+      return NotFound();
+    }
+    const std::string action = fmt::format("ca.{}", verb);
+    std::string serial(parts[2].substr(0, 64));
+    std::ranges::transform(serial, serial.begin(),
+                           [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    auto found = api_.authority.Get(serial);
+    if (!found && found.error().code() == ErrorCode::kNotFound) {
+      const policy::Active active = api_.policy.Current();
+      const policy::Decision everywhere = active.policy->DecideWithin(by.grants, action, {});
+      if (!everywhere.allowed) {
+        return std::unexpected(api_.policy.Refuse(
+            by, action, serial, active.policy->Explain(everywhere, action), active.policy->Hash()));
+      }
+    }
+    FLEETID_TRY(record, std::move(found));
+    policy::Resource resource;
+    if (!record.device.empty() && !record.device.starts_with("operator:")) {
+      if (auto device = api_.registry.Get(record.device)) resource = ResourceOf(*device);
+    }
+    FLEETID_TRY(allowed,
+                api_.policy.Authorize(by, action, resource, fmt::format("certificate {}", serial)));
+    static_cast<void>(allowed);
+    if (!post) return Answer{200, CertificateJson(record)};
+    if (record.device.starts_with("operator:")) {
+      // Operators::Revoke keeps the last operator who can invite and revoke; this route would not.
+      return MakeError(ErrorCode::kConflict,
+                       "an operator's certificate changes with its operator: POST "
+                       "/api/v1/operators/{}/revoke, or renew",
+                       record.device.substr(std::string_view("operator:").size()));
+    }
+    FLEETID_TRY(request, ParseCertificateAction(body_, verb == "revoke"));
+    std::optional<pki::Reason> reason;
+    if (verb == "hold") reason = pki::Reason::kCertificateHold;
+    if (verb == "revoke") {
+      FLEETID_TRY(named, pki::ParseReason(request.revocation_reason));
+      if (named == pki::Reason::kCertificateHold || named == pki::Reason::kRemoveFromCrl) {
+        return MakeError(ErrorCode::kInvalidArgument,
+                         "'{}' is not a revocation: use /hold or /release",
+                         request.revocation_reason);
+      }
+      reason = named;
+    }
+    const registry::Actor actor{.kind = registry::kOperator,
+                                .id = fmt::format("{}#{}", by.name, by.credential),
+                                .roles = {},
+                                .authorized_by_policy = true};
+    FLEETID_TRY(changed,
+                api_.enrollment.ChangeCertificateStatus(serial, reason, actor, request.reason));
+    if (changed) return Answer{200, CertificateJson(*changed)};
+    // No device's credential: the CA alone decides.
+    FLEETID_TRY(done, reason ? api_.authority.Revoke(serial, *reason, policy::AuditActor(by))
+                             : api_.authority.Release(serial, policy::AuditActor(by)));
+    return Answer{200, CertificateJson(done)};
   }
 
   // ListDevices is GET /api/v1/devices?filters: a page of the devices the operator may read.

@@ -17,6 +17,7 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/rng.h"
+#include "enroll/service.h"
 #include "operators/operators.h"
 #include "pki/pki.h"
 #include "policy/versions.h"
@@ -30,6 +31,8 @@ struct OperatorApi {
   policy::Versions& policy;
   registry::Registry& registry;
   pki::Authority& authority;
+  enroll::Service&
+      enrollment;  // an operator's hold, release or revocation of a device's credential
   Rng& rng;
   const Clock& clock;
 };

@@ -1,8 +1,10 @@
 // The role × action × scope matrix through the operator API (issue 12's acceptance test): seven
 // roles (one of them granted twice, everywhere and in one region), every action the API offers
-// today, each device action on a device inside and outside each scope. The expected cells are
+// today, each device action on a device inside and outside each scope, and the CA's read, hold,
+// release and revocation of a certificate that is no device's. The expected cells are
 // written out by hand from the policy below, not computed by the evaluator under test. Only the
-// allowed cells get past the policy (a 200, or a 409 from the device's lifecycle); every other
+// allowed cells get past the policy (a 200 or 201, or a 409 from the device's lifecycle or from
+// the CA route, which leaves an operator's certificate to the operator's own); every other
 // cell is a 403 naming the missing permission, and every refusal is an access.denied entry in
 // the audit log.
 #include <gmock/gmock.h>
@@ -14,6 +16,7 @@
 #include <set>
 
 #include "api/routes_test_util.h"
+#include "crypto/x509.h"
 
 namespace fleetid::api::testing {
 namespace {
@@ -101,6 +104,10 @@ const std::map<std::string, std::set<std::string>> kOtherAllowed = {
     {"policy.approve", {"admin"}},
     {"policy.reject", {"admin"}},
     {"audit.read", {"admin", "auditor"}},
+    {"ca.read", {"admin", "auditor"}},
+    {"ca.hold", {"admin"}},
+    {"ca.revoke", {"admin"}},
+    {"ca.release", {"admin"}},
 };
 
 class OperatorMatrixTest : public RoutesTest {
@@ -134,7 +141,14 @@ TEST_F(OperatorMatrixTest, OnlyTheAllowedCellsGetPastThePolicyAndEveryRefusalIsA
   for (const MatrixDevice& d : kDevices) MakeDevice(d.serial, d.tenant, d.region);
   // alice (the first administrator) proposes the matrix policy; bob approves it.
   const policy::Operator alice = As(AdminChain());
-  const policy::Operator bob = As(OperatorChain("bob", {{.role = "admin", .scope = {}}}));
+  const enroll::ClientChain bob_chain = OperatorChain("bob", {{.role = "admin", .scope = {}}});
+  const policy::Operator bob = As(bob_chain);
+  // A certificate that is no device's (bob's): the ca.* actions on it need no scope, and its
+  // status changes go through the operator's own route (409 here, once past the policy).
+  auto bob_cert = crypto::ParseCertificateDer(bob_chain.front());
+  ASSERT_TRUE(bob_cert) << bob_cert.error();
+  const std::string bob_serial =
+      crypto::SerialHex(X509_get0_serialNumber(bob_cert->get())).value_or("");
   auto proposed = policy_->Propose(alice, MatrixPolicy("matrix").dump(), 1, "matrix");
   ASSERT_TRUE(proposed) << proposed.error();
   ASSERT_TRUE(policy_->Approve(bob, proposed->id, "ok"));
@@ -225,8 +239,18 @@ TEST_F(OperatorMatrixTest, OnlyTheAllowedCellsGetPastThePolicyAndEveryRefusalIsA
               .Body(R"({"reason":"matrix"})"));
     check(m, "audit.read", allowed("audit.read"), "",
           Req("GET", "/audit/v1/entries?start=0&end=1"));
+    check(m, "ca.read", allowed("ca.read"), "",
+          Req("GET", "/api/v1/ca/certificates/" + bob_serial));
+    for (const char* verb : {"hold", "release"}) {
+      check(m, fmt::format("ca.{}", verb), allowed(fmt::format("ca.{}", verb)), "",
+            Req("POST", fmt::format("/api/v1/ca/certificates/{}/{}", bob_serial, verb))
+                .Body(R"({"reason":"matrix"})"));
+    }
+    check(m, "ca.revoke", allowed("ca.revoke"), "",
+          Req("POST", fmt::format("/api/v1/ca/certificates/{}/revoke", bob_serial))
+              .Body(R"({"revocation_reason":"keyCompromise","reason":"matrix"})"));
   }
-  EXPECT_EQ(cells, 8 * (4 * 7 + 9));
+  EXPECT_EQ(cells, 8 * (4 * 7 + 9 + 4));
   EXPECT_GT(refused, cells / 2);
   EXPECT_EQ(Denials() - denials_before, static_cast<std::uint64_t>(refused))
       << "every refusal is audited, once";

@@ -65,6 +65,15 @@ struct ApprovalRequest {  // POST /api/v1/policy/proposals/{id}/approve
 // Anything else is kInvalidArgument naming the parameter.
 [[nodiscard]] Result<registry::DeviceQuery> ParseDeviceQuery(std::string_view query, TimePoint now);
 
+struct CertificateActionRequest {  // POST /api/v1/ca/certificates/{serial}/hold|revoke|release
+  std::string revocation_reason;   // revoke only: an RFC 5280 reason name (pki::ParseReason)
+  std::string reason;              // why, for the record
+};
+// ParseCertificateAction reads {"reason"} for a hold or release, and {"revocation_reason",
+// "reason"} for a revocation (both required).
+[[nodiscard]] Result<CertificateActionRequest> ParseCertificateAction(const nlohmann::json& body,
+                                                                      bool revoke);
+
 // ParseReason reads {"reason": "..."} (the reason may be required).
 [[nodiscard]] Result<std::string> ParseReason(const nlohmann::json& body, bool required);
 // ParseCsr reads a PKCS#10 request given as PEM or as base64 DER.

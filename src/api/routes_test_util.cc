@@ -80,6 +80,7 @@ void RoutesTest::SetUp() {
                                 .policy = *policy_,
                                 .registry = *registry_,
                                 .authority = *authority_,
+                                .enrollment = *service_,
                                 .rng = rng,
                                 .clock = clock_});
   RegisterHealthRoute(router_, *authority_, std::string(kVersion));

@@ -121,6 +121,11 @@ cert=$W/batch/devices/$EU/$(python3 -c 'import json,sys;print(json.load(open(sys
 awk 'BEGIN{n=0} /BEGIN/{n++} n==2' "$W/chain.pem" >"$W/issuing.pem"
 out=$(openssl ocsp -issuer "$W/issuing.pem" -cert "$cert" -url "$URL/ocsp" -CAfile "$W/chain.pem" 2>&1)
 expect "OCSP answers revoked for it" grep -q ": revoked" <<<"$out"
+as alice ca status "$(openssl x509 -in "$cert" -noout -serial | cut -d= -f2)" --json
+expect "alice reads its certificate through the API: on hold ($RC: $(cat "$W/err"))" \
+  sh -c "test '$(field status)' = hold && test '$(field device)' = '$EU'"
+as erin ca status "$(openssl x509 -in "$cert" -noout -serial | cut -d= -f2)"
+expect "erin may not read certificates: exit 3" test "$RC" = 3
 as erin devices show "$EU"
 expect "her device view shows the history with her name" grep -qE "suspend +active -> suspended +erin#" "$W/out"
 as erin devices show NO-SUCH-DEVICE

@@ -193,6 +193,35 @@ expect "the key with another body: 409" is_error idem3 409 conflict
 idem idem4 'two words' '{"reason":"x"}' "/api/v1/devices/$US/resume"
 expect "a malformed key: 400" is_error idem4 400 invalid_argument
 
+# --- the CA through the API: a device's certificate is the device's lifecycle ---
+serial_of() { openssl x509 -in "$W/batch/devices/$1/$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["current_cert"])' "$2")" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f'; }
+EUC=$(serial_of "$EU" "$W/eu.json")
+USC=$(serial_of "$US" "$W/us.json")
+api cert-erin erin GET "/api/v1/ca/certificates/$EUC"
+expect "erin may not read certificates (403 naming ca.read)" sh -c "test $CODE = 403 && grep -q 'ca.read' '$W/cert-erin.json'"
+api cert-eu alice GET "/api/v1/ca/certificates/$EUC"
+expect "alice reads the suspended device's certificate: on hold, its device named" \
+  sh -c "test '$(field cert-eu device)' = '$EU' && test '$(field cert-eu status)' != good"
+api release-us alice POST "/api/v1/ca/certificates/$USC/release" '{"reason":"found again"}'
+expect "releasing the suspended device's certificate resumes the device ($CODE)" test "$(field release-us status)" = good
+api us-after-release alice GET "/api/v1/devices/$US"
+expect "... the device is active again" test "$(field us-after-release state)" = active
+api revoke-bad alice POST "/api/v1/ca/certificates/$USC/revoke" '{"revocation_reason":"certificateHold","reason":"x"}'
+expect "a hold is not a revocation (400)" is_error revoke-bad 400 invalid_argument
+api revoke-us alice POST "/api/v1/ca/certificates/$USC/revoke" '{"revocation_reason":"keyCompromise","reason":"key copied"}'
+expect "revoking it as compromised ($CODE)" test "$(field revoke-us reason)" = keyCompromise
+api us-quarantined alice GET "/api/v1/devices/$US"
+expect "... quarantines the device" test "$(field us-quarantined state)" = quarantined
+out=$(openssl ocsp -issuer "$W/issuing.pem" -cert "$W/batch/devices/$US/$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["current_cert"])' "$W/us.json")" \
+  -url "$URL/ocsp" -CAfile "$W/chain.pem" 2>&1)
+expect "... and OCSP says keyCompromise" grep -q "Reason: keyCompromise" <<<"$out"
+api cert-op alice POST "/api/v1/ca/certificates/$(field whoami serial)/revoke" '{"revocation_reason":"keyCompromise","reason":"x"}'
+expect "an operator's certificate is revoked with its operator, not here (409)" is_error cert-op 409 conflict
+api cert-ghost alice GET /api/v1/ca/certificates/00ff00ff
+expect "an unknown certificate: 404 for alice" is_error cert-ghost 404 not_found
+api cert-ghost-erin erin GET /api/v1/ca/certificates/00ff00ff
+expect "... 403 for erin" is_error cert-ghost-erin 403 permission_denied
+
 # --- the rest of the routes, for the OpenAPI check below ---
 api list-eu alice GET "/api/v1/devices?region=eu-west&state=suspended&limit=10"
 expect "alice lists the suspended devices in eu-west: $EU" test "$(field list-eu devices.0.serial)" = "$EU"
