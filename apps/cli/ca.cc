@@ -10,6 +10,7 @@
 #include "apps/cli/pem.h"
 #include "enroll/service.h"
 #include "pki/pki.h"
+#include "pki/record_json.h"
 
 namespace fleetid::cli {
 namespace {
@@ -23,22 +24,9 @@ struct CaFlags {
   std::string why;  // through the API: why, for the record
 };
 
-Json CertJson(const pki::CertificateRecord& c) {
-  Json j{{"serial", c.serial},
-         {"issuer", c.issuer},
-         {"device", c.device},
-         {"suite", c.suite},
-         {"not_before", Iso8601(c.not_before)},
-         {"not_after", Iso8601(c.not_after)},
-         {"status", pki::StatusName(c.status)}};
-  if (c.reason) j["reason"] = pki::ReasonName(*c.reason);
-  if (c.revoked_at) j["revoked_at"] = Iso8601(*c.revoked_at);
-  return j;
-}
-
 int Print(const Result<pki::CertificateRecord>& r) {
   if (!r) return Fail(r.error());
-  PrintJson(CertJson(*r));
+  PrintJson(pki::CertificateJson(*r));
   return 0;
 }
 
@@ -80,7 +68,7 @@ int Issue(Context& context, const CaFlags& flags) {
   } else {
     std::ofstream(flags.out_path) << pem;
   }
-  std::cerr << CertJson(*issued).dump() << "\n";
+  std::cerr << pki::CertificateJson(*issued).dump() << "\n";
   return 0;
 }
 
@@ -105,7 +93,7 @@ std::optional<int> DeviceCertificateStatus(node::Node& node, const Context& cont
   if (!changed) return Fail(changed.error());
   const auto& record = *changed;
   if (!record.has_value()) return std::nullopt;
-  PrintJson(CertJson(*record));
+  PrintJson(pki::CertificateJson(*record));
   return 0;
 }
 

@@ -539,18 +539,10 @@ int RemoteApprove(Context& context, std::int64_t id, const std::string& reason) 
   const std::string path = fmt::format("policy/proposals/{}", id);
   auto proposal = session->api->Call("GET", path);
   if (!proposal) return FailRemote(proposal.error());
-  auto chain_pem = ReadAll(session->profile.ChainPath().string());
-  if (!chain_pem) return FailRemote(chain_pem.error());
-  auto certs = crypto::ParseCertificatesPem(*chain_pem);
-  if (!certs) return FailRemote(certs.error());
-  std::vector<std::vector<std::uint8_t>> chain;
-  for (const crypto::X509Ptr& cert : *certs) {
-    auto der = crypto::CertificateDer(cert.get());
-    if (!der) return FailRemote(der.error());
-    chain.push_back(std::move(*der));
-  }
+  auto chain = PemCertsDer(session->profile.ChainPath());
+  if (!chain) return FailRemote(chain.error());
   // What is signed is the digest the server shows; the server checks it is the proposal's own.
-  auto signature = operators::SignApproval(session->key.signing_key.get(), chain,
+  auto signature = operators::SignApproval(session->key.signing_key.get(), *chain,
                                            fmt::format("policy proposal {}", id),
                                            Text(*proposal, "digest"), "approve");
   if (!signature) return FailRemote(signature.error());

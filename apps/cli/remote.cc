@@ -12,13 +12,12 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <iostream>
-#include <iterator>
 #include <utility>
 
 #include <fmt/format.h>
 
+#include "apps/cli/cli.h"
 #include "crypto/crypto.h"
 #include "crypto/suite.h"
 #include "crypto/x509.h"
@@ -32,12 +31,6 @@ namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
 constexpr std::string_view kApiPrefix = "/api/v1/";
-
-Result<std::string> ReadText(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return MakeError(ErrorCode::kNotFound, "cannot read '{}'", path.string());
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 // WritePrivate writes |data| to |path| (mode 0600) through a temporary file, fsync and rename.
 Result<void> WritePrivate(const fs::path& path, std::string_view data) {
@@ -98,18 +91,6 @@ Result<crypto::SecretBuffer> Prompt(std::string_view prompt) {
   return out;
 }
 
-Result<std::vector<std::vector<std::uint8_t>>> PemCertsDer(const fs::path& path) {
-  FLEETID_TRY(text, ReadText(path));
-  FLEETID_TRY(certs, crypto::ParseCertificatesPem(text));
-  std::vector<std::vector<std::uint8_t>> out;
-  out.reserve(certs.size());
-  for (const crypto::X509Ptr& cert : certs) {
-    FLEETID_TRY(der, crypto::CertificateDer(cert.get()));
-    out.push_back(std::move(der));
-  }
-  return out;
-}
-
 ErrorCode CodeOfStatus(int status) {
   switch (status) {
     case 400:
@@ -130,6 +111,18 @@ ErrorCode CodeOfStatus(int status) {
 }
 
 }  // namespace
+
+Result<std::vector<std::vector<std::uint8_t>>> PemCertsDer(const fs::path& path) {
+  FLEETID_TRY(text, ReadAll(path.string()));
+  FLEETID_TRY(certs, crypto::ParseCertificatesPem(text));
+  std::vector<std::vector<std::uint8_t>> out;
+  out.reserve(certs.size());
+  for (const crypto::X509Ptr& cert : certs) {
+    FLEETID_TRY(der, crypto::CertificateDer(cert.get()));
+    out.push_back(std::move(der));
+  }
+  return out;
+}
 
 int ExitCodeOf(const Error& error) {
   switch (error.code()) {
@@ -166,7 +159,7 @@ fs::path RemoteFlags::ProfileDir() const {
 }
 
 Result<Profile> LoadProfile(const fs::path& dir) {
-  auto text = ReadText(dir / "profile.json");
+  auto text = ReadAll((dir / "profile.json").string());
   if (!text) {
     return MakeError(ErrorCode::kNotFound,
                      "no operator profile in '{}': run `fleetid operator bootstrap` or `fleetid "

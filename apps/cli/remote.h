@@ -81,6 +81,10 @@ struct Profile {
 // SaveProfile writes profile.json (0600) through a temporary file and a rename.
 [[nodiscard]] Result<void> SaveProfile(const Profile& profile);
 
+// PemCertsDer reads the PEM certificates in |path| (a chain, leaf first) as DER.
+[[nodiscard]] Result<std::vector<std::vector<std::uint8_t>>> PemCertsDer(
+    const std::filesystem::path& path);
+
 // ReadSecret reads a PIN or a one-time code: from |file| (which must be 0600), else from the
 // environment variable |env|, else prompted for on the terminal (without echo, twice when
 // |confirm|). kInvalidArgument when none is available.

@@ -16,6 +16,7 @@
 #include "crypto/crypto.h"
 #include "crypto/x509.h"
 #include "operators/approval.h"
+#include "pki/record_json.h"
 
 namespace fleetid::api {
 namespace {
@@ -103,19 +104,6 @@ Json DeviceJson(const registry::Device& d) {
           {"labels", d.labels},
           {"firmware_version", d.firmware_version},
           {"batch", d.batch}};
-}
-
-Json CertificateJson(const pki::CertificateRecord& c) {
-  Json j{{"serial", c.serial},
-         {"issuer", c.issuer},
-         {"device", c.device},
-         {"suite", c.suite},
-         {"not_before", Iso8601(c.not_before)},
-         {"not_after", Iso8601(c.not_after)},
-         {"status", pki::StatusName(c.status)}};
-  if (c.reason) j["reason"] = pki::ReasonName(*c.reason);
-  if (c.revoked_at) j["revoked_at"] = Iso8601(*c.revoked_at);
-  return j;
 }
 
 policy::Resource ResourceOf(const registry::Device& d) {
@@ -242,6 +230,18 @@ class Call {
     if (parts[0] == "devices") return Devices(who, parts, post);
     if (parts[0] == "ca") return Certificates(who, parts, post);
     return NotFound();
+  }
+
+  // KnownOnlyEverywhere is asked when |subject| does not exist: only an operator allowed |action|
+  // everywhere learns that (the caller's 404 follows); anyone else gets, audited, the refusal a
+  // thing outside their scope gets, so a scoped operator cannot learn which names exist elsewhere.
+  Result<void> KnownOnlyEverywhere(const policy::Operator& by, std::string_view action,
+                                   std::string_view subject) {
+    const policy::Active active = api_.policy.Current();
+    const policy::Decision everywhere = active.policy->DecideWithin(by.grants, action, {});
+    if (everywhere.allowed) return {};
+    return std::unexpected(api_.policy.Refuse(
+        by, action, subject, active.policy->Explain(everywhere, action), active.policy->Hash()));
   }
 
   Result<Answer> NotFound() const {
@@ -405,15 +405,7 @@ class Call {
     const std::string_view wanted = post ? action->action : "device.read";
     auto found = api_.registry.Get(parts[1]);
     if (!found && found.error().code() == ErrorCode::kNotFound) {
-      // Only an operator allowed |wanted| on every device learns that a serial does not exist;
-      // anyone else gets the refusal a device outside their scope gets.
-      const policy::Active active = api_.policy.Current();
-      const policy::Decision everywhere = active.policy->DecideWithin(by.grants, wanted, {});
-      if (!everywhere.allowed) {
-        return std::unexpected(api_.policy.Refuse(by, wanted, parts[1],
-                                                  active.policy->Explain(everywhere, wanted),
-                                                  active.policy->Hash()));
-      }
+      FLEETID_CHECK_OK(KnownOnlyEverywhere(by, wanted, parts[1]));
     }
     FLEETID_TRY(device, std::move(found));
     if (!post || action == nullptr) {
@@ -480,12 +472,7 @@ class Call {
                            [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
     auto found = api_.authority.Get(serial);
     if (!found && found.error().code() == ErrorCode::kNotFound) {
-      const policy::Active active = api_.policy.Current();
-      const policy::Decision everywhere = active.policy->DecideWithin(by.grants, action, {});
-      if (!everywhere.allowed) {
-        return std::unexpected(api_.policy.Refuse(
-            by, action, serial, active.policy->Explain(everywhere, action), active.policy->Hash()));
-      }
+      FLEETID_CHECK_OK(KnownOnlyEverywhere(by, action, serial));
     }
     FLEETID_TRY(record, std::move(found));
     policy::Resource resource;
@@ -495,7 +482,7 @@ class Call {
     FLEETID_TRY(allowed,
                 api_.policy.Authorize(by, action, resource, fmt::format("certificate {}", serial)));
     static_cast<void>(allowed);
-    if (!post) return Answer{200, CertificateJson(record)};
+    if (!post) return Answer{200, pki::CertificateJson(record)};
     if (record.device.starts_with("operator:")) {
       // Operators::Revoke keeps the last operator who can invite and revoke; this route would not.
       return MakeError(ErrorCode::kConflict,
@@ -521,11 +508,11 @@ class Call {
                                 .authorized_by_policy = true};
     FLEETID_TRY(changed,
                 api_.enrollment.ChangeCertificateStatus(serial, reason, actor, request.reason));
-    if (changed) return Answer{200, CertificateJson(*changed)};
+    if (changed) return Answer{200, pki::CertificateJson(*changed)};
     // No device's credential: the CA alone decides.
     FLEETID_TRY(done, reason ? api_.authority.Revoke(serial, *reason, policy::AuditActor(by))
                              : api_.authority.Release(serial, policy::AuditActor(by)));
-    return Answer{200, CertificateJson(done)};
+    return Answer{200, pki::CertificateJson(done)};
   }
 
   // ListDevices is GET /api/v1/devices?filters: a page of the devices the operator may read.
