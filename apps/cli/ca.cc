@@ -60,7 +60,8 @@ int Issue(Context& context, const CaFlags& flags) {
   if (!der) return Fail(der.error());
   // The device's identity is checked in the transaction that issues (no check-then-act).
   auto issued = enroll::IssueForDevice((*node)->database(), (*node)->authority(), flags.device,
-                                       *der, "operator:" + context.operator_name);
+                                       *der, "operator:" + context.operator_name,
+                                       (*node)->CredentialTerms());
   if (!issued) return Fail(issued.error());
   const std::string pem = CertPem(issued->der);
   if (flags.out_path.empty()) {

@@ -211,6 +211,7 @@ Result<std::unique_ptr<Agent>> Agent::Open(const std::shared_ptr<custody::Module
     st.pending_label = s.value("pending_label", "");
     st.pending_cert = s.value("pending_cert", "");
     st.renew_at = s.value("renew_at", std::int64_t{0});
+    st.renew_at_percent = s.value("renew_at_percent", 0);
     st.decommissioned = s.value("decommissioned", false);
     st.receipt_delivered = s.value("receipt_delivered", false);
     st.device_state = s.value("device_state", "");
@@ -223,9 +224,25 @@ Result<void> Agent::SaveState() {
       {"generation", state_.generation},         {"current_label", state_.current_label},
       {"current_cert", state_.current_cert},     {"pending_label", state_.pending_label},
       {"pending_cert", state_.pending_cert},     {"renew_at", state_.renew_at},
+      {"renew_at_percent", state_.renew_at_percent},
       {"decommissioned", state_.decommissioned}, {"receipt_delivered", state_.receipt_delivered},
       {"device_state", state_.device_state}};
   return WriteFileAtomic(dir_ / "state.json", s.dump(2) + "\n");
+}
+
+// FollowRenewalPoint takes the renewal point the authority's status answer names (the device's
+// credential class: 10 to 95 % of the lifetime); when it changed, the current LDevID's renewal
+// time is computed afresh. Anything else in its place is ignored.
+Result<void> Agent::FollowRenewalPoint(const Json& percent) {
+  if (!percent.is_number_integer()) return {};
+  const auto value = percent.get<std::int64_t>();
+  if (value < 10 || value > 95 || value == state_.renew_at_percent) return {};
+  state_.renew_at_percent = static_cast<int>(value);
+  if (!state_.current_cert.empty()) {
+    FLEETID_TRY(der, ReadCert(state_.current_cert));
+    FLEETID_CHECK_OK(ComputeRenewal(der));
+  }
+  return SaveState();
 }
 
 Result<std::vector<std::uint8_t>> Agent::ReadCert(const std::string& name) const {
@@ -331,13 +348,15 @@ Result<void> Agent::ComputeRenewal(const std::vector<std::uint8_t>& der) {
   FLEETID_TRY(nb, TimeOf(X509_get0_notBefore(cert.get())));
   FLEETID_TRY(na, TimeOf(X509_get0_notAfter(cert.get())));
   const auto life = std::chrono::duration_cast<std::chrono::seconds>(na - nb);
+  const double fraction =
+      state_.renew_at_percent > 0 ? state_.renew_at_percent / 100.0 : options_.renew_fraction;
   FLEETID_TRY(r, rng_.Bytes(4));
   const double u = static_cast<double>((std::uint32_t{r[0]} << 24) | (std::uint32_t{r[1]} << 16) |
                                        (std::uint32_t{r[2]} << 8) | r[3]) /
                    4294967296.0;
   const auto at = nb + std::chrono::seconds(static_cast<std::int64_t>(
                            static_cast<double>(life.count()) *
-                           (options_.renew_fraction - options_.jitter_fraction * u)));
+                           (fraction - options_.jitter_fraction * u)));
   state_.renew_at = UnixSeconds(at);
   return {};
 }
@@ -512,6 +531,7 @@ Result<PollResult> Agent::Poll() {
     return MakeError(ErrorCode::kUnavailable, "the status answer is malformed");
   }
   PollResult out{.state = status["state"].get<std::string>(), .current_refused = false};
+  FLEETID_CHECK_OK(FollowRenewalPoint(status.value("renew_at_percent", Json())));
   if (status.value("order", Json()).is_string() && status["order"] == "decommission" &&
       status.value("order_id", Json()).is_string() && !state_.current_label.empty()) {
     FLEETID_CHECK_OK(Decommission(status["order_id"].get<std::string>()));

@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "agent/https_client.h"
 #include "agent/plan.h"
 #include "common/clock.h"
@@ -57,6 +59,9 @@ struct AgentState {
   std::string pending_label;    // a rotation in progress: the new key ...
   std::string pending_cert;     // ... and its (pending) certificate once issued
   std::int64_t renew_at = 0;    // Unix seconds
+  // When to renew, in percent of an LDevID's lifetime, as the authority's status answer last
+  // said (the device's credential class); 0 before it said: AgentOptions::renew_fraction.
+  int renew_at_percent = 0;
   bool decommissioned = false;  // keys destroyed; receipt.jws holds the receipt
   bool receipt_delivered = false;
   std::string device_state;  // the state the authority last reported ("" before any poll)
@@ -155,6 +160,7 @@ class Agent {
   [[nodiscard]] Result<void> EnsureKey(const std::string& label);
   [[nodiscard]] Result<std::vector<std::uint8_t>> ReadCert(const std::string& name) const;
   [[nodiscard]] Result<void> ComputeRenewal(const std::vector<std::uint8_t>& der);
+  [[nodiscard]] Result<void> FollowRenewalPoint(const nlohmann::json& percent);
   [[nodiscard]] Result<void> FinishRotation();
   [[nodiscard]] Result<void> DeliverReceipt();
   // DropCurrent forgets a revoked current LDevID and destroys its key (and any stray LDevID key

@@ -92,6 +92,7 @@ HttpResponse Status(enroll::Service& service, const HttpRequest& req) {
             {"state", registry::StateName(s.device.state)},
             {"order", s.decommission_ordered ? Json("decommission") : Json(nullptr)}};
   if (!s.order_id.empty()) body["order_id"] = s.order_id;
+  if (s.renew_at_percent > 0) body["renew_at_percent"] = s.renew_at_percent;
   if (s.current.has_value()) body["current"] = RecordJson(*s.current);
   return HttpResponse::Json(200, body.dump());
 }

@@ -148,7 +148,8 @@ class EstRoutesTest : public RoutesTest {
                                   {"state", registry::StateName(status->device.state)},
                                   {"order", "decommission"},
                                   {"order_id", status->order_id},
-                                  {"current", RecordJson(*held)}}
+                                  {"current", RecordJson(*held)},
+                                  {"renew_at_percent", 66}}
                                  .dump()));
     const HttpResponse done =
         Call(Req("POST", "/device/v1/receipt")
@@ -204,7 +205,8 @@ TEST_F(EstRoutesTest, ADeviceEnrollsRotatesAndIsDecommissionedThroughTheRoutes) 
   EXPECT_EQ(status.body, (Json{{"serial", "SN-001"},
                                {"state", "active"},
                                {"order", nullptr},
-                               {"current", RecordJson(first)}}
+                               {"current", RecordJson(first)},
+                               {"renew_at_percent", 66}}
                               .dump()));
 
   auto k2 = NewKey();

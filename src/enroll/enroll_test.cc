@@ -16,6 +16,7 @@
 #include "crypto/keys.h"
 #include "enroll/csr_check.h"
 #include "enroll/factory.h"
+#include "policy/policy.h"
 #include "testing/certs.h"
 #include "testing/db.h"
 #include "testing/matchers.h"
@@ -779,7 +780,7 @@ TEST_P(EnrollTest, NoncesAreRateLimitedPerDevice) {
   EXPECT_FALSE(service_->IssueNonce(devices[0].idevid_chain, Purpose::kEnroll));
 
   // Expired nonces are pruned once their retention has passed.
-  clock_.Advance(options.nonce_ttl + options.nonce_retention + 1s);
+  clock_.Advance(BuiltInTerms().nonce_ttl + options.nonce_retention + 1s);
   auto pruned = service_->Prune();
   ASSERT_TRUE(pruned) << pruned.error();
   EXPECT_EQ(pruned->nonces, nonces + 2);
@@ -1261,6 +1262,52 @@ TEST(CsrCheck, RsaPssOidKeysAreRefused) {
   ASSERT_FALSE(refused);
   EXPECT_THAT(refused, test::HasCode(ErrorCode::kInvalidArgument));
   EXPECT_NE(refused.error().message().find("id-RSASSA-PSS"), std::string::npos) << refused.error();
+}
+
+// A device's credential class decides its suites, LDevID lifetime, nonce lifetime, renewal
+// point and whether it needs attestation; the class comes from the policy version in force when
+// it asks, and a device no class takes gets nothing.
+TEST_P(EnrollTest, CredentialClassDecidesHowADeviceEnrolls) {
+  auto lenient = policy::Policy::Parse(R"({"schema": "fleetid.policy/v1", "roles": {},
+    "credentials": [
+      {"name": "acme-sensors", "match": {"tenants": ["acme"], "models": ["sensor-1"]},
+       "suites": ["ecdsa-p256-sha256"], "ldevid_lifetime_seconds": 3600,
+       "renew_at_percent": 50, "attestation_required": false, "nonce_lifetime_seconds": 30},
+      {"name": "default", "suites": ["ecdsa-p384-sha384"]}]})");
+  ASSERT_TRUE(lenient) << lenient.error();
+  auto elsewhere = policy::Policy::Parse(R"({"schema": "fleetid.policy/v1", "roles": {},
+    "credentials": [{"name": "other", "match": {"tenants": ["other"]},
+                     "suites": ["ecdsa-p256-sha256"]}]})");
+  ASSERT_TRUE(elsewhere) << elsewhere.error();
+  std::shared_ptr<const policy::Policy> active = *lenient;
+  effects_ = std::make_unique<PkiEffects>(
+      *authority_, [&active](const registry::Device& d) { return TermsFor(*active, d); });
+  registry_ = std::make_unique<registry::Registry>(db(), clock_, effects_.get(),
+                                                   registry::RegistryOptions{});
+  service_ = std::make_unique<Service>(db(), *registry_, *authority_, *effects_, clock_, rng_,
+                                       ServiceOptions{});
+  auto devices = MakeDevices(2, "CC");
+
+  auto nonce = service_->IssueNonce(devices[0].idevid_chain, Purpose::kEnroll);
+  ASSERT_TRUE(nonce) << nonce.error();
+  EXPECT_EQ(nonce->expires_at, clock_.Now() + 30s);
+  // P-384 is not among the class's suites; without evidence a P-256 key enrolls.
+  crypto::EvpPkeyPtr p384(EVP_EC_gen("P-384"));
+  EXPECT_THAT(service_->Enroll(devices[0].idevid_chain, Csr(p384.get())),
+              test::HasCode(ErrorCode::kPermissionDenied));
+  auto p256 = NewKey();
+  auto enrolled = service_->Enroll(devices[0].idevid_chain, Csr(p256.get()));
+  ASSERT_TRUE(enrolled) << enrolled.error();
+  EXPECT_EQ(enrolled->not_after, clock_.Now() + 1h);
+  auto status = service_->Status(LdevidChain(*enrolled));
+  ASSERT_TRUE(status) << status.error();
+  EXPECT_EQ(status->renew_at_percent, 50);
+
+  // Under a version whose classes take no device of tenant acme, the other device gets nothing.
+  active = *elsewhere;
+  auto refused = service_->Enroll(devices[1].idevid_chain, Csr(p256.get()));
+  EXPECT_THAT(refused, test::HasCode(ErrorCode::kPermissionDenied));
+  EXPECT_THAT(refused.error().message(), ::testing::HasSubstr("no credential class"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, EnrollTest,

@@ -161,9 +161,12 @@ Result<void> PkiEffects::Issue(store::Transaction& tx, const registry::Device& d
     return MakeError(ErrorCode::kInvalidArgument, "'{}' issues a credential and needs a CSR",
                      registry::EventName(request.event));
   }
+  FLEETID_TRY(terms, Terms(device));
   FLEETID_CHECK_OK(Supersede(tx, authority_, device, {Role::kCurrent, Role::kPending}));
-  FLEETID_TRY(record, authority_.IssueIn(tx, *request.csr, {device.serial, device.tenant},
-                                         policy_, DeviceActor(device.serial), false));
+  FLEETID_TRY(record,
+              authority_.IssueIn(tx, *request.csr,
+                                 {device.serial, device.tenant, terms.ldevid_lifetime},
+                                 *terms.suites, DeviceActor(device.serial), false));
   return registry::Registry::AddCredential(tx, device.id, record.serial, Role::kCurrent,
                                            record.not_after);
 }
@@ -586,9 +589,9 @@ std::optional<std::chrono::seconds> Service::TakeNonceToken(const std::string& d
 // MayEnrollIn asks the registry which event an enrollment of |device| with its IDevID is; a
 // reattest also needs the device's credentials out of the way (CheckReenrollable).
 Result<registry::Event> Service::MayEnrollIn(store::Transaction& tx, const registry::Device& device,
-                                             TimePoint now) const {
+                                             const CredentialTerms& terms, TimePoint now) {
   const registry::EnrollmentPolicy policy{.idevid_reenroll_after_expiry =
-                                              options_.idevid_reenroll_after_expiry};
+                                              terms.idevid_reenroll_after_lapse};
   FLEETID_TRY(event, registry::Registry::EnrollmentEventIn(tx, device, policy));
   if (event == registry::Event::kReattest) FLEETID_CHECK_OK(CheckReenrollable(tx, device, now));
   return event;
@@ -622,8 +625,9 @@ Result<Nonce> Service::IssueNonce(const ClientChain& chain, Purpose purpose, Thr
                      "'{}' is a decommissioned identity and can never enroll again",
                      who.device.serial);
   }
+  FLEETID_TRY(terms, effects_.Terms(who.device));
   if (purpose == Purpose::kEnroll) {
-    FLEETID_CHECK_OK(MayEnrollIn(*tx, who.device, clock_.Now()));
+    FLEETID_CHECK_OK(MayEnrollIn(*tx, who.device, terms, clock_.Now()));
   } else {
     FLEETID_CHECK_OK(MayRenew(who));
   }
@@ -633,7 +637,7 @@ Result<Nonce> Service::IssueNonce(const ClientChain& chain, Purpose purpose, Thr
                      who.device.serial, wait->count());
   }
   FLEETID_TRY(raw, rng_.Bytes(32));
-  Nonce nonce{crypto::Base64UrlEncode(raw), clock_.Now() + options_.nonce_ttl};
+  Nonce nonce{crypto::Base64UrlEncode(raw), clock_.Now() + terms.nonce_ttl};
   FLEETID_CHECK_OK(tx->Exec("INSERT INTO attest_nonces (nonce, device, purpose, expires_at) "
                             "VALUES (?, ?, ?, ?)",
                             {nonce.value, who.device.serial, std::string(PurposeName(purpose)),
@@ -801,6 +805,17 @@ Result<std::string> UseAppraisal(store::Transaction& tx, const std::string& devi
   return rows[0].Text(1);
 }
 
+// EvidenceFor is what an enrollment under |terms| records as its evidence: a fresh, passing
+// appraisal naming the CSR's key (UseAppraisal) where the device's credential class requires
+// attestation; where it does not, the SHA-256 of the request itself.
+Result<std::string> EvidenceFor(store::Transaction& tx, const std::string& device,
+                                Purpose purpose, const std::string& key_sha256,
+                                const crypto::VerifiedCsr& csr, const CredentialTerms& terms,
+                                TimePoint now) {
+  if (!terms.attestation_required) return crypto::Hex(csr.request_sha256);
+  return UseAppraisal(tx, device, purpose, key_sha256, now, terms.evidence_ttl);
+}
+
 }  // namespace
 
 Result<pki::CertificateRecord> Service::Enroll(const ClientChain& chain,
@@ -813,15 +828,16 @@ Result<pki::CertificateRecord> Service::Enroll(const ClientChain& chain,
   }
   const registry::Device& device = who.device;
   const TimePoint now = clock_.Now();
-  FLEETID_TRY(event, MayEnrollIn(*tx, device, now));
+  FLEETID_TRY(terms, effects_.Terms(device));
+  FLEETID_TRY(event, MayEnrollIn(*tx, device, terms, now));
   // Only a known device that may enroll gets its key checked, and only an allowed key its
   // signature verified.
-  FLEETID_TRY(checked, CheckCsrKey(csr_der, policy_));
+  FLEETID_TRY(checked, CheckCsrKey(csr_der, *terms.suites));
   FLEETID_CHECK_OK(RefuseCompromisedKey(*tx, device, checked.spki));
   FLEETID_TRY(csr, crypto::VerifyCsr(csr_der));
   const std::string key_sha256 = crypto::Hex(crypto::Sha256(checked.spki));
-  FLEETID_TRY(evidence, UseAppraisal(*tx, device.serial, Purpose::kEnroll, key_sha256, now,
-                                     options_.evidence_ttl));
+  FLEETID_TRY(evidence, EvidenceFor(*tx, device.serial, Purpose::kEnroll, key_sha256, csr, terms,
+                                    now));
   // The registry records the event, and the event's credential action (kIssue, PkiEffects)
   // issues the certificate, in this transaction.
   registry::TransitionRequest req;
@@ -841,8 +857,9 @@ Result<pki::CertificateRecord> Service::Enroll(const ClientChain& chain,
 // one revoked for keyCompromise, and its signature verifies. Returns the verified request, whose
 // key's SHA-256 (of the SPKI) the appraisal must name.
 Result<crypto::VerifiedCsr> Service::CheckRotationKey(store::Transaction& tx, const Identified& who,
-                                              std::span<const std::uint8_t> csr_der) const {
-  FLEETID_TRY(checked, CheckCsrKey(csr_der, policy_));
+                                                     const CredentialTerms& terms,
+                                                     std::span<const std::uint8_t> csr_der) {
+  FLEETID_TRY(checked, CheckCsrKey(csr_der, *terms.suites));
   FLEETID_TRY(current_spki, crypto::SubjectPublicKeyInfoDer(who.leaf.get()));
   FLEETID_TRY(current_fp, crypto::KeyFingerprint(current_spki));
   FLEETID_TRY(next_fp, crypto::KeyFingerprint(checked.spki));
@@ -865,15 +882,18 @@ Result<pki::CertificateRecord> Service::Reenroll(const ClientChain& chain,
   }
   const registry::Device& device = who.device;
   FLEETID_CHECK_OK(MayRenew(who));
-  FLEETID_TRY(csr, CheckRotationKey(*tx, who, csr_der));
+  FLEETID_TRY(terms, effects_.Terms(device));
+  FLEETID_TRY(csr, CheckRotationKey(*tx, who, terms, csr_der));
   const std::string key_sha256 = crypto::Hex(crypto::Sha256(csr.spki));
-  FLEETID_TRY(evidence, UseAppraisal(*tx, device.serial, Purpose::kReenroll, key_sha256,
-                                     clock_.Now(), options_.evidence_ttl));
+  FLEETID_TRY(evidence, EvidenceFor(*tx, device.serial, Purpose::kReenroll, key_sha256, csr,
+                                    terms, clock_.Now()));
   (void)evidence;  // recorded by the appraisal and the issuance's audit entry
   // An earlier, unfinished rotation: its certificate was never proven and is abandoned. The new
   // one is born on hold; the lifecycle records the rotation only at its proof (Confirm).
   FLEETID_CHECK_OK(Supersede(*tx, authority_, device, {Role::kPending}));
-  FLEETID_TRY(issued, authority_.IssueIn(*tx, csr, {device.serial, device.tenant}, policy_,
+  FLEETID_TRY(issued, authority_.IssueIn(*tx, csr,
+                                         {device.serial, device.tenant, terms.ldevid_lifetime},
+                                         *terms.suites,
                                          DeviceActor(device.serial), true));
   FLEETID_CHECK_OK(registry::Registry::AddCredential(*tx, device.id, issued.serial, Role::kPending,
                                                      issued.not_after));
@@ -940,6 +960,7 @@ Result<DeviceStatus> Service::Status(const ClientChain& chain) {
   out.decommission_ordered = who.device.state == registry::State::kDecommissioning ||
                              who.device.state == registry::State::kDecommissioned;
   if (who.device.state == registry::State::kDecommissioning) out.order_id = OrderId(who.device);
+  if (auto terms = effects_.Terms(who.device)) out.renew_at_percent = terms->renew_at_percent;
   FLEETID_TRY(credentials, registry::Registry::Credentials(*tx, who.device.id));
   for (const registry::Credential& c : credentials) {
     if (c.role != Role::kCurrent) continue;
@@ -1041,14 +1062,17 @@ Result<registry::Device> Service::RecordReceipt(std::string_view receipt) {
 Result<pki::CertificateRecord> IssueForDevice(store::Database& db, pki::Authority& authority,
                                               std::string_view serial,
                                               std::span<const std::uint8_t> csr_der,
-                                              std::string_view actor) {
+                                              std::string_view actor,
+                                              const CredentialTermsFn& terms_fn) {
   FLEETID_TRY(tx, db.Begin(TxMode::kWrite));
   FLEETID_TRY(device, registry::Registry::GetIn(*tx, serial));
+  FLEETID_TRY(terms, TermsOf(terms_fn, device));
   FLEETID_CHECK_OK(
       registry::Registry::CheckEnrollableIn(*tx, device.serial, device.idevid_fingerprint));
   FLEETID_TRY(csr, crypto::VerifyCsr(csr_der));
-  FLEETID_TRY(issued, authority.IssueIn(*tx, csr, {device.serial, device.tenant},
-                                        crypto::SuitePolicy(), actor, false));
+  FLEETID_TRY(issued,
+              authority.IssueIn(*tx, csr, {device.serial, device.tenant, terms.ldevid_lifetime},
+                                *terms.suites, actor, false));
   FLEETID_CHECK_OK(tx->Commit());
   return issued;
 }

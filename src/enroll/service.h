@@ -25,6 +25,7 @@
 #include "crypto/csr.h"
 #include "crypto/suite.h"
 #include "enroll/claims.h"
+#include "enroll/terms.h"
 #include "pki/pki.h"
 #include "registry/registry.h"
 #include "store/store.h"
@@ -69,6 +70,9 @@ struct DeviceStatus {
   bool decommission_ordered = false;
   // Names the decommissioning order; the device's receipt must echo it (docs/enrollment.md).
   std::string order_id;
+  // When the agent renews, in percent of an LDevID's lifetime: its credential class's (0 when
+  // no class applies to it).
+  int renew_at_percent = 0;
 };
 
 // What Prune removed.
@@ -77,13 +81,9 @@ struct PruneReport {
   std::int64_t buckets = 0;
 };
 
+// The terms each device enrolls under (nonce and evidence lifetimes, suites, LDevID lifetime,
+// attestation, IDevID re-enrollment after a lapse) are its credential class's: PkiEffects::Terms.
 struct ServiceOptions {
-  std::chrono::seconds nonce_ttl{60};
-  // A passing appraisal must be used by an enrollment within this.
-  std::chrono::seconds evidence_ttl{300};
-  // An active device whose LDevID has lapsed (an outage longer than its life) may enroll again
-  // with its IDevID and fresh evidence.
-  bool idevid_reenroll_after_expiry = true;
   // Nonces per device: a token bucket of nonce_burst, refilled by one every nonce_refill.
   int nonce_burst = 10;
   std::chrono::seconds nonce_refill{6};
@@ -102,9 +102,14 @@ struct ServiceOptions {
 // revoked, superseded, so Confirm refuses it), release, and revocation (keyCompromise,
 // cessationOfOperation) of a device's live certificates. The changes are published (OCSP, CRLs)
 // once the transaction commits (Transaction::AfterCommit), and never if it rolls back.
+// Every issuance follows the device's credential terms (|terms|; BuiltInTerms when empty).
 class PkiEffects final : public registry::CredentialEffects {
  public:
-  explicit PkiEffects(pki::Authority& authority) : authority_(authority) {}
+  explicit PkiEffects(pki::Authority& authority, CredentialTermsFn terms = {})
+      : authority_(authority), terms_(std::move(terms)) {}
+  [[nodiscard]] Result<CredentialTerms> Terms(const registry::Device& device) const {
+    return TermsOf(terms_, device);
+  }
   [[nodiscard]] Result<void> Apply(store::Transaction& tx, const registry::Device& device,
                                    registry::CredentialAction action,
                                    const registry::TransitionRequest& request) override;
@@ -118,18 +123,20 @@ class PkiEffects final : public registry::CredentialEffects {
                                          registry::CredentialAction action);
 
   pki::Authority& authority_;
-  crypto::SuitePolicy policy_;  // the default, as the enrollment service's
+  CredentialTermsFn terms_;
 };
 
 // IssueForDevice is an operator's issuance of a certificate for device |serial| from |csr_der|
 // (`fleetid ca issue`), outside the device's enrollment: the certificate is not one of its
 // tracked credentials. An unknown device is kNotFound and a tombstoned identity
-// kPermissionDenied, judged by the registry in the transaction that issues.
+// kPermissionDenied, judged by the registry in the transaction that issues. The key's suite and
+// the lifetime are the device's credential terms (|terms|; BuiltInTerms when empty).
 [[nodiscard]] Result<pki::CertificateRecord> IssueForDevice(store::Database& db,
                                                             pki::Authority& authority,
                                                             std::string_view serial,
                                                             std::span<const std::uint8_t> csr_der,
-                                                            std::string_view actor);
+                                                            std::string_view actor,
+                                                            const CredentialTermsFn& terms = {});
 
 // Service is thread-safe.
 class Service {
@@ -217,12 +224,14 @@ class Service {
   [[nodiscard]] static Result<void> RefuseRetiredCredential(store::Transaction& tx,
                                                             const Identified& who);
   [[nodiscard]] Result<void> Count(std::string_view counter);
-  [[nodiscard]] Result<registry::Event> MayEnrollIn(store::Transaction& tx,
-                                                    const registry::Device& device,
-                                                    TimePoint now) const;
+  [[nodiscard]] static Result<registry::Event> MayEnrollIn(store::Transaction& tx,
+                                                           const registry::Device& device,
+                                                           const CredentialTerms& terms,
+                                                           TimePoint now);
   [[nodiscard]] static Result<void> MayRenew(const Identified& who);
-  [[nodiscard]] Result<crypto::VerifiedCsr> CheckRotationKey(
-      store::Transaction& tx, const Identified& who, std::span<const std::uint8_t> csr_der) const;
+  [[nodiscard]] static Result<crypto::VerifiedCsr> CheckRotationKey(
+      store::Transaction& tx, const Identified& who, const CredentialTerms& terms,
+      std::span<const std::uint8_t> csr_der);
   [[nodiscard]] static Result<pki::CertificateRecord> CurrentCredentialIn(
       store::Transaction& tx, const registry::Device& device);
   struct Evidence;
@@ -249,7 +258,6 @@ class Service {
   Clock& clock_;
   Rng& rng_;
   ServiceOptions options_;
-  crypto::SuitePolicy policy_;  // the default: every suite allowed, P-256 preferred
   std::vector<std::vector<std::uint8_t>> fleet_anchors_;
   std::vector<std::uint8_t> cacerts_;  // the certs-only CMS of fleet_anchors_
   Mutex buckets_mu_;

@@ -103,7 +103,7 @@ Result<void> Node::OpenAuditLog(bool sign_first_head) {
 // Enrollment: the registry acts on credentials through the CA in its own transactions. Without
 // the CA the registry has no effects (Parts::database).
 void Node::OpenEnrollment() {
-  if (authority_) effects_ = std::make_unique<enroll::PkiEffects>(*authority_);
+  if (authority_) effects_ = std::make_unique<enroll::PkiEffects>(*authority_, CredentialTerms());
   registry::RegistryOptions registry_options;
   registry_options.policy_version = PolicyVersion();
   registry_ = std::make_unique<registry::Registry>(*db_, SystemClock::Instance(), effects_.get(),
@@ -117,6 +117,13 @@ void Node::OpenEnrollment() {
   operators_ = std::make_unique<operators::Operators>(*db_, *authority_, *policy_,
                                                       SystemClock::Instance(),
                                                       crypto::OpenSslRng::Instance());
+}
+
+enroll::CredentialTermsFn Node::CredentialTerms() {
+  policy::Versions* versions = policy_.get();
+  return [versions](const registry::Device& device) {
+    return enroll::TermsFor(*versions->Current().policy, device);
+  };
 }
 
 PolicyVersionFn Node::PolicyVersion() {

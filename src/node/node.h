@@ -101,6 +101,13 @@ class Node {
   // PolicyVersion names the active policy version, for every audit record the parts write.
   PolicyVersionFn PolicyVersion();
 
+ public:
+  // CredentialTerms answers a device's credential terms from the active policy version's
+  // credential classes, for the enrollment service, the CA's device issuance and `ca issue`.
+  enroll::CredentialTermsFn CredentialTerms();
+
+ private:
+
   log::Level step_log_level_;
   // Destroyed in reverse: the users of the database, CA and token before them.
   custody::OpenedToken custody_;

@@ -140,7 +140,11 @@ Result<CertificateRecord> Issuer::IssueDevice(store::Transaction* tx,
   spec.spki = csr.spki;
   spec.refuse_compromised = true;
   spec.not_before = now - options_.backdate;
-  spec.not_after = now + options_.leaf_lifetime;
+  const std::chrono::seconds lifetime =
+      device.lifetime > std::chrono::seconds(0) && device.lifetime < options_.leaf_lifetime
+          ? device.lifetime
+          : options_.leaf_lifetime;
+  spec.not_after = now + lifetime;
   for (const X509ExtensionPtr& ext : issuing->device_extensions)
     spec.extensions.push_back(ext.get());
   FLEETID_TRY(cdp, hierarchy_.DistributionPoint(*issuing, partition));

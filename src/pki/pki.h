@@ -99,6 +99,9 @@ enum class CertificateClass { kDevice, kLongLived };
 struct DeviceIdentity {
   std::string serial;
   std::string tenant;
+  // The certificate's lifetime (its credential class's); zero or more than leaf_lifetime, which
+  // bounds how long a CRL partition is served, gives leaf_lifetime.
+  std::chrono::seconds lifetime{0};
 };
 
 struct CertificateRecord {

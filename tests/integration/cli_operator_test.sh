@@ -82,6 +82,9 @@ doc = json.load(open(sys.argv[1]))["document"]
 doc["roles"]["eu-ops"] = {"description": "regional on-call", "permit": [{"actions": [
     "device.read", "device.suspend", "device.resume"], "scope": {"regions": ["eu-west"]},
     "why": "regional on-call"}]}
+# Devices in eu-west get two-hour LDevIDs, renewed at half their life.
+doc["credentials"].insert(0, {"name": "eu-west", "match": {"regions": ["eu-west"]},
+    "suites": ["ecdsa-p256-sha256"], "ldevid_lifetime_seconds": 7200, "renew_at_percent": 50})
 json.dump(doc, open(sys.argv[2], "w"))
 EOF
 as alice policy propose "$W/policy2.json" --reason "an on-call role for eu-west"
@@ -121,6 +124,17 @@ cert=$W/batch/devices/$EU/$(python3 -c 'import json,sys;print(json.load(open(sys
 awk 'BEGIN{n=0} /BEGIN/{n++} n==2' "$W/chain.pem" >"$W/issuing.pem"
 out=$(openssl ocsp -issuer "$W/issuing.pem" -cert "$cert" -url "$URL/ocsp" -CAfile "$W/chain.pem" 2>&1)
 expect "OCSP answers revoked for it" grep -q ": revoked" <<<"$out"
+lifetime() {  # lifetime CERT: notAfter - notBefore in seconds (notBefore is backdated 5 minutes)
+  echo $(($(date -d "$(openssl x509 -in "$1" -noout -enddate | cut -d= -f2)" +%s) -
+    $(date -d "$(openssl x509 -in "$1" -noout -startdate | cut -d= -f2)" +%s)))
+}
+us_cert=$W/batch/devices/$US/$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["current_cert"])' "$W/us.json")
+expect "the eu-west credential class gives its device a two-hour LDevID ($(lifetime "$cert") s)" \
+  test "$(lifetime "$cert")" = 7500
+expect "... and the device elsewhere the default class's day ($(lifetime "$us_cert") s)" \
+  test "$(lifetime "$us_cert")" = 86700
+expect "... and the agent follows the class's renewal point" \
+  grep -q '"renew_at_percent": 50' "$W/batch/devices/$EU/state.json"
 as alice ca status "$(openssl x509 -in "$cert" -noout -serial | cut -d= -f2)" --json
 expect "alice reads its certificate through the API: on hold ($RC: $(cat "$W/err"))" \
   sh -c "test '$(field status)' = hold && test '$(field device)' = '$EU'"
