@@ -85,18 +85,19 @@ int Run(int argc, char** argv) {
   if (!manufacturers) return Fail(manufacturers.error());
 
   server::Router router;
+  const api::OperatorApi operator_api{.operators = components.operators(),
+                                      .policy = components.policy(),
+                                      .registry = components.registry(),
+                                      .authority = components.authority(),
+                                      .enrollment = components.enrollment(),
+                                      .rng = crypto::OpenSslRng::Instance(),
+                                      .clock = SystemClock::Instance()};
   api::RegisterPkiRoutes(router, components.authority(), SystemClock::Instance());
   api::RegisterEstRoutes(router, components.enrollment());
   api::RegisterAuditRoutes(router, components.audit_log(), components.audit_public_key_pem(),
-                           api::OperatorAuditGate(components.operators(), components.policy()));
+                           api::OperatorAuditGate(operator_api));
   api::RegisterHealthRoute(router, components.authority(), std::string(kVersion));
-  api::RegisterOperatorApi(router, {.operators = components.operators(),
-                                    .policy = components.policy(),
-                                    .registry = components.registry(),
-                                    .authority = components.authority(),
-                                    .enrollment = components.enrollment(),
-                                    .rng = crypto::OpenSslRng::Instance(),
-                                    .clock = SystemClock::Instance()});
+  api::RegisterOperatorApi(router, operator_api);
   // No default password: until the first administrator exists, a one-time code waits in a file
   // only this user can read (fleetid operator bootstrap exchanges it; docs/operators.md).
   const std::filesystem::path bootstrap_file = data_dir / "bootstrap-code";

@@ -189,8 +189,12 @@ void MakeBackend() {
   // reading under the fuzzer, and plain HTTP exercises the refusal.
   fleetid::api::RegisterAuditRoutes(
       b.router, *b.audit_log, pem,
-      [](const fleetid::server::HttpRequest& req) -> fleetid::Result<void> {
-        if (req.tls) return {};
+      [](const fleetid::server::HttpRequest& req)
+          -> fleetid::Result<fleetid::api::AuditEntryFilter> {
+        // Over TLS the reader sees only even entries: both forms of an entry are served.
+        if (req.tls) {
+          return [](const fleetid::audit::StoredEntry& e) { return e.seq % 2 == 0; };
+        }
         return fleetid::MakeError(fleetid::ErrorCode::kInvalidArgument, "HTTPS only");
       });
   fleetid::api::RegisterHealthRoute(b.router, *b.authority, "fuzz");

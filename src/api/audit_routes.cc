@@ -57,12 +57,18 @@ Result<Json> Head(audit::Log& log) {
   return Json::parse(audit::HeadJson(head));
 }
 
-Result<Json> Entries(audit::Log& log, const HttpRequest& req) {
+Result<Json> Entries(audit::Log& log, const HttpRequest& req, const AuditEntryFilter& shown) {
   FLEETID_TRY(q, Numbers(req.query, {"start", "end"}));
   FLEETID_TRY(entries, log.Entries(q["start"], q["end"]));
   Json list = Json::array();
   for (const audit::StoredEntry& e : entries) {
-    list.push_back({{"seq", e.seq}, {"leaf_hash", audit::HashHex(e.leaf_hash)}, {"body", e.body}});
+    Json entry{{"seq", e.seq}, {"leaf_hash", audit::HashHex(e.leaf_hash)}};
+    if (!shown || shown(e)) {
+      entry["body"] = e.body;
+    } else {
+      entry["withheld"] = true;
+    }
+    list.push_back(std::move(entry));
   }
   return Json{{"entries", list}};
 }
@@ -92,10 +98,9 @@ void RegisterAuditRoutes(server::Router& router, audit::Log& log, std::string pu
   router.Add("GET", "/audit/v1/sth", [&log](const HttpRequest&) { return JsonAnswer(Head(log)); });
   router.Add("GET", "/audit/v1/entries",
              [&log, gate = std::move(entries_gate)](const HttpRequest& req) {
-               if (Result<void> admitted = gate(req); !admitted) {
-                 return HttpResponse::FromError(admitted.error());
-               }
-               return JsonAnswer(Entries(log, req));
+               Result<AuditEntryFilter> admitted = gate(req);
+               if (!admitted) return HttpResponse::FromError(admitted.error());
+               return JsonAnswer(Entries(log, req, *admitted));
              });
   router.Add("GET", "/audit/v1/proof/inclusion",
              [&log](const HttpRequest& req) { return JsonAnswer(Inclusion(log, req)); });

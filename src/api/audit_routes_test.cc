@@ -118,25 +118,55 @@ TEST_F(AuditRoutesTest, EntriesAreForOperatorsAllowedAuditReadWhileHeadsAndProof
   const Device device = MakeDevice("GW-AUDIT-1");
   EXPECT_EQ(Call(Req("GET", entries).Chain(device.idevid_chain)).status, 401)
       << "a device is never an operator";
-  // An auditor scoped to one region reads the devices there, not the whole log.
+  // An auditor scoped to one region reads the entries about devices there; every other entry
+  // is served withheld (its seq and leaf hash, no body).
   policy::Scope eu;
   eu.regions = std::vector<std::string>{"eu"};
   const enroll::ClientChain scoped = OperatorChain("audrey", {{.role = "auditor", .scope = eu}});
-  const HttpResponse refused = Call(Req("GET", entries).Chain(scoped));
-  EXPECT_EQ(refused.status, 403);
-  EXPECT_THAT(refused.body, ::testing::HasSubstr("audit.read"));
   const enroll::ClientChain auditor = OperatorChain("aubrey", {{.role = "auditor", .scope = {}}});
   EXPECT_EQ(Call(Req("GET", entries).Chain(auditor)).status, 200);
   EXPECT_EQ(Call(Req("GET", entries).Chain(AdminChain())).status, 200);
-  // The refusal is itself an entry, and heads and proofs need no one.
+  MakeDevice("GW-AUDIT-EU", "acme", "eu");
+  MakeDevice("GW-AUDIT-US", "acme", "us");
+  const std::uint64_t grown = Size();
+  const HttpResponse read =
+      Call(Req("GET", fmt::format("/audit/v1/entries?start=0&end={}", grown)).Chain(scoped));
+  ASSERT_EQ(read.status, 200) << read.body;
+  const Json served = Json::parse(read.body)["entries"];
+  auto stored = audit_log_->Entries(0, grown);
+  ASSERT_TRUE(stored) << stored.error();
+  ASSERT_EQ(served.size(), stored->size());
+  int shown = 0;
+  int withheld = 0;
+  for (std::size_t i = 0; i < served.size(); ++i) {
+    const audit::StoredEntry& e = (*stored)[i];
+    const std::string subject = Json::parse(e.body)["subject"].get<std::string>();
+    EXPECT_EQ(served[i]["seq"], e.seq);
+    EXPECT_EQ(served[i]["leaf_hash"], audit::HashHex(e.leaf_hash));
+    if (subject == "GW-AUDIT-EU") {
+      EXPECT_EQ(served[i].value("body", ""), e.body) << subject;
+      ++shown;
+    } else if (subject == "GW-AUDIT-US" || subject == "audrey" || subject == "aubrey") {
+      EXPECT_FALSE(served[i].contains("body")) << subject;
+      EXPECT_EQ(served[i].value("withheld", false), true) << subject;
+      ++withheld;
+    }
+  }
+  EXPECT_GT(shown, 0);
+  EXPECT_GT(withheld, 2);
+  // An operator whose roles permit audit.read nowhere is refused, and the refusal is an entry.
+  const enroll::ClientChain none = OperatorChain("audra", {});
+  const HttpResponse refused = Call(Req("GET", entries).Chain(none));
+  EXPECT_EQ(refused.status, 403);
+  EXPECT_THAT(refused.body, ::testing::HasSubstr("audit.read"));
   const std::uint64_t after = Size();
-  auto last = audit_log_->Entries(size, after);
+  auto last = audit_log_->Entries(grown, after);
   ASSERT_TRUE(last) << last.error();
   bool denied = false;
   for (const audit::StoredEntry& e : *last) {
     const Json body = Json::parse(e.body);
     denied = denied || (body["action"] == "access.denied" &&
-                        body["actor"].get<std::string>().find("audrey") != std::string::npos);
+                        body["actor"].get<std::string>().find("audra") != std::string::npos);
   }
   EXPECT_TRUE(denied);
   EXPECT_EQ(Call(Req("GET", "/audit/v1/sth")).status, 200);

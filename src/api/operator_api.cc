@@ -6,8 +6,13 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <map>
+#include <memory>
 #include <optional>
+#include <span>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "api/http_util.h"
 #include "api/openapi_document.h"
@@ -118,6 +123,53 @@ Result<std::int64_t> Number(std::string_view text) {
                      text.substr(0, 32));
   }
   return n;
+}
+
+// PermitsSomewhere says whether some role of |grants| has a permit rule naming |action| (by name,
+// by its family or as "*"): whether the operator may take it anywhere at all.
+bool PermitsSomewhere(const policy::Policy& policy, std::span<const policy::Grant> grants,
+                      std::string_view action) {
+  const std::string family = fmt::format("{}.*", action.substr(0, action.find('.')));
+  for (const policy::Grant& grant : grants) {
+    const policy::Role* role = policy.FindRole(grant.role);
+    if (role == nullptr) continue;
+    for (const policy::Rule& rule : role->rules) {
+      if (rule.effect != policy::Effect::kPermit) continue;
+      for (const std::string& named : rule.actions) {
+        if (named == action || named == family || named == "*") return true;
+      }
+    }
+  }
+  return false;
+}
+
+// ScopedAuditFilter shows an operator allowed audit.read only within a scope the entries about a
+// device inside it: an entry whose subject is a device serial, or the serial of one of a device's
+// certificates, judged on that device's tenant, region, model and labels under |policy|. Entries
+// about anything else (operators, the policy, the CA's own certificates) stay withheld. Each
+// subject is looked up once per request.
+AuditEntryFilter ScopedAuditFilter(const OperatorApi& api,
+                                   std::shared_ptr<const policy::Policy> policy,
+                                   std::vector<policy::Grant> grants) {
+  auto seen = std::make_shared<std::map<std::string, bool>>();
+  return [api, policy = std::move(policy), grants = std::move(grants),
+          seen](const audit::StoredEntry& entry) {
+    const Json body = Json::parse(entry.body, nullptr, false);
+    if (!body.is_object() || !body.contains("subject") || !body["subject"].is_string()) {
+      return false;
+    }
+    const std::string subject = body["subject"].get<std::string>();
+    if (auto it = seen->find(subject); it != seen->end()) return it->second;
+    auto device = api.registry.Get(subject);
+    if (!device) {
+      auto certificate = api.authority.Get(subject);
+      if (certificate) device = api.registry.Get(certificate->device);
+    }
+    const bool shown =
+        device && policy->Decide(grants, "audit.read", ResourceOf(*device)).allowed;
+    seen->emplace(subject, shown);
+    return shown;
+  };
 }
 
 // The device actions an operator may take through the API, with the policy action each needs.
@@ -580,17 +632,21 @@ void RegisterOperatorApi(server::Router& router, const OperatorApi& api) {
   }
 }
 
-AuditReadGate OperatorAuditGate(operators::Operators& operators, policy::Versions& policy) {
-  return [&operators, &policy](const HttpRequest& req) -> Result<void> {
+AuditReadGate OperatorAuditGate(const OperatorApi& api) {
+  return [api](const HttpRequest& req) -> Result<AuditEntryFilter> {
     if (!req.tls) {
       return MakeError(ErrorCode::kInvalidArgument,
                        "the audit log's entries are served over HTTPS to operators allowed "
                        "audit.read; heads and proofs are public");
     }
-    FLEETID_TRY(who, operators.Authenticate(req.client_chain));
-    FLEETID_TRY(allowed, policy.Authorize(who, "audit.read", {}, "audit log"));
-    static_cast<void>(allowed);
-    return {};
+    FLEETID_TRY(who, api.operators.Authenticate(req.client_chain));
+    const policy::Active active = api.policy.Current();
+    if (active.policy->Decide(who.grants, "audit.read", {}).allowed) return AuditEntryFilter();
+    if (!PermitsSomewhere(*active.policy, who.grants, "audit.read")) {
+      FLEETID_TRY(allowed, api.policy.Authorize(who, "audit.read", {}, "audit log"));
+      static_cast<void>(allowed);  // refused (and audited) above: no rule permits it anywhere
+    }
+    return ScopedAuditFilter(api, active.policy, std::move(who.grants));
   };
 }
 

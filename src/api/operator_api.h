@@ -43,9 +43,12 @@ struct OperatorApi {
 void RegisterOperatorApi(server::Router& router, const OperatorApi& api);
 
 // OperatorAuditGate admits requests to the audit log's entries (RegisterAuditRoutes) from
-// operators over HTTPS whose grants allow audit.read everywhere; anyone else gets 400 (plain
-// HTTP), 401 (no operator certificate, or a revoked one) or 403 (audited as access.denied).
-AuditReadGate OperatorAuditGate(operators::Operators& operators, policy::Versions& policy);
+// operators over HTTPS allowed audit.read. One allowed it everywhere sees every entry; one
+// allowed it only within a scope sees in full the entries about devices inside it (an entry's
+// subject is the device, or a certificate of the device), and every other entry withheld.
+// Anyone else gets 400 (plain HTTP), 401 (no operator certificate, or a revoked one) or 403
+// (audited as access.denied).
+AuditReadGate OperatorAuditGate(const OperatorApi& api);
 
 }  // namespace fleetid::api
 

@@ -28,10 +28,15 @@ void RegisterPkiRoutes(server::Router& router, pki::Authority& authority, const 
 // the caller's identity is its verified client chain.
 void RegisterEstRoutes(server::Router& router, enroll::Service& service);
 
-// AuditReadGate admits a request to the audit log's entries, or refuses it with the error to
-// answer (the server's: an operator over HTTPS allowed audit.read, OperatorAuditGate in
-// operator_api.h).
-using AuditReadGate = std::function<Result<void>(const server::HttpRequest&)>;
+// AuditEntryFilter says whether the reader a gate admitted sees an entry in full; an entry it
+// does not see is served withheld: its seq and leaf hash (which inclusion proofs reveal anyway),
+// no body. An empty filter shows every entry.
+using AuditEntryFilter = std::function<bool(const audit::StoredEntry&)>;
+
+// AuditReadGate admits a request to the audit log's entries with the filter of what its reader
+// sees, or refuses it with the error to answer (the server's: an operator over HTTPS allowed
+// audit.read, everywhere or within a scope, OperatorAuditGate in operator_api.h).
+using AuditReadGate = std::function<Result<AuditEntryFilter>(const server::HttpRequest&)>;
 
 // RegisterAuditRoutes adds the audit log's read API under /audit/v1/, shaped after RFC 9162 §5:
 // the latest signed tree head, entries by range, inclusion and consistency proofs, and

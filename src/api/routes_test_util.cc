@@ -75,14 +75,15 @@ void RoutesTest::SetUp() {
   policy_ = std::move(*versions);
   ASSERT_TRUE(operators::Operators::Migrate(db()));
   operators_ = std::make_unique<operators::Operators>(db(), *authority_, *policy_, clock_, rng);
-  RegisterAuditRoutes(router_, *audit_log_, audit_pem_, OperatorAuditGate(*operators_, *policy_));
-  RegisterOperatorApi(router_, {.operators = *operators_,
-                                .policy = *policy_,
-                                .registry = *registry_,
-                                .authority = *authority_,
-                                .enrollment = *service_,
-                                .rng = rng,
-                                .clock = clock_});
+  const OperatorApi operator_api{.operators = *operators_,
+                                 .policy = *policy_,
+                                 .registry = *registry_,
+                                 .authority = *authority_,
+                                 .enrollment = *service_,
+                                 .rng = rng,
+                                 .clock = clock_};
+  RegisterAuditRoutes(router_, *audit_log_, audit_pem_, OperatorAuditGate(operator_api));
+  RegisterOperatorApi(router_, operator_api);
   RegisterHealthRoute(router_, *authority_, std::string(kVersion));
 }
 
