@@ -32,7 +32,7 @@ void CheckScope(const policy::Scope& scope) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
-  const std::uint8_t route = data[0] % 11;
+  const std::uint8_t route = data[0] % 15;
   if (route == 8) {
     // GET /api/v1/devices's query string.
     auto query = api::ParseDeviceQuery(fleetid::fuzz::Text(data + 1, size - 1),
@@ -91,6 +91,24 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     case 10:
       CheckRefusal(api::ParseCertificateAction(*body, /*revoke=*/(size & 1) != 0));
+      break;
+    case 11: {
+      auto manufacturer = api::ParseManufacturer(*body);
+      CheckRefusal(manufacturer);
+      if (manufacturer) Check(!manufacturer->name.empty() && !manufacturer->certificate_der.empty());
+      break;
+    }
+    case 12:
+      CheckRefusal(api::ParseManifest(*body));
+      break;
+    case 13: {
+      auto reference = api::ParseReferenceValue(*body);
+      CheckRefusal(reference);
+      if (reference) Check(reference->firmware_sha256.size() == 64 && !reference->model.empty());
+      break;
+    }
+    case 14:
+      CheckRefusal(api::ParseIssue(*body));
       break;
     default:
       CheckRefusal(api::ParseDeviceAction(*body, /*provision=*/(size & 1) != 0));

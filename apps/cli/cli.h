@@ -92,6 +92,13 @@ int RemotePolicy(Context& context, std::string_view method, const std::string& p
 // RemoteCertificate reads (GET) or changes (POST, |verb| hold, release or revoke) a certificate.
 int RemoteCertificate(Context& context, std::string_view method, const std::string& serial,
                       const std::string& verb, const Json& body);
+// QueryEscape percent-encodes everything but RFC 3986's unreserved characters (a path segment or
+// a query value).
+std::string QueryEscape(std::string_view text);
+// RemoteCall makes one call (|path| under /api/v1/) and prints its answer: --json as it came,
+// otherwise through |human|.
+int RemoteCall(Context& context, std::string_view method, const std::string& path,
+               const Json& body, const std::function<void(const Json&)>& human);
 // RemoteApprove approves proposal |id| with a signature by the operator's key over its digest.
 int RemoteApprove(Context& context, std::int64_t id, const std::string& reason);
 // RemotePropose proposes |document| against version |base| (0: the active one, read first).

@@ -212,11 +212,17 @@ int Lifecycle(Context& context, const DevicesFlags& flags, registry::Event event
 }
 
 int ImportManifest(Context& context, const DevicesFlags& flags) {
+  auto text = ReadAll(flags.in_path);
+  if (!text) return context.remote.Enabled() ? FailRemote(text.error()) : Fail(text.error());
+  while (!text->empty() && (text->back() == '\n' || text->back() == '\r')) text->pop_back();
+  if (context.remote.Enabled()) {
+    return RemoteCall(context, "POST", "manifests", Json{{"manifest", *text}}, [](const Json& r) {
+      PrintJson(Json{{"imported", r.value("imported", 0)},
+                     {"already_present", r.value("already_present", 0)}});
+    });
+  }
   auto node = context.Open({.authority = true});
   if (!node) return Fail(node.error());
-  auto text = ReadAll(flags.in_path);
-  if (!text) return Fail(text.error());
-  while (!text->empty() && (text->back() == '\n' || text->back() == '\r')) text->pop_back();
   auto report = (*node)->enrollment().ImportManifest(*text, "operator:" + context.operator_name);
   if (!report) return Fail(report.error().Wrap(flags.in_path));
   PrintJson(Json{{"imported", report->imported}, {"already_present", report->already_present}});

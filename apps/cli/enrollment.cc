@@ -23,11 +23,25 @@ Result<enroll::Service*> OpenEnrollment(Context& context) {
   return &node->enrollment();
 }
 
+// PrintAnswer prints the API's answer without its request id, as the local command prints.
+void PrintAnswer(Json answer) {
+  answer.erase("request_id");
+  PrintJson(answer);
+}
+
 int AddManufacturer(Context& context, const EnrollmentFlags& flags) {
+  auto der = CertDerFromFile(flags.maker_cert);
+  if (!der) return context.remote.Enabled() ? FailRemote(der.error()) : Fail(der.error());
+  if (context.remote.Enabled()) {
+    return RemoteCall(context, "POST", "manufacturers",
+                      Json{{"name", flags.maker_name}, {"certificate", CertPem(*der)}},
+                      [](const Json& m) {
+                        PrintJson(Json{{"manufacturer", m.value("name", "")},
+                                       {"fingerprint", m.value("fingerprint", "")}});
+                      });
+  }
   auto service = OpenEnrollment(context);
   if (!service) return Fail(service.error());
-  auto der = CertDerFromFile(flags.maker_cert);
-  if (!der) return Fail(der.error());
   auto m = (*service)->AddManufacturer(*der, flags.maker_name, "operator:" + context.operator_name);
   if (!m) return Fail(m.error());
   PrintJson(Json{{"manufacturer", m->name}, {"fingerprint", m->fingerprint}});
@@ -35,6 +49,16 @@ int AddManufacturer(Context& context, const EnrollmentFlags& flags) {
 }
 
 int ListManufacturers(Context& context) {
+  if (context.remote.Enabled()) {
+    return RemoteCall(context, "GET", "manufacturers", nullptr, [](const Json& answer) {
+      Json out = Json::array();
+      for (const Json& m : answer.value("manufacturers", Json::array())) {
+        out.push_back({{"manufacturer", m.value("name", "")},
+                       {"fingerprint", m.value("fingerprint", "")}});
+      }
+      PrintJson(out);
+    });
+  }
   auto service = OpenEnrollment(context);
   if (!service) return Fail(service.error());
   auto all = (*service)->Manufacturers();
@@ -48,14 +72,18 @@ int ListManufacturers(Context& context) {
 }
 
 int AddReference(Context& context, const EnrollmentFlags& flags) {
-  auto service = OpenEnrollment(context);
-  if (!service) return Fail(service.error());
   std::string digest = flags.ref_digest;
   if (!flags.ref_firmware.empty()) {
     auto fw = ReadAll(flags.ref_firmware);
-    if (!fw) return Fail(fw.error());
+    if (!fw) return context.remote.Enabled() ? FailRemote(fw.error()) : Fail(fw.error());
     digest = crypto::Hex(crypto::Sha256(*fw));
   }
+  if (context.remote.Enabled()) {
+    return RemoteCall(context, "POST", "reference-values",
+                      Json{{"model", flags.ref_model}, {"firmware_sha256", digest}}, PrintAnswer);
+  }
+  auto service = OpenEnrollment(context);
+  if (!service) return Fail(service.error());
   if (auto r = (*service)->AddReferenceValue(flags.ref_model, digest,
                                              "operator:" + context.operator_name);
       !r) {

@@ -448,7 +448,6 @@ int RemoteDeviceShow(Context& context, const std::string& serial) {
   return Get(context, "GET", "devices/" + serial, nullptr, PrintDevice);
 }
 
-// QueryEscape percent-encodes everything but RFC 3986's unreserved characters.
 std::string QueryEscape(std::string_view text) {
   std::string out;
   for (const char c : text) {
@@ -531,6 +530,11 @@ int RemoteCertificate(Context& context, std::string_view method, const std::stri
                {{Text(c, "serial"), Text(c, "status"), Text(c, "reason"), Text(c, "device"),
                  Text(c, "not_after")}});
   });
+}
+
+int RemoteCall(Context& context, std::string_view method, const std::string& path,
+               const Json& body, const std::function<void(const Json&)>& human) {
+  return Get(context, method, path, body, human);
 }
 
 int RemoteApprove(Context& context, std::int64_t id, const std::string& reason) {

@@ -281,7 +281,73 @@ class Call {
     if (parts[0] == "policy") return Policy(who, parts, post);
     if (parts[0] == "devices") return Devices(who, parts, post);
     if (parts[0] == "ca") return Certificates(who, parts, post);
+    if (parts[0] == "manufacturers" && parts.size() == 1) return Manufacturers(who, post);
+    if (parts[0] == "manifests" && parts.size() == 1 && post) return ImportManifest(who);
+    if (parts[0] == "reference-values" && parts.size() == 1 && post) return AddReference(who);
     return NotFound();
+  }
+
+  // Manufacturers is /api/v1/manufacturers: the registered manufacturer CAs (manifest.read), and
+  // registering one (manifest.import: a manufacturer's CA is what its batches' manifests, and
+  // its devices' IDevIDs, are verified against). Both need the action everywhere.
+  Result<Answer> Manufacturers(const policy::Operator& by, bool post) {
+    if (!post) {
+      FLEETID_TRY(allowed, api_.policy.Authorize(by, "manifest.read", {}, "manufacturers"));
+      static_cast<void>(allowed);
+      FLEETID_TRY(all, api_.enrollment.Manufacturers());
+      Json list = Json::array();
+      for (const enroll::Manufacturer& m : all) {
+        list.push_back({{"name", m.name}, {"fingerprint", m.fingerprint}});
+      }
+      return Answer{200, Json{{"manufacturers", list}}};
+    }
+    FLEETID_TRY(request, ParseManufacturer(body_));
+    FLEETID_TRY(allowed, api_.policy.Authorize(by, "manifest.import", {}, request.name));
+    static_cast<void>(allowed);
+    FLEETID_TRY(added, api_.enrollment.AddManufacturer(request.certificate_der, request.name,
+                                                       policy::AuditActor(by)));
+    return Answer{201, Json{{"name", added.name}, {"fingerprint", added.fingerprint}}};
+  }
+
+  // ImportManifest is POST /api/v1/manifests: a signed batch manifest, verified against the
+  // registered manufacturer it names, imports its devices as manufactured (manifest.import,
+  // everywhere: the devices have no tenant or region yet).
+  Result<Answer> ImportManifest(const policy::Operator& by) {
+    FLEETID_TRY(jws, ParseManifest(body_));
+    FLEETID_TRY(allowed, api_.policy.Authorize(by, "manifest.import", {}, "manifest"));
+    static_cast<void>(allowed);
+    FLEETID_TRY(report, api_.enrollment.ImportManifest(jws, policy::AuditActor(by)));
+    return Answer{200, Json{{"imported", report.imported},
+                            {"already_present", report.already_present}}};
+  }
+
+  // AddReference is POST /api/v1/reference-values: a firmware measurement accepted for a model
+  // (reference.manage, judged on the model: an operator scoped to models manages theirs).
+  Result<Answer> AddReference(const policy::Operator& by) {
+    FLEETID_TRY(request, ParseReferenceValue(body_));
+    policy::Resource resource;
+    resource.model = request.model;
+    FLEETID_TRY(allowed, api_.policy.Authorize(by, "reference.manage", resource, request.model));
+    static_cast<void>(allowed);
+    FLEETID_CHECK_OK(api_.enrollment.AddReferenceValue(request.model, request.firmware_sha256,
+                                                       policy::AuditActor(by)));
+    return Answer{201, Json{{"model", request.model}, {"firmware_sha256", request.firmware_sha256}}};
+  }
+
+  // IssueCertificate is POST /api/v1/devices/{serial}/certificates: a certificate for the device
+  // from a CSR, outside its enrollment (ca.issue, judged on the device), under the device's
+  // credential terms (suites, lifetime).
+  Result<Answer> IssueCertificate(const policy::Operator& by, const registry::Device& device) {
+    FLEETID_TRY(csr_der, ParseIssue(body_));
+    FLEETID_TRY(allowed, api_.policy.Authorize(by, "ca.issue", ResourceOf(device), device.serial));
+    static_cast<void>(allowed);
+    FLEETID_TRY(issued, api_.enrollment.IssueCertificate(device.serial, csr_der,
+                                                         policy::AuditActor(by)));
+    Json out = pki::CertificateJson(issued);
+    FLEETID_TRY(cert, crypto::ParseCertificateDer(issued.der));
+    FLEETID_TRY(pem, crypto::CertificatePem(cert.get()));
+    out["certificate"] = pem;
+    return Answer{201, out};
   }
 
   // KnownOnlyEverywhere is asked when |subject| does not exist: only an operator allowed |action|
@@ -446,6 +512,14 @@ class Call {
     if (!post && parts.size() == 1) return ListDevices(by);
     if (parts.size() < 2 || parts[1].empty()) return NotFound();
     const DeviceAction* action = nullptr;
+    if (post && parts.size() == 3 && parts[2] == "certificates") {
+      auto found = api_.registry.Get(parts[1]);
+      if (!found && found.error().code() == ErrorCode::kNotFound) {
+        FLEETID_CHECK_OK(KnownOnlyEverywhere(by, "ca.issue", parts[1]));
+      }
+      FLEETID_TRY(device, std::move(found));
+      return IssueCertificate(by, device);
+    }
     if (post) {
       if (parts.size() != 3) return NotFound();
       action = std::ranges::find_if(kDeviceActions,

@@ -16,6 +16,7 @@
 #include <set>
 
 #include "api/routes_test_util.h"
+#include "crypto/jws.h"
 #include "crypto/x509.h"
 
 namespace fleetid::api::testing {
@@ -81,6 +82,7 @@ bool DeviceAllowed(const std::string& label, std::string_view action, const Matr
     return std::ranges::find(actions, action) != actions.end();
   };
   if (label == "admin") return true;
+  if (action.starts_with("ca.")) return false;  // ca.issue: no role but admin's permits it
   if (label == "auditor") return action == "device.read";
   if (label == "eu-ops") {
     return d.region == "eu" &&
@@ -109,6 +111,9 @@ const std::map<std::string, std::set<std::string>> kOtherAllowed = {
     {"ca.hold", {"admin"}},
     {"ca.revoke", {"admin"}},
     {"ca.release", {"admin"}},
+    {"manifest.read", {"admin", "auditor"}},
+    {"manifest.import", {"admin"}},
+    {"reference.manage", {"admin"}},
 };
 
 class OperatorMatrixTest : public RoutesTest {
@@ -142,6 +147,11 @@ TEST_F(OperatorMatrixTest, OnlyTheAllowedCellsGetPastThePolicyAndEveryRefusalIsA
   for (const MatrixDevice& d : kDevices) MakeDevice(d.serial, d.tenant, d.region);
   // alice (the first administrator) proposes the matrix policy; bob approves it.
   const policy::Operator alice = As(AdminChain());
+  auto issue_key = NewKey();
+  const std::string issue_csr = crypto::Base64Encode(Csr(issue_key.get()));
+  auto maker = crypto::ParseCertificateDer(maker_ca_);
+  ASSERT_TRUE(maker) << maker.error();
+  const std::string maker_pem = crypto::CertificatePem(maker->get()).value_or("");
   const enroll::ClientChain bob_chain = OperatorChain("bob", {{.role = "admin", .scope = {}}});
   const policy::Operator bob = As(bob_chain);
   // A certificate that is no device's (bob's): the ca.* actions on it need no scope, and its
@@ -212,6 +222,9 @@ TEST_F(OperatorMatrixTest, OnlyTheAllowedCellsGetPastThePolicyAndEveryRefusalIsA
         check(m, action, DeviceAllowed(m.label, action, d), where,
               Req("POST", fmt::format("/api/v1/devices/{}/{}", d.serial, path)).Body(body.dump()));
       }
+      check(m, "ca.issue", DeviceAllowed(m.label, "ca.issue", d), where,
+            Req("POST", fmt::format("/api/v1/devices/{}/certificates", d.serial))
+                .Body(Json{{"csr", issue_csr}}.dump()));
     }
     auto allowed = [&](const std::string& action) {
       return kOtherAllowed.at(action).contains(m.label);
@@ -250,8 +263,15 @@ TEST_F(OperatorMatrixTest, OnlyTheAllowedCellsGetPastThePolicyAndEveryRefusalIsA
     check(m, "ca.revoke", allowed("ca.revoke"), "",
           Req("POST", fmt::format("/api/v1/ca/certificates/{}/revoke", bob_serial))
               .Body(R"({"revocation_reason":"keyCompromise","reason":"matrix"})"));
+    check(m, "manifest.read", allowed("manifest.read"), "", Req("GET", "/api/v1/manufacturers"));
+    check(m, "manifest.import", allowed("manifest.import"), "",
+          Req("POST", "/api/v1/manufacturers")
+              .Body(Json{{"name", "Acme"}, {"certificate", maker_pem}}.dump()));
+    check(m, "reference.manage", allowed("reference.manage"), "",
+          Req("POST", "/api/v1/reference-values")
+              .Body(Json{{"model", kModel}, {"firmware_sha256", std::string(64, 'e')}}.dump()));
   }
-  EXPECT_EQ(cells, 8 * (4 * 7 + 9 + 4));
+  EXPECT_EQ(cells, 8 * (4 * 8 + 9 + 4 + 3));
   EXPECT_GT(refused, cells / 2);
   EXPECT_EQ(Denials() - denials_before, static_cast<std::uint64_t>(refused))
       << "every refusal is audited, once";

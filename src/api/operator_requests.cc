@@ -15,6 +15,7 @@
 #include "api/http_util.h"
 #include "crypto/handles.h"
 #include "crypto/jws.h"
+#include "crypto/x509.h"
 
 namespace fleetid::api {
 namespace {
@@ -26,6 +27,7 @@ constexpr std::size_t kMaxCode = 128;
 constexpr std::size_t kMaxCsrText = 16384;
 constexpr std::size_t kMaxSignature = 16384;  // a JWS with a chain of operator certificates
 constexpr std::size_t kMaxGrants = 64;
+constexpr std::size_t kMaxManifest = 4 << 20;  // a batch of some ten thousand devices
 
 std::unexpected<Error> Bad(std::string message) {
   return std::unexpected(Error(ErrorCode::kInvalidArgument, std::move(message)));
@@ -276,6 +278,43 @@ Result<std::string> ParseReason(const Json& body, bool required) {
 }
 
 Result<std::vector<std::uint8_t>> ParseRenewal(const Json& body) {
+  FLEETID_CHECK_OK(OnlyKeys(body, {"csr"}, {"csr"}));
+  FLEETID_TRY(text, Text(body, "csr", kMaxCsrText, true));
+  return ParseCsr(text);
+}
+
+Result<ManufacturerRequest> ParseManufacturer(const Json& body) {
+  FLEETID_CHECK_OK(OnlyKeys(body, {"name", "certificate"}, {"name", "certificate"}));
+  FLEETID_TRY(name, Text(body, "name", 128, true));
+  if (name.empty()) return Bad("the field 'name' must not be empty");
+  FLEETID_TRY(pem, Text(body, "certificate", kMaxCsrText, true));
+  auto certs = crypto::ParseCertificatesPem(pem);
+  if (!certs) return Bad(fmt::format("the field 'certificate': {}", certs.error().message()));
+  if (certs->size() != 1) return Bad("the field 'certificate' must hold exactly one certificate");
+  FLEETID_TRY(der, crypto::CertificateDer(certs->front().get()));
+  return ManufacturerRequest{.name = std::move(name), .certificate_der = std::move(der)};
+}
+
+Result<std::string> ParseManifest(const Json& body) {
+  FLEETID_CHECK_OK(OnlyKeys(body, {"manifest"}, {"manifest"}));
+  FLEETID_TRY(jws, Text(body, "manifest", kMaxManifest, true));
+  if (jws.empty()) return Bad("the field 'manifest' must not be empty");
+  return jws;
+}
+
+Result<ReferenceValueRequest> ParseReferenceValue(const Json& body) {
+  FLEETID_CHECK_OK(OnlyKeys(body, {"model", "firmware_sha256"}, {"model", "firmware_sha256"}));
+  FLEETID_TRY(model, Text(body, "model", 64, true));
+  FLEETID_TRY(digest, Text(body, "firmware_sha256", 64, true));
+  const bool hex = digest.size() == 64 && std::ranges::all_of(digest, [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+  });
+  if (model.empty()) return Bad("the field 'model' must not be empty");
+  if (!hex) return Bad("the field 'firmware_sha256' must be 64 lower-case hex digits");
+  return ReferenceValueRequest{.model = std::move(model), .firmware_sha256 = std::move(digest)};
+}
+
+Result<std::vector<std::uint8_t>> ParseIssue(const Json& body) {
   FLEETID_CHECK_OK(OnlyKeys(body, {"csr"}, {"csr"}));
   FLEETID_TRY(text, Text(body, "csr", kMaxCsrText, true));
   return ParseCsr(text);

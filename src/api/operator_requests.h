@@ -37,7 +37,24 @@ struct ProposalRequest {  // POST /api/v1/policy/proposals
   std::string reason;
 };
 
+struct ManufacturerRequest {  // POST /api/v1/manufacturers
+  std::string name;
+  std::vector<std::uint8_t> certificate_der;  // the manufacturer CA's certificate
+};
+struct ReferenceValueRequest {  // POST /api/v1/reference-values
+  std::string model;
+  std::string firmware_sha256;  // 64 lower-case hex digits
+};
+
 [[nodiscard]] Result<nlohmann::json> ParseJsonBody(std::string_view body);
+// ParseManufacturer reads {"name","certificate"}: one PEM CERTIFICATE.
+[[nodiscard]] Result<ManufacturerRequest> ParseManufacturer(const nlohmann::json& body);
+// ParseManifest reads {"manifest"}: the signed batch manifest, a compact JWS.
+[[nodiscard]] Result<std::string> ParseManifest(const nlohmann::json& body);
+// ParseReferenceValue reads {"model","firmware_sha256"}.
+[[nodiscard]] Result<ReferenceValueRequest> ParseReferenceValue(const nlohmann::json& body);
+// ParseIssue reads {"csr"} (PEM or base64 DER) for a device's certificate.
+[[nodiscard]] Result<std::vector<std::uint8_t>> ParseIssue(const nlohmann::json& body);
 [[nodiscard]] Result<CodeExchange> ParseCodeExchange(const nlohmann::json& body, bool with_name);
 [[nodiscard]] Result<InvitationRequest> ParseInvitation(const nlohmann::json& body);
 [[nodiscard]] Result<policy::Grant> ParseGrant(const nlohmann::json& body);

@@ -1077,6 +1077,13 @@ Result<pki::CertificateRecord> IssueForDevice(store::Database& db, pki::Authorit
   return issued;
 }
 
+Result<pki::CertificateRecord> Service::IssueCertificate(std::string_view serial,
+                                                         std::span<const std::uint8_t> csr_der,
+                                                         std::string_view actor) {
+  return IssueForDevice(db_, authority_, serial, csr_der, actor,
+                        [this](const registry::Device& device) { return effects_.Terms(device); });
+}
+
 // --- operators' certificate actions ----------------------------------------------------------
 
 namespace {

@@ -159,6 +159,10 @@ class Service {
   [[nodiscard]] Result<registry::ImportReport> ImportManifest(std::string_view jws,
                                                               std::string_view actor);
 
+  // IssueCertificate is IssueForDevice under the devices' credential terms (PkiEffects::Terms).
+  [[nodiscard]] Result<pki::CertificateRecord> IssueCertificate(
+      std::string_view serial, std::span<const std::uint8_t> csr_der, std::string_view actor);
+
   // ChangeCertificateStatus is an operator's hold (kCertificateHold), revocation (another
   // reason) or release (nullopt) of one certificate: `fleetid ca hold|revoke|release`. For a
   // device's tracked credential it is a lifecycle event of that device, decided by the registry

@@ -107,7 +107,14 @@ as alice operator invite erin --grant 'eu-ops@region=eu-west' --code-out "$W/eri
 as erin --server "$H" operator enroll --ca-file "$W/root.pem" --code-file "$W/erin.code" \
   --pin-file "$W/erin.pin"
 expect "erin enrolls as eu-ops in eu-west ($RC: $(cat "$W/err"))" grep -q "^enrolled erin" "$W/out"
-factory_batch "$CLI" "$DATA"
+factory_batch "$CLI" "$DATA" --profile "$W/alice"
+as alice manufacturer list
+expect "alice registered the manufacturer through the API" grep -q '"manufacturer": "Acme Devices"' "$W/out"
+as alice devices import-manifest "$W/batch/manifest.jws"
+expect "... and imported its manifest: importing it again changes nothing" \
+  grep -q '"already_present": 2' "$W/out"
+as erin attest reference --model sensor-1 --digest "$(printf 'a%.0s' {1..64})"
+expect "erin may not accept firmware: exit 3" test "$RC" = 3
 as alice devices provision "$EU" --tenant acme --region eu-west --reason "shipped to Dublin"
 expect "alice provisions through the API ($RC: $(cat "$W/err"))" grep -q "$EU *provisioned" "$W/out"
 as alice devices provision "$US" --tenant acme --region us-east
@@ -135,6 +142,15 @@ expect "... and the device elsewhere the default class's day ($(lifetime "$us_ce
   test "$(lifetime "$us_cert")" = 86700
 expect "... and the agent follows the class's renewal point" \
   grep -q '"renew_at_percent": 50' "$W/batch/devices/$EU/state.json"
+openssl ecparam -genkey -name prime256v1 -noout -out "$W/extra.key"
+openssl req -new -key "$W/extra.key" -subj "/CN=ignored" -out "$W/extra.csr"
+as alice ca issue --device "$EU" --csr "$W/extra.csr" --out "$W/extra.pem"
+expect "alice issues a certificate for the device from a CSR ($RC: $(cat "$W/err"))" \
+  sh -c "test $RC = 0 && openssl verify -CAfile '$W/chain.pem' '$W/extra.pem' >/dev/null"
+expect "... under its credential class ($(lifetime "$W/extra.pem") s)" \
+  test "$(lifetime "$W/extra.pem")" = 7500
+as erin ca issue --device "$EU" --csr "$W/extra.csr"
+expect "erin may not issue: exit 3" test "$RC" = 3
 as alice ca status "$(openssl x509 -in "$cert" -noout -serial | cut -d= -f2)" --json
 expect "alice reads its certificate through the API: on hold ($RC: $(cat "$W/err"))" \
   sh -c "test '$(field status)' = hold && test '$(field device)' = '$EU'"

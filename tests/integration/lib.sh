@@ -89,11 +89,15 @@ bootstrap_admin() {
   ADMIN_CURL=(--cacert "$W/admin-root.pem" --cert "$W/admin/chain.pem" --key "$W/admin/operator-1.key.pem")
 }
 
-# factory_batch CLI DATA: a factory ("Acme Devices") makes two sensor-1 devices in $W/batch; the
-# authority trusts the manufacturer, imports the signed manifest and accepts the firmware, through
-# the data directory. Sets EU and US to the two serials (still to be provisioned).
+# factory_batch CLI DATA [ARGS...]: a factory ("Acme Devices") makes two sensor-1 devices in
+# $W/batch; the authority trusts the manufacturer, imports the signed manifest and accepts the
+# firmware, through the data directory, or with ARGS (--profile DIR) through the operator API.
+# Sets EU and US to the two serials (still to be provisioned).
 factory_batch() {
-  local cli=$1 data=$2 serials
+  local cli=$1 data=$2 serials authority
+  shift 2
+  authority=(--data "$data")
+  (($# == 0)) || authority=("$@")
   head -c 4096 /dev/urandom >"$W/firmware.bin"
   "$cli" factory init --dir "$W/factory" --name "Acme Devices" >/dev/null
   "$cli" factory make --dir "$W/factory" --out "$W/batch" --count 2 --model sensor-1 \
@@ -101,9 +105,9 @@ factory_batch() {
   mapfile -t serials <"$W/batch/serials.txt"
   EU=${serials[0]}
   US=${serials[1]}
-  "$cli" --data "$data" manufacturer add --cert "$W/factory/manufacturer.pem" --name "Acme Devices" >/dev/null
-  "$cli" --data "$data" devices import-manifest "$W/batch/manifest.jws" >/dev/null
-  "$cli" --data "$data" attest reference --model sensor-1 --firmware "$W/firmware.bin" >/dev/null
+  "$cli" "${authority[@]}" manufacturer add --cert "$W/factory/manufacturer.pem" --name "Acme Devices" >/dev/null
+  "$cli" "${authority[@]}" devices import-manifest "$W/batch/manifest.jws" >/dev/null
+  "$cli" "${authority[@]}" attest reference --model sensor-1 --firmware "$W/firmware.bin" >/dev/null
 }
 
 # audit_covers CLI DATA: the audit log of DATA verifies offline against a freshly signed head,

@@ -223,6 +223,34 @@ api cert-ghost-erin erin GET /api/v1/ca/certificates/00ff00ff
 expect "... 403 for erin" is_error cert-ghost-erin 403 permission_denied
 
 # --- the rest of the routes, for the OpenAPI check below ---
+api makers alice GET /api/v1/manufacturers
+expect "the manufacturer registered through the data directory is listed" \
+  test "$(field makers manufacturers.0.name)" = "Acme Devices"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$W/maker2.key" \
+  -subj "/CN=Second Maker CA" -days 30 -out "$W/maker2.pem" 2>/dev/null
+json_of() { python3 -c 'import json,sys;print(json.dumps(dict(zip(sys.argv[1::2],sys.argv[2::2]))))' "$@"; }
+api maker2 alice POST /api/v1/manufacturers "$(json_of name "Second Maker" certificate "$(cat "$W/maker2.pem")")"
+expect "alice registers a second manufacturer ($CODE)" \
+  test "$CODE:$(field maker2 fingerprint)" = "201:$(openssl x509 -in "$W/maker2.pem" -outform DER | sha256sum | cut -c1-64)"
+api maker-bad alice POST /api/v1/manufacturers '{"name":"x","certificate":"junk"}'
+expect "... a certificate that is none: 400" is_error maker-bad 400 invalid_argument
+api maker-erin erin POST /api/v1/manufacturers "$(json_of name "Erin's" certificate "$(cat "$W/maker2.pem")")"
+expect "... erin may not (403)" is_error maker-erin 403 permission_denied
+api manifest alice POST /api/v1/manifests "$(json_of manifest "$(cat "$W/batch/manifest.jws")")"
+expect "importing the batch's manifest again changes nothing" test "$(field manifest already_present)" = 2
+api manifest-bad alice POST /api/v1/manifests '{"manifest":"a.b.c"}'
+expect "... a manifest that is no JWS: 4xx ($CODE)" sh -c "test $CODE -ge 400 && test $CODE -lt 500"
+api reference alice POST /api/v1/reference-values "{\"model\":\"sensor-2\",\"firmware_sha256\":\"$(head -c 9 /dev/urandom | sha256sum | cut -c1-64)\"}"
+expect "alice accepts a firmware measurement for sensor-2 ($CODE)" test "$CODE" = 201
+api reference-bad alice POST /api/v1/reference-values '{"model":"sensor-2","firmware_sha256":"XYZ"}'
+expect "... a digest that is none: 400" is_error reference-bad 400 invalid_argument
+newkey extra
+api issue alice POST "/api/v1/devices/$EU/certificates" "$(json_of csr "$(csr_pem extra)")"
+field issue certificate >"$W/extra.pem"
+expect "alice issues a certificate for $EU from a CSR ($CODE)" \
+  sh -c "test $CODE = 201 && openssl verify -CAfile '$W/chain.pem' '$W/extra.pem' >/dev/null"
+api issue-erin erin POST "/api/v1/devices/$EU/certificates" "$(json_of csr "$(csr_pem extra)")"
+expect "... erin may not (403)" is_error issue-erin 403 permission_denied
 api list-eu alice GET "/api/v1/devices?region=eu-west&state=suspended&limit=10"
 expect "alice lists the suspended devices in eu-west: $EU" test "$(field list-eu devices.0.serial)" = "$EU"
 api list-erin erin GET "/api/v1/devices"
