@@ -2,6 +2,7 @@
 #include <pthread.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
@@ -12,6 +13,7 @@
 #include "apps/options.h"
 #include "common/log.h"
 #include "crypto/crypto.h"
+#include "node/data_lock.h"
 #include "node/https_front.h"
 #include "node/maintenance.h"
 #include "node/node.h"
@@ -76,6 +78,10 @@ int Run(int argc, char** argv) {
   if (!data_dir_or) return Fail(data_dir_or.error());
   const std::filesystem::path& data_dir = *data_dir_or;
   config->data_dir = data_dir;
+  // Held until Run returns: one server per data directory, and the command line refuses to
+  // change the directory under it without --break-glass (node/data_lock.h).
+  auto data_lock = node::DataDirLock::ForServer(data_dir);
+  if (!data_lock) return Fail(data_lock.error());
   log::Info("fleetid-server starting", {{"version", kVersion}, {"data", data_dir.string()}});
 
   auto opened = node::Node::Open(*config);
@@ -85,13 +91,21 @@ int Run(int argc, char** argv) {
   if (!manufacturers) return Fail(manufacturers.error());
 
   server::Router router;
+  // The maintenance thread starts once the listeners are up; until then a new manufacturer is
+  // trusted at its first tick.
+  std::atomic<node::Maintenance*> maintenance_ptr{nullptr};
   const api::OperatorApi operator_api{.operators = components.operators(),
                                       .policy = components.policy(),
                                       .registry = components.registry(),
                                       .authority = components.authority(),
                                       .enrollment = components.enrollment(),
                                       .rng = crypto::OpenSslRng::Instance(),
-                                      .clock = SystemClock::Instance()};
+                                      .clock = SystemClock::Instance(),
+                                      .manufacturers_changed = [&maintenance_ptr] {
+                                        if (auto* m = maintenance_ptr.load()) {
+                                          m->TrustNewManufacturers();
+                                        }
+                                      }};
   api::RegisterPkiRoutes(router, components.authority(), SystemClock::Instance());
   api::RegisterEstRoutes(router, components.enrollment());
   api::RegisterAuditRoutes(router, components.audit_log(), components.audit_public_key_pem(),
@@ -150,10 +164,12 @@ int Run(int argc, char** argv) {
                                  .https_identity = https ? &https_identity : nullptr,
                                  .tls_names = tls_names,
                                  .known_manufacturers = manufacturers->size()});
+  maintenance_ptr.store(&maintenance);
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   log::Info("stopping", {{"signal", signal_number == SIGINT ? "SIGINT" : "SIGTERM"}});
+  maintenance_ptr.store(nullptr);
   maintenance.Stop();
   if (https) https->Stop();
   (*http)->Stop();

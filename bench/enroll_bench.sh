@@ -133,9 +133,10 @@ echo "== fleetid: attested EST enrollment, $DEVICES devices per mode, simulate -
 PORT=$(free_port)
 HPORT=$(free_port)
 URL=http://127.0.0.1:$PORT
-# fleetid ARGS...: the operator tool on this authority, its output in $W/fleetid-cli.log.
+# fleetid ARGS...: the operator tool on this authority, its output in $W/fleetid-cli.log. The
+# setup changes the data directory by hand next to the running server: --break-glass.
 fleetid() {
-  "$BIN/fleetid" --data "$W/auth" --public-url "$URL" "$@" >>"$W/fleetid-cli.log" 2>&1 ||
+  "$BIN/fleetid" --break-glass --data "$W/auth" --public-url "$URL" "$@" >>"$W/fleetid-cli.log" 2>&1 ||
     { tail -n 30 "$W/fleetid-cli.log" >&2; die "fleetid $* failed"; }
 }
 start fleetid "$BIN/fleetid-server" --data "$W/auth" --listen "127.0.0.1:$PORT" \

@@ -133,9 +133,10 @@ mkdir -p "$(dirname "$RESULTS")"
 echo "== fleetid: cached OCSP over HTTP (wrk ${WRK[*]:1})"
 PORT=$(free_port)
 URL=http://127.0.0.1:$PORT
-# fleetid ARGS...: the operator tool on this authority, its output in $W/fleetid-cli.log.
+# fleetid ARGS...: the operator tool on this authority, its output in $W/fleetid-cli.log. The
+# setup changes the data directory by hand next to the running server: --break-glass.
 fleetid() {
-  "$BIN/fleetid" --data "$W/fleetid" --public-url "$URL" "$@" >>"$W/fleetid-cli.log" 2>&1 ||
+  "$BIN/fleetid" --break-glass --data "$W/fleetid" --public-url "$URL" "$@" >>"$W/fleetid-cli.log" 2>&1 ||
     { cat "$W/fleetid-cli.log" >&2; die "fleetid $* failed"; }
 }
 SERVER_ARGS=(--data "$W/fleetid" --listen "127.0.0.1:$PORT" --threads 2)

@@ -72,7 +72,7 @@ server() {
     --threads 2 "$@" >"$W/server-$backend.log" 2>&1 &
   SERVER_PID=$!
   wait_for "$W/server-$backend.log" "msg=listening"
-  L=("$BIN/fleetid" --data "$data" "$@")
+  L=("$BIN/fleetid" --data "$data" --break-glass "$@")  # setup by hand next to the server
   "${L[@]}" ca certs 2>>"$W/setup.log" | openssl x509 -out "$W/root.pem"
   quiet "$BIN/fleetid" --profile "$W/admin-$backend" --server "$HURL" operator bootstrap --name bench \
     --ca-file "$W/root.pem" --code-file "$data/bootstrap-code" --service-account-file-key

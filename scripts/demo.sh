@@ -21,7 +21,18 @@ SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q "msg=listening" "$DEMO/server.log" 2>/dev/null && break; sleep 0.1; done
 grep "msg=listening" "$DEMO/server.log"
+# Reading the data directory (the CA's certificates, the registry's counts, the audit log) needs
+# no server; changing it goes through the operator API, as the first administrator.
 FL=("$BIN/fleetid" --data "$DEMO/authority")
+"${FL[@]}" ca certs >"$DEMO/chain.pem"
+openssl x509 -in "$DEMO/chain.pem" -out "$DEMO/root.pem"
+awk 'BEGIN{n=0} /BEGIN/{n++} n==2' "$DEMO/chain.pem" >"$DEMO/issuing.pem"
+
+step "The first administrator: a key in her own token, a certificate for the bootstrap code"
+(umask 077 && openssl rand -hex 12 >"$DEMO/admin.pin")
+OP=("$BIN/fleetid" --profile "$DEMO/admin")
+run "${OP[@]}" --server "https://$HTTPS" operator bootstrap --name demo \
+  --ca-file "$DEMO/root.pem" --code-file "$DEMO/authority/bootstrap-code" --pin-file "$DEMO/admin.pin"
 
 step "The factory: a manufacturer CA whose key is in the factory's own token"
 run "$BIN/fleetid" factory init --dir "$DEMO/factory" --name "Acme Devices"
@@ -33,22 +44,19 @@ mapfile -t S <"$DEMO/batch/serials.txt"
 run openssl x509 -in "$DEMO/batch/devices/${S[0]}/idevid.pem" -noout -subject -enddate
 
 step "The authority trusts the manufacturer, imports the batch, accepts the firmware, provisions"
-run "${FL[@]}" manufacturer add --cert "$DEMO/factory/manufacturer.pem" --name "Acme Devices"
-run "${FL[@]}" devices import-manifest "$DEMO/batch/manifest.jws"
-run "${FL[@]}" attest reference --model sensor-1 --firmware "$DEMO/firmware-1.0.bin"
+run "${OP[@]}" manufacturer add --cert "$DEMO/factory/manufacturer.pem" --name "Acme Devices"
+run "${OP[@]}" devices import-manifest "$DEMO/batch/manifest.jws"
+run "${OP[@]}" attest reference --model sensor-1 --firmware "$DEMO/firmware-1.0.bin"
 quiet() { printf '\033[36m$ %s >/dev/null\033[0m\n' "$*"; "$@" >/dev/null; }
-for s in "${S[@]}"; do quiet "${FL[@]}" devices provision "$s" --tenant acme --region eu-west; done
+for s in "${S[@]}"; do quiet "${OP[@]}" devices provision "$s" --tenant acme --region eu-west; done
 run "${FL[@]}" devices counts
-"${FL[@]}" ca certs >"$DEMO/chain.pem"
-openssl x509 -in "$DEMO/chain.pem" -out "$DEMO/root.pem"
-awk 'BEGIN{n=0} /BEGIN/{n++} n==2' "$DEMO/chain.pem" >"$DEMO/issuing.pem"
 sleep 1.5  # the HTTPS front picks up the new manufacturer as a client trust anchor
 A=(--batch "$DEMO/batch" --server "https://$HTTPS" --trust "$DEMO/root.pem")
 
 step "The devices enroll: nonce, evidence signed in the secure element, EST simpleenroll over mTLS"
 run "$BIN/fleetid-agent" simulate "${A[@]}" --threads 2
 D=$DEMO/batch/devices/${S[0]}
-run "${FL[@]}" devices show "${S[0]}"
+run "${OP[@]}" devices show "${S[0]}"
 run openssl verify -CAfile "$DEMO/chain.pem" "$D/ldevid-1.pem"
 ocsp() { run openssl ocsp -issuer "$DEMO/issuing.pem" -cert "$1" -url "http://$HTTP/ocsp" -CAfile "$DEMO/chain.pem"; }
 ocsp "$D/ldevid-1.pem"
@@ -59,15 +67,15 @@ ocsp "$D/ldevid-1.pem"
 ocsp "$D/ldevid-2.pem"
 
 step "Suspension and resumption: the certificate goes on hold and comes back"
-run "${FL[@]}" devices suspend "${S[1]}" --reason "reported lost"
+run "${OP[@]}" devices suspend "${S[1]}" --reason "reported lost"
 ocsp "$DEMO/batch/devices/${S[1]}/ldevid-1.pem"
-run "${FL[@]}" devices resume "${S[1]}" --reason "found in the van"
+run "${OP[@]}" devices resume "${S[1]}" --reason "found in the van"
 ocsp "$DEMO/batch/devices/${S[1]}/ldevid-1.pem"
 
 step "Decommissioning: the agent sees the order, signs a receipt, destroys its LDevID keys"
-run "${FL[@]}" devices decommission "${S[2]}" --reason "end of life"
+run "${OP[@]}" devices decommission "${S[2]}" --reason "end of life"
 run "$BIN/fleetid-agent" once --device "${S[2]}" "${A[@]}"
-run "${FL[@]}" devices show "${S[2]}"
+run "${OP[@]}" devices show "${S[2]}"
 ocsp "$DEMO/batch/devices/${S[2]}/ldevid-1.pem"
 echo "# and its IDevID can never enroll again:"
 run "$BIN/fleetid-agent" enroll --device "${S[2]}" "${A[@]}" || true

@@ -3,9 +3,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <optional>
+#include <string_view>
+
+#include "audit/log.h"
+#include "store/store.h"
 
 namespace fleetid::cli {
 
@@ -21,17 +27,73 @@ Result<node::Node*> Context::Open(node::Parts parts) {
                      "run it without --server and --profile on the authority's machine");
   }
   FLEETID_TRY(config, apps::ResolveConfig(flags));
-  if (parts.database || parts.authority || parts.audit_log) {
+  std::optional<long> server_pid;
+  // The database is the server's while it runs; the token is not (PKCS#11 tokens serve many
+  // processes at once), so the keys commands are not held back.
+  const bool database = parts.database || parts.authority || parts.audit_log;
+  if (database && !ReadsOnly(command_name_) && std::filesystem::exists(config.data_dir)) {
+    FLEETID_TRY(hold, node::DataDirLock::ForCommand(config.data_dir));
+    if (hold.server_pid) {
+      if (!break_glass) {
+        return MakeError(ErrorCode::kConflict,
+                         "fleetid-server (pid {}) holds {}: change it through the server's API "
+                         "(--server or --profile; docs/cli.md), or stop the server; with "
+                         "--break-glass, '{}' changes it directly, audited as break-glass",
+                         *hold.server_pid, config.data_dir.string(), command_name_);
+      }
+      server_pid = hold.server_pid;
+    }
+    data_lock_ = std::move(hold.lock);
+  }
+  if (database) {
     FLEETID_TRY(dir, apps::PrepareDataDir(config));
     config.data_dir = dir;
   }
   FLEETID_TRY(opened, node::Node::Open(config, node::OpenOptions::Command(parts)));
   node_ = std::move(opened);
+  if (server_pid) FLEETID_CHECK_OK(RecordBreakGlass(*server_pid));
   return node_.get();
 }
 
+Result<void> Context::RecordBreakGlass(long server_pid) {
+  store::Database& db = node_->database();
+  FLEETID_TRY(tx, db.Begin(store::TxMode::kWrite));
+  FLEETID_TRY(seq, audit::Log::Append(
+                       *tx,
+                       {.actor = "operator:" + operator_name,
+                        .action = "break_glass",
+                        .subject = command_name_,
+                        .before = nullptr,
+                        .after = {{"command", command_name_}, {"server_pid", server_pid}},
+                        .reason = "the data directory changed directly while a server held it",
+                        .policy_version = node_->policy().CurrentHash(),
+                        .evidence_digest = ""},
+                       SystemClock::Instance()));
+  static_cast<void>(seq);
+  FLEETID_CHECK_OK(tx->Commit());
+  std::cerr << "fleetid: break-glass: '" << command_name_ << "' changes the data directory while "
+            << "fleetid-server (pid " << server_pid << ") holds it; recorded in the audit log\n";
+  return {};
+}
+
+bool Context::ReadsOnly(std::string_view command) {
+  static constexpr std::string_view kReads[] = {
+      "ca certs",        "ca status",    "audit head",      "audit key",
+      "audit export",    "audit verify", "audit proof",     "devices show",
+      "devices history", "devices list", "devices counts",  "manufacturer list",
+      "attest counters", "policy show",  "policy versions", "policy proposals",
+      "policy check"};
+  return std::ranges::find(kReads, command) != std::end(kReads);
+}
+
 void Context::OnParsed(CLI::App* sub, std::function<int()> command) {
-  sub->callback([this, command = std::move(command)] { command_ = command; });
+  const CLI::App* parent = sub->get_parent();
+  std::string name = sub->get_name();
+  if (parent != nullptr && parent->get_parent() != nullptr) name = parent->get_name() + " " + name;
+  sub->callback([this, name = std::move(name), command = std::move(command)] {
+    command_name_ = name;
+    command_ = command;
+  });
 }
 
 int Context::RunCommand() const { return command_ ? command_() : 0; }

@@ -18,6 +18,7 @@
 #include "common/error.h"
 #include "common/time_text.h"
 #include "node/config.h"
+#include "node/data_lock.h"
 #include "node/node.h"
 
 namespace fleetid::cli {
@@ -35,11 +36,21 @@ class Context {
   RemoteFlags remote;
   // Who is acting (--operator; default $USER): recorded in the history and the audit log.
   std::string operator_name;
+  // --break-glass: change the data directory although a server holds it (audited as such).
+  bool break_glass = false;
 
   // Open resolves the configuration (defaults, file, flags) and opens the node with |parts|
   // (OpenOptions::Command). With the database, the data directory is created first
   // (apps::PrepareDataDir). Call it once per invocation: a command knows what it needs.
+  // A command that opens the database to change it (any but ReadsOnly's) holds the directory's
+  // lock while it runs
+  // (node/data_lock.h); while a server holds it, the command is refused unless --break-glass,
+  // and a break-glass command is audited as such (action "break_glass") before it acts.
   [[nodiscard]] Result<node::Node*> Open(node::Parts parts);
+
+  // ReadsOnly says whether |command| ("devices show") only reads the data directory, or signs
+  // an audit tree head as the server does (offline verification): those run next to a server.
+  static bool ReadsOnly(std::string_view command);
 
   // OnParsed makes |command| the invocation's command when |sub| is on the command line; its
   // return value is the exit code.
@@ -47,7 +58,11 @@ class Context {
   int RunCommand() const;
 
  private:
+  [[nodiscard]] Result<void> RecordBreakGlass(long server_pid);
+
   std::function<int()> command_;
+  std::string command_name_;  // "devices provision"
+  node::DataDirLock data_lock_;
   std::unique_ptr<node::Node> node_;
 };
 
@@ -97,8 +112,8 @@ int RemoteCertificate(Context& context, std::string_view method, const std::stri
 std::string QueryEscape(std::string_view text);
 // RemoteCall makes one call (|path| under /api/v1/) and prints its answer: --json as it came,
 // otherwise through |human|.
-int RemoteCall(Context& context, std::string_view method, const std::string& path,
-               const Json& body, const std::function<void(const Json&)>& human);
+int RemoteCall(Context& context, std::string_view method, const std::string& path, const Json& body,
+               const std::function<void(const Json&)>& human);
 // RemoteApprove approves proposal |id| with a signature by the operator's key over its digest.
 int RemoteApprove(Context& context, std::int64_t id, const std::string& reason);
 // RemotePropose proposes |document| against version |base| (0: the active one, read first).

@@ -193,11 +193,9 @@ int Provision(Context& context, const DevicesFlags& flags) {
 // Lifecycle events act on the device's credentials through the CA.
 int Lifecycle(Context& context, const DevicesFlags& flags, registry::Event event) {
   if (context.remote.Enabled()) {
-    if (event == registry::Event::kClear) {
-      return FailRemote(Error(ErrorCode::kInvalidArgument,
-                              "clear-quarantine is not offered through the API yet"));
-    }
-    std::string path(registry::EventName(event));  // the API's path: cancel-decommission
+    // The API's path: cancel-decommission, clear-quarantine.
+    std::string path(event == registry::Event::kClear ? "clear-quarantine"
+                                                      : registry::EventName(event));
     std::ranges::replace(path, '_', '-');
     return RemoteDeviceAction(context, flags.serial, path, {{"reason", flags.reason}});
   }

@@ -32,6 +32,9 @@ int Run(int argc, char** argv) {
                  "the operator's profile directory (default $FLEETID_PROFILE, else "
                  "~/.config/fleetid); giving it makes the command a client of the API");
   app.add_flag("--json", context.remote.json, "print JSON for scripts instead of tables");
+  app.add_flag("--break-glass", context.break_glass,
+               "change the data directory although a fleetid-server holds it (audited as "
+               "break-glass; docs/cli.md)");
   AddSuitesCommand(app, context);
   AddKeysCommands(app, context);
   AddDevicesCommands(app, context);

@@ -165,8 +165,7 @@ AuditEntryFilter ScopedAuditFilter(const OperatorApi& api,
       auto certificate = api.authority.Get(subject);
       if (certificate) device = api.registry.Get(certificate->device);
     }
-    const bool shown =
-        device && policy->Decide(grants, "audit.read", ResourceOf(*device)).allowed;
+    const bool shown = device && policy->Decide(grants, "audit.read", ResourceOf(*device)).allowed;
     seen->emplace(subject, shown);
     return shown;
   };
@@ -185,6 +184,9 @@ constexpr DeviceAction kDeviceActions[] = {
     {"quarantine", registry::Event::kQuarantine, "device.quarantine"},
     {"decommission", registry::Event::kDecommission, "device.decommission"},
     {"cancel-decommission", registry::Event::kCancelDecommission, "device.cancel_decommission"},
+    // Lifting a quarantine (the device enrolls afresh with a new key) is the quarantining
+    // permission's: whoever may take a device out of service for a compromise may put it back.
+    {"clear-quarantine", registry::Event::kClear, "device.quarantine"},
 };
 
 // Call is one request being served.
@@ -306,6 +308,7 @@ class Call {
     static_cast<void>(allowed);
     FLEETID_TRY(added, api_.enrollment.AddManufacturer(request.certificate_der, request.name,
                                                        policy::AuditActor(by)));
+    if (api_.manufacturers_changed) api_.manufacturers_changed();
     return Answer{201, Json{{"name", added.name}, {"fingerprint", added.fingerprint}}};
   }
 
@@ -317,8 +320,8 @@ class Call {
     FLEETID_TRY(allowed, api_.policy.Authorize(by, "manifest.import", {}, "manifest"));
     static_cast<void>(allowed);
     FLEETID_TRY(report, api_.enrollment.ImportManifest(jws, policy::AuditActor(by)));
-    return Answer{200, Json{{"imported", report.imported},
-                            {"already_present", report.already_present}}};
+    return Answer{200,
+                  Json{{"imported", report.imported}, {"already_present", report.already_present}}};
   }
 
   // AddReference is POST /api/v1/reference-values: a firmware measurement accepted for a model
@@ -331,7 +334,8 @@ class Call {
     static_cast<void>(allowed);
     FLEETID_CHECK_OK(api_.enrollment.AddReferenceValue(request.model, request.firmware_sha256,
                                                        policy::AuditActor(by)));
-    return Answer{201, Json{{"model", request.model}, {"firmware_sha256", request.firmware_sha256}}};
+    return Answer{201,
+                  Json{{"model", request.model}, {"firmware_sha256", request.firmware_sha256}}};
   }
 
   // IssueCertificate is POST /api/v1/devices/{serial}/certificates: a certificate for the device
@@ -341,8 +345,8 @@ class Call {
     FLEETID_TRY(csr_der, ParseIssue(body_));
     FLEETID_TRY(allowed, api_.policy.Authorize(by, "ca.issue", ResourceOf(device), device.serial));
     static_cast<void>(allowed);
-    FLEETID_TRY(issued, api_.enrollment.IssueCertificate(device.serial, csr_der,
-                                                         policy::AuditActor(by)));
+    FLEETID_TRY(issued,
+                api_.enrollment.IssueCertificate(device.serial, csr_der, policy::AuditActor(by)));
     Json out = pki::CertificateJson(issued);
     FLEETID_TRY(cert, crypto::ParseCertificateDer(issued.der));
     FLEETID_TRY(pem, crypto::CertificatePem(cert.get()));

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -35,6 +36,9 @@ struct OperatorApi {
       enrollment;  // an operator's hold, release or revocation of a device's credential
   Rng& rng;
   const Clock& clock;
+  // Called once a manufacturer is registered (the server's: trust its devices at the HTTPS
+  // front now, node::Maintenance::TrustNewManufacturers); may be empty.
+  std::function<void()> manufacturers_changed = {};
 };
 
 // RegisterOperatorApi adds /api/v1/... . Every answer is JSON with an X-Request-Id header; every

@@ -59,6 +59,7 @@ void Maintenance::Tick(int tick) {
 }
 
 void Maintenance::TrustNewManufacturers() {
+  MutexLock lock(trust_mu_);
   auto makers = targets_.enrollment.Manufacturers();
   if (targets_.https == nullptr || !makers || makers->size() == targets_.known_manufacturers) {
     return;

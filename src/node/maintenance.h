@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "audit/log.h"
+#include "common/mutex.h"
 #include "custody/custody.h"
 #include "enroll/service.h"
 #include "node/https_front.h"
@@ -52,11 +53,17 @@ class Maintenance {
   // Stop asks the thread to stop and waits for its current tick to finish.
   void Stop();
 
+  // TrustNewManufacturers makes the HTTPS front trust the manufacturer CAs registered since it
+  // last looked (their devices' IDevIDs). The thread does it every second; the operator API
+  // calls it as soon as it has registered one, so that the call is answered only once the
+  // manufacturer's devices can connect. Thread-safe.
+  void TrustNewManufacturers();
+
  private:
   void Run(const std::stop_token& stop);
   void Tick(int tick);
-  void TrustNewManufacturers();
 
+  Mutex trust_mu_;  // serializes TrustNewManufacturers (targets_.known_manufacturers)
   MaintenanceTargets targets_;
   std::jthread thread_;  // last: started once the members above exist
 };

@@ -113,6 +113,21 @@ expect "alice registered the manufacturer through the API" grep -q '"manufacture
 as alice devices import-manifest "$W/batch/manifest.jws"
 expect "... and imported its manifest: importing it again changes nothing" \
   grep -q '"already_present": 2' "$W/out"
+# The data directory is the server's while it runs: a change by hand is refused, or, with
+# --break-glass, made and audited as such.
+rc=0; "${L[@]}" attest reference --operator alice --model sensor-9 --digest "$(printf 'b%.0s' {1..64})" \
+  >"$W/out" 2>"$W/err" || rc=$?
+expect "a change by hand next to the server is refused ($rc: $(cat "$W/err"))" \
+  sh -c "test $rc = 1 && grep -q 'fleetid-server (pid [0-9]*) holds' '$W/err' && grep -q -- --break-glass '$W/err'"
+rc=0; "${L[@]}" --break-glass attest reference --operator alice --model sensor-9 \
+  --digest "$(printf 'b%.0s' {1..64})" >"$W/out" 2>"$W/err" || rc=$?
+expect "... made with --break-glass ($rc), saying so" sh -c "test $rc = 0 && grep -q break-glass '$W/err'"
+"${L[@]}" audit export --out "$W/glass.jsonl" >/dev/null
+expect "... and audited as break-glass, with the command" python3 -c '
+import json, sys
+bodies = [json.loads(json.loads(l)["body"]) for l in open(sys.argv[1]) if "\"body\"" in l]
+assert any(b["action"] == "break_glass" and b["subject"] == "attest reference"
+           and b["actor"] == "operator:alice" for b in bodies), "no break_glass entry"' "$W/glass.jsonl"
 as erin attest reference --model sensor-1 --digest "$(printf 'a%.0s' {1..64})"
 expect "erin may not accept firmware: exit 3" test "$RC" = 3
 as alice devices provision "$EU" --tenant acme --region eu-west --reason "shipped to Dublin"

@@ -25,7 +25,8 @@ source "$(dirname "$0")/lib.sh"
 umask 022  # the database must be owner-only whatever the umask
 DATA=$W/var
 start_server "$SERVER" "$DATA"
-F=("$CLI" --data "$DATA")
+# The data directory changed by hand next to the running server: break-glass (docs/cli.md).
+F=("$CLI" --data "$DATA" --break-glass)
 H=https://localhost:$HPORT
 
 # --- the device side: curl and openssl (as in est_curl_test.sh) ----------------------------------

@@ -15,7 +15,8 @@ source "$(dirname "$0")/lib.sh"
 
 DATA=$W/var
 start_server "$SERVER" "$DATA"
-F=("$CLI" --data "$DATA")
+# The data directory changed by hand next to the running server: break-glass (docs/cli.md).
+F=("$CLI" --data "$DATA" --break-glass)
 MOD=$(dpkg -L libsofthsm2 | grep '/libsofthsm2.so$' | head -1)
 
 # --- the factory ---

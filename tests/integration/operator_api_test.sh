@@ -125,9 +125,11 @@ hash2=$(field now hash)
 invite erin '[{"role":"eu-ops","scope":{"regions":["eu-west"]}}]'
 expect "erin enrolls with eu-ops in eu-west ($CODE)" test "$CODE" = 201
 MOD=$(dpkg -L libsofthsm2 | grep '/libsofthsm2.so$' | head -1)
-factory_batch "$CLI" "$DATA"
-"${F[@]}" devices provision "$EU" --tenant acme --region eu-west >/dev/null
-"${F[@]}" devices provision "$US" --tenant acme --region us-east >/dev/null
+# The factory's batch reaches the authority by hand, next to the running server: break-glass.
+factory_batch "$CLI" "$DATA" --data "$DATA" --break-glass
+api prov-eu alice POST "/api/v1/devices/$EU/provision" '{"tenant":"acme","region":"eu-west"}'
+expect "alice provisions $EU in eu-west ($CODE)" test "$(field prov-eu state)" = provisioned
+api prov-us alice POST "/api/v1/devices/$US/provision" '{"tenant":"acme","region":"us-east","reason":"shipped"}'
 wait_for_log "$W/server.log" "manufacturer trust anchors"
 A=(--batch "$W/batch" --server "https://127.0.0.1:$HPORT" --trust "$W/root.pem" --firmware "$W/firmware.bin")
 "$AGENT" once --device "$EU" "${A[@]}" >"$W/eu.json" 2>>"$W/agent.log"
@@ -160,8 +162,8 @@ expect "erin may not invite (403)" is_error erin-invite 403 permission_denied
 # A device certificate (for a key in a file, issued for a registered device) is not an operator's.
 newkey gadget
 openssl req -new -key "$W/gadget.key" -subj "/CN=ignored" -out "$W/gadget.csr" 2>/dev/null
-"${F[@]}" ca issue --device "$US" --csr "$W/gadget.csr" --out "$W/gadget.pem" >/dev/null
-cat "$W/gadget.pem" >"$W/gadget.chain.pem"
+api gadget-issue alice POST "/api/v1/devices/$US/certificates" "$(python3 -c 'import json,sys;print(json.dumps({"csr":sys.stdin.read()}))' <"$W/gadget.csr")"
+field gadget-issue certificate >"$W/gadget.chain.pem"
 api gadget gadget GET /api/v1/whoami
 expect "a device's certificate is refused by the operator API (401: $(field gadget message))" \
   is_error gadget 401 unauthenticated

@@ -51,6 +51,10 @@ wait_for_log "$W/run2.log" "msg=listening"
 expect "second start reuses the token store" grep -q "created=false" "$W/run2.log"
 serial2=$(grep -o 'msg="https certificate" serial=[0-9a-f]*' "$W/run2.log" | cut -d= -f3)
 expect "second start reuses the HTTPS certificate ($serial1)" test -n "$serial1" -a "$serial1" = "$serial2"
+rc=0; timeout 20 "$SERVER" --data "$DATA" --listen "127.0.0.1:$(free_port)" \
+  --https-listen "127.0.0.1:$(free_port)" >"$W/twice.log" 2>&1 || rc=$?
+expect "a second server on the same data directory exits 1 (got $rc)" test "$rc" = 1
+expect "... naming the server that holds it" grep -q "fleetid-server (pid $PID) holds it" "$W/twice.log"
 kill -INT "$PID"
 wait_exit "$PID" 15
 expect "SIGINT stops the server with status 0 (got $RC)" test "$RC" = 0
