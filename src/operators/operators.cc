@@ -411,8 +411,7 @@ Result<policy::Operator> Operators::Authenticate(const ClientChain& chain) {
     return MakeError(ErrorCode::kUnauthenticated,
                      "an operator certificate (TLS client authentication) is required");
   }
-  FLEETID_TRY(leaf, crypto::ParseCertificateDer(chain.front()));
-  FLEETID_TRY(serial, crypto::SerialHex(X509_get0_serialNumber(leaf.get())));
+  FLEETID_TRY(serial, SerialOf(chain.front()));
   // The authority's own record decides, not a signature check per call: the certificate must be
   // the very one (byte for byte) the authority issued for an operator, which only the operators'
   // CA does (pki::Authority::IssueOperatorIn). The TLS handshake verified the chain already.
@@ -454,6 +453,20 @@ Result<policy::Operator> Operators::Authenticate(const ClientChain& chain) {
     out.grants.push_back({.role = r.Text(4), .scope = std::move(scope)});
   }
   return out;
+}
+
+Result<std::string> Operators::SerialOf(const std::vector<std::uint8_t>& der) {
+  std::string key(der.begin(), der.end());
+  {
+    MutexLock lock(serial_mu_);
+    if (auto it = serial_by_der_.find(key); it != serial_by_der_.end()) return it->second;
+  }
+  FLEETID_TRY(leaf, crypto::ParseCertificateDer(der));
+  FLEETID_TRY(serial, crypto::SerialHex(X509_get0_serialNumber(leaf.get())));
+  MutexLock lock(serial_mu_);
+  if (serial_by_der_.size() >= kSerialCacheSize) serial_by_der_.clear();
+  serial_by_der_.emplace(std::move(key), serial);
+  return serial;
 }
 
 Result<OperatorInfo> Operators::LoadIn(Transaction& tx, std::string_view name) {

@@ -14,6 +14,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "common/clock.h"
@@ -135,6 +136,13 @@ class Operators {
                                      std::string_view kind);
   [[nodiscard]] static Result<OperatorInfo> LoadIn(store::Transaction& tx, std::string_view name);
   [[nodiscard]] Result<std::string> NewCode();
+  // SerialOf is the serial (lower-case hex) of the client certificate |der|. Every call of a
+  // keep-alive connection presents the same certificate, and decoding one costs OpenSSL 3 far
+  // more than the rest of authentication (its public key goes through the decoder framework),
+  // so serials are remembered by the certificate's bytes: at most kSerialCacheSize of them,
+  // forgotten all at once when full. A serial is a function of the bytes alone; nothing about
+  // the certificate's status is kept.
+  [[nodiscard]] Result<std::string> SerialOf(const std::vector<std::uint8_t>& der);
   // Allowed checks |action| for |by| throughout every scope of |grants| (unscoped: everywhere),
   // auditing a refusal.
   [[nodiscard]] Result<std::string> Allowed(const policy::Operator& by, std::string_view action,
@@ -150,6 +158,9 @@ class Operators {
   Idempotency idempotency_;
   Mutex bootstrap_mu_;
   std::filesystem::path bootstrap_path_ FLEETID_GUARDED_BY(bootstrap_mu_);
+  static constexpr std::size_t kSerialCacheSize = 4096;
+  Mutex serial_mu_;
+  std::unordered_map<std::string, std::string> serial_by_der_ FLEETID_GUARDED_BY(serial_mu_);
 };
 
 }  // namespace fleetid::operators

@@ -1,5 +1,8 @@
 // OCSP answers (RFC 6960 §4.2, RFC 5019).
+#include <openssl/bn.h>
 #include <openssl/err.h>
+#include <openssl/ocsp.h>
+#include <openssl/x509.h>
 
 #include <algorithm>
 #include <utility>
@@ -199,12 +202,24 @@ void OcspResponder::Refresh(const CertificateRecord& changed) {
   if (ca == nullptr) return;
   const std::string cache_serial = CacheSerialOfHex(changed.serial);
   cache_.Forget(ca->name, cache_serial);
-  auto cert = ParseCert(changed.der);
-  if (!cert) return;
+  // The CertID needs the serial and the issuer, not the certificate: decoding it (its public key
+  // through OpenSSL 3's decoders) would cost more than the rest of the answer but its signature.
+  BIGNUM* raw_serial = nullptr;
+  if (BN_hex2bn(&raw_serial, changed.serial.c_str()) == 0) {
+    ERR_clear_error();
+    return;
+  }
+  const crypto::BignumPtr serial_bn(raw_serial);
+  const crypto::Asn1IntegerPtr serial(BN_to_ASN1_INTEGER(serial_bn.get(), nullptr));
+  if (!serial) {
+    ERR_clear_error();
+    return;
+  }
   const TimePoint this_update = std::chrono::floor<std::chrono::seconds>(clock_.Now());
   for (const EVP_MD* md : {EVP_sha1(), EVP_sha256()}) {
-    Single single{.owned_id =
-                      crypto::OcspCertIdPtr(OCSP_cert_to_id(md, cert->get(), ca->cert.get()))};
+    Single single{.owned_id = crypto::OcspCertIdPtr(
+                      OCSP_cert_id_new(md, X509_get_subject_name(ca->cert.get()),
+                                       X509_get0_pubkey_bitstr(ca->cert.get()), serial.get()))};
     if (!single.owned_id) continue;
     single.id = single.owned_id.get();
     if (changed.status == Status::kGood) {
