@@ -293,6 +293,9 @@ Result<std::string> Operators::Allowed(const policy::Operator& by, std::string_v
           active.policy->Hash()));
     }
   }
+  if (std::string why = policy::ApprovalsNotOffered(*active.policy, action); !why.empty()) {
+    return std::unexpected(policy_.Refuse(by, action, subject, why, active.policy->Hash()));
+  }
   for (const policy::Grant& g : grants) {
     if (auto may = active.policy->MayGrant(by.grants, g); !may) {
       if (may.error().code() != ErrorCode::kPermissionDenied) return std::unexpected(may.error());

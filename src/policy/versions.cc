@@ -358,9 +358,24 @@ Result<Active> Versions::Authorize(const Operator& by, std::string_view action,
                                    const Resource& resource, std::string_view subject) {
   Active active = Current();
   const Decision decision = active.policy->Decide(by.grants, action, resource);
-  if (decision.allowed) return active;
-  return std::unexpected(
-      Refuse(by, action, subject, active.policy->Explain(decision, action), active.policy->Hash()));
+  if (!decision.allowed) {
+    return std::unexpected(Refuse(by, action, subject, active.policy->Explain(decision, action),
+                                  active.policy->Hash()));
+  }
+  if (std::string why = ApprovalsNotOffered(*active.policy, action); !why.empty()) {
+    return std::unexpected(Refuse(by, action, subject, why, active.policy->Hash()));
+  }
+  return active;
+}
+
+std::string ApprovalsNotOffered(const Policy& policy, std::string_view action) {
+  if (action.starts_with("policy.")) return "";  // a change of policy is a proposal
+  const ApprovalRule* rule = policy.ApprovalsFor(action);
+  if (rule == nullptr) return "";
+  return fmt::format(
+      "policy {} asks {} approval(s) from {} for {}, and approval requests exist only for policy "
+      "changes so far: refused rather than taken without them",
+      policy.Hash().substr(0, 12), rule->approvals, fmt::join(rule->from_roles, ", "), action);
 }
 
 Error Versions::Refuse(const Operator& by, std::string_view action, std::string_view subject,

@@ -41,6 +41,12 @@ struct Operator {
 // "#CREDENTIAL" when a credential authenticated them).
 std::string AuditActor(const Operator& op);
 
+// ApprovalsNotOffered says why |action| may not be taken at once under |policy|: the version
+// asks approvals for it (its approval rules), and only policy changes can wait for approvals
+// today (proposals); other actions' approval requests are still to be built. Failing closed
+// keeps a rule from being ignored. Empty when the action needs none, and for policy.* actions.
+std::string ApprovalsNotOffered(const Policy& policy, std::string_view action);
+
 struct VersionInfo {
   std::int64_t number = 0;
   std::string hash;
@@ -152,7 +158,8 @@ class Versions {
 
   // Authorize decides |action| on |resource| for |by| under the active version. A refusal is
   // audited (action "access.denied", the explanation as its reason) and returned as
-  // kPermissionDenied naming the missing permission.
+  // kPermissionDenied naming the missing permission. An action the version asks approvals for
+  // is refused the same way (ApprovalsNotOffered), since it cannot wait for them yet.
   [[nodiscard]] Result<Active> Authorize(const Operator& by, std::string_view action,
                                          const Resource& resource, std::string_view subject);
 

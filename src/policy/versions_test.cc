@@ -307,6 +307,28 @@ TEST_P(VersionsTest, APolicyThatAsksNoApprovalAppliesAtOnceAndIsAuditedTheSameWa
   EXPECT_EQ(activated[2]["policy_version"], first->target_hash);
 }
 
+// An approval rule for an action other than a policy change cannot be waited for yet: the action
+// is refused, audited, rather than taken without the approvals the version asks.
+TEST_P(VersionsTest, AnActionThatNeedsApprovalsIsRefusedUntilItCanWaitForThem) {
+  const Operator eu{.name = "erin", .credential = "", .grants = {{"eu-ops", {}}}};
+  const Resource in_eu{.tenant = "acme", .region = "eu", .model = "m", .labels = {}};
+  Json doc = Json::parse(WithRegionalRole());
+  doc["approvals"].push_back({{"actions", {"device.suspend"}},
+                              {"approvals", 1},
+                              {"from_roles", {"admin"}}});
+  auto proposed = versions_->Propose(alice_, doc.dump(), 1, "suspensions need a second person");
+  ASSERT_TRUE(proposed) << proposed.error();
+  ASSERT_TRUE(versions_->Approve(dave_, proposed->id, "ok"));
+  auto refused = versions_->Authorize(eu, "device.suspend", in_eu, "D-1");
+  EXPECT_THAT(refused, test::HasCode(ErrorCode::kPermissionDenied));
+  EXPECT_THAT(refused.error().message(), ::testing::HasSubstr("asks 1 approval(s) from admin"));
+  EXPECT_TRUE(versions_->Authorize(eu, "device.resume", in_eu, "D-1")) << "no rule: at once";
+  const std::vector<Json> denied = Audited("access.denied");
+  ASSERT_EQ(denied.size(), 1u);
+  EXPECT_EQ(denied[0]["subject"], "D-1");
+  EXPECT_EQ(ApprovalsNotOffered(*versions_->Current().policy, "policy.propose"), "");
+}
+
 TEST_P(VersionsTest, AnotherProcessSeesTheActivationOnRefresh) {
   auto other = Versions::Open(db_->db(), clock_);
   ASSERT_TRUE(other) << other.error();
