@@ -287,6 +287,23 @@ api dave2 dave2 GET /api/v1/whoami
 expect "... and is dave with it" test "$(field dave2 operator)" = dave
 api dave-old dave GET /api/v1/whoami
 expect "... while his old certificate is refused (401)" is_error dave-old 401 unauthenticated
+api versions alice GET /api/v1/policy/versions
+expect "every policy version is listed, version 2 active" python3 -c '
+import json, sys
+versions = json.load(open(sys.argv[1]))["versions"]
+assert [v["version"] for v in versions if v["active"]] == [2] and len(versions) >= 2, versions' "$W/versions.json"
+api quarantine-eu alice POST "/api/v1/devices/$EU/quarantine" '{"reason":"tampering suspected"}'
+expect "alice quarantines $EU ($CODE)" test "$(field quarantine-eu state)" = quarantined
+api clear-eu alice POST "/api/v1/devices/$EU/clear-quarantine" '{"reason":"inspected"}'
+expect "... and lifts it: the device enrolls afresh ($CODE)" test "$(field clear-eu state)" = provisioned
+api decom-eu alice POST "/api/v1/devices/$EU/decommission" '{"reason":"end of life"}'
+expect "alice orders $EU decommissioned ($CODE)" test "$(field decom-eu state)" = decommissioning
+api undecom-eu alice POST "/api/v1/devices/$EU/cancel-decommission" '{"reason":"not yet"}'
+expect "... and cancels it within the grace period ($CODE)" test "$(field undecom-eu state)" = provisioned
+GADGET=$(openssl x509 -in "$W/gadget.chain.pem" -noout -serial | cut -d= -f2)
+api hold-gadget alice POST "/api/v1/ca/certificates/$GADGET/hold" '{"reason":"lost"}'
+expect "a certificate that is no device's credential is held by the CA alone ($CODE)" \
+  test "$(field hold-gadget status)" = hold
 api openapi - GET /api/v1/openapi.json
 expect "GET /api/v1/openapi.json serves docs/openapi.json as it is" \
   cmp -s "$W/openapi.json" "$(dirname "$0")/../../docs/openapi.json"
