@@ -125,24 +125,6 @@ Result<std::int64_t> Number(std::string_view text) {
   return n;
 }
 
-// PermitsSomewhere says whether some role of |grants| has a permit rule naming |action| (by name,
-// by its family or as "*"): whether the operator may take it anywhere at all.
-bool PermitsSomewhere(const policy::Policy& policy, std::span<const policy::Grant> grants,
-                      std::string_view action) {
-  const std::string family = fmt::format("{}.*", action.substr(0, action.find('.')));
-  for (const policy::Grant& grant : grants) {
-    const policy::Role* role = policy.FindRole(grant.role);
-    if (role == nullptr) continue;
-    for (const policy::Rule& rule : role->rules) {
-      if (rule.effect != policy::Effect::kPermit) continue;
-      for (const std::string& named : rule.actions) {
-        if (named == action || named == family || named == "*") return true;
-      }
-    }
-  }
-  return false;
-}
-
 // ScopedAuditFilter shows an operator allowed audit.read only within a scope the entries about a
 // device inside it: an entry whose subject is a device serial, or the serial of one of a device's
 // certificates, judged on that device's tenant, region, model and labels under |policy|. Entries
@@ -516,28 +498,24 @@ class Call {
     if (!post && parts.size() == 1) return ListDevices(by);
     if (parts.size() < 2 || parts[1].empty()) return NotFound();
     const DeviceAction* action = nullptr;
-    if (post && parts.size() == 3 && parts[2] == "certificates") {
-      auto found = api_.registry.Get(parts[1]);
-      if (!found && found.error().code() == ErrorCode::kNotFound) {
-        FLEETID_CHECK_OK(KnownOnlyEverywhere(by, "ca.issue", parts[1]));
-      }
-      FLEETID_TRY(device, std::move(found));
-      return IssueCertificate(by, device);
-    }
-    if (post) {
+    // POST .../certificates issues a certificate for the device (ca.issue); the other POSTs are
+    // its lifecycle actions.
+    const bool issue = post && parts.size() == 3 && parts[2] == "certificates";
+    if (post && !issue) {
       if (parts.size() != 3) return NotFound();
       action = std::ranges::find_if(kDeviceActions,
                                     [&](const DeviceAction& a) { return a.path == parts[2]; });
       if (action == std::end(kDeviceActions)) return NotFound();
-    } else if (parts.size() != 2) {
+    } else if (!post && parts.size() != 2) {
       return NotFound();
     }
-    const std::string_view wanted = post ? action->action : "device.read";
+    const std::string_view wanted = issue ? "ca.issue" : post ? action->action : "device.read";
     auto found = api_.registry.Get(parts[1]);
     if (!found && found.error().code() == ErrorCode::kNotFound) {
       FLEETID_CHECK_OK(KnownOnlyEverywhere(by, wanted, parts[1]));
     }
     FLEETID_TRY(device, std::move(found));
+    if (issue) return IssueCertificate(by, device);
     if (!post || action == nullptr) {
       FLEETID_TRY(allowed,
                   api_.policy.Authorize(by, "device.read", ResourceOf(device), device.serial));
@@ -720,7 +698,7 @@ AuditReadGate OperatorAuditGate(const OperatorApi& api) {
     FLEETID_TRY(who, api.operators.Authenticate(req.client_chain));
     const policy::Active active = api.policy.Current();
     if (active.policy->Decide(who.grants, "audit.read", {}).allowed) return AuditEntryFilter();
-    if (!PermitsSomewhere(*active.policy, who.grants, "audit.read")) {
+    if (!active.policy->PermitsAnywhere(who.grants, "audit.read")) {
       FLEETID_TRY(allowed, api.policy.Authorize(who, "audit.read", {}, "audit log"));
       static_cast<void>(allowed);  // refused (and audited) above: no rule permits it anywhere
     }

@@ -25,12 +25,10 @@ Result<CredentialTerms> TermsFor(const policy::Policy& policy, const registry::D
   }
   const policy::CredentialClass& c = **found;
   CredentialTerms terms;
-  terms.class_name = c.name;
-  terms.policy_version = policy.Hash();
   auto suites = std::make_shared<crypto::SuitePolicy>();
   for (const crypto::Suite& suite : crypto::AllSuites()) {
     const bool allowed = std::find(c.suites.begin(), c.suites.end(), suite.name) != c.suites.end();
-    suites->Set(suite.id, !allowed                         ? crypto::SuiteStatus::kDisabled
+    suites->Set(suite.id, !allowed                          ? crypto::SuiteStatus::kDisabled
                           : suite.name == c.preferred_suite ? crypto::SuiteStatus::kPreferred
                                                             : crypto::SuiteStatus::kAllowed);
   }

@@ -9,7 +9,6 @@
 #include <chrono>
 #include <functional>
 #include <memory>
-#include <string>
 
 #include "common/error.h"
 #include "crypto/suite.h"
@@ -19,10 +18,6 @@
 namespace fleetid::enroll {
 
 struct CredentialTerms {
-  // The credential class these come from, and the policy version (its hash) that holds it;
-  // "built-in" and empty for BuiltInTerms.
-  std::string class_name = "built-in";
-  std::string policy_version;
   std::shared_ptr<const crypto::SuitePolicy> suites;  // never null
   std::chrono::seconds ldevid_lifetime{24 * 3600};
   int renew_at_percent = 66;

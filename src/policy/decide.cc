@@ -201,6 +201,17 @@ Decision Policy::Decide(std::span<const Grant> grants, std::string_view action,
   return decision;
 }
 
+bool Policy::PermitsAnywhere(std::span<const Grant> grants, std::string_view action) const {
+  const std::optional<std::size_t> id = ActionId(action);
+  if (!id) return false;
+  return std::ranges::any_of(grants, [&](const Grant& grant) {
+    auto role = role_index_.find(grant.role);
+    return role != role_index_.end() &&
+           std::ranges::any_of(rules_by_role_action_[role->second][*id],
+                               [](const CompiledRule& c) { return c.effect == Effect::kPermit; });
+  });
+}
+
 Decision Policy::DecideWithin(std::span<const Grant> grants, std::string_view action,
                               const Scope& scope) const {
   Decision decision;

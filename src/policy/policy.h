@@ -176,6 +176,11 @@ class Policy {
   Decision DecideWithin(std::span<const Grant> grants, std::string_view action,
                         const Scope& scope) const;
 
+  // PermitsAnywhere says whether some role of |grants| has a permit rule naming |action|: whether
+  // the holder may take it anywhere at all (an auditor scoped to a region may read some audit
+  // entries). No scope is looked at.
+  bool PermitsAnywhere(std::span<const Grant> grants, std::string_view action) const;
+
   // MayGrant says whether an operator holding |granter| may grant |wanted| (delegation): they
   // must be allowed operator.grant throughout wanted.scope, and hold what they grant: every
   // action the role permits, wherever the grant lets it apply, must be allowed to them there

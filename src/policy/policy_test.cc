@@ -113,6 +113,27 @@ TEST(PolicyTest, AGrantsScopeNarrowsItsRoleAndAnActionOnNoDeviceIsOutsideAnyScop
   EXPECT_EQ(d.rules.size(), 1u);
 }
 
+// PermitsAnywhere asks whether any permit rule of the grants' roles names the action (by name,
+// family or "*"), whatever the scopes; a forbid rule never counts as one.
+TEST(PolicyTest, PermitsAnywhereLooksAtActionsNotScopes) {
+  auto policy = Parsed(Example());
+  ASSERT_TRUE(policy);
+  Scope eu;
+  eu.regions = std::vector<std::string>{"eu"};
+  const std::vector<Grant> auditor_eu{{.role = "auditor", .scope = eu}};
+  const std::vector<Grant> admin_eu{{.role = "admin", .scope = eu}};
+  const std::vector<Grant> ops{{.role = "eu-ops", .scope = {}}};
+  const std::vector<Grant> unknown{{.role = "no-such-role", .scope = {}}};
+  EXPECT_TRUE(policy->PermitsAnywhere(auditor_eu, "audit.read"));
+  EXPECT_TRUE(policy->PermitsAnywhere(admin_eu, "audit.read")) << "through \"*\"";
+  EXPECT_TRUE(policy->PermitsAnywhere(ops, "device.suspend"));
+  EXPECT_FALSE(policy->PermitsAnywhere(ops, "device.decommission"))
+      << "named only by a forbid rule (device.*)";
+  EXPECT_FALSE(policy->PermitsAnywhere(ops, "audit.read"));
+  EXPECT_FALSE(policy->PermitsAnywhere(unknown, "audit.read"));
+  EXPECT_FALSE(policy->PermitsAnywhere({}, "audit.read"));
+}
+
 TEST(PolicyTest, ScopesNestForDelegation) {
   Scope everywhere;
   Scope eu;
